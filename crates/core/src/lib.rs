@@ -1,0 +1,35 @@
+//! # circuitry-core
+//!
+//! The small vocabulary every circuitry crate shares:
+//!
+//! - [`HookPoint`]: a typed TransformerLens hook name (`blocks.3.hook_resid_pre` ⇄
+//!   `HookPoint::ResidPre { layer: 3 }`), the one parser for hook names in the project;
+//! - [`Gpt2Config`]: the Hugging Face `config.json` of a GPT-2 model;
+//! - [`StageRecord`]: the `stage.json` every stage writes last, from which the pipeline
+//!   decides freshness;
+//! - [`atomic`]: write-to-temporary-then-rename helpers, so a crash never leaves a file
+//!   that looks complete;
+//! - [`fingerprint`]: content hashes (BLAKE3) of files and directories.
+//!
+//! ```
+//! use circuitry_core::HookPoint;
+//! let hook: HookPoint = "blocks.3.hook_resid_pre".parse().unwrap();
+//! assert_eq!(hook, HookPoint::ResidPre { layer: 3 });
+//! assert_eq!(hook.to_string(), "blocks.3.hook_resid_pre");
+//! ```
+#![deny(missing_docs)]
+
+pub mod atomic;
+mod error;
+pub mod fingerprint;
+mod gpt2;
+mod hook;
+mod record;
+
+pub use error::{Error, Result};
+pub use gpt2::Gpt2Config;
+pub use hook::HookPoint;
+pub use record::{StageRecord, StageTimer, STAGE_RECORD_FILE, STAGE_RECORD_VERSION};
+
+/// The version of the circuitry tools, recorded in every artifact.
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
