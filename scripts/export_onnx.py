@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Export a local Hugging Face GPT-2 checkpoint to ONNX with one output per hook point.
+
+    python scripts/export_onnx.py MODEL_DIR OUT.onnx [--logits]
+
+MODEL_DIR holds `config.json` and `model.safetensors` (gpt2, distilgpt2, gpt2-medium, a
+`save_pretrained` folder, ...). The graph has
+
+  inputs   input_ids       int64 (batch, seq)
+           attention_mask  int64 (batch, seq)   1 = real token, 0 = padding (left or right)
+  outputs  blocks.L.hook_resid_pre   float32 (batch, seq, d_model)  input of block L, every L
+           blocks.L.hook_attn_out    float32 (batch, seq, d_model)  attn.c_proj output (bias incl.)
+           blocks.L.hook_mlp_out     float32 (batch, seq, d_model)  mlp.c_proj output (bias incl.)
+           blocks.{n-1}.hook_resid_post float32 (batch, seq, d_model)  final residual, BEFORE ln_f
+           logits                    float32 (batch, seq, vocab)    only with --logits
+
+in this order: for each layer L, resid_pre, attn_out, mlp_out; then the final resid_post; then
+logits. Batch and sequence axes are dynamic (seq up to n_ctx). Position ids are computed inside
+the graph from the mask, `max(cumsum(mask) - 1, 0)`, as Hugging Face generation does, so left
+padding gives the same activations at real tokens as no padding. Outputs at padded positions
+are meaningless and must never be used.
+
+The outputs are captured by forward hooks on the Hugging Face modules inside a wrapper module,
+so their names do not depend on the exporter's node names.
+
+Beside OUT.onnx the script writes the sidecar `OUT.onnx.json` (same path plus `.json`):
+
+  {
+    "format": "circuitry-onnx-hooks", "version": 1,
+    "model_type": "gpt2", "n_layer": 4, "d_model": 64, "n_head": 4, "n_ctx": 64,
+    "vocab_size": 745, "logits": false,
+    "fingerprint": {"algorithm": "blake3", "file": "model.safetensors", "hex": "<64 hex>"},
+    "tokenizer_fingerprint": {"algorithm": "blake3", "file": "tokenizer.json", "hex": "..."} | null,
+    "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]},
+               {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "seq"]}],
+    "position_ids": "max(cumsum(attention_mask, -1) - 1, 0)",
+    "outputs": [{"name": "blocks.0.hook_resid_pre", "hook": "blocks.0.hook_resid_pre",
+                 "dtype": "float32", "shape": ["batch", "seq", 64], "width": 64}, ...]
+  }
+
+The fingerprint is BLAKE3 (hex) of the model.safetensors bytes: what
+`circuitry_core::fingerprint::fingerprint_path` gives for that file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import blake3
+import torch
+from torch import nn
+
+SIDECAR_FORMAT = "circuitry-onnx-hooks"
+SIDECAR_VERSION = 1
+POSITION_IDS_RULE = "max(cumsum(attention_mask, -1) - 1, 0)"
+
+
+def hook_names(n_layer: int, logits: bool) -> list[str]:
+    """Graph output names, in graph order."""
+    names = []
+    for layer in range(n_layer):
+        names += [
+            f"blocks.{layer}.hook_resid_pre",
+            f"blocks.{layer}.hook_attn_out",
+            f"blocks.{layer}.hook_mlp_out",
+        ]
+    names.append(f"blocks.{n_layer - 1}.hook_resid_post")
+    if logits:
+        names.append("logits")
+    return names
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq) int64 positions that skip left padding: max(cumsum(mask) - 1, 0)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class HookedGpt2(nn.Module):
+    """Runs a Hugging Face GPT2LMHeadModel and returns the hook activations as a tuple.
+
+    Forward hooks on the HF modules record the activations of one call; `forward` returns them
+    in the order of `hook_names(n_layer, logits)`.
+    """
+
+    def __init__(self, model: nn.Module, logits: bool):
+        super().__init__()
+        self.model = model
+        self.logits = logits
+        self.n_layer = model.config.n_layer
+        self._store: dict[str, torch.Tensor] = {}
+        transformer = model.transformer
+        for layer, block in enumerate(transformer.h):
+            block.register_forward_pre_hook(self._save_input(f"blocks.{layer}.hook_resid_pre"))
+            block.attn.c_proj.register_forward_hook(self._save_output(f"blocks.{layer}.hook_attn_out"))
+            block.mlp.c_proj.register_forward_hook(self._save_output(f"blocks.{layer}.hook_mlp_out"))
+        transformer.ln_f.register_forward_pre_hook(
+            self._save_input(f"blocks.{self.n_layer - 1}.hook_resid_post")
+        )
+
+    def _save_input(self, name):
+        def hook(_module, args, kwargs=None):
+            self._store[name] = args[0]
+
+        return hook
+
+    def _save_output(self, name):
+        def hook(_module, _args, output):
+            self._store[name] = output
+
+        return hook
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        # input_ids, attention_mask: (batch, seq) int64
+        self._store = {}
+        position_ids = position_ids_from_mask(attention_mask)  # (batch, seq)
+        out = self.model.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        )
+        results = [self._store[name] for name in hook_names(self.n_layer, False)]
+        if self.logits:
+            results.append(self.model.lm_head(out.last_hidden_state))  # (batch, seq, vocab)
+        self._store = {}
+        return tuple(results)
+
+
+def load_model(model_dir: Path) -> nn.Module:
+    """A GPT2LMHeadModel from a local folder, in eval mode with eager attention."""
+    from transformers import GPT2LMHeadModel
+
+    for name in ("config.json", "model.safetensors"):
+        if not (model_dir / name).is_file():
+            raise SystemExit(
+                f"export_onnx.py: {model_dir / name} not found; MODEL_DIR must be a Hugging Face "
+                "GPT-2 folder with config.json and model.safetensors (save_pretrained layout)"
+            )
+    model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation="eager")
+    if model.config.model_type != "gpt2":
+        raise SystemExit(f"export_onnx.py: {model_dir}/config.json: model_type is "
+                         f"{model.config.model_type!r}, expected 'gpt2'")
+    return model.eval()
+
+
+def file_blake3(path: Path) -> str:
+    hasher = blake3.blake3()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def sidecar(model_dir: Path, config, logits: bool) -> dict:
+    d_model = config.n_embd
+    outputs = []
+    for name in hook_names(config.n_layer, logits):
+        width = config.vocab_size if name == "logits" else d_model
+        outputs.append({"name": name, "hook": name, "dtype": "float32",
+                        "shape": ["batch", "seq", width], "width": width})
+    tokenizer = model_dir / "tokenizer.json"
+    return {
+        "format": SIDECAR_FORMAT,
+        "version": SIDECAR_VERSION,
+        "model_type": "gpt2",
+        "n_layer": config.n_layer,
+        "d_model": d_model,
+        "n_head": config.n_head,
+        "n_ctx": config.n_positions,
+        "vocab_size": config.vocab_size,
+        "logits": logits,
+        "fingerprint": {"algorithm": "blake3", "file": "model.safetensors",
+                        "hex": file_blake3(model_dir / "model.safetensors")},
+        "tokenizer_fingerprint": (
+            {"algorithm": "blake3", "file": "tokenizer.json", "hex": file_blake3(tokenizer)}
+            if tokenizer.is_file() else None
+        ),
+        "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]},
+                   {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "seq"]}],
+        "position_ids": POSITION_IDS_RULE,
+        "outputs": outputs,
+    }
+
+
+def export(model_dir: Path, out: Path, logits: bool = False) -> dict:
+    """Export MODEL_DIR to OUT (ONNX) and write OUT.json; returns the sidecar."""
+    model_dir = Path(model_dir)
+    out = Path(out)
+    model = load_model(model_dir)
+    wrapper = HookedGpt2(model, logits).eval()
+    n_ctx = model.config.n_positions
+    seq = min(8, n_ctx)
+    input_ids = torch.zeros((2, seq), dtype=torch.int64)
+    attention_mask = torch.ones((2, seq), dtype=torch.int64)
+    attention_mask[0, :2] = 0  # a left-padded example, so the mask path is traced
+    names = hook_names(model.config.n_layer, logits)
+    batch = torch.export.Dim("batch", min=1)
+    seq_dim = torch.export.Dim("seq", min=1, max=n_ctx)
+    dyn = {"input_ids": {0: batch, 1: seq_dim}, "attention_mask": {0: batch, 1: seq_dim}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (input_ids, attention_mask),
+            dynamo=True,
+            input_names=["input_ids", "attention_mask"],
+            output_names=names,
+            dynamic_shapes=dyn,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(tmp), external_data=False)
+    os.replace(tmp, out)
+    meta = sidecar(model_dir, model.config, logits)
+    side = out.with_name(out.name + ".json")
+    tmp_side = side.with_name(side.name + ".tmp")
+    tmp_side.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp_side, side)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", type=Path, help="HF GPT-2 folder (config.json, model.safetensors)")
+    parser.add_argument("out", type=Path, help="output .onnx path; the sidecar is OUT.json")
+    parser.add_argument("--logits", action="store_true", help="also output logits (bigger, slower)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    meta = export(args.model_dir, args.out, args.logits)
+    size = args.out.stat().st_size
+    print(f"wrote {args.out} ({size / 1e6:.2f} MB, {len(meta['outputs'])} outputs) "
+          f"and {args.out}.json; model blake3 {meta['fingerprint']['hex'][:16]}…", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

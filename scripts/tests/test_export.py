@@ -1,0 +1,161 @@
+"""scripts/export_onnx.py: ONNX Runtime outputs equal PyTorch at every hook, with left padding.
+
+Run: python -m pytest scripts/tests -q
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import export_onnx  # noqa: E402
+
+ort = pytest.importorskip("onnxruntime")
+transformers = pytest.importorskip("transformers")
+
+TOL = 1e-4
+N_LAYER, D_MODEL, N_HEAD, VOCAB, N_CTX = 2, 64, 4, 300, 32
+
+
+@pytest.fixture(scope="module")
+def random_gpt2(tmp_path_factory):
+    """A randomly initialised small GPT-2 saved with save_pretrained."""
+    torch.manual_seed(1234)
+    config = transformers.GPT2Config(
+        n_layer=N_LAYER, n_embd=D_MODEL, n_head=N_HEAD, vocab_size=VOCAB,
+        n_positions=N_CTX, bos_token_id=0, eos_token_id=0,
+    )
+    model = transformers.GPT2LMHeadModel(config)
+    # Non-trivial biases and layer-norm parameters, so every term of the forward is exercised.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or ".ln_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    d = tmp_path_factory.mktemp("gpt2")
+    model.save_pretrained(d)
+    return d
+
+
+def reference_hooks(model_dir: Path, input_ids, attention_mask, logits: bool):
+    """PyTorch activations at every hook, read from HF's own modules via hidden states and hooks."""
+    model = transformers.GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    store = {}
+    handles = []
+    for layer, block in enumerate(model.transformer.h):
+        handles.append(block.attn.c_proj.register_forward_hook(
+            lambda m, a, o, n=f"blocks.{layer}.hook_attn_out": store.__setitem__(n, o)))
+        handles.append(block.mlp.c_proj.register_forward_hook(
+            lambda m, a, o, n=f"blocks.{layer}.hook_mlp_out": store.__setitem__(n, o)))
+    handles.append(model.transformer.ln_f.register_forward_pre_hook(
+        lambda m, a: store.__setitem__(f"blocks.{N_LAYER - 1}.hook_resid_post", a[0])))
+    ids = torch.from_numpy(input_ids)
+    mask = torch.from_numpy(attention_mask)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                    output_hidden_states=True, use_cache=False)
+    for layer in range(N_LAYER):
+        store[f"blocks.{layer}.hook_resid_pre"] = out.hidden_states[layer]
+    if logits:
+        store["logits"] = out.logits
+    for h in handles:
+        h.remove()
+    return {k: v.numpy() for k, v in store.items()}
+
+
+def unpadded_hooks(model_dir: Path, ids_row: np.ndarray):
+    """Activations for one sequence alone, without padding (positions 0..len-1)."""
+    mask = np.ones((1, len(ids_row)), dtype=np.int64)
+    return reference_hooks(model_dir, ids_row[None, :], mask, logits=True)
+
+
+def batch_with_left_padding():
+    rng = np.random.default_rng(7)
+    lengths = [N_CTX, 11, 5, 1]
+    seq = max(lengths)
+    ids = np.zeros((len(lengths), seq), dtype=np.int64)
+    mask = np.zeros((len(lengths), seq), dtype=np.int64)
+    for b, n in enumerate(lengths):
+        ids[b, seq - n:] = rng.integers(1, VOCAB, size=n)
+        mask[b, seq - n:] = 1
+    ids[mask == 0] = 0  # pad token
+    return ids, mask
+
+
+@pytest.mark.parametrize("logits", [False, True])
+def test_ort_matches_pytorch_at_every_hook(random_gpt2, tmp_path, logits):
+    out = tmp_path / "model.onnx"
+    meta = export_onnx.export(random_gpt2, out, logits=logits)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    assert names == export_onnx.hook_names(N_LAYER, logits)
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+
+    ids, mask = batch_with_left_padding()
+    got = dict(zip(names, session.run(None, {"input_ids": ids, "attention_mask": mask})))
+    want = reference_hooks(random_gpt2, ids, mask, logits)
+    assert set(want) == set(names)
+    real = mask.astype(bool)  # compare only non-padded positions
+    worst = 0.0
+    for name in names:
+        assert got[name].shape == want[name].shape, name
+        assert np.isfinite(got[name][real]).all(), name
+        diff = float(np.abs(got[name][real] - want[name][real]).max())
+        print(f"{name}: max |ort - torch| = {diff:.2e}")
+        worst = max(worst, diff)
+        assert diff <= TOL, f"{name}: {diff} > {TOL}"
+    print(f"logits={logits}: max abs diff over all hooks {worst:.2e}")
+
+    # Left padding changes nothing at real tokens: each row equals the row run alone.
+    for b in range(ids.shape[0]):
+        row = ids[b][real[b]]
+        alone = unpadded_hooks(random_gpt2, row)
+        for name in names:
+            diff = float(np.abs(got[name][b][real[b]] - alone[name][0]).max())
+            assert diff <= TOL, f"row {b}, {name}: padded vs alone {diff} > {TOL}"
+
+    # resid_pre[L] + attn_out[L] + mlp_out[L] = resid_pre[L+1] (the last one is resid_post).
+    for layer in range(N_LAYER):
+        nxt = (f"blocks.{layer + 1}.hook_resid_pre" if layer + 1 < N_LAYER
+               else f"blocks.{N_LAYER - 1}.hook_resid_post")
+        total = (got[f"blocks.{layer}.hook_resid_pre"] + got[f"blocks.{layer}.hook_attn_out"]
+                 + got[f"blocks.{layer}.hook_mlp_out"])
+        assert np.abs(total[real] - got[nxt][real]).max() <= TOL
+
+    side = json.loads(Path(str(out) + ".json").read_text())
+    assert side == meta
+    assert side["format"] == "circuitry-onnx-hooks" and side["version"] == 1
+    assert (side["n_layer"], side["d_model"], side["n_ctx"], side["vocab_size"]) == (
+        N_LAYER, D_MODEL, N_CTX, VOCAB)
+    assert side["logits"] is logits
+    assert [o["name"] for o in side["outputs"]] == names
+    assert all(o["hook"] == o["name"] for o in side["outputs"])
+    widths = {o["name"]: o["width"] for o in side["outputs"]}
+    assert widths.get("logits", VOCAB) == VOCAB
+    assert all(w == D_MODEL for n, w in widths.items() if n != "logits")
+    import blake3
+    expect = blake3.blake3((random_gpt2 / "model.safetensors").read_bytes()).hexdigest()
+    assert side["fingerprint"] == {"algorithm": "blake3", "file": "model.safetensors",
+                                   "hex": expect}
+
+
+def test_dynamic_batch_and_sequence(random_gpt2, tmp_path):
+    out = tmp_path / "m.onnx"
+    export_onnx.export(random_gpt2, out)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for batch, seq in [(1, 1), (3, 17), (5, N_CTX)]:
+        ids = np.ones((batch, seq), dtype=np.int64)
+        mask = np.ones((batch, seq), dtype=np.int64)
+        outs = session.run(None, {"input_ids": ids, "attention_mask": mask})
+        assert all(o.shape == (batch, seq, D_MODEL) for o in outs)
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="model.safetensors"):
+        (tmp_path / "config.json").write_text("{}")
+        export_onnx.export(tmp_path, tmp_path / "x.onnx")
