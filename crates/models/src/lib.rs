@@ -1,1 +1,26 @@
-//! placeholder
+//! # circuitry-models
+//!
+//! Model math on ndarray.
+//!
+//! - [`toy`]: the seed recipe's `SubjectVerbAgreementNN` (2 → 4 ReLU → 2), its
+//!   synthetic singular/plural data set, training with a hand-written backward pass,
+//!   and Hugging Face–style safetensors I/O.
+//! - [`tensors`]: reading and writing f32 tensors in safetensors files.
+//!
+//! ```
+//! use circuitry_models::toy::{SubjectVerbAgreementNN, ToyDataset, Lexicon};
+//! use rand::SeedableRng;
+//! let lexicon = Lexicon::new(0);
+//! let data = ToyDataset::generate(&lexicon, lexicon.train_nouns(), 16, 0.1, 1);
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let model = SubjectVerbAgreementNN::init(4, &mut rng);
+//! let out = model.forward(data.inputs.view());
+//! assert_eq!(out.logits.dim(), (16, 2));
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+pub mod tensors;
+pub mod toy;
+
+pub use error::{Error, Result};
