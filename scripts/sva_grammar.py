@@ -1,0 +1,238 @@
+"""The tiny agreement GPT-2's grammar: lexicon, held-out pairs and a sentence generator.
+
+English-like sentences in which a verb agrees in number with its subject, built so that no
+positional shortcut solves agreement (see shared/FINDINGS.md, last section):
+
+- the subject stands at varying places: fronted adverbials ("Yesterday, the cat ..."), fronted
+  prepositional phrases with an animate noun ("Near the dogs, the cat ..."), adverbial clauses
+  with their own agreement ("When the dogs see the birds, the cat ..."), embedding clauses
+  ("I think that the cat ...", "The dogs say that the cat ...");
+- attractors between subject and verb: one or two prepositional phrases, object relative
+  clauses ("the cat that the dogs like"), subject relative clauses whose nearest noun is the
+  object ("the cat that likes the dogs"), PPs inside relative clauses; attractors are drawn from
+  the same animate nouns as subjects, so noun identity does not tell subject from attractor;
+- past-tense filler sentences in which nothing agrees;
+- held-out (noun, verb) pairs: a noun never governs that verb anywhere in the corpus (main
+  clause, relative clause, adverbial or embedding clause), so test items on those pairs are new.
+
+Every word is a single token of the trained ByteLevel BPE (closed vocabulary), verb forms with
+their leading space included. The generator is deterministic for a given `random.Random`.
+"""
+from __future__ import annotations
+
+import random
+
+# (singular, plural) animate nouns: subjects, attractors, objects.
+NOUNS = [
+    ("cat", "cats"), ("dog", "dogs"), ("bird", "birds"), ("horse", "horses"),
+    ("teacher", "teachers"), ("doctor", "doctors"), ("farmer", "farmers"), ("pilot", "pilots"),
+    ("student", "students"), ("singer", "singers"), ("dancer", "dancers"), ("lawyer", "lawyers"),
+    ("nurse", "nurses"), ("baker", "bakers"), ("driver", "drivers"), ("writer", "writers"),
+    ("artist", "artists"), ("author", "authors"), ("guard", "guards"), ("officer", "officers"),
+    ("senator", "senators"), ("judge", "judges"), ("manager", "managers"), ("player", "players"),
+    ("athlete", "athletes"), ("surgeon", "surgeons"), ("painter", "painters"), ("clerk", "clerks"),
+    ("banker", "bankers"), ("soldier", "soldiers"), ("sailor", "sailors"), ("king", "kings"),
+    ("queen", "queens"), ("boy", "boys"), ("girl", "girls"), ("friend", "friends"),
+    ("neighbor", "neighbors"), ("parent", "parents"), ("customer", "customers"),
+    ("child", "children"), ("man", "men"), ("woman", "women"), ("mouse", "mice"),
+    ("goose", "geese"), ("person", "people"), ("wolf", "wolves"), ("fox", "foxes"),
+    ("lion", "lions"), ("tiger", "tigers"), ("rabbit", "rabbits"), ("monkey", "monkeys"),
+    ("chef", "chefs"), ("poet", "poets"), ("actor", "actors"), ("uncle", "uncles"),
+    ("cousin", "cousins"), ("visitor", "visitors"), ("guest", "guests"), ("hunter", "hunters"),
+    ("thief", "thieves"),
+]
+# (singular, plural) inanimate nouns: objects and PP nouns only.
+THINGS = [
+    ("table", "tables"), ("car", "cars"), ("house", "houses"), ("tree", "trees"),
+    ("box", "boxes"), ("door", "doors"), ("window", "windows"), ("bridge", "bridges"),
+    ("river", "rivers"), ("garden", "gardens"), ("building", "buildings"), ("wall", "walls"),
+    ("fence", "fences"), ("tower", "towers"), ("lamp", "lamps"), ("chair", "chairs"),
+    ("road", "roads"), ("shop", "shops"), ("school", "schools"), ("park", "parks"),
+]
+PREPOSITIONS = ["near", "behind", "beside", "with", "from", "above", "below", "under",
+                "beyond", "around", "outside", "inside"]
+# (singular, plural, past) transitive verbs: main verbs and relative-clause verbs.
+TRANSITIVE = [
+    ("likes", "like", "liked"), ("sees", "see", "saw"), ("helps", "help", "helped"),
+    ("knows", "know", "knew"), ("admires", "admire", "admired"), ("follows", "follow", "followed"),
+    ("watches", "watch", "watched"), ("loves", "love", "loved"), ("hates", "hate", "hated"),
+    ("meets", "meet", "met"), ("finds", "find", "found"), ("calls", "call", "called"),
+    ("visits", "visit", "visited"), ("trusts", "trust", "trusted"), ("thanks", "thank", "thanked"),
+    ("blames", "blame", "blamed"), ("greets", "greet", "greeted"), ("avoids", "avoid", "avoided"),
+    ("chases", "chase", "chased"), ("praises", "praise", "praised"), ("has", "have", "had"),
+]
+# (singular, plural, past) verbs followed by an adjective.
+COPULAS = [("is", "are", "was"), ("seems", "seem", "seemed"), ("looks", "look", "looked"),
+           ("was", "were", "was")]
+# (singular, plural, past) intransitive verbs.
+INTRANSITIVE = [
+    ("sleeps", "sleep", "slept"), ("smiles", "smile", "smiled"), ("laughs", "laugh", "laughed"),
+    ("runs", "run", "ran"), ("waits", "wait", "waited"), ("swims", "swim", "swam"),
+    ("works", "work", "worked"), ("sings", "sing", "sang"),
+]
+# (singular, plural) verbs that embed a clause: "The dogs say that ...".
+SAY_VERBS = [("says", "say"), ("thinks", "think"), ("believes", "believe"), ("hopes", "hope")]
+ADJECTIVES = ["happy", "tired", "young", "old", "angry", "busy", "quiet", "brave", "kind",
+              "tall", "late", "ready"]
+ADVERBS = ["today", "again", "often", "here", "quickly", "slowly", "now", "there"]
+FRONTED_ADVERBIALS = [["yesterday"], ["today"], ["sometimes"], ["in", "the", "morning"],
+                      ["at", "night"], ["after", "the", "storm"], ["of", "course"]]
+EMBEDDERS = [["i", "think", "that"], ["we", "know", "that"], ["everyone", "says", "that"],
+             ["it", "seems", "that"], ["you", "know", "that"]]
+
+MAIN_VERBS = TRANSITIVE + COPULAS + INTRANSITIVE  # every verb a main clause may agree on
+# The four families of the agreement datasets use these verbs as answers.
+FAMILY_MAIN_VERBS = [(s, p) for s, p, _ in MAIN_VERBS]
+FAMILY_RC_VERBS = [(s, p) for s, p, _ in TRANSITIVE]
+
+HELDOUT_FRACTION = 0.2
+
+
+def heldout_pairs(seed: int = 0) -> set[tuple[str, str]]:
+    """(noun singular, verb singular) pairs never seen agreeing in the corpus.
+
+    A fixed random fifth of all noun × verb pairs, drawn by `seed` (the grammar's, not the
+    model's); every noun and every verb keeps most of its pairs for training.
+    """
+    rng = random.Random(f"heldout-{seed}")
+    pairs = set()
+    for noun, _ in NOUNS:
+        for verb, _, _ in MAIN_VERBS + [(s, p, "") for s, p in SAY_VERBS]:
+            if rng.random() < HELDOUT_FRACTION:
+                pairs.add((noun, verb))
+    return pairs
+
+
+class Generator:
+    """Draws sentences (lists of lower-case words) from the grammar."""
+
+    def __init__(self, rng: random.Random, heldout: set[tuple[str, str]]):
+        self.rng = rng
+        self.heldout = heldout
+
+    # -- small pieces --------------------------------------------------------------------
+    def number(self) -> int:
+        return self.rng.randrange(2)  # 0 singular, 1 plural
+
+    def noun(self, animate: bool = True) -> tuple[str, int, list[str]]:
+        """(singular lemma, number, ["the", form])."""
+        pool = NOUNS if animate or self.rng.random() < 0.5 else THINGS
+        sg, pl = self.rng.choice(pool)
+        n = self.number()
+        return sg, n, ["the", (sg, pl)[n]]
+
+    def agreeing(self, lemma: str, n: int, verbs) -> tuple[str, ...]:
+        """A verb from `verbs` whose pair with noun `lemma` is not held out, and its form."""
+        while True:
+            verb = self.rng.choice(verbs)
+            if (lemma, verb[0]) not in self.heldout:
+                return verb[n]
+
+    def pp(self) -> list[str]:
+        _, _, words = self.noun(animate=self.rng.random() < 0.6)
+        return [self.rng.choice(PREPOSITIONS)] + words
+
+    def obj(self) -> list[str]:
+        _, _, words = self.noun(animate=self.rng.random() < 0.5)
+        if self.rng.random() < 0.2:
+            words += self.pp()
+        return words
+
+    # -- phrases -------------------------------------------------------------------------
+    def subject(self) -> tuple[str, int, list[str]]:
+        """A subject noun phrase with attractors: (lemma, number, words)."""
+        lemma, n, words = self.noun()
+        r = self.rng.random()
+        if r < 0.30:
+            pass
+        elif r < 0.52:
+            words += self.pp()
+        elif r < 0.60:
+            words += self.pp() + self.pp()
+        elif r < 0.80:  # object relative clause: the cat that the dogs (near the X) like
+            a_lemma, a_n, a_words = self.noun()
+            if self.rng.random() < 0.25:
+                a_words += self.pp()
+            words += ["that"] + a_words + [self.agreeing(a_lemma, a_n, TRANSITIVE)]
+        else:  # subject relative clause: the cat that likes the dogs (near the X)
+            words += ["that", self.agreeing(lemma, n, TRANSITIVE)] + self.obj()
+        return lemma, n, words
+
+    def clause(self) -> list[str]:
+        """subject + agreeing main verb + continuation."""
+        lemma, n, words = self.subject()
+        r = self.rng.random()
+        if r < 0.6:
+            words += [self.agreeing(lemma, n, TRANSITIVE)] + self.obj()
+        elif r < 0.8:
+            words += [self.agreeing(lemma, n, COPULAS), self.rng.choice(ADJECTIVES)]
+        else:
+            words.append(self.agreeing(lemma, n, INTRANSITIVE))
+            if self.rng.random() < 0.5:
+                words.append(self.rng.choice(ADVERBS))
+        return words
+
+    def front(self) -> list[str]:
+        """Something before the subject: nothing, an adverbial, a clause, an embedding."""
+        r = self.rng.random()
+        if r < 0.40:
+            return []
+        if r < 0.52:
+            return self.rng.choice(FRONTED_ADVERBIALS) + [","]
+        if r < 0.62:  # fronted PP with an animate attractor
+            return [self.rng.choice(PREPOSITIONS)] + self.noun()[2] + [","]
+        if r < 0.72:  # adverbial clause with its own agreement
+            a_lemma, a_n, a_words = self.noun()
+            return (["when"] + a_words + [self.agreeing(a_lemma, a_n, TRANSITIVE)]
+                    + self.noun(animate=False)[2] + [","])
+        if r < 0.84:
+            return list(self.rng.choice(EMBEDDERS))
+        # embedding clause whose own subject agrees: the dogs (near the X) say that ...
+        a_lemma, a_n, a_words = self.noun()
+        if self.rng.random() < 0.3:
+            a_words += self.pp()
+        return a_words + [self.agreeing(a_lemma, a_n, SAY_VERBS), "that"]
+
+    def filler(self) -> list[str]:
+        """A past-tense sentence: nothing agrees."""
+        words = self.noun()[2]
+        if self.rng.random() < 0.3:
+            words += self.pp()
+        r = self.rng.random()
+        if r < 0.6:
+            words += [self.rng.choice(TRANSITIVE)[2]] + self.obj()
+        elif r < 0.8:
+            words += [self.rng.choice(COPULAS)[2], self.rng.choice(ADJECTIVES)]
+        else:
+            words += [self.rng.choice(INTRANSITIVE)[2]]
+        return words
+
+    def sentence(self) -> str:
+        words = self.filler() if self.rng.random() < 0.08 else self.front() + self.clause()
+        return render(words)
+
+
+def render(words: list[str]) -> str:
+    """Words → sentence text: capitalised, commas attached, a final full stop."""
+    text = " ".join(words).replace(" ,", ",") + "."
+    return text[0].upper() + text[1:]
+
+
+def word_lists(heldout: set[tuple[str, str]]) -> dict:
+    """The grammar's word lists in the format of datasets/agreement/*.json (make_agreement.py)."""
+    return {
+        "description": "Word lists of the tiny agreement GPT-2's grammar (scripts/sva_grammar.py). "
+                       "Test items are exactly those whose (subject, verb) pair is held out.",
+        "nouns": [list(p) for p in NOUNS],
+        "attractors": [list(p) for p in NOUNS],
+        "prepositions": PREPOSITIONS,
+        "verbs": [list(p) for p in FAMILY_MAIN_VERBS],
+        "rc_verbs": [list(p) for p in FAMILY_RC_VERBS],
+        "templates": {
+            "simple": "The {subj}",
+            "across_pp": "The {subj} {prep} the {attr}",
+            "within_rc": "The {attr} that the {subj}",
+            "across_rc": "The {subj} that the {attr} {attr_verb}",
+        },
+        "heldout_pairs": sorted([list(p) for p in heldout]),
+    }
