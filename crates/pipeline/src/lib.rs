@@ -1,1 +1,75 @@
-//! placeholder
+//! # circuitry-pipeline
+//!
+//! Pipeline manifests, the stage graph, freshness, and the local runner behind the
+//! `circuitry` binary (`circuitry run MANIFEST`, `circuitry plan MANIFEST`).
+//!
+//! - [`Pipeline`]: a manifest parsed with unknown keys denied, checked rule by rule
+//!   (each failure is one [`Error::Manifest`] naming file, line:column and the fix),
+//!   with its stages in dependency order;
+//! - [`kinds`]: the stage kinds (`train-toy`, `dump-toy`, `train-sae`, `circuit-toy`):
+//!   raw parameters, their checks, and the command line of each stage binary;
+//! - [`StageCommand`]: what to run for a stage: binary, arguments, directory;
+//! - [`Plan`], [`Freshness`]: which stages are stale and why, from their `stage.json`;
+//! - [`run_local`]: runs the stale stages as processes, in order.
+//!
+//! ## Manifest format
+//!
+//! ```toml
+//! [pipeline]
+//! name = "toy"
+//! run_dir = "../runs/toy"   # relative to the manifest's directory
+//!
+//! [[stage]]
+//! name = "model"            # a simple identifier; output in run_dir/model/
+//! kind = "train-toy"        # runs circuitry-train-toy
+//! seed = 7                  # keys are the binary's flags in snake_case
+//!
+//! [[stage]]
+//! name = "acts"
+//! kind = "dump-toy"
+//! model = "@model"          # "@name[/path]": stage name's output (a dependency)
+//! ```
+//!
+//! A key left out is not passed, so the binary's default applies. Plain paths
+//! (`corpus = "../datasets/x.txt"`) are relative to the manifest's directory and must
+//! exist when the manifest is validated. Stages run in the manifest's directory with
+//! paths relative to it, so the command `circuitry plan` shows can be run by hand.
+//!
+//! ## Freshness
+//!
+//! See [`freshness`](Freshness). A stage named with `--force` re-runs; its dependents
+//! then re-run only if its outputs changed (they compare the fingerprints their
+//! `stage.json` recorded for their inputs with the new content). The runner removes
+//! a stale stage's `stage.json` before running it, so a crash leaves it stale.
+//!
+//! ```
+//! use circuitry_pipeline::Pipeline;
+//! let text = r#"
+//! [pipeline]
+//! name = "toy"
+//! run_dir = "runs"
+//! [[stage]]
+//! name = "model"
+//! kind = "train-toy"
+//! epochs = 300
+//! "#;
+//! let pipeline = Pipeline::parse("toy.toml".as_ref(), text).unwrap();
+//! let cmd = pipeline.command(&pipeline.stages()[0]);
+//! assert_eq!(cmd.to_string(), "circuitry-train-toy --out runs/model --epochs 300");
+//! ```
+#![deny(missing_docs)]
+
+mod command;
+mod error;
+mod freshness;
+pub mod kinds;
+mod local;
+mod manifest;
+mod plan;
+
+pub use command::{shell_quote, StageCommand};
+pub use error::{Error, Location, ManifestError, Problem, Result};
+pub use freshness::{diff_args, ArgChange, Freshness, StaleReason};
+pub use local::{run_local, BinDirs, RunOptions, RunReport, BIN_DIR_ENV};
+pub use manifest::{Input, Pipeline, Stage};
+pub use plan::{Plan, PlannedStage};

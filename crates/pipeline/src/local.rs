@@ -1,0 +1,275 @@
+//! The local runner: each stale stage runs as its own process, in dependency order.
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+use circuitry_core::STAGE_RECORD_FILE;
+
+use crate::freshness::{Checker, Upstream};
+use crate::plan::forced_stages;
+use crate::{Error, Freshness, Pipeline, Plan, Result, StageCommand};
+
+/// The environment variable naming the one directory to take stage binaries from.
+pub const BIN_DIR_ENV: &str = "CIRCUITRY_BIN_DIR";
+
+/// How many of a failed stage's last output lines the error repeats.
+const TAIL_LINES: usize = 20;
+
+/// Where stage binaries are looked for.
+#[derive(Debug, Clone)]
+pub struct BinDirs {
+    dirs: Vec<PathBuf>,
+}
+
+impl BinDirs {
+    /// `$CIRCUITRY_BIN_DIR` alone when set; otherwise the directory of the running
+    /// executable (where `cargo build` puts all the workspace's binaries), then `PATH`.
+    pub fn from_env() -> BinDirs {
+        if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|d| !d.is_empty()) {
+            return BinDirs {
+                dirs: vec![PathBuf::from(dir)],
+            };
+        }
+        let mut dirs = Vec::new();
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        {
+            dirs.push(dir);
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        BinDirs { dirs }
+    }
+
+    /// Search exactly `dirs`, in order.
+    pub fn new(dirs: Vec<PathBuf>) -> BinDirs {
+        BinDirs { dirs }
+    }
+
+    /// The first `dir/program` that is a file.
+    pub fn find(&self, program: &str) -> Option<PathBuf> {
+        let file = format!("{program}{}", std::env::consts::EXE_SUFFIX);
+        self.dirs
+            .iter()
+            .map(|d| d.join(&file))
+            .find(|p| p.is_file())
+    }
+
+    /// The directories searched.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}
+
+/// Options of [`run_local`].
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stages to re-run even when fresh.
+    pub force: Vec<String>,
+    /// Print what would run and run nothing.
+    pub dry_run: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunReport {
+    /// Stages that ran, in order.
+    pub ran: Vec<String>,
+    /// Stages that were fresh.
+    pub fresh: Vec<String>,
+}
+
+/// Run `pipeline`'s stale stages locally, in dependency order, each as a process
+/// of its binary found in `bins`, streaming their output and writing it to
+/// `RUN_DIR/<stage>.log`. Stops at the first failure; downstream stages do not run.
+/// Progress goes to stderr.
+pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> Result<RunReport> {
+    let forced = forced_stages(pipeline, &options.force)?;
+    let mut checker = Checker::new(pipeline);
+    let plan = Plan::build(pipeline, &forced, &mut checker)?;
+    let n = pipeline.stages().len();
+    if plan.is_fresh() {
+        eprintln!("all {n} stages fresh, nothing to run");
+        return Ok(RunReport {
+            ran: Vec::new(),
+            fresh: plan.stages.iter().map(|s| s.name.clone()).collect(),
+        });
+    }
+    if options.dry_run {
+        eprintln!("{plan}");
+        eprintln!("would run:");
+        for stage in plan.stale() {
+            eprintln!("  {}", stage.command);
+        }
+        return Ok(RunReport::default());
+    }
+    // Find every binary before starting anything.
+    let mut programs = Vec::with_capacity(n);
+    for (stage, planned) in pipeline.stages().iter().zip(&plan.stages) {
+        let program = &planned.command.program;
+        programs.push(match (&planned.freshness, bins.find(program)) {
+            (Freshness::Fresh, found) => found,
+            (Freshness::Stale(_), Some(found)) => Some(found),
+            (Freshness::Stale(_), None) => {
+                return Err(Error::MissingBinary {
+                    stage: stage.name().into(),
+                    program: program.clone(),
+                    searched: bins.dirs().to_vec(),
+                })
+            }
+        });
+    }
+    let run_dir = pipeline.resolve(pipeline.run_dir());
+    fs::create_dir_all(&run_dir).map_err(|e| Error::io("creating", &run_dir, e))?;
+
+    let start = Instant::now();
+    let width = pipeline.stages().iter().map(|s| s.name().len()).max().unwrap_or(0);
+    let mut report = RunReport::default();
+    let mut states: Vec<Upstream> = Vec::with_capacity(n);
+    for (i, stage) in pipeline.stages().iter().enumerate() {
+        let _span = tracing::info_span!("stage", name = stage.name(), kind = stage.params().kind())
+            .entered();
+        let tag = format!("[{}/{n}] {:width$}", i + 1, stage.name());
+        let upstream_ran = stage.upstream().iter().any(|&d| states[d] == Upstream::Ran);
+        let reasons = match checker.assess(i, &states, forced[i])? {
+            Freshness::Fresh => {
+                let note = if upstream_ran { " (upstream outputs unchanged)" } else { "" };
+                eprintln!("{tag}  fresh{note}");
+                report.fresh.push(stage.name().into());
+                states.push(Upstream::Fresh);
+                continue;
+            }
+            Freshness::Stale(reasons) => reasons,
+        };
+        let command = pipeline.command(stage);
+        let Some(binary) = programs[i].clone().or_else(|| bins.find(&command.program)) else {
+            return Err(Error::MissingBinary {
+                stage: stage.name().into(),
+                program: command.program,
+                searched: bins.dirs().to_vec(),
+            });
+        };
+        eprintln!("{tag}  {}", Freshness::Stale(reasons));
+        eprintln!("  $ {command}");
+        let out_dir = pipeline.resolve(&pipeline.stage_dir(stage));
+        remove_record(&out_dir)?;
+        let log = run_dir.join(format!("{}.log", stage.name()));
+        let stage_start = Instant::now();
+        tracing::info!(binary = %binary.display(), "starting");
+        run_process(stage.name(), &binary, &command, &log)?;
+        states.push(Upstream::Ran);
+        checker.forget(&pipeline.stage_dir(stage));
+        if !out_dir.join(STAGE_RECORD_FILE).is_file() {
+            return Err(Error::NoStageRecord {
+                stage: stage.name().into(),
+                program: command.program,
+                dir: out_dir,
+            });
+        }
+        let seconds = stage_start.elapsed().as_secs_f64();
+        tracing::info!(seconds, "finished");
+        eprintln!("{tag}  done in {seconds:.1} s");
+        if let Freshness::Stale(reasons) = checker.assess(i, &states, false)? {
+            eprintln!(
+                "warning: stage `{}` still looks stale after running ({}): its binary's \
+                 stage.json does not match the arguments the runner passed",
+                stage.name(),
+                Freshness::Stale(reasons)
+            );
+        }
+        report.ran.push(stage.name().into());
+    }
+    eprintln!(
+        "ran {} of {n} stages ({}) in {:.1} s; outputs in {}",
+        report.ran.len(),
+        report.ran.join(", "),
+        start.elapsed().as_secs_f64(),
+        run_dir.display()
+    );
+    Ok(report)
+}
+
+/// Remove a stale stage's old `stage.json` before it runs, so that a crash
+/// mid-stage leaves the stage stale.
+fn remove_record(out_dir: &Path) -> Result<()> {
+    let path = out_dir.join(STAGE_RECORD_FILE);
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("removing", path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Run one stage process, streaming its stdout and stderr through and into `log`.
+fn run_process(stage: &str, binary: &Path, command: &StageCommand, log: &Path) -> Result<()> {
+    let log_file = File::create(log).map_err(|e| Error::io("creating", log, e))?;
+    let mut child = Command::new(binary)
+        .args(&command.args)
+        .current_dir(&command.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("starting", binary, e))?;
+    let log_file = Arc::new(Mutex::new(log_file));
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let (log_file, tail) = (Arc::clone(&log_file), Arc::clone(&tail));
+        pumps.push(thread::spawn(move || pump(out, io::stdout(), &log_file, &tail)));
+    }
+    if let Some(err) = child.stderr.take() {
+        let (log_file, tail) = (Arc::clone(&log_file), Arc::clone(&tail));
+        pumps.push(thread::spawn(move || pump(err, io::stderr(), &log_file, &tail)));
+    }
+    let status = child.wait().map_err(|e| Error::io("waiting for", binary, e))?;
+    for pump in pumps {
+        // A pump only fails on a broken terminal or log; the stage's status decides.
+        let _ = pump.join();
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let tail = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    Err(Error::StageFailed {
+        stage: stage.into(),
+        program: command.program.clone(),
+        status: status.to_string(),
+        log: log.to_path_buf(),
+        tail,
+    })
+}
+
+/// Copy `from` line by line to `to` and the log, keeping the last lines in `tail`.
+fn pump(
+    from: impl Read,
+    mut to: impl Write,
+    log: &Mutex<File>,
+    tail: &Mutex<VecDeque<String>>,
+) -> io::Result<()> {
+    let mut reader = BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        to.write_all(&line)?;
+        to.flush()?;
+        if let Ok(mut log) = log.lock() {
+            log.write_all(&line)?;
+        }
+        if let Ok(mut tail) = tail.lock() {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
+        }
+    }
+}

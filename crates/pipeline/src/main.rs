@@ -1,0 +1,87 @@
+//! `circuitry`: run and inspect pipeline manifests.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use circuitry_pipeline::{run_local, BinDirs, Pipeline, Plan, RunOptions};
+
+/// Run circuitry pipelines: each stage of a manifest runs as its own process, and
+/// only stages whose inputs, options or outputs changed run again.
+#[derive(Debug, Parser)]
+#[command(name = "circuitry", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the stale stages of a manifest, in dependency order.
+    ///
+    /// Stage binaries are taken from $CIRCUITRY_BIN_DIR when set, otherwise from
+    /// the directory of this executable, then PATH.
+    Run {
+        /// The manifest, e.g. pipelines/toy.toml.
+        manifest: PathBuf,
+        /// Re-run STAGE even if it is fresh (repeatable). Its dependents re-run only
+        /// if its outputs change.
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Print what would run, run nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print each stage as fresh or stale, and why.
+    Plan {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Show the plan as if these stages were forced.
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Cmd::Run {
+            manifest,
+            force,
+            dry_run,
+        } => Pipeline::load(manifest).and_then(|pipeline| {
+            let options = RunOptions {
+                force: force.clone(),
+                dry_run: *dry_run,
+            };
+            run_local(&pipeline, &options, &BinDirs::from_env()).map(|_| ())
+        }),
+        Cmd::Plan { manifest, force } => Pipeline::load(manifest).and_then(|pipeline| {
+            let plan = Plan::new(&pipeline, force)?;
+            println!(
+                "pipeline `{}` ({}), run directory {}",
+                pipeline.name(),
+                manifest.display(),
+                pipeline.resolve(pipeline.run_dir()).display()
+            );
+            println!("{plan}");
+            for stage in plan.stale() {
+                println!("  $ {}", stage.command);
+            }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The manifest: parsed with byte spans kept, validated rule by rule, and turned
+//! into a [`Pipeline`] whose stages are in dependency order.
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use crate::error::{ManifestError, Problem};
+use crate::kinds::{self, ArgsBuilder, KindError, StageParams};
+use crate::{Error, Result, StageCommand};
+
+mod graph;
+mod source;
+
+/// A stage input as written in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `"@stage"` or `"@stage/sub/path"`: the output directory of another stage, or a
+    /// path inside it. This is a dependency edge.
+    Stage {
+        /// The referenced stage.
+        stage: String,
+        /// The path inside its output directory (empty for the directory itself).
+        subpath: PathBuf,
+    },
+    /// A plain path, relative to the manifest's directory; it must exist when the
+    /// manifest is validated.
+    File(PathBuf),
+}
+
+impl Input {
+    /// Parse the manifest spelling: `@stage[/sub/path]` or a plain path.
+    pub fn parse(text: &str) -> Input {
+        match text.strip_prefix('@') {
+            Some(reference) => {
+                let (stage, sub) = reference.split_once('/').unwrap_or((reference, ""));
+                Input::Stage {
+                    stage: stage.to_string(),
+                    subpath: drop_cur_dirs(Path::new(sub)),
+                }
+            }
+            None => Input::File(PathBuf::from(text)),
+        }
+    }
+}
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::Stage { stage, subpath } if subpath.as_os_str().is_empty() => {
+                write!(f, "@{stage}")
+            }
+            Input::Stage { stage, subpath } => write!(f, "@{stage}/{}", subpath.display()),
+            Input::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Input {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Input::parse(&s))
+    }
+}
+
+/// A validated pipeline: stages in dependency order, each with validated parameters.
+#[derive(Debug)]
+pub struct Pipeline {
+    name: String,
+    manifest: PathBuf,
+    base_dir: PathBuf,
+    run_dir: PathBuf,
+    stages: Vec<Stage>,
+}
+
+/// One stage of a [`Pipeline`].
+#[derive(Debug)]
+pub struct Stage {
+    name: String,
+    params: Box<dyn StageParams>,
+    upstream: Vec<usize>,
+}
+
+impl Stage {
+    /// The stage's name (also its directory name in the run directory).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its validated parameters.
+    pub fn params(&self) -> &dyn StageParams {
+        self.params.as_ref()
+    }
+
+    /// Indices (into [`Pipeline::stages`]) of the stages it depends on.
+    pub fn upstream(&self) -> &[usize] {
+        &self.upstream
+    }
+}
+
+/// The `[pipeline]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineTable {
+    name: String,
+    run_dir: PathBuf,
+}
+
+/// A stage as parsed, before the graph is checked.
+struct ParsedStage<'a> {
+    name: String,
+    header: Range<usize>,
+    table: &'a DeTable<'a>,
+    params: Box<dyn StageParams>,
+}
+
+impl Pipeline {
+    /// Read and validate the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Manifest(Box::new(ManifestError {
+                file: path.to_path_buf(),
+                location: None,
+                problem: Problem::Unreadable {
+                    message: e.to_string(),
+                },
+            }))
+        })?;
+        Pipeline::parse(path, &text)
+    }
+
+    /// Validate manifest `text`, which was read from `path` (used for error messages
+    /// and as the base of relative paths).
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline> {
+        Parser {
+            file: path,
+            text,
+            base_dir: base_dir_of(path),
+        }
+        .parse()
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The manifest file.
+    pub fn manifest(&self) -> &Path {
+        &self.manifest
+    }
+
+    /// The manifest's directory: relative paths in the manifest are relative to it,
+    /// and stages run in it.
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    /// The run directory, relative to [`base_dir`](Self::base_dir) unless absolute.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The stages, in dependency order.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The index of the stage called `name`.
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+
+    /// A stage's output directory, relative to [`base_dir`](Self::base_dir).
+    pub fn stage_dir(&self, stage: &Stage) -> PathBuf {
+        self.run_dir.join(&stage.name)
+    }
+
+    /// An input's path, relative to [`base_dir`](Self::base_dir).
+    pub fn input_path(&self, input: &Input) -> PathBuf {
+        match input {
+            Input::Stage { stage, subpath } if subpath.as_os_str().is_empty() => {
+                self.run_dir.join(stage)
+            }
+            Input::Stage { stage, subpath } => self.run_dir.join(stage).join(subpath),
+            Input::File(path) => drop_cur_dirs(path),
+        }
+    }
+
+    /// A path relative to [`base_dir`](Self::base_dir), as seen from the current
+    /// directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    /// What to run for `stage`: its binary and arguments, run in the base directory.
+    pub fn command(&self, stage: &Stage) -> StageCommand {
+        let out = self.stage_dir(stage).to_string_lossy().into_owned();
+        let resolve = |input: &Input| self.input_path(input).to_string_lossy().into_owned();
+        let mut args = ArgsBuilder::new(&out, &resolve);
+        stage.params.write_args(&mut args);
+        StageCommand {
+            program: stage.params.program().to_string(),
+            args: args.finish(),
+            cwd: self.base_dir.clone(),
+        }
+    }
+}
+
+struct Parser<'a> {
+    file: &'a Path,
+    text: &'a str,
+    base_dir: PathBuf,
+}
+
+impl Parser<'_> {
+    fn error(&self, span: Option<Range<usize>>, problem: Problem) -> Error {
+        Error::Manifest(Box::new(ManifestError {
+            file: self.file.to_path_buf(),
+            location: span.map(|s| source::locate(self.text, s)),
+            problem,
+        }))
+    }
+
+    fn schema(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Error {
+        self.error(
+            span,
+            Problem::Schema {
+                message: message.into(),
+            },
+        )
+    }
+
+    fn toml_error(&self, e: toml::de::Error, fallback: Range<usize>) -> Error {
+        self.schema(Some(e.span().unwrap_or(fallback)), e.message())
+    }
+
+    fn parse(&self) -> Result<Pipeline> {
+        let root = DeTable::parse(self.text).map_err(|e| {
+            self.error(
+                e.span(),
+                Problem::Syntax {
+                    message: e.message().to_string(),
+                },
+            )
+        })?;
+        let root = root.get_ref();
+        if let Some((key, _)) = root
+            .iter()
+            .find(|(k, _)| !matches!(k.get_ref().as_ref(), "pipeline" | "stage"))
+        {
+            return Err(self.schema(
+                Some(key.span()),
+                format!("unknown field `{key}`, expected `pipeline` or `stage`"),
+            ));
+        }
+        let table = root.get("pipeline").ok_or_else(|| {
+            self.schema(
+                None,
+                "missing field `pipeline`: the manifest needs a [pipeline] table with `name` and `run_dir`",
+            )
+        })?;
+        let header: PipelineTable = PipelineTable::deserialize(ValueDeserializer::from(table.clone()))
+            .map_err(|e| self.toml_error(e, table.span()))?;
+        let field_span = |key: &str| {
+            table
+                .get_ref()
+                .as_table()
+                .and_then(|t| t.get(key))
+                .map(|v| v.span())
+        };
+        if header.name.trim().is_empty() {
+            return Err(self.error(
+                field_span("name"),
+                Problem::InvalidValue {
+                    field: "name".into(),
+                    problem: "the pipeline name is empty".into(),
+                    fix: "give the pipeline a name, e.g. name = \"toy\"".into(),
+                },
+            ));
+        }
+        if header.run_dir.as_os_str().is_empty() {
+            return Err(self.error(
+                field_span("run_dir"),
+                Problem::InvalidValue {
+                    field: "run_dir".into(),
+                    problem: "the run directory is empty".into(),
+                    fix: "set run_dir to a directory, e.g. run_dir = \"../runs/toy\"".into(),
+                },
+            ));
+        }
+
+        let stages = self.parse_stages(root)?;
+        let upstream = self.check_inputs(&stages)?;
+        let order = graph::topological_order(&upstream).map_err(|cycle| {
+            let mut names: Vec<String> = cycle.iter().map(|&(i, _)| stages[i].name.clone()).collect();
+            names.push(names[0].clone());
+            let (first, field) = cycle[0];
+            let span = stages[first].table.get(field).map(|v| v.span());
+            self.error(span, Problem::Cycle { cycle: names })
+        })?;
+        let mut position = vec![0; stages.len()];
+        for (new, &old) in order.iter().enumerate() {
+            position[old] = new;
+        }
+        let mut parsed: Vec<Option<ParsedStage>> = stages.into_iter().map(Some).collect();
+        let stages = order
+            .iter()
+            .filter_map(|&old| {
+                let stage = parsed[old].take()?;
+                let mut deps: Vec<usize> = upstream[old].iter().map(|&(_, d)| position[d]).collect();
+                deps.sort_unstable();
+                deps.dedup();
+                Some(Stage {
+                    name: stage.name,
+                    params: stage.params,
+                    upstream: deps,
+                })
+            })
+            .collect();
+        Ok(Pipeline {
+            name: header.name,
+            manifest: self.file.to_path_buf(),
+            base_dir: self.base_dir.clone(),
+            run_dir: drop_cur_dirs(&header.run_dir),
+            stages,
+        })
+    }
+
+    fn parse_stages<'t>(&self, root: &'t DeTable<'t>) -> Result<Vec<ParsedStage<'t>>> {
+        let not_array = |span| {
+            self.schema(
+                Some(span),
+                "`stage` must be an array of tables: write each stage as a [[stage]] table",
+            )
+        };
+        let value = root
+            .get("stage")
+            .ok_or_else(|| self.error(None, Problem::NoStages))?;
+        let DeValue::Array(array) = value.get_ref() else {
+            return Err(not_array(value.span()));
+        };
+        if array.is_empty() {
+            return Err(self.error(Some(value.span()), Problem::NoStages));
+        }
+        let mut first_line: HashMap<String, usize> = HashMap::new();
+        let mut stages = Vec::new();
+        for element in array.iter() {
+            let header = element.span();
+            let DeValue::Table(table) = element.get_ref() else {
+                return Err(not_array(header));
+            };
+            let (name, name_span) = self.string_key(table, "name", &header)?;
+            if !is_identifier(name) {
+                return Err(self.error(
+                    Some(name_span),
+                    Problem::BadStageName { name: name.into() },
+                ));
+            }
+            if let Some(&line) = first_line.get(name) {
+                return Err(self.error(
+                    Some(name_span),
+                    Problem::DuplicateStage {
+                        name: name.into(),
+                        first_line: line,
+                    },
+                ));
+            }
+            first_line.insert(name.into(), source::locate(self.text, name_span).line);
+            let (kind_name, kind_span) = self.string_key(table, "kind", &header)?;
+            let kind = kinds::find(kind_name).ok_or_else(|| {
+                self.error(
+                    Some(kind_span),
+                    Problem::UnknownKind {
+                        kind: kind_name.into(),
+                        known: kinds::names(),
+                    },
+                )
+            })?;
+            let mut rest = table.clone();
+            rest.remove("name");
+            rest.remove("kind");
+            let de = ValueDeserializer::from(Spanned::new(header.clone(), DeValue::Table(rest)));
+            let params = (kind.parse)(de).map_err(|e| match e {
+                KindError::Toml(e) => self.toml_error(e, header.clone()),
+                KindError::Invalid(invalid) => self.error(
+                    Some(table.get(invalid.field).map_or(header.clone(), |v| v.span())),
+                    Problem::InvalidValue {
+                        field: invalid.field.into(),
+                        problem: invalid.problem,
+                        fix: invalid.fix,
+                    },
+                ),
+            })?;
+            stages.push(ParsedStage {
+                name: name.into(),
+                header,
+                table,
+                params,
+            });
+        }
+        Ok(stages)
+    }
+
+    /// A required string key of a stage table, with its value's span.
+    fn string_key<'t>(
+        &self,
+        table: &'t DeTable<'t>,
+        key: &str,
+        header: &Range<usize>,
+    ) -> Result<(&'t str, Range<usize>)> {
+        let value = table.get(key).ok_or_else(|| {
+            self.schema(Some(header.clone()), format!("missing field `{key}` in [[stage]]"))
+        })?;
+        let text = value.get_ref().as_str().ok_or_else(|| {
+            self.schema(
+                Some(value.span()),
+                format!(
+                    "invalid type: {}, expected a string for `{key}`",
+                    value.get_ref().type_str()
+                ),
+            )
+        })?;
+        Ok((text, value.span()))
+    }
+
+    /// Check every stage's inputs: references name existing stages and stay inside
+    /// their output directories, plain paths exist. Returns the dependency edges.
+    fn check_inputs(&self, stages: &[ParsedStage<'_>]) -> Result<graph::Edges> {
+        let names: Vec<String> = stages.iter().map(|s| s.name.clone()).collect();
+        let mut edges = Vec::with_capacity(stages.len());
+        for stage in stages {
+            let mut deps = Vec::new();
+            for (field, input) in stage.params.inputs() {
+                let span = Some(stage.table.get(field).map_or(stage.header.clone(), |v| v.span()));
+                match input {
+                    Input::Stage {
+                        stage: target,
+                        subpath,
+                    } => {
+                        if subpath
+                            .components()
+                            .any(|c| !matches!(c, Component::Normal(_)))
+                        {
+                            return Err(self.error(
+                                span,
+                                Problem::EscapesRunDir {
+                                    field: field.into(),
+                                    reference: input.to_string(),
+                                    stage: target.clone(),
+                                },
+                            ));
+                        }
+                        let dep = names.iter().position(|n| n == target).ok_or_else(|| {
+                            self.error(
+                                span.clone(),
+                                Problem::UnknownStage {
+                                    field: field.into(),
+                                    reference: input.to_string(),
+                                    stage: target.clone(),
+                                    stages: names.clone(),
+                                },
+                            )
+                        })?;
+                        deps.push((field, dep));
+                    }
+                    Input::File(path) => {
+                        let resolved = self.base_dir.join(path);
+                        if !resolved.exists() {
+                            return Err(self.error(
+                                span,
+                                Problem::MissingInput {
+                                    field: field.into(),
+                                    path: path.clone(),
+                                    resolved,
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+            edges.push(deps);
+        }
+        Ok(edges)
+    }
+}
+
+/// The directory of the manifest, `.` when it has none.
+fn base_dir_of(manifest: &Path) -> PathBuf {
+    match manifest.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `path` without `.` components (`./a/./b` → `a/b`); `..` is kept.
+fn drop_cur_dirs(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+/// Stage names are directory names: a letter or `_`, then letters, digits, `_`, `-`.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_parse_references_and_paths() {
+        assert_eq!(
+            Input::parse("@sae/toy.hook_hidden/"),
+            Input::Stage {
+                stage: "sae".into(),
+                subpath: "toy.hook_hidden".into()
+            }
+        );
+        assert_eq!(Input::parse("@sae/toy.hook_hidden").to_string(), "@sae/toy.hook_hidden");
+        assert_eq!(Input::parse("@model").to_string(), "@model");
+        assert_eq!(Input::parse("data/x.txt"), Input::File("data/x.txt".into()));
+    }
+
+    #[test]
+    fn identifiers() {
+        for good in ["model", "sae_2", "_x", "train-sae"] {
+            assert!(is_identifier(good), "{good}");
+        }
+        for bad in ["", "..", "a/b", "2sae", "my stage", "a.b", "é"] {
+            assert!(!is_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn base_dir_of_a_bare_file_name_is_cwd() {
+        assert_eq!(base_dir_of(Path::new("toy.toml")), PathBuf::from("."));
+        assert_eq!(base_dir_of(Path::new("pipelines/toy.toml")), PathBuf::from("pipelines"));
+    }
+}
