@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for circuitry, idempotently (fast when already done):
+#   - Python packages for scripts/ and their tests (scripts/requirements.txt)
+#   - the ONNX Runtime shared library in .ort/ (scripts/setup-ort.sh)
+#   - Debian packages the tests use (chromium for the HTML viewer test, Slurm for the
+#     cluster tests) when SETUP_APT=1 or running in CI
+# Usage: scripts/setup.sh
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+log() { printf '[setup %(%T)T] %s\n' -1 "$*" >&2; }
+
+command -v cargo >/dev/null || { echo "setup.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "setup.sh: python3 not found; install Python 3.10+" >&2; exit 2; }
+
+STAMP="$ROOT/target/.setup-python-$(python3 -c 'import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest()[:16])' scripts/requirements.txt)"
+if [[ ! -e $STAMP ]]; then
+    log "installing Python packages (scripts/requirements.txt; torch is large, about 2 minutes)"
+    python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+    mkdir -p "$ROOT/target" && touch "$STAMP"
+fi
+
+log "ONNX Runtime: $(scripts/setup-ort.sh)"
