@@ -123,11 +123,18 @@ pub enum StaleReason {
 impl fmt::Display for StaleReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StaleReason::NeverRun => f.write_str("no stage.json (never run, or the last run did not finish)"),
+            StaleReason::NeverRun => {
+                f.write_str("no stage.json (never run, or the last run did not finish)")
+            }
             StaleReason::Forced => f.write_str("forced with --force"),
-            StaleReason::UnreadableRecord { message } => write!(f, "unreadable stage.json ({message})"),
+            StaleReason::UnreadableRecord { message } => {
+                write!(f, "unreadable stage.json ({message})")
+            }
             StaleReason::ToolChanged { recorded, expected } => {
-                write!(f, "recorded by `{recorded}`, the manifest now runs `{expected}`")
+                write!(
+                    f,
+                    "recorded by `{recorded}`, the manifest now runs `{expected}`"
+                )
             }
             StaleReason::ToolVersionChanged { recorded, current } => {
                 write!(f, "recorded by circuitry {recorded}, this is {current}")
@@ -204,7 +211,12 @@ impl fmt::Display for ArgChange {
             ArgChange::Added { flag, value } => write!(f, "{flag} {value} added"),
             ArgChange::Removed { flag, value } => write!(f, "{flag} {value} removed"),
             ArgChange::Other { old, new } => {
-                write!(f, "arguments changed: `{}` → `{}`", old.join(" "), new.join(" "))
+                write!(
+                    f,
+                    "arguments changed: `{}` → `{}`",
+                    old.join(" "),
+                    new.join(" ")
+                )
             }
         }
     }
@@ -449,7 +461,10 @@ mod tests {
     fn diff_names_changed_added_and_removed_flags() {
         let old = words("toy --out o --top-paths 5 --seed 1");
         let new = words("toy --out o --top-paths 10 --lr 0.1");
-        let text: Vec<String> = diff_args(&old, &new).iter().map(|c| c.to_string()).collect();
+        let text: Vec<String> = diff_args(&old, &new)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         assert_eq!(
             text,
             [

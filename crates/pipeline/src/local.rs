@@ -130,7 +130,12 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
     fs::create_dir_all(&run_dir).map_err(|e| Error::io("creating", &run_dir, e))?;
 
     let start = Instant::now();
-    let width = pipeline.stages().iter().map(|s| s.name().len()).max().unwrap_or(0);
+    let width = pipeline
+        .stages()
+        .iter()
+        .map(|s| s.name().len())
+        .max()
+        .unwrap_or(0);
     let mut report = RunReport::default();
     let mut states: Vec<Upstream> = Vec::with_capacity(n);
     for (i, stage) in pipeline.stages().iter().enumerate() {
@@ -140,7 +145,11 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         let upstream_ran = stage.upstream().iter().any(|&d| states[d] == Upstream::Ran);
         let reasons = match checker.assess(i, &states, forced[i])? {
             Freshness::Fresh => {
-                let note = if upstream_ran { " (upstream outputs unchanged)" } else { "" };
+                let note = if upstream_ran {
+                    " (upstream outputs unchanged)"
+                } else {
+                    ""
+                };
                 eprintln!("{tag}  fresh{note}");
                 report.fresh.push(stage.name().into());
                 states.push(Upstream::Fresh);
@@ -163,7 +172,9 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         let log = run_dir.join(format!("{}.log", stage.name()));
         let stage_start = Instant::now();
         tracing::info!(binary = %binary.display(), "starting");
-        run_process(stage.name(), &binary, &command, &log)?;
+        let log_shown =
+            pipeline.display_path(&pipeline.run_dir().join(format!("{}.log", stage.name())));
+        run_process(stage.name(), &binary, &command, &log, log_shown)?;
         states.push(Upstream::Ran);
         checker.forget(&pipeline.stage_dir(stage));
         if !out_dir.join(STAGE_RECORD_FILE).is_file() {
@@ -191,7 +202,7 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         report.ran.len(),
         report.ran.join(", "),
         start.elapsed().as_secs_f64(),
-        run_dir.display()
+        pipeline.display_path(pipeline.run_dir()).display()
     );
     Ok(report)
 }
@@ -207,7 +218,14 @@ fn remove_record(out_dir: &Path) -> Result<()> {
 }
 
 /// Run one stage process, streaming its stdout and stderr through and into `log`.
-fn run_process(stage: &str, binary: &Path, command: &StageCommand, log: &Path) -> Result<()> {
+/// Errors name the log as `log_shown`.
+fn run_process(
+    stage: &str,
+    binary: &Path,
+    command: &StageCommand,
+    log: &Path,
+    log_shown: PathBuf,
+) -> Result<()> {
     let log_file = File::create(log).map_err(|e| Error::io("creating", log, e))?;
     let mut child = Command::new(binary)
         .args(&command.args)
@@ -222,13 +240,19 @@ fn run_process(stage: &str, binary: &Path, command: &StageCommand, log: &Path) -
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         let (log_file, tail) = (Arc::clone(&log_file), Arc::clone(&tail));
-        pumps.push(thread::spawn(move || pump(out, io::stdout(), &log_file, &tail)));
+        pumps.push(thread::spawn(move || {
+            pump(out, io::stdout(), &log_file, &tail)
+        }));
     }
     if let Some(err) = child.stderr.take() {
         let (log_file, tail) = (Arc::clone(&log_file), Arc::clone(&tail));
-        pumps.push(thread::spawn(move || pump(err, io::stderr(), &log_file, &tail)));
+        pumps.push(thread::spawn(move || {
+            pump(err, io::stderr(), &log_file, &tail)
+        }));
     }
-    let status = child.wait().map_err(|e| Error::io("waiting for", binary, e))?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("waiting for", binary, e))?;
     for pump in pumps {
         // A pump only fails on a broken terminal or log; the stage's status decides.
         let _ = pump.join();
@@ -236,12 +260,15 @@ fn run_process(stage: &str, binary: &Path, command: &StageCommand, log: &Path) -
     if status.success() {
         return Ok(());
     }
-    let tail = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    let tail = tail
+        .lock()
+        .map(|t| t.iter().cloned().collect())
+        .unwrap_or_default();
     Err(Error::StageFailed {
         stage: stage.into(),
         program: command.program.clone(),
         status: status.to_string(),
-        log: log.to_path_buf(),
+        log: log_shown,
         tail,
     })
 }
@@ -265,11 +292,13 @@ fn pump(
         if let Ok(mut log) = log.lock() {
             log.write_all(&line)?;
         }
-        if let Ok(mut tail) = tail.lock() {
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        if let (false, Ok(mut tail)) = (text.is_empty(), tail.lock()) {
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }
-            tail.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
+            tail.push_back(text.to_string());
         }
     }
 }

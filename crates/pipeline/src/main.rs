@@ -2,8 +2,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use circuitry_pipeline::{run_local, BinDirs, Pipeline, Plan, RunOptions};
+use clap::{Parser, Subcommand};
 
 /// Run circuitry pipelines: each stage of a manifest runs as its own process, and
 /// only stages whose inputs, options or outputs changed run again.
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
                 "pipeline `{}` ({}), run directory {}",
                 pipeline.name(),
                 manifest.display(),
-                pipeline.resolve(pipeline.run_dir()).display()
+                pipeline.display_path(pipeline.run_dir()).display()
             );
             println!("{plan}");
             for stage in plan.stale() {

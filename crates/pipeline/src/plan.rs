@@ -97,7 +97,11 @@ pub(crate) fn forced_stages(pipeline: &Pipeline, names: &[String]) -> Result<Vec
             .stage_index(name)
             .ok_or_else(|| Error::UnknownForcedStage {
                 stage: name.clone(),
-                stages: pipeline.stages().iter().map(|s| s.name().to_string()).collect(),
+                stages: pipeline
+                    .stages()
+                    .iter()
+                    .map(|s| s.name().to_string())
+                    .collect(),
             })?;
         forced[index] = true;
     }

@@ -1,10 +1,34 @@
 //! `dump-toy`: write the toy network's activations as an activation store
 //! (`circuitry-dump toy --model DIR --out DIR [--n-examples N] [--seed N] [--noise F]
-//! [--shard-rows N]`).
+//! [--nouns all|train|test] [--shard-rows N]`).
+use std::fmt;
+
 use serde::Deserialize;
 
 use super::{non_negative_real, positive, ArgsBuilder, Invalid, ParamGuard, StageParams};
 use crate::Input;
+
+/// Which nouns the dumped examples use, as the binary's `--nouns` flag spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NounSet {
+    /// Every noun of the lexicon.
+    All,
+    /// Only the nouns the model was trained on.
+    Train,
+    /// Only the held-out nouns.
+    Test,
+}
+
+impl fmt::Display for NounSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NounSet::All => "all",
+            NounSet::Train => "train",
+            NounSet::Test => "test",
+        })
+    }
+}
 
 /// `dump-toy` parameters as written in the manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -18,6 +42,8 @@ pub struct DumpToyParams {
     pub seed: Option<u64>,
     /// Input noise level.
     pub noise: Option<f64>,
+    /// Which nouns to draw examples from.
+    pub nouns: Option<NounSet>,
     /// Rows per Parquet shard.
     pub shard_rows: Option<usize>,
 }
@@ -59,6 +85,7 @@ impl StageParams for DumpToy {
             .opt("--n-examples", p.n_examples)
             .opt("--seed", p.seed)
             .opt("--noise", p.noise)
+            .opt("--nouns", p.nouns)
             .opt("--shard-rows", p.shard_rows);
     }
 }

@@ -18,7 +18,7 @@ mod train_sae;
 mod train_toy;
 
 pub use circuit_toy::{CircuitToy, CircuitToyParams};
-pub use dump_toy::{DumpToy, DumpToyParams};
+pub use dump_toy::{DumpToy, DumpToyParams, NounSet};
 pub use train_sae::{SaeArchitecture, TrainSae, TrainSaeParams};
 pub use train_toy::{TrainToy, TrainToyParams};
 
@@ -181,7 +181,7 @@ pub(crate) fn positive(field: &'static str, value: Option<usize>) -> Result<(), 
         Some(0) => Err(Invalid::new(
             field,
             "must be at least 1, got 0",
-            format!("set `{field}` to a positive integer, or remove it to use the default"),
+            format!("set `{field}` to a positive integer"),
         )),
         _ => Ok(()),
     }

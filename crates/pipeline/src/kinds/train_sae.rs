@@ -1,7 +1,9 @@
 //! `train-sae`: train a sparse autoencoder on one hook of an activation store
-//! (`circuitry-train-sae --store DIR --hook NAME --out DIR [--d-sae N]
+//! (`circuitry-train-sae --store DIR --hook NAME --out DIR --d-sae N
 //! [--architecture standard|topk] [--k N] [--l1-coefficient F] [--lr F] [--steps N]
-//! [--batch-size N] [--seed N] [--eval-fraction F]`).
+//! [--batch-size N] [--seed N] [--eval-fraction F] [--lr-warm-up-steps N]
+//! [--lr-decay-steps N] [--l1-warm-up-steps N] [--model-name NAME]`).
+//! The SAE is written to `OUT/<hook name>/`.
 use std::fmt;
 
 use circuitry_core::HookPoint;
@@ -41,7 +43,7 @@ pub struct TrainSaeParams {
     /// The hook to train on, a TransformerLens name such as `toy.hook_hidden`.
     pub hook: HookPoint,
     /// Number of SAE latents.
-    pub d_sae: Option<usize>,
+    pub d_sae: usize,
     /// Architecture (`standard` or `topk`).
     pub architecture: Option<SaeArchitecture>,
     /// Active latents per token for `topk`.
@@ -58,6 +60,14 @@ pub struct TrainSaeParams {
     pub seed: Option<u64>,
     /// Fraction of rows held out for evaluation.
     pub eval_fraction: Option<f64>,
+    /// Learning-rate warm-up steps.
+    pub lr_warm_up_steps: Option<usize>,
+    /// Steps of linear learning-rate decay at the end.
+    pub lr_decay_steps: Option<usize>,
+    /// Steps of linear L1 warm-up.
+    pub l1_warm_up_steps: Option<usize>,
+    /// Model name written to the SAE's cfg.json.
+    pub model_name: Option<String>,
 }
 
 /// Validated `train-sae` parameters.
@@ -69,23 +79,32 @@ impl ParamGuard for TrainSaeParams {
     type Checked = TrainSae;
 
     fn check(self) -> Result<TrainSae, Invalid> {
-        positive("d_sae", self.d_sae)?;
+        positive("d_sae", Some(self.d_sae))?;
         positive("k", self.k)?;
-        if let Some(k) = self.k {
-            if self.architecture != Some(SaeArchitecture::TopK) {
+        let topk = self.architecture == Some(SaeArchitecture::TopK);
+        match self.k {
+            Some(_) if !topk => {
                 return Err(Invalid::new(
                     "k",
                     "`k` applies only to the topk architecture",
                     "add `architecture = \"topk\"`, or remove `k`",
-                ));
+                ))
             }
-            if let Some(d_sae) = self.d_sae.filter(|&d| k >= d) {
+            Some(k) if k >= self.d_sae => {
                 return Err(Invalid::new(
                     "k",
-                    format!("k = {k} must be below d_sae = {d_sae}"),
-                    "choose k smaller than d_sae (k latents of d_sae are active per token)",
-                ));
+                    format!("k = {k} must be below d_sae = {}", self.d_sae),
+                    "choose k smaller than d_sae (k of the d_sae latents are active per token)",
+                ))
             }
+            None if topk => {
+                return Err(Invalid::new(
+                    "architecture",
+                    "the topk architecture needs `k`",
+                    "add `k = N`, the number of active latents per token (below d_sae)",
+                ))
+            }
+            _ => {}
         }
         non_negative_real("l1_coefficient", self.l1_coefficient)?;
         positive_real("lr", self.lr)?;
@@ -121,7 +140,7 @@ impl StageParams for TrainSae {
         args.input("--store", &p.store)
             .value("--hook", p.hook)
             .out()
-            .opt("--d-sae", p.d_sae)
+            .value("--d-sae", p.d_sae)
             .opt("--architecture", p.architecture)
             .opt("--k", p.k)
             .opt("--l1-coefficient", p.l1_coefficient)
@@ -129,6 +148,10 @@ impl StageParams for TrainSae {
             .opt("--steps", p.steps)
             .opt("--batch-size", p.batch_size)
             .opt("--seed", p.seed)
-            .opt("--eval-fraction", p.eval_fraction);
+            .opt("--eval-fraction", p.eval_fraction)
+            .opt("--lr-warm-up-steps", p.lr_warm_up_steps)
+            .opt("--lr-decay-steps", p.lr_decay_steps)
+            .opt("--l1-warm-up-steps", p.l1_warm_up_steps)
+            .opt("--model-name", p.model_name.as_deref());
     }
 }

@@ -10,7 +10,9 @@ pub(crate) type Edges = Vec<Vec<(&'static str, usize)>>;
 ///
 /// On a cycle, returns its edges: `(stage, key)` pairs where stage's `key`
 /// refers to the next pair's stage, and the last refers to the first.
-pub(crate) fn topological_order(upstream: &Edges) -> Result<Vec<usize>, Vec<(usize, &'static str)>> {
+pub(crate) fn topological_order(
+    upstream: &Edges,
+) -> Result<Vec<usize>, Vec<(usize, &'static str)>> {
     let n = upstream.len();
     let mut placed = vec![false; n];
     let mut order = Vec::with_capacity(n);

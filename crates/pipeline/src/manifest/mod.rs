@@ -196,6 +196,28 @@ impl Pipeline {
         self.base_dir.join(path)
     }
 
+    /// A path relative to [`base_dir`](Self::base_dir), as seen from the current
+    /// directory, with `dir/..` pairs removed, for messages (`pipelines/../runs/toy`
+    /// is shown as `runs/toy`). Not for file access: it ignores symbolic links.
+    pub fn display_path(&self, path: &Path) -> PathBuf {
+        let mut shown = PathBuf::new();
+        for c in self.resolve(path).components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir
+                    if matches!(shown.components().next_back(), Some(Component::Normal(_))) =>
+                {
+                    shown.pop();
+                }
+                other => shown.push(other),
+            }
+        }
+        if shown.as_os_str().is_empty() {
+            shown.push(".");
+        }
+        shown
+    }
+
     /// What to run for `stage`: its binary and arguments, run in the base directory.
     pub fn command(&self, stage: &Stage) -> StageCommand {
         let out = self.stage_dir(stage).to_string_lossy().into_owned();
@@ -263,8 +285,9 @@ impl Parser<'_> {
                 "missing field `pipeline`: the manifest needs a [pipeline] table with `name` and `run_dir`",
             )
         })?;
-        let header: PipelineTable = PipelineTable::deserialize(ValueDeserializer::from(table.clone()))
-            .map_err(|e| self.toml_error(e, table.span()))?;
+        let header: PipelineTable =
+            PipelineTable::deserialize(ValueDeserializer::from(table.clone()))
+                .map_err(|e| self.toml_error(e, table.span()))?;
         let field_span = |key: &str| {
             table
                 .get_ref()
@@ -296,7 +319,8 @@ impl Parser<'_> {
         let stages = self.parse_stages(root)?;
         let upstream = self.check_inputs(&stages)?;
         let order = graph::topological_order(&upstream).map_err(|cycle| {
-            let mut names: Vec<String> = cycle.iter().map(|&(i, _)| stages[i].name.clone()).collect();
+            let mut names: Vec<String> =
+                cycle.iter().map(|&(i, _)| stages[i].name.clone()).collect();
             names.push(names[0].clone());
             let (first, field) = cycle[0];
             let span = stages[first].table.get(field).map(|v| v.span());
@@ -311,7 +335,8 @@ impl Parser<'_> {
             .iter()
             .filter_map(|&old| {
                 let stage = parsed[old].take()?;
-                let mut deps: Vec<usize> = upstream[old].iter().map(|&(_, d)| position[d]).collect();
+                let mut deps: Vec<usize> =
+                    upstream[old].iter().map(|&(_, d)| position[d]).collect();
                 deps.sort_unstable();
                 deps.dedup();
                 Some(Stage {
@@ -355,10 +380,9 @@ impl Parser<'_> {
             };
             let (name, name_span) = self.string_key(table, "name", &header)?;
             if !is_identifier(name) {
-                return Err(self.error(
-                    Some(name_span),
-                    Problem::BadStageName { name: name.into() },
-                ));
+                return Err(
+                    self.error(Some(name_span), Problem::BadStageName { name: name.into() })
+                );
             }
             if let Some(&line) = first_line.get(name) {
                 return Err(self.error(
@@ -387,7 +411,11 @@ impl Parser<'_> {
             let params = (kind.parse)(de).map_err(|e| match e {
                 KindError::Toml(e) => self.toml_error(e, header.clone()),
                 KindError::Invalid(invalid) => self.error(
-                    Some(table.get(invalid.field).map_or(header.clone(), |v| v.span())),
+                    Some(
+                        table
+                            .get(invalid.field)
+                            .map_or(header.clone(), |v| v.span()),
+                    ),
                     Problem::InvalidValue {
                         field: invalid.field.into(),
                         problem: invalid.problem,
@@ -413,7 +441,10 @@ impl Parser<'_> {
         header: &Range<usize>,
     ) -> Result<(&'t str, Range<usize>)> {
         let value = table.get(key).ok_or_else(|| {
-            self.schema(Some(header.clone()), format!("missing field `{key}` in [[stage]]"))
+            self.schema(
+                Some(header.clone()),
+                format!("missing field `{key}` in [[stage]]"),
+            )
         })?;
         let text = value.get_ref().as_str().ok_or_else(|| {
             self.schema(
@@ -435,7 +466,12 @@ impl Parser<'_> {
         for stage in stages {
             let mut deps = Vec::new();
             for (field, input) in stage.params.inputs() {
-                let span = Some(stage.table.get(field).map_or(stage.header.clone(), |v| v.span()));
+                let span = Some(
+                    stage
+                        .table
+                        .get(field)
+                        .map_or(stage.header.clone(), |v| v.span()),
+                );
                 match input {
                     Input::Stage {
                         stage: target,
@@ -525,7 +561,10 @@ mod tests {
                 subpath: "toy.hook_hidden".into()
             }
         );
-        assert_eq!(Input::parse("@sae/toy.hook_hidden").to_string(), "@sae/toy.hook_hidden");
+        assert_eq!(
+            Input::parse("@sae/toy.hook_hidden").to_string(),
+            "@sae/toy.hook_hidden"
+        );
         assert_eq!(Input::parse("@model").to_string(), "@model");
         assert_eq!(Input::parse("data/x.txt"), Input::File("data/x.txt".into()));
     }
@@ -541,8 +580,21 @@ mod tests {
     }
 
     #[test]
+    fn display_path_drops_dir_dotdot_pairs() {
+        let text = "[pipeline]\nname = \"t\"\nrun_dir = \"../runs/t\"\n\
+                    [[stage]]\nname = \"m\"\nkind = \"train-toy\"\n";
+        let p = Pipeline::parse(Path::new("pipelines/t.toml"), text).unwrap();
+        assert_eq!(p.display_path(p.run_dir()), PathBuf::from("runs/t"));
+        let p = Pipeline::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(p.display_path(p.run_dir()), PathBuf::from("../runs/t"));
+    }
+
+    #[test]
     fn base_dir_of_a_bare_file_name_is_cwd() {
         assert_eq!(base_dir_of(Path::new("toy.toml")), PathBuf::from("."));
-        assert_eq!(base_dir_of(Path::new("pipelines/toy.toml")), PathBuf::from("pipelines"));
+        assert_eq!(
+            base_dir_of(Path::new("pipelines/toy.toml")),
+            PathBuf::from("pipelines")
+        );
     }
 }
