@@ -35,9 +35,12 @@
 //! exist when the manifest is validated. Stages run in the manifest's directory with
 //! paths relative to it, so the command `circuitry plan` shows can be run by hand.
 //!
+//! The full reference (CLI, every key of every kind, validation rules, freshness
+//! rules, adding a kind) is this crate's README.md.
+//!
 //! ## Freshness
 //!
-//! See [`freshness`](Freshness). A stage named with `--force` re-runs; its dependents
+//! See [`Freshness`] and [`StaleReason`]. A stage named with `--force` re-runs; its dependents
 //! then re-run only if its outputs changed (they compare the fingerprints their
 //! `stage.json` recorded for their inputs with the new content). The runner removes
 //! a stale stage's `stage.json` before running it, so a crash leaves it stale.

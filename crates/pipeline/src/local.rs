@@ -96,7 +96,8 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
     let plan = Plan::build(pipeline, &forced, &mut checker)?;
     let n = pipeline.stages().len();
     if plan.is_fresh() {
-        eprintln!("all {n} stages fresh, nothing to run");
+        let noun = if n == 1 { "stage" } else { "stages" };
+        eprintln!("all {n} {noun} fresh, nothing to run");
         return Ok(RunReport {
             ran: Vec::new(),
             fresh: plan.stages.iter().map(|s| s.name.clone()).collect(),

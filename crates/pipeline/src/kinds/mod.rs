@@ -4,7 +4,7 @@
 //! field names are the binary's flags in snake_case), a [`ParamGuard::check`] that
 //! validates it into a [`StageParams`], and [`StageParams::write_args`], which writes
 //! the binary's arguments. Adding a kind is local: a new module here with those three
-//! pieces, and one line in [`KINDS`].
+//! pieces, and one line in `KINDS` (this module).
 use std::fmt;
 
 use serde::de::DeserializeOwned;

@@ -1,11 +1,10 @@
 //! The manifest: parsed with byte spans kept, validated rule by rule, and turned
 //! into a [`Pipeline`] whose stages are in dependency order.
 use std::collections::HashMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
@@ -14,57 +13,11 @@ use crate::kinds::{self, ArgsBuilder, KindError, StageParams};
 use crate::{Error, Result, StageCommand};
 
 mod graph;
+mod input;
 mod source;
 
-/// A stage input as written in a manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    /// `"@stage"` or `"@stage/sub/path"`: the output directory of another stage, or a
-    /// path inside it. This is a dependency edge.
-    Stage {
-        /// The referenced stage.
-        stage: String,
-        /// The path inside its output directory (empty for the directory itself).
-        subpath: PathBuf,
-    },
-    /// A plain path, relative to the manifest's directory; it must exist when the
-    /// manifest is validated.
-    File(PathBuf),
-}
-
-impl Input {
-    /// Parse the manifest spelling: `@stage[/sub/path]` or a plain path.
-    pub fn parse(text: &str) -> Input {
-        match text.strip_prefix('@') {
-            Some(reference) => {
-                let (stage, sub) = reference.split_once('/').unwrap_or((reference, ""));
-                Input::Stage {
-                    stage: stage.to_string(),
-                    subpath: drop_cur_dirs(Path::new(sub)),
-                }
-            }
-            None => Input::File(PathBuf::from(text)),
-        }
-    }
-}
-
-impl fmt::Display for Input {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Input::Stage { stage, subpath } if subpath.as_os_str().is_empty() => {
-                write!(f, "@{stage}")
-            }
-            Input::Stage { stage, subpath } => write!(f, "@{stage}/{}", subpath.display()),
-            Input::File(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Input {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        String::deserialize(d).map(|s| Input::parse(&s))
-    }
-}
+pub(crate) use input::drop_cur_dirs;
+pub use input::Input;
 
 /// A validated pipeline: stages in dependency order, each with validated parameters.
 #[derive(Debug)]
@@ -532,13 +485,6 @@ fn base_dir_of(manifest: &Path) -> PathBuf {
     }
 }
 
-/// `path` without `.` components (`./a/./b` → `a/b`); `..` is kept.
-fn drop_cur_dirs(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
-}
-
 /// Stage names are directory names: a letter or `_`, then letters, digits, `_`, `-`.
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
@@ -551,23 +497,6 @@ fn is_identifier(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn inputs_parse_references_and_paths() {
-        assert_eq!(
-            Input::parse("@sae/toy.hook_hidden/"),
-            Input::Stage {
-                stage: "sae".into(),
-                subpath: "toy.hook_hidden".into()
-            }
-        );
-        assert_eq!(
-            Input::parse("@sae/toy.hook_hidden").to_string(),
-            "@sae/toy.hook_hidden"
-        );
-        assert_eq!(Input::parse("@model").to_string(), "@model");
-        assert_eq!(Input::parse("data/x.txt"), Input::File("data/x.txt".into()));
-    }
 
     #[test]
     fn identifiers() {
