@@ -111,21 +111,9 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         }
         return Ok(RunReport::default());
     }
-    // Find every binary before starting anything.
-    let mut programs = Vec::with_capacity(n);
-    for (stage, planned) in pipeline.stages().iter().zip(&plan.stages) {
-        let program = &planned.command.program;
-        programs.push(match (&planned.freshness, bins.find(program)) {
-            (Freshness::Fresh, found) => found,
-            (Freshness::Stale(_), Some(found)) => Some(found),
-            (Freshness::Stale(_), None) => {
-                return Err(Error::MissingBinary {
-                    stage: stage.name().into(),
-                    program: program.clone(),
-                    searched: bins.dirs().to_vec(),
-                })
-            }
-        });
+    // Find every binary that will be needed before starting anything.
+    for planned in plan.stale() {
+        find_binary(bins, &planned.name, &planned.command.program)?;
     }
     let run_dir = pipeline.resolve(pipeline.run_dir());
     fs::create_dir_all(&run_dir).map_err(|e| Error::io("creating", &run_dir, e))?;
@@ -159,13 +147,7 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
             Freshness::Stale(reasons) => reasons,
         };
         let command = pipeline.command(stage);
-        let Some(binary) = programs[i].clone().or_else(|| bins.find(&command.program)) else {
-            return Err(Error::MissingBinary {
-                stage: stage.name().into(),
-                program: command.program,
-                searched: bins.dirs().to_vec(),
-            });
-        };
+        let binary = find_binary(bins, stage.name(), &command.program)?;
         eprintln!("{tag}  {}", Freshness::Stale(reasons));
         eprintln!("  $ {command}");
         let out_dir = pipeline.resolve(&pipeline.stage_dir(stage));
@@ -206,6 +188,15 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         pipeline.display_path(pipeline.run_dir()).display()
     );
     Ok(report)
+}
+
+/// The path of `program`, or the error naming it, where it was looked for, and the fix.
+fn find_binary(bins: &BinDirs, stage: &str, program: &str) -> Result<PathBuf> {
+    bins.find(program).ok_or_else(|| Error::MissingBinary {
+        stage: stage.into(),
+        program: program.into(),
+        searched: bins.dirs().to_vec(),
+    })
 }
 
 /// Remove a stale stage's old `stage.json` before it runs, so that a crash
