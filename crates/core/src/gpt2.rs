@@ -53,7 +53,7 @@ impl Gpt2Config {
                 "n_layer, n_head, n_embd and vocab_size must be positive".into(),
             ));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::BadConfig(format!(
                 "n_embd {} is not divisible by n_head {}",
                 self.n_embd, self.n_head
