@@ -6,6 +6,8 @@
 //!   synthetic singular/plural data set, training with a hand-written backward pass,
 //!   and Hugging Face–style safetensors I/O.
 //! - [`tensors`]: reading and writing f32 tensors in safetensors files.
+//! - [`gpt2`]: GPT-2 from Hugging Face safetensors: forward with hook capture and
+//!   interventions, and its backward pass (vector–Jacobian products).
 //!
 //! ```
 //! use circuitry_models::toy::{SubjectVerbAgreementNN, ToyDataset, Lexicon};
@@ -20,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod gpt2;
 pub mod tensors;
 pub mod toy;
 

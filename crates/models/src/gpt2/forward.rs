@@ -1,0 +1,486 @@
+//! The forward pass: embeddings, blocks and unembedding, with hook capture, edits at
+//! hooks, starting from a cached `resid_pre`, and the trace the backward pass needs.
+use std::collections::{BTreeMap, BTreeSet};
+
+use circuitry_core::HookPoint;
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, CowArray, Ix2};
+
+use super::layers::{gelu_new, matmul, AttnCache, Block, LnCache};
+use super::{Gpt2, Scalar};
+use crate::{Error, Result};
+
+/// Where a forward pass starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a, A> {
+    /// Token ids, embedded with positions `max(cumsum(mask) - 1, 0)`.
+    Tokens(ArrayView2<'a, u32>), // (batch, seq)
+    /// The residual stream entering block `layer` (`blocks.{layer}.hook_resid_pre`);
+    /// the blocks below are skipped.
+    ResidPre {
+        /// The block to start at.
+        layer: usize,
+        /// Its input.
+        resid: ArrayView3<'a, A>, // (batch, seq, d_model)
+    },
+}
+
+/// What to run: the input, the padding mask, the hooks to capture, and whether to
+/// compute logits and keep a [`Trace`] for [`Gpt2::backward`](super::Gpt2::backward).
+#[derive(Debug, Clone, Copy)]
+pub struct Forward<'a, A> {
+    /// Tokens or a cached residual.
+    pub input: Input<'a, A>,
+    /// 1 = token, 0 = padding; `None` = no padding.
+    pub attention_mask: Option<ArrayView2<'a, u8>>, // (batch, seq)
+    /// Hooks whose values are returned.
+    pub capture: &'a [HookPoint],
+    /// Compute logits (default true; the unembedding is often a third of the work).
+    pub logits: bool,
+    /// Keep the intermediate values the backward pass needs (default false).
+    pub trace: bool,
+}
+
+impl<'a, A: Scalar> Forward<'a, A> {
+    /// Run from token ids (batch, seq), computing logits, capturing nothing.
+    pub fn tokens(input_ids: ArrayView2<'a, u32>) -> Self {
+        Self::new(Input::Tokens(input_ids))
+    }
+
+    /// Run from the input of block `layer` (batch, seq, d_model).
+    pub fn from_resid_pre(layer: usize, resid: ArrayView3<'a, A>) -> Self {
+        Self::new(Input::ResidPre { layer, resid })
+    }
+
+    fn new(input: Input<'a, A>) -> Self {
+        Forward {
+            input,
+            attention_mask: None,
+            capture: &[],
+            logits: true,
+            trace: false,
+        }
+    }
+
+    /// Set the padding mask (batch, seq): 1 = token, 0 = padding.
+    pub fn mask(mut self, attention_mask: ArrayView2<'a, u8>) -> Self {
+        self.attention_mask = Some(attention_mask);
+        self
+    }
+
+    /// Set the hooks to capture.
+    pub fn capture(mut self, hooks: &'a [HookPoint]) -> Self {
+        self.capture = hooks;
+        self
+    }
+
+    /// Whether to compute logits.
+    pub fn logits(mut self, yes: bool) -> Self {
+        self.logits = yes;
+        self
+    }
+
+    /// Whether to keep a trace for the backward pass.
+    pub fn trace(mut self, yes: bool) -> Self {
+        self.trace = yes;
+        self
+    }
+
+    fn dims(&self) -> (usize, usize) {
+        match self.input {
+            Input::Tokens(ids) => ids.dim(),
+            Input::ResidPre { resid, .. } => (resid.dim().0, resid.dim().1),
+        }
+    }
+
+    fn start_layer(&self) -> usize {
+        match self.input {
+            Input::Tokens(_) => 0,
+            Input::ResidPre { layer, .. } => layer,
+        }
+    }
+}
+
+/// The result of a forward pass.
+#[derive(Debug, Clone)]
+pub struct Gpt2Output<A> {
+    /// Logits, when asked for.
+    pub logits: Option<Array3<A>>, // (batch, seq, vocab)
+    /// The captured hooks, each (batch, seq, width), after any edit at that hook.
+    pub hooks: BTreeMap<HookPoint, Array3<A>>,
+    /// What the backward pass needs, when asked for.
+    pub trace: Option<Trace<A>>,
+}
+
+/// The intermediate values of one forward pass, for [`Gpt2::backward`](super::Gpt2::backward).
+#[derive(Debug, Clone)]
+pub struct Trace<A> {
+    pub(crate) start_layer: usize,
+    pub(crate) from_tokens: bool,
+    pub(crate) batch: usize,
+    pub(crate) seq: usize,
+    /// One per block from `start_layer`.
+    pub(crate) layers: Vec<LayerTrace<A>>,
+    /// Present when the forward reached `ln_f`.
+    pub(crate) ln_f: Option<LnCache<A>>,
+}
+
+impl<A: Scalar> Trace<A> {
+    /// The attention pattern of block `layer`, if the trace covers it.
+    pub fn attention(&self, layer: usize) -> Option<&ndarray::Array4<A>> /* (batch, head, query, key) */
+    {
+        let i = layer.checked_sub(self.start_layer)?;
+        self.layers.get(i).map(|t| t.attn.probs())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LayerTrace<A> {
+    pub(crate) ln_1: LnCache<A>,
+    pub(crate) attn: AttnCache<A>,
+    pub(crate) ln_2: LnCache<A>,
+    /// MLP pre-activations `c_fc(ln_2(resid_mid))`.
+    pub(crate) mlp_pre: Array2<A>, // (rows, d_mlp)
+}
+
+/// An edit that replaces the activation at each hook of `values` with its value there
+/// (shapes must match). Use with [`Gpt2::run_with`].
+pub fn replace_at<A: Scalar>(
+    values: &BTreeMap<HookPoint, Array3<A>>,
+) -> impl FnMut(HookPoint, ArrayViewMut3<'_, A>) -> Result<()> + '_ {
+    move |hook, mut act| {
+        if let Some(v) = values.get(&hook) {
+            if v.dim() != act.dim() {
+                return Err(Error::BadParameter {
+                    name: "replacement",
+                    value: format!("{hook} of shape {:?}", v.dim()),
+                    message: format!("the activation there has shape {:?}", act.dim()),
+                });
+            }
+            act.assign(v);
+        }
+        Ok(())
+    }
+}
+
+/// Hook bookkeeping during one forward pass.
+struct Ctx<'f, A, F> {
+    capture: BTreeSet<HookPoint>,
+    hooks: BTreeMap<HookPoint, Array3<A>>,
+    edit: &'f mut F,
+}
+
+impl<A: Scalar, F> Ctx<'_, A, F> {
+    /// Apply the edit at `hook`, capture if asked, and pass the value on.
+    fn hook<E>(&mut self, hook: HookPoint, mut x: Array3<A>) -> Result<Array3<A>, E>
+    where
+        F: FnMut(HookPoint, ArrayViewMut3<'_, A>) -> Result<(), E>,
+    {
+        (self.edit)(hook, x.view_mut())?;
+        if self.capture.contains(&hook) {
+            self.hooks.insert(hook, x.clone());
+        }
+        Ok(x)
+    }
+
+    fn done(&self) -> bool {
+        self.hooks.len() == self.capture.len()
+    }
+}
+
+impl<A: Scalar> Gpt2<A> {
+    /// Logits (batch, seq, vocab) and the `capture`d hooks for `input_ids` (batch, seq)
+    /// with an optional padding mask (batch, seq; 1 = token, 0 = padding).
+    pub fn forward(
+        &self,
+        input_ids: ArrayView2<'_, u32>,
+        attention_mask: Option<ArrayView2<'_, u8>>,
+        capture: &[HookPoint],
+    ) -> Result<Gpt2Output<A>> {
+        let mut fwd = Forward::tokens(input_ids).capture(capture);
+        fwd.attention_mask = attention_mask;
+        self.run(&fwd)
+    }
+
+    /// Run `fwd` without edits.
+    pub fn run(&self, fwd: &Forward<'_, A>) -> Result<Gpt2Output<A>> {
+        self.run_with(fwd, |_, _| Ok::<(), Error>(()))
+    }
+
+    /// Run `fwd`, calling `edit(hook, activation)` at every hook point as it is
+    /// computed (batch, seq, width); the edited value is what flows on and what is
+    /// captured. Edits run at `hook_embed`, `hook_pos_embed` (from tokens), then per
+    /// block `resid_pre`, `attn_out`, `resid_mid`, `mlp.hook_post`, `mlp_out`,
+    /// `resid_post`, then `ln_final.hook_normalized`.
+    pub fn run_with<E, F>(&self, fwd: &Forward<'_, A>, mut edit: F) -> Result<Gpt2Output<A>, E>
+    where
+        E: From<Error>,
+        F: FnMut(HookPoint, ArrayViewMut3<'_, A>) -> Result<(), E>,
+    {
+        let (batch, seq) = fwd.dims();
+        let start = fwd.start_layer();
+        let keys = self.check_input(fwd)?; // (batch, seq)
+        for &hook in fwd.capture {
+            self.check_hook(
+                hook,
+                start,
+                matches!(fwd.input, Input::Tokens(_)),
+                "capture",
+            )?;
+        }
+        let mut ctx = Ctx {
+            capture: fwd.capture.iter().copied().collect(),
+            hooks: BTreeMap::new(),
+            edit: &mut edit,
+        };
+        let d = self.config.n_embd;
+        let mut x = match fwd.input {
+            Input::Tokens(ids) => {
+                let embed = self.wte_rows(ids);
+                let pos = self.wpe_rows(&positions(keys.view()));
+                let embed = ctx.hook(HookPoint::Embed, embed)?;
+                let pos = ctx.hook(HookPoint::PosEmbed, pos)?;
+                embed + pos
+            }
+            Input::ResidPre { resid, .. } => resid.as_standard_layout().into_owned(),
+        };
+        let full = fwd.logits || fwd.trace;
+        let mut layers = Vec::new();
+        for (l, block) in self.blocks.iter().enumerate().skip(start) {
+            if !full && ctx.done() {
+                break;
+            }
+            let (y, trace) = block.forward_hooked(l, x, keys.view(), &mut ctx)?;
+            x = y;
+            if fwd.trace {
+                layers.push(trace);
+            }
+        }
+        let mut logits = None;
+        let mut ln_f = None;
+        if full || ctx.capture.contains(&HookPoint::LnFinal) {
+            let (y, cache) = self.ln_f.forward_cached(rows(&x).view());
+            let y = ctx.hook(HookPoint::LnFinal, unrows(y, batch, seq))?;
+            if fwd.logits {
+                let w_u = self.unembedding(); // (vocab, d)
+                let l = matmul(rows(&y).view(), w_u.t()); // (rows, vocab)
+                logits = Some(unrows(l, batch, seq));
+            }
+            if fwd.trace {
+                ln_f = Some(cache);
+            }
+        }
+        debug_assert_eq!(x.dim().2, d);
+        let trace = fwd.trace.then(|| Trace {
+            start_layer: start,
+            from_tokens: matches!(fwd.input, Input::Tokens(_)),
+            batch,
+            seq,
+            layers,
+            ln_f,
+        });
+        Ok(Gpt2Output {
+            logits,
+            hooks: ctx.hooks,
+            trace,
+        })
+    }
+
+    /// Check shapes and ids; return which keys may be attended to (batch, seq).
+    fn check_input(&self, fwd: &Forward<'_, A>) -> Result<Array2<bool>> {
+        let (batch, seq) = fwd.dims();
+        let bad = |name, value: String, message: String| Error::BadParameter {
+            name,
+            value,
+            message,
+        };
+        if batch == 0 || seq == 0 {
+            return Err(bad(
+                "input",
+                format!("shape ({batch}, {seq})"),
+                "batch and sequence must be non-empty".into(),
+            ));
+        }
+        if seq > self.config.n_positions {
+            return Err(bad(
+                "input",
+                format!("sequence length {seq}"),
+                format!(
+                    "the model's context is n_positions = {}",
+                    self.config.n_positions
+                ),
+            ));
+        }
+        match fwd.input {
+            Input::Tokens(ids) => {
+                if let Some(&t) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+                    return Err(bad(
+                        "input_ids",
+                        format!("token {t}"),
+                        format!("ids must be below vocab_size = {}", self.config.vocab_size),
+                    ));
+                }
+            }
+            Input::ResidPre { layer, resid } => {
+                if layer >= self.config.n_layer {
+                    return Err(bad(
+                        "resid_pre layer",
+                        layer.to_string(),
+                        format!("the model has {} blocks", self.config.n_layer),
+                    ));
+                }
+                if resid.dim().2 != self.config.n_embd {
+                    return Err(bad(
+                        "resid_pre",
+                        format!("width {}", resid.dim().2),
+                        format!("d_model is {}", self.config.n_embd),
+                    ));
+                }
+            }
+        }
+        match fwd.attention_mask {
+            None => Ok(Array2::from_elem((batch, seq), true)),
+            Some(m) if m.dim() == (batch, seq) => Ok(m.mapv(|v| v != 0)),
+            Some(m) => Err(bad(
+                "attention_mask",
+                format!("shape {:?}", m.dim()),
+                format!("the input is ({batch}, {seq})"),
+            )),
+        }
+    }
+
+    /// Check that `hook` is computed by a run starting at block `start`.
+    pub(crate) fn check_hook(
+        &self,
+        hook: HookPoint,
+        start: usize,
+        tokens: bool,
+        what: &'static str,
+    ) -> Result<()> {
+        let n = self.config.n_layer;
+        let fail = |message: String| {
+            Err(Error::BadParameter {
+                name: what,
+                value: hook.to_string(),
+                message,
+            })
+        };
+        match hook {
+            HookPoint::Embed | HookPoint::PosEmbed if !tokens => fail(format!(
+                "the run starts at blocks.{start}.hook_resid_pre, not from tokens"
+            )),
+            HookPoint::Embed | HookPoint::PosEmbed | HookPoint::LnFinal => Ok(()),
+            HookPoint::ToyInput | HookPoint::ToyHidden | HookPoint::ToyLogits => {
+                fail("a toy-model hook is not a GPT-2 hook".into())
+            }
+            _ => match hook.layer() {
+                Some(l) if l >= n => fail(format!("the model has blocks 0..{}", n - 1)),
+                Some(l) if l < start => {
+                    fail(format!("the run starts at blocks.{start}.hook_resid_pre"))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn wte_rows(&self, ids: ArrayView2<'_, u32>) -> Array3<A> /* (batch, seq, d) */ {
+        let (batch, seq) = ids.dim();
+        let mut out = Array3::zeros((batch, seq, self.config.n_embd));
+        for ((b, s), &t) in ids.indexed_iter() {
+            out.slice_mut(ndarray::s![b, s, ..])
+                .assign(&self.wte.row(t as usize));
+        }
+        out
+    }
+
+    fn wpe_rows(&self, pos: &Array2<usize>) -> Array3<A> /* (batch, seq, d) */ {
+        let (batch, seq) = pos.dim();
+        let mut out = Array3::zeros((batch, seq, self.config.n_embd));
+        for ((b, s), &p) in pos.indexed_iter() {
+            out.slice_mut(ndarray::s![b, s, ..])
+                .assign(&self.wpe.row(p));
+        }
+        out
+    }
+}
+
+/// Position ids `max(cumsum(mask) - 1, 0)` (batch, seq).
+fn positions(keys: ArrayView2<'_, bool>) -> Array2<usize> {
+    let mut pos = Array2::zeros(keys.dim());
+    for (b, row) in keys.outer_iter().enumerate() {
+        let mut count = 0usize;
+        for (s, &k) in row.iter().enumerate() {
+            count += usize::from(k);
+            pos[[b, s]] = count.saturating_sub(1);
+        }
+    }
+    pos
+}
+
+impl<A: Scalar> Block<A> {
+    /// Block `l` on `x` (batch, seq, d), calling the hooks as they come.
+    fn forward_hooked<E, F>(
+        &self,
+        l: usize,
+        x: Array3<A>, // (batch, seq, d)
+        keys: ArrayView2<'_, bool>,
+        ctx: &mut Ctx<'_, A, F>,
+    ) -> Result<(Array3<A>, LayerTrace<A>), E>
+    where
+        F: FnMut(HookPoint, ArrayViewMut3<'_, A>) -> Result<(), E>,
+    {
+        let (batch, seq, _) = x.dim();
+        let x = ctx.hook(HookPoint::ResidPre { layer: l }, x)?;
+        let (a, ln_1) = self.ln_1.forward_cached(rows(&x).view());
+        let (attn_out, attn) = self.attn.forward_cached(a.view(), keys);
+        let attn_out = ctx.hook(
+            HookPoint::AttnOut { layer: l },
+            unrows(attn_out, batch, seq),
+        )?;
+        let mid = ctx.hook(HookPoint::ResidMid { layer: l }, x + &attn_out)?;
+        let (c, ln_2) = self.ln_2.forward_cached(rows(&mid).view());
+        let mlp_pre = self.mlp.c_fc.forward(c.view()); // (rows, d_mlp)
+        let post = ctx.hook(
+            HookPoint::MlpPost { layer: l },
+            unrows(gelu_new(&mlp_pre), batch, seq),
+        )?;
+        let mlp_out = self.mlp.c_proj.forward(rows(&post).view());
+        let mlp_out = ctx.hook(HookPoint::MlpOut { layer: l }, unrows(mlp_out, batch, seq))?;
+        let out = ctx.hook(HookPoint::ResidPost { layer: l }, mid + &mlp_out)?;
+        Ok((
+            out,
+            LayerTrace {
+                ln_1,
+                attn,
+                ln_2,
+                mlp_pre,
+            },
+        ))
+    }
+}
+
+/// View (batch, seq, w) as (batch·seq, w). Activations here are built in standard
+/// layout (edits get a view and cannot change it), so this borrows; it copies otherwise.
+pub(crate) fn rows<A: Scalar>(x: &Array3<A>) -> CowArray<'_, A, Ix2> {
+    let (b, s, w) = x.dim();
+    match x.view().into_shape_with_order((b * s, w)) {
+        Ok(v) => CowArray::from(v),
+        Err(_) => CowArray::from(Array2::from_shape_fn((b * s, w), |(r, c)| {
+            x[[r / s, r % s, c]]
+        })),
+    }
+}
+
+/// (batch·seq, w) back to (batch, seq, w), without copying when `x` is in standard layout.
+pub(crate) fn unrows<A: Scalar>(x: Array2<A>, batch: usize, seq: usize) -> Array3<A> {
+    let w = x.ncols();
+    let x = if x.is_standard_layout() {
+        x
+    } else {
+        x.as_standard_layout().into_owned()
+    };
+    match x.into_shape_with_order((batch, seq, w)) {
+        Ok(y) => y,
+        // Only when batch · seq != rows, which the callers rule out.
+        Err(_) => Array3::from_elem((batch, seq, w), A::nan()),
+    }
+}
