@@ -187,3 +187,252 @@ fn names_without_transformer_prefix_load_the_same_model() {
         .unwrap();
     assert_eq!(a, b);
 }
+
+fn max_diff<A: Scalar>(a: &Array3<A>, b: &Array3<A>) -> f64 {
+    max_abs((a - b).view())
+}
+
+#[test]
+fn residual_stream_adds_up_across_blocks() {
+    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let g = Golden::load();
+    let hooks = all_hooks();
+    let out = model
+        .forward(g.ids.view(), Some(g.mask.view()), &hooks)
+        .unwrap();
+    let h = |hook| &out.hooks[&hook];
+    for layer in 0..2 {
+        let pre = h(HookPoint::ResidPre { layer });
+        let attn = h(HookPoint::AttnOut { layer });
+        let mlp = h(HookPoint::MlpOut { layer });
+        let mid_diff = max_diff(&(pre + attn), h(HookPoint::ResidMid { layer }));
+        let post_diff = max_diff(&(pre + attn + mlp), h(HookPoint::ResidPost { layer }));
+        println!("layer {layer}: resid_mid diff {mid_diff:.2e}, pre + attn + mlp vs post {post_diff:.2e}");
+        assert!(mid_diff <= 1e-6 && post_diff <= 1e-5);
+    }
+    let post0 = h(HookPoint::ResidPost { layer: 0 });
+    assert_eq!(post0, h(HookPoint::ResidPre { layer: 1 }));
+    let embed = h(HookPoint::Embed) + h(HookPoint::PosEmbed);
+    assert_eq!(&embed, h(HookPoint::ResidPre { layer: 0 }));
+}
+
+#[test]
+fn running_from_a_cached_resid_pre_reproduces_later_hooks() {
+    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let g = Golden::load();
+    let hooks = all_hooks();
+    let full = model
+        .forward(g.ids.view(), Some(g.mask.view()), &hooks)
+        .unwrap();
+    let later: Vec<HookPoint> = hooks
+        .iter()
+        .copied()
+        .filter(|h| h.layer() == Some(1) || *h == HookPoint::LnFinal)
+        .collect();
+    let cached = &full.hooks[&HookPoint::ResidPre { layer: 1 }];
+    let fwd = Forward::from_resid_pre(1, cached.view())
+        .mask(g.mask.view())
+        .capture(&later);
+    let part = model.run(&fwd).unwrap();
+    for hook in &later {
+        let diff = max_diff(&full.hooks[hook], &part.hooks[hook]);
+        assert!(diff == 0.0, "{hook}: {diff:.2e}");
+    }
+    assert_eq!(full.logits, part.logits);
+    // Hooks below the start are refused with a clear message.
+    let below = [HookPoint::MlpOut { layer: 0 }];
+    let err = model
+        .run(&Forward::from_resid_pre(1, cached.view()).capture(&below))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("starts at blocks.1.hook_resid_pre"), "{err}");
+}
+
+#[test]
+fn left_padding_does_not_change_activations_at_tokens() {
+    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let g = Golden::load();
+    let hooks = all_hooks();
+    let padded = model
+        .forward(g.ids.view(), Some(g.mask.view()), &hooks)
+        .unwrap();
+    // Row 1 has 3 pad tokens: run its 5 real tokens alone, without a mask.
+    let alone_ids = g.ids.slice(ndarray::s![1..2, 3..]).to_owned();
+    let alone = model.forward(alone_ids.view(), None, &hooks).unwrap();
+    let mut worst = 0.0f64;
+    for hook in &hooks {
+        let a = padded.hooks[hook]
+            .slice(ndarray::s![1..2, 3.., ..])
+            .to_owned();
+        worst = worst.max(max_diff(&a, &alone.hooks[hook]));
+    }
+    println!("padded vs alone, max abs diff over all hooks {worst:.2e}");
+    assert!(worst <= 1e-5);
+}
+
+#[test]
+fn patching_resid_pre_with_another_run_gives_that_runs_logits() {
+    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let clean = ndarray::array![[5u32, 17, 3, 99]];
+    let patch = ndarray::array![[5u32, 17, 4, 98]];
+    let hook = HookPoint::ResidPre { layer: 1 };
+    let p = model.forward(patch.view(), None, &[hook]).unwrap();
+    let patched = model
+        .run_with(&Forward::tokens(clean.view()), replace_at(&p.hooks))
+        .unwrap();
+    assert_eq!(patched.logits, p.logits);
+    // A wrongly shaped replacement is an error, not a panic.
+    let mut bad = BTreeMap::new();
+    bad.insert(hook, Array3::<f32>::zeros((1, 3, 32)));
+    let err = model
+        .run_with(&Forward::tokens(clean.view()), replace_at(&bad))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shape"), "{err}");
+}
+
+#[test]
+fn an_sae_style_splice_with_its_error_term_changes_nothing_and_errors_propagate() {
+    // activation = decode(encode(x)) + (x - decode(encode(x))): what the circuit
+    // stage does at each submodule; a rank-4 projection stands in for the SAE.
+    #[derive(Debug)]
+    enum MyError {
+        Model(#[allow(dead_code)] circuitry_models::Error),
+        Refused(HookPoint),
+    }
+    impl From<circuitry_models::Error> for MyError {
+        fn from(e: circuitry_models::Error) -> Self {
+            MyError::Model(e)
+        }
+    }
+    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let ids = ndarray::array![[5u32, 17, 3, 99, 42]];
+    let hook = HookPoint::AttnOut { layer: 0 };
+    let w = Array2::from_shape_fn((32, 4), |(i, j)| ((i * 7 + j * 3) % 5) as f32 * 0.1); // (d, d_sae)
+    let mut features_seen = 0;
+    let spliced = model
+        .run_with(
+            &Forward::tokens(ids.view()),
+            |h, mut act: ndarray::ArrayViewMut3<f32>| {
+                if h == hook {
+                    let (b, s, d) = act.dim();
+                    let x = act.to_owned().into_shape_with_order((b * s, d)).unwrap();
+                    let f = x.dot(&w); // (rows, d_sae)
+                    let recon = f.dot(&w.t()); // (rows, d)
+                    let err = &x - &recon;
+                    features_seen += f.len();
+                    act.assign(&(recon + err).into_shape_with_order((b, s, d)).unwrap());
+                }
+                Ok::<(), MyError>(())
+            },
+        )
+        .unwrap();
+    let clean = model.forward(ids.view(), None, &[]).unwrap();
+    assert_eq!(features_seen, 5 * 4);
+    let diff = max_diff(
+        spliced.logits.as_ref().unwrap(),
+        clean.logits.as_ref().unwrap(),
+    );
+    assert!(diff <= 1e-5, "{diff:.2e}");
+    let err = model
+        .run_with(&Forward::tokens(ids.view()), |h, _| match h {
+            HookPoint::MlpOut { layer: 1 } => Err(MyError::Refused(h)),
+            _ => Ok(()),
+        })
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        MyError::Refused(HookPoint::MlpOut { layer: 1 })
+    ));
+}
+
+#[test]
+fn capture_without_logits_stops_early_and_skips_the_unembedding() {
+    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let ids = ndarray::array![[5u32, 17, 3]];
+    let hooks = [HookPoint::ResidPre { layer: 1 }];
+    let out = model
+        .run(&Forward::tokens(ids.view()).capture(&hooks).logits(false))
+        .unwrap();
+    assert!(out.logits.is_none() && out.trace.is_none());
+    assert_eq!(out.hooks[&hooks[0]].dim(), (1, 3, 32));
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let err = |ids: Array2<u32>, mask: Option<Array2<u8>>, hooks: &[HookPoint]| {
+        model
+            .forward(ids.view(), mask.as_ref().map(|m| m.view()), hooks)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(ndarray::array![[1u32, 100]], None, &[]);
+    assert!(
+        e.contains("token 100") && e.contains("vocab_size = 100"),
+        "{e}"
+    );
+    let e = err(Array2::zeros((1, 17)), None, &[]);
+    assert!(
+        e.contains("sequence length 17") && e.contains("n_positions = 16"),
+        "{e}"
+    );
+    let e = err(Array2::zeros((1, 4)), Some(Array2::ones((1, 3))), &[]);
+    assert!(e.contains("attention_mask"), "{e}");
+    let e = err(
+        Array2::zeros((1, 4)),
+        None,
+        &[HookPoint::ResidPre { layer: 2 }],
+    );
+    assert!(
+        e.contains("blocks.2.hook_resid_pre") && e.contains("blocks 0..1"),
+        "{e}"
+    );
+    let e = err(Array2::zeros((1, 4)), None, &[HookPoint::ToyHidden]);
+    assert!(e.contains("toy"), "{e}");
+}
+
+#[test]
+fn missing_or_misshapen_tensors_name_the_tensor_and_the_file() {
+    let bytes = std::fs::read(tiny_dir().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let views: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != "transformer.h.1.ln_2.bias")
+        .collect();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        tiny_dir().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let e = Gpt2::<f32>::load(dir.path()).unwrap_err().to_string();
+    println!("{e}");
+    assert!(
+        e.contains("transformer.h.1.ln_2.bias") && e.contains("it has: transformer."),
+        "{e}"
+    );
+
+    // A config that disagrees with the weights.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        tiny_dir().join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let cfg = std::fs::read_to_string(tiny_dir().join("config.json")).unwrap();
+    let cfg = cfg.replace("\"n_positions\": 16", "\"n_positions\": 64");
+    std::fs::write(dir.path().join("config.json"), cfg).unwrap();
+    let e = Gpt2::<f32>::load(dir.path()).unwrap_err().to_string();
+    println!("{e}");
+    assert!(
+        e.contains("transformer.wpe.weight") && e.contains("[64, 32]") && e.contains("[16, 32]"),
+        "{e}"
+    );
+}

@@ -48,8 +48,11 @@ where
 
 /// Random positions at real (unpadded) tokens of `hook`, a few per hook.
 fn coords(rng: &mut ChaCha8Rng, mask: &Array2<u8>, width: usize, n: usize) -> Vec<[usize; 3]> {
-    let real: Vec<(usize, usize)> =
-        mask.indexed_iter().filter(|(_, &m)| m != 0).map(|(p, _)| p).collect();
+    let real: Vec<(usize, usize)> = mask
+        .indexed_iter()
+        .filter(|(_, &m)| m != 0)
+        .map(|(p, _)| p)
+        .collect();
     (0..n)
         .map(|_| {
             let (b, s) = real[rng.random_range(0..real.len())];
@@ -61,8 +64,14 @@ fn coords(rng: &mut ChaCha8Rng, mask: &Array2<u8>, width: usize, n: usize) -> Ve
 fn check(name: &str, pairs: &[(f64, f64)], tol: f64) {
     let scale = pairs.iter().fold(1.0f64, |m, (a, _)| m.max(a.abs()));
     let diff = pairs.iter().fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    println!("{name:40} {} checks, |grad| <= {scale:.3}, max abs diff {diff:.2e}", pairs.len());
-    assert!(diff <= tol * scale, "{name}: max abs diff {diff:.2e} > {tol:.0e} x {scale:.3}");
+    println!(
+        "{name:40} {} checks, |grad| <= {scale:.3}, max abs diff {diff:.2e}",
+        pairs.len()
+    );
+    assert!(
+        diff <= tol * scale,
+        "{name}: max abs diff {diff:.2e} > {tol:.0e} x {scale:.3}"
+    );
 }
 
 #[test]
@@ -92,7 +101,10 @@ fn gradients_from_logits_match_finite_differences_at_every_hook_kind() {
     let fwd = Forward::tokens(ids.view()).mask(mask.view()).trace(true);
     let out = model.run(&fwd).unwrap();
     let grads = model
-        .backward(out.trace.as_ref().unwrap(), &Backward::from_logits(r.view()).want(&hooks))
+        .backward(
+            out.trace.as_ref().unwrap(),
+            &Backward::from_logits(r.view()).want(&hooks),
+        )
         .unwrap();
     let mut all = Vec::new();
     for hook in hooks {
@@ -128,14 +140,20 @@ fn detached_attention_gives_the_resid_to_mlp_path_only() {
     let attn = HookPoint::AttnOut { layer: 1 };
     let resid = HookPoint::ResidPre { layer: 1 };
     let capture = [attn];
-    let fwd = Forward::tokens(ids.view()).mask(mask.view()).trace(true).capture(&capture);
+    let fwd = Forward::tokens(ids.view())
+        .mask(mask.view())
+        .trace(true)
+        .capture(&capture);
     let out = model.run(&fwd).unwrap();
     let clean_attn = out.hooks[&attn].clone();
     let (want, detach) = ([resid], [attn]);
     let bwd = Backward::from_logits(r.view()).want(&want).detach(&detach);
     let grads = model.backward(out.trace.as_ref().unwrap(), &bwd).unwrap();
     let full = model
-        .backward(out.trace.as_ref().unwrap(), &Backward::from_logits(r.view()).want(&want))
+        .backward(
+            out.trace.as_ref().unwrap(),
+            &Backward::from_logits(r.view()).want(&want),
+        )
         .unwrap();
     let mut pairs = Vec::new();
     for at in coords(&mut rng, &mask, 32, 12) {
@@ -155,7 +173,10 @@ fn detached_attention_gives_the_resid_to_mlp_path_only() {
         pairs.push((grads[&resid][at], fd));
     }
     check("resid_pre[1], attn_out[1] detached", &pairs, 1e-6);
-    assert_ne!(grads[&resid], full[&resid], "detaching attention must change the gradient");
+    assert_ne!(
+        grads[&resid], full[&resid],
+        "detaching attention must change the gradient"
+    );
 }
 
 #[test]
@@ -166,19 +187,31 @@ fn gradients_from_a_seed_at_a_hook_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let seed_hook = HookPoint::MlpOut { layer: 1 };
     let g = Array3::<f64>::random_using((2, 6, 32), StandardNormal, &mut rng);
-    let want = [HookPoint::ResidPre { layer: 0 }, HookPoint::MlpPost { layer: 0 }];
-    let fwd = Forward::tokens(ids.view()).mask(mask.view()).trace(true).logits(false);
+    let want = [
+        HookPoint::ResidPre { layer: 0 },
+        HookPoint::MlpPost { layer: 0 },
+    ];
+    let fwd = Forward::tokens(ids.view())
+        .mask(mask.view())
+        .trace(true)
+        .logits(false);
     let out = model.run(&fwd).unwrap();
     assert!(out.logits.is_none());
     let grads = model
-        .backward(out.trace.as_ref().unwrap(), &Backward::from_hook(seed_hook, g.view()).want(&want))
+        .backward(
+            out.trace.as_ref().unwrap(),
+            &Backward::from_hook(seed_hook, g.view()).want(&want),
+        )
         .unwrap();
     let mut pairs = Vec::new();
     for hook in want {
         for at in coords(&mut rng, &mask, model.width(hook), 8) {
             let fd = central(hook, at, |edit| {
                 let capture = [seed_hook];
-                let run = Forward::tokens(ids.view()).mask(mask.view()).capture(&capture).logits(false);
+                let run = Forward::tokens(ids.view())
+                    .mask(mask.view())
+                    .capture(&capture)
+                    .logits(false);
                 let out = model
                     .run_with(&run, |h, a| {
                         edit(h, a);
@@ -199,26 +232,49 @@ fn backward_from_a_cached_resid_pre_equals_the_full_backward() {
     let (ids, mask) = batch();
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     let r = Array3::<f64>::random_using((2, 6, 100), StandardNormal, &mut rng);
-    let hooks = [HookPoint::ResidPre { layer: 1 }, HookPoint::MlpPost { layer: 1 }];
-    let fwd = Forward::tokens(ids.view()).mask(mask.view()).trace(true).capture(&hooks[..1]);
+    let hooks = [
+        HookPoint::ResidPre { layer: 1 },
+        HookPoint::MlpPost { layer: 1 },
+    ];
+    let fwd = Forward::tokens(ids.view())
+        .mask(mask.view())
+        .trace(true)
+        .capture(&hooks[..1]);
     let out = model.run(&fwd).unwrap();
     let full = model
-        .backward(out.trace.as_ref().unwrap(), &Backward::from_logits(r.view()).want(&hooks))
+        .backward(
+            out.trace.as_ref().unwrap(),
+            &Backward::from_logits(r.view()).want(&hooks),
+        )
         .unwrap();
     let cached = &out.hooks[&hooks[0]];
-    let part = model.run(&Forward::from_resid_pre(1, cached.view()).mask(mask.view()).trace(true)).unwrap();
+    let part = model
+        .run(
+            &Forward::from_resid_pre(1, cached.view())
+                .mask(mask.view())
+                .trace(true),
+        )
+        .unwrap();
     let partial = model
-        .backward(part.trace.as_ref().unwrap(), &Backward::from_logits(r.view()).want(&hooks))
+        .backward(
+            part.trace.as_ref().unwrap(),
+            &Backward::from_logits(r.view()).want(&hooks),
+        )
         .unwrap();
     for hook in &hooks {
-        let diff = (&full[hook] - &partial[hook]).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
+        let diff = (&full[hook] - &partial[hook])
+            .mapv(f64::abs)
+            .fold(0.0f64, |m, &v| m.max(v));
         println!("{hook:32} full vs from-resid_pre max abs diff {diff:.2e}");
         assert!(diff <= 1e-12, "{hook}: {diff:.2e}");
     }
     // Hooks below the start cannot be asked for.
     let below = [HookPoint::ResidPre { layer: 0 }];
     let err = model
-        .backward(part.trace.as_ref().unwrap(), &Backward::from_logits(r.view()).want(&below))
+        .backward(
+            part.trace.as_ref().unwrap(),
+            &Backward::from_logits(r.view()).want(&below),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("starts at blocks.1.hook_resid_pre"), "{err}");

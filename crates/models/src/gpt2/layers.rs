@@ -65,7 +65,7 @@ impl<A: Scalar> LayerNorm<A> {
         let xc = &x - &mean.view().insert_axis(Axis(1)); // (rows, d)
         let var = xc.mapv(|v| v * v).sum_axis(Axis(1)) / d; // (rows)
         let rstd = var.mapv(|v| A::one() / (v + self.eps).sqrt()); // (rows)
-        let xhat = xc * &rstd.view().insert_axis(Axis(1));
+        let xhat = xc * rstd.view().insert_axis(Axis(1));
         let y = &xhat * &self.weight + &self.bias;
         (y, LnCache { xhat, rstd })
     }
@@ -76,9 +76,9 @@ impl<A: Scalar> LayerNorm<A> {
         let dxhat = &dy * &self.weight; // (rows, d)
         let mean_d = dxhat.sum_axis(Axis(1)) / d; // (rows)
         let mean_dx = (&dxhat * &cache.xhat).sum_axis(Axis(1)) / d; // (rows)
-        let mut dx = dxhat - &mean_d.view().insert_axis(Axis(1));
+        let mut dx = dxhat - mean_d.view().insert_axis(Axis(1));
         dx = dx - &cache.xhat * &mean_dx.view().insert_axis(Axis(1));
-        dx * &cache.rstd.view().insert_axis(Axis(1))
+        dx * cache.rstd.view().insert_axis(Axis(1))
     }
 
     pub(crate) fn cast<B: Scalar>(&self) -> LayerNorm<B> {
