@@ -436,3 +436,19 @@ fn missing_or_misshapen_tensors_name_the_tensor_and_the_file() {
         "{e}"
     );
 }
+
+#[test]
+fn random_models_are_reproducible_from_their_seed() {
+    use rand::SeedableRng;
+    let cfg = circuitry_core::Gpt2Config::load(&tiny_dir().join("config.json")).unwrap();
+    let make = |seed| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        Gpt2::<f32>::random(cfg.clone(), &mut rng).unwrap()
+    };
+    let ids = ndarray::array![[1u32, 2, 3]];
+    let logits = |m: &Gpt2| m.forward(ids.view(), None, &[]).unwrap().logits.unwrap();
+    let (a, b, c) = (make(1), make(1), make(2));
+    assert_eq!(logits(&a).dim(), (1, 3, 100));
+    assert_eq!(logits(&a), logits(&b));
+    assert_ne!(logits(&a), logits(&c));
+}

@@ -221,14 +221,6 @@ impl<A: Scalar> Gpt2<A> {
         }
         Ok(walk.grads)
     }
-
-    /// The width of a hook's activation.
-    pub fn width(&self, hook: HookPoint) -> usize {
-        match hook {
-            HookPoint::MlpPost { .. } => self.config.d_mlp(),
-            _ => self.config.n_embd,
-        }
-    }
 }
 
 fn shape_error(

@@ -9,18 +9,21 @@ use ndarray::{s, Array1, Array2, Array4, ArrayView2, Axis, Zip};
 use super::{get1, get2, Fetch, Scalar};
 use crate::Result;
 
-/// Rows per parallel task in [`matmul`].
-const ROW_CHUNK: usize = 32;
+/// Fewest rows per parallel task in [`matmul`].
+const MIN_ROW_CHUNK: usize = 16;
 
-/// `x · w`, parallel over row chunks.
+/// `x · w`, parallel over one block of rows per thread (each block packs `w` once, so
+/// fewer, larger blocks are faster).
 pub(crate) fn matmul<A: Scalar>(
     x: ArrayView2<'_, A>, // (n, k)
     w: ArrayView2<'_, A>, // (k, m)
 ) -> Array2<A> /* (n, m) */ {
     let mut out = Array2::zeros((x.nrows(), w.ncols()));
-    out.axis_chunks_iter_mut(Axis(0), ROW_CHUNK)
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = x.nrows().div_ceil(threads).max(MIN_ROW_CHUNK);
+    out.axis_chunks_iter_mut(Axis(0), chunk)
         .into_par_iter()
-        .zip(x.axis_chunks_iter(Axis(0), ROW_CHUNK).into_par_iter())
+        .zip(x.axis_chunks_iter(Axis(0), chunk).into_par_iter())
         .for_each(|(mut o, xc)| general_mat_mul(A::one(), &xc, &w, A::zero(), &mut o));
     out
 }

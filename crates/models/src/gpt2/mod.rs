@@ -54,8 +54,11 @@ mod layers;
 
 use std::path::Path;
 
-use circuitry_core::Gpt2Config;
+use circuitry_core::{Gpt2Config, HookPoint};
 use ndarray::{Array1, Array2, ArrayD, Dimension, NdFloat};
+use rand::distr::Distribution;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::Normal;
 
 pub use backward::Backward;
 pub use forward::{replace_at, Forward, Gpt2Output, Input, Trace};
@@ -129,6 +132,29 @@ impl<A: Scalar> Gpt2<A> {
         Self::build(config, has_lm_head, &mut fetch)
     }
 
+    /// A randomly initialised model of `config`'s shape, as Hugging Face initialises
+    /// GPT-2 (weights and embeddings N(0, 0.02²), biases 0, LayerNorm gains 1). For
+    /// benchmarks and tests: speed does not depend on the weights' values.
+    pub fn random(config: Gpt2Config, rng: &mut ChaCha8Rng) -> Result<Self> {
+        config.check()?;
+        let normal = Normal::new(0.0f64, 0.02).map_err(|e| Error::BadParameter {
+            name: "std",
+            value: "0.02".into(),
+            message: e.to_string(),
+        })?;
+        let mut fetch = |name: &str, shape: &[usize]| -> Result<ArrayD<A>> {
+            let is_ln = name.contains("ln_");
+            Ok(if name.ends_with("bias") {
+                ArrayD::zeros(shape)
+            } else if is_ln {
+                ArrayD::ones(shape)
+            } else {
+                ArrayD::from_shape_simple_fn(shape, || A::of(normal.sample(rng)))
+            })
+        };
+        Self::build(config, false, &mut fetch)
+    }
+
     fn build(config: Gpt2Config, has_lm_head: bool, fetch: &mut Fetch<'_, A>) -> Result<Self> {
         let (d, vocab) = (config.n_embd, config.vocab_size);
         let eps = A::of(f64::from(config.layer_norm_epsilon));
@@ -156,6 +182,14 @@ impl<A: Scalar> Gpt2<A> {
     /// The model's configuration.
     pub fn config(&self) -> &Gpt2Config {
         &self.config
+    }
+
+    /// The width of a hook's activation: `d_mlp` for `mlp.hook_post`, else `d_model`.
+    pub fn width(&self, hook: HookPoint) -> usize {
+        match hook {
+            HookPoint::MlpPost { .. } => self.config.d_mlp(),
+            _ => self.config.n_embd,
+        }
     }
 
     /// The transformer blocks, in order.
