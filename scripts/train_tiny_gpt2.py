@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""Train the tiny agreement GPT-2 (the embedded default model) and everything around it.
+
+    python scripts/train_tiny_gpt2.py --out datasets/tiny-gpt2
+
+One run does, deterministically for its seeds:
+ 1. generates the corpus from the grammar in scripts/sva_grammar.py (held-out (noun, verb)
+    pairs never agree anywhere in it);
+ 2. trains a ByteLevel BPE tokenizer on it (`<|endoftext|>` = id 0, the sentence boundary and
+    BOS);
+ 3. writes the grammar's word lists (OUT/words.json) and the agreement datasets
+    (OUT/agreement/, via make_agreement.py; test = held-out pairs), then drops every corpus
+    sentence that contains a test prefix + answer (case-insensitive, as words) and checks none is
+    left;
+ 4. trains GPT2LMHeadModel (4 layers, d_model 64, 4 heads, n_ctx 64) for each --seeds, and a
+    --control-layers control with the first seed, on windows of n_ctx tokens that start at a
+    sentence boundary: `<|endoftext|> s1 <|endoftext|> s2 ...`;
+ 5. evaluates agreement directly: after `<|endoftext|>` + prefix, is the right verb more
+    likely than the wrong one? Both sides of every pair, per family, held-out (test) and seen
+    (train) pairs;
+ 6. saves the first seed's model in HF layout (config.json, model.safetensors, tokenizer.json),
+    exports OUT/model.onnx (hooks only) and OUT/model_logits.onnx (with logits) with
+    export_onnx.py, writes OUT/corpus.txt (sentences for SAE training), OUT/results.json and
+    OUT/CARD.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import export_onnx  # noqa: E402
+import lean_gpt2  # noqa: E402
+import make_agreement  # noqa: E402
+import sva_grammar  # noqa: E402
+
+BOS = "<|endoftext|>"
+FAMILIES = make_agreement.FAMILIES
+
+
+# -- data --------------------------------------------------------------------------------------
+def generate_corpus(n: int, seed: int, heldout) -> list[str]:
+    gen = sva_grammar.Generator(random.Random(f"corpus-{seed}"), heldout)
+    return [gen.sentence() for _ in range(n)]
+
+
+def train_tokenizer(sentences: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=[BOS], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(sentences, trainer)
+    assert tok.token_to_id(BOS) == 0
+    return tok
+
+
+def test_strings(agreement_dir: Path) -> set[tuple[str, ...]]:
+    """Every test prefix + answer (both sides), lower-cased, as a word tuple."""
+    out = set()
+    for family in FAMILIES:
+        for line in open(agreement_dir / f"{family}_test.jsonl"):
+            r = json.loads(line)
+            for prefix, answer in ((r["clean_prefix"], r["clean_answer"]),
+                                   (r["patch_prefix"], r["patch_answer"])):
+                out.add(tuple((prefix + answer).lower().split()))
+    return out
+
+
+def contains_any(sentence: str, grams: set[tuple[str, ...]], lengths: list[int]) -> bool:
+    words = sentence.lower().replace(",", "").replace(".", "").split()
+    return any(tuple(words[i:i + n]) in grams
+               for n in lengths for i in range(len(words) - n + 1))
+
+
+def pack(tok, sentences: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The token stream `<bos> s1 <bos> s2 ...` and the offsets of its <bos> tokens."""
+    ids, starts = [], []
+    for enc in tok.encode_batch(sentences, add_special_tokens=False):
+        starts.append(len(ids))
+        ids.append(0)
+        ids.extend(enc.ids)
+    return np.asarray(ids, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+
+
+def load_rows(agreement_dir: Path, split: str) -> dict[str, list[dict]]:
+    return {f: [json.loads(line) for line in open(agreement_dir / f"{f}_{split}.jsonl")]
+            for f in FAMILIES}
+
+
+# -- model -------------------------------------------------------------------------------------
+def to_hf(model: lean_gpt2.LeanGpt2, n_layer: int, vocab: int, args):
+    """The trained lean model as an HF GPT2LMHeadModel; checks both give the same logits."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab, n_positions=args.n_ctx, n_embd=args.d_model, n_layer=n_layer,
+        n_head=args.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=0, eos_token_id=0,
+    )
+    hf = GPT2LMHeadModel(config).eval()
+    missing, unexpected = hf.load_state_dict(lean_gpt2.to_hf_state_dict(model), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    hf.tie_weights()
+    ids = torch.randint(0, vocab, (4, args.n_ctx), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = float((hf(input_ids=ids).logits - model(ids)).abs().max())
+    assert diff < 1e-4, f"HF and lean logits differ by {diff}"
+    return hf, diff
+
+
+def single_token(tok, text: str) -> int:
+    ids = tok.encode(text, add_special_tokens=False).ids
+    assert len(ids) == 1, f"{text!r} is not one token: {ids}"
+    return ids[0]
+
+
+@torch.no_grad()
+def accuracy(model, tok, rows_by_family: dict[str, list[dict]], batch: int = 512) -> dict:
+    """Per family: fraction of (row, side) where P(right verb) > P(wrong verb) after BOS+prefix."""
+    model.eval()
+    result = {}
+    for family, rows in rows_by_family.items():
+        trials = []  # (ids, right id, wrong id)
+        for r in rows:
+            a, b = (single_token(tok, r["clean_answer"]), single_token(tok, r["patch_answer"]))
+            for prefix, right, wrong in ((r["clean_prefix"], a, b), (r["patch_prefix"], b, a)):
+                trials.append(([0] + tok.encode(prefix, add_special_tokens=False).ids, right, wrong))
+        correct = 0
+        for i in range(0, len(trials), batch):
+            chunk = trials[i:i + batch]
+            length = max(len(t[0]) for t in chunk)
+            ids = torch.zeros((len(chunk), length), dtype=torch.int64)  # (batch, seq), right-padded
+            last = torch.tensor([len(t[0]) - 1 for t in chunk])
+            for j, t in enumerate(chunk):
+                ids[j, :len(t[0])] = torch.tensor(t[0])
+            logits = model(ids)[torch.arange(len(chunk)), last]  # (batch, vocab)
+            right = logits[torch.arange(len(chunk)), torch.tensor([t[1] for t in chunk])]
+            wrong = logits[torch.arange(len(chunk)), torch.tensor([t[2] for t in chunk])]
+            correct += int((right > wrong).sum())
+        result[family] = correct / max(len(trials), 1)
+    model.train()
+    return result
+
+
+def train(n_layer: int, seed: int, stream, starts, tok, test_rows, args, log) -> tuple:
+    """Trains one model; returns (model, history, wall seconds, cpu seconds)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = lean_gpt2.LeanGpt2(tok.get_vocab_size(), args.n_ctx, args.d_model, n_layer, args.n_head)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = max(1, args.steps // 20)
+
+    def lr_at(step):  # linear warm-up, cosine decay to 10%
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        t = (step - warmup) / max(1, args.steps - warmup)
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    usable = starts[starts + args.n_ctx <= len(stream)]
+    offsets = np.arange(args.n_ctx)
+    history = []
+    wall, cpu = time.time(), time.process_time()
+    model.train()
+    for step in range(args.steps):
+        begin = rng.choice(usable, size=args.batch)
+        x = torch.from_numpy(stream[begin[:, None] + offsets[None, :]])  # (batch, n_ctx)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        logits = model(x)  # (batch, n_ctx, vocab)
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            acc = accuracy(model, tok, test_rows)
+            history.append({"step": step + 1, "loss": round(float(loss), 4),
+                            "heldout": {f: round(a, 4) for f, a in acc.items()}})
+            log(f"  layers {n_layer} seed {seed} step {step + 1:5d} loss {float(loss):.3f} "
+                + " ".join(f"{f} {a:.3f}" for f, a in acc.items())
+                + f"  ({time.time() - wall:.0f}s)")
+    return model.eval(), history, time.time() - wall, time.process_time() - cpu
+
+
+def run_one(job) -> tuple[dict, dict]:
+    """Trains and evaluates one (layers, seed) run; returns (record, lean state dict).
+
+    A top-level function so that --jobs can run it in a worker process.
+    """
+    from tokenizers import Tokenizer
+
+    n_layer, seed, stream, starts, tok_json, test_rows, seen_rows, args = job
+    torch.set_num_threads(args.threads)
+    tok = Tokenizer.from_str(tok_json)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    model, history, wall, cpu = train(n_layer, seed, stream, starts, tok, test_rows, args, log)
+    record = {
+        "n_layer": n_layer, "seed": seed, "wall_s": wall, "cpu_s": cpu,
+        "parameters": sum(q.numel() for q in model.parameters()),
+        "history": history,
+        "final": {"heldout": accuracy(model, tok, test_rows),
+                  "seen": accuracy(model, tok, seen_rows)},
+    }
+    return record, model.state_dict()
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def control_sentence(r: dict) -> str:
+    """What the control shows, from the numbers (mean held-out accuracy over families)."""
+    mean = {(x["n_layer"], x["seed"]): sum(x["final"]["heldout"].values()) / len(FAMILIES)
+            for x in r["runs"]}
+    models = [v for (n, _), v in mean.items() if n == r["model"]["n_layer"]]
+    controls = [(n, v) for (n, _), v in mean.items() if n != r["model"]["n_layer"]]
+    if not controls:
+        return "No control was trained."
+    n, c = controls[0]
+    verdict = ("clearly worse: the families are not solved by a shortcut a single layer can find"
+               if min(models) - c >= 0.10 else "NOT clearly worse: the grammar is too easy")
+    return (f"The {n}-layer control, trained the same way, averages {100 * c:.1f}% held-out over "
+            f"the families vs {100 * min(models):.1f}% (worst seed) for the model — {verdict}.")
+
+
+def card(results: dict, out: Path) -> str:
+    r = results
+
+    def table(rows):
+        head = "| model | seed | split | " + " | ".join(FAMILIES) + " |\n"
+        head += "|---|---|---|" + "---|" * len(FAMILIES) + "\n"
+        for run in rows:
+            for split in ("heldout", "seen"):
+                head += (f"| {run['n_layer']}-layer | {run['seed']} | {split} | "
+                         + " | ".join(f"{100 * run['final'][split][f]:.1f}%" for f in FAMILIES)
+                         + " |\n")
+        return head
+
+    sizes = "\n".join(f"| `{name}` | {size / 1e6:.2f} MB |" for name, size in r["files"].items())
+    counts = "\n".join(f"| {f} | {c['train']} | {c['test']} |" for f, c in r["agreement"].items())
+    runs = "\n".join(f"| {x['n_layer']}-layer | {x['seed']} | {x['parameters']:,} | {x['wall_s']:.0f} s "
+                     f"| {x['cpu_s']:.0f} s |" for x in r["runs"])
+    return f"""# tiny-gpt2: a 4-layer GPT-2 that does subject–verb agreement
+
+The embedded default model of circuitry. Same architecture and file formats as GPT-2 (HF
+`GPT2LMHeadModel`, `config.json` + `model.safetensors` + `tokenizer.json`), trained from scratch
+on a generated English-like corpus in which verbs agree with their subjects across
+prepositional phrases, relative clauses, fronted phrases and embedding clauses
+(`scripts/sva_grammar.py`).
+
+## How it was made
+
+```
+{r['command']}
+```
+
+torch {r['versions']['torch']}, transformers {r['versions']['transformers']}, tokenizers
+{r['versions']['tokenizers']}; {r['threads']} torch thread(s) per run, {r['jobs']} run(s) in parallel
+on a 2-core machine shared with other jobs. Total time {r['total_wall_s']:.0f} s wall, training
+{sum(x['cpu_s'] for x in r['runs']):.0f} s CPU.
+
+- Corpus: {r['corpus']['sentences']:,} sentences ({r['corpus']['tokens']:,} tokens), grammar seed
+  {r['grammar_seed']}, corpus seed {r['corpus_seed']}; {r['corpus']['dropped']} sentences containing a test
+  prefix + answer were dropped, and a final check found {r['corpus']['leaks']} left.
+- Held out: {r['heldout_pairs']} of {r['all_pairs']} (noun, verb) pairs never agree anywhere in the
+  corpus; the test splits are exactly the items on those pairs (`words.json` lists them).
+- Tokenizer: ByteLevel BPE trained on the corpus, vocabulary {r['vocab_size']} (every word one
+  token, verb forms with their leading space included); `<|endoftext|>` = id 0 is the sentence
+  boundary and BOS.
+- Model: {r['model']['n_layer']} layers, d_model {r['model']['d_model']}, {r['model']['n_head']} heads,
+  n_ctx {r['model']['n_ctx']}, {r['runs'][0]['parameters']:,} parameters, no dropout; AdamW lr {r['lr']},
+  {r['steps']} steps of {r['batch']} windows × {r['model']['n_ctx']} tokens.
+- Training windows: `<|endoftext|> s1 <|endoftext|> s2 ...`, starting at a sentence boundary.
+  **Feed the model the same way**: `<|endoftext|>` (id 0) in front of a prefix or a corpus line.
+
+## Agreement accuracy
+
+P(right verb) > P(wrong verb) after `<|endoftext|>` + prefix, both sides of every pair.
+"heldout" = test split (pairs never seen agreeing), "seen" = train split.
+
+{table(r['runs'])}
+The committed weights are the first {r['model']['n_layer']}-layer seed's. {control_sentence(r)}
+
+| run | seed | parameters | wall | CPU |
+|---|---|---|---|---|
+{runs}
+
+## Agreement datasets (`agreement/`, from `words.json` by scripts/make_agreement.py)
+
+| family | train rows | test rows |
+|---|---|---|
+{counts}
+
+## Files
+
+| file | size |
+|---|---|
+{sizes}
+
+Model fingerprint (BLAKE3 of model.safetensors): `{r['fingerprint']}`.
+`corpus.txt`: {r['corpus_txt_lines']} corpus sentences, one a line, for SAE training.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Train the tiny agreement GPT-2.")
+    p.add_argument("--out", type=Path, default=Path("datasets/tiny-gpt2"))
+    p.add_argument("--sentences", type=int, default=100_000)
+    p.add_argument("--grammar-seed", type=int, default=0, help="held-out pairs")
+    p.add_argument("--corpus-seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="4-layer model seeds")
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--control-layers", type=int, default=1, help="0 = no control")
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-ctx", type=int, default=64)
+    p.add_argument("--vocab-size", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument("--corpus-lines", type=int, default=5000, help="lines in OUT/corpus.txt")
+    p.add_argument("--no-export", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    heldout = sva_grammar.heldout_pairs(args.grammar_seed)
+    sentences = generate_corpus(args.sentences, args.corpus_seed, heldout)
+    tok = train_tokenizer(sentences, args.vocab_size)
+    tok.save(str(out / "tokenizer.json"))
+    words_path = out / "words.json"
+    write_atomic(words_path, json.dumps(sva_grammar.word_lists(heldout), indent=1) + "\n")
+    counts = make_agreement.make(words_path, out / "tokenizer.json", out / "agreement",
+                                 seed=args.grammar_seed)
+    log(f"vocab {tok.get_vocab_size()}; agreement rows {counts}")
+
+    grams = test_strings(out / "agreement")
+    lengths = sorted({len(g) for g in grams})
+    kept = [s for s in sentences if not contains_any(s, grams, lengths)]
+    dropped = len(sentences) - len(kept)
+    leaks = sum(contains_any(s, grams, lengths) for s in kept)
+    assert leaks == 0
+    log(f"corpus: {len(kept)} sentences, dropped {dropped} containing a test prefix + answer")
+    stream, starts = pack(tok, kept)
+    test_rows = load_rows(out / "agreement", "test")
+    seen_rows = load_rows(out / "agreement", "train")
+
+    plan = [(args.n_layer, s) for s in args.seeds]
+    if args.control_layers:
+        plan.append((args.control_layers, args.seeds[0]))
+    jobs = [(n_layer, seed, stream, starts, tok.to_str(), test_rows, seen_rows, args)
+            for n_layer, seed in plan]
+    if args.jobs > 1:  # runs are independent and seeded: same results as one after another
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(args.jobs, len(jobs))) as pool:
+            done = pool.map(run_one, jobs)
+    else:
+        done = [run_one(job) for job in jobs]
+    runs = [run for run, _ in done]
+    first, state = done[0]
+    model = lean_gpt2.LeanGpt2(tok.get_vocab_size(), args.n_ctx, args.d_model, first["n_layer"],
+                               args.n_head)
+    model.load_state_dict(state)
+    chosen, hf_diff = to_hf(model.eval(), first["n_layer"], tok.get_vocab_size(), args)
+    log(f"HF GPT2LMHeadModel vs lean logits: max abs diff {hf_diff:.2e}")
+
+    chosen.save_pretrained(out)
+    for extra in ("generation_config.json",):
+        if (out / extra).exists():
+            (out / extra).unlink()
+    if not args.no_export:
+        export_onnx.export(out, out / "model.onnx", logits=False)
+        export_onnx.export(out, out / "model_logits.onnx", logits=True)
+    rng = random.Random(f"corpus-txt-{args.corpus_seed}")
+    write_atomic(out / "corpus.txt", "\n".join(rng.sample(kept, args.corpus_lines)) + "\n")
+
+    import tokenizers
+    import transformers
+
+    files = {}
+    for path in sorted(out.rglob("*")):
+        if path.is_file() and path.name not in ("results.json", "CARD.md"):
+            files[str(path.relative_to(out))] = path.stat().st_size
+    results = {
+        "command": "python scripts/train_tiny_gpt2.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "tokenizers": tokenizers.__version__},
+        "threads": args.threads, "jobs": args.jobs, "grammar_seed": args.grammar_seed, "corpus_seed": args.corpus_seed,
+        "corpus": {"sentences": len(kept), "tokens": int(len(stream)), "dropped": dropped,
+                   "leaks": leaks},
+        "heldout_pairs": len(heldout),
+        "all_pairs": len(sva_grammar.NOUNS) * (len(sva_grammar.MAIN_VERBS) + len(sva_grammar.SAY_VERBS)),
+        "vocab_size": tok.get_vocab_size(),
+        "model": {"n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head,
+                  "n_ctx": args.n_ctx},
+        "hf_vs_lean_max_abs_diff": hf_diff,
+        "lr": args.lr, "steps": args.steps, "batch": args.batch,
+        "agreement": counts, "runs": runs, "files": files,
+        "fingerprint": export_onnx.file_blake3(out / "model.safetensors"),
+        "corpus_txt_lines": args.corpus_lines,
+        "total_wall_s": time.time() - t0,
+    }
+    write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_atomic(out / "CARD.md", card(results, out))
+    for run in runs:
+        log(f"{run['n_layer']}-layer seed {run['seed']}: heldout "
+            + " ".join(f"{f} {100 * a:.1f}%" for f, a in run["final"]["heldout"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
