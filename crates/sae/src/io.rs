@@ -1,0 +1,349 @@
+//! SAELens v6 files: `cfg.json` + `sae_weights.safetensors`, and the training
+//! outputs `sparsity.safetensors` + `training.json`.
+use std::fs;
+use std::path::Path;
+
+use circuitry_core::{atomic, HookPoint, TOOL_VERSION};
+use ndarray::{Array1, Array2, ArrayView1};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::metrics::Metrics;
+use crate::train::{LogEntry, TrainConfig};
+use crate::{ActivationNormalization, Architecture, Error, Result, Sae, SaeConfig};
+
+/// SAELens's config file name.
+pub const CFG_FILE: &str = "cfg.json";
+/// SAELens's weights file name.
+pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+/// SAELens's feature-sparsity file name (key `"sparsity"`: log10 feature density).
+pub const SPARSITY_FILE: &str = "sparsity.safetensors";
+/// Training record file name.
+pub const TRAINING_FILE: &str = "training.json";
+/// Schema version of [`TrainingRecord`].
+pub const TRAINING_RECORD_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct CfgOut<'a> {
+    architecture: &'static str,
+    d_in: usize,
+    d_sae: usize,
+    dtype: &'static str,
+    device: &'static str,
+    apply_b_dec_to_input: bool,
+    normalize_activations: &'static str,
+    reshape_activations: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k: Option<usize>,
+    metadata: MetaOut<'a>,
+}
+
+/// Only fields of SAELens's `SAEMetadata` dataclass: SAELens rejects unknown ones.
+#[derive(Serialize)]
+struct MetaOut<'a> {
+    model_name: &'a str,
+    hook_name: String,
+    context_size: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dataset_path: Option<&'a str>,
+}
+
+impl Sae {
+    /// Write `dir/cfg.json` and `dir/sae_weights.safetensors` in SAELens v6 layout
+    /// (f32 tensors `W_enc [d_in, d_sae]`, `b_enc [d_sae]`, `W_dec [d_sae, d_in]`,
+    /// `b_dec [d_in]`, and `threshold [d_sae]` for JumpReLU), each atomically.
+    /// Creates `dir` if needed.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let cfg = &self.cfg;
+        let out = CfgOut {
+            architecture: cfg.architecture.saelens_name(),
+            d_in: cfg.d_in,
+            d_sae: cfg.d_sae,
+            dtype: "float32",
+            device: "cpu",
+            apply_b_dec_to_input: cfg.apply_b_dec_to_input,
+            normalize_activations: cfg.normalize_activations.saelens_name(),
+            reshape_activations: "none",
+            k: match cfg.architecture {
+                Architecture::TopK { k } => Some(k),
+                _ => None,
+            },
+            metadata: MetaOut {
+                model_name: &cfg.model_name,
+                hook_name: cfg.hook_name.to_string(),
+                context_size: cfg.context_size,
+                dataset_path: cfg.dataset_path.as_deref(),
+            },
+        };
+        let mut tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = vec![
+            ("W_enc", self.w_enc.shape().to_vec(), le_bytes(self.w_enc.iter())),
+            ("b_enc", self.b_enc.shape().to_vec(), le_bytes(self.b_enc.iter())),
+            ("W_dec", self.w_dec.shape().to_vec(), le_bytes(self.w_dec.iter())),
+            ("b_dec", self.b_dec.shape().to_vec(), le_bytes(self.b_dec.iter())),
+        ];
+        if let Some(t) = &self.threshold {
+            tensors.push(("threshold", t.shape().to_vec(), le_bytes(t.iter())));
+        }
+        let weights = serialize_f32(&tensors)?;
+        atomic::write_bytes(&dir.join(WEIGHTS_FILE), &weights)?;
+        atomic::write_json(&dir.join(CFG_FILE), &out)?;
+        Ok(())
+    }
+
+    /// Read an SAE from `dir` as [`Sae::save`] writes it, or as SAELens writes it:
+    /// v6 `cfg.json` (`metadata` or `meta`) and older flat configs (`hook_point`,
+    /// `activation_fn_str: "topk"`); f32, f64, f16 or bf16 weights; JumpReLU
+    /// `threshold` (or `log_threshold`).
+    pub fn load(dir: &Path) -> Result<Sae> {
+        let cfg_path = dir.join(CFG_FILE);
+        let cfg: Value = atomic::read_json(&cfg_path)?;
+        let cfg = parse_cfg(&cfg, &cfg_path)?;
+        let w_path = dir.join(WEIGHTS_FILE);
+        let bytes = fs::read(&w_path).map_err(|source| Error::Read {
+            path: w_path.clone(),
+            source,
+        })?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad_weights(&w_path, e.to_string()))?;
+        let (d_in, d_sae) = (cfg.d_in, cfg.d_sae);
+        let w_enc = Array2::from_shape_vec((d_in, d_sae), read_f32(&st, "W_enc", &[d_in, d_sae], &w_path)?);
+        let w_dec = Array2::from_shape_vec((d_sae, d_in), read_f32(&st, "W_dec", &[d_sae, d_in], &w_path)?);
+        let b_enc = Array1::from(read_f32(&st, "b_enc", &[d_sae], &w_path)?);
+        let b_dec = Array1::from(read_f32(&st, "b_dec", &[d_in], &w_path)?);
+        let threshold = match cfg.architecture {
+            Architecture::JumpRelu => Some(if st.names().contains(&"threshold") {
+                Array1::from(read_f32(&st, "threshold", &[d_sae], &w_path)?)
+            } else {
+                Array1::from(read_f32(&st, "log_threshold", &[d_sae], &w_path)?).mapv(f32::exp)
+            }),
+            _ => None,
+        };
+        let shape_err = |e: ndarray::ShapeError| bad_weights(&w_path, e.to_string());
+        Ok(Sae {
+            cfg,
+            w_enc: w_enc.map_err(shape_err)?,
+            b_enc,
+            w_dec: w_dec.map_err(shape_err)?,
+            b_dec,
+            threshold,
+        })
+    }
+}
+
+/// Everything `training.json` records about a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// [`TRAINING_RECORD_VERSION`].
+    pub schema_version: u32,
+    /// The circuitry version that trained it.
+    pub tool_version: String,
+    /// The SAE's configuration.
+    pub sae: SaeConfig,
+    /// The training configuration.
+    pub train: TrainConfig,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Rows seen in training (steps × batch size).
+    pub rows_seen: u64,
+    /// Rows available for training.
+    pub train_rows: usize,
+    /// Held-out rows evaluated at the end (0 if none).
+    pub eval_rows: usize,
+    /// Logged training steps.
+    pub history: Vec<LogEntry>,
+    /// Final metrics on the training rows.
+    pub train_metrics: Metrics,
+    /// Final metrics on the held-out rows, if any.
+    pub eval_metrics: Option<Metrics>,
+}
+
+impl TrainingRecord {
+    /// A record stamped with this tool's version.
+    pub fn new(
+        sae: SaeConfig,
+        train: TrainConfig,
+        report: crate::TrainReport,
+        train_rows: usize,
+        eval_rows: usize,
+        eval_metrics: Option<Metrics>,
+    ) -> Self {
+        TrainingRecord {
+            schema_version: TRAINING_RECORD_VERSION,
+            tool_version: TOOL_VERSION.into(),
+            sae,
+            train,
+            steps: report.steps,
+            rows_seen: report.rows_seen,
+            train_rows,
+            eval_rows,
+            history: report.history,
+            train_metrics: report.final_metrics,
+            eval_metrics,
+        }
+    }
+
+    /// Read `dir/training.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        Ok(atomic::read_json(&dir.join(TRAINING_FILE))?)
+    }
+}
+
+/// Write `dir/sparsity.safetensors` (key `"sparsity"`, f32 `[d_sae]`: log10 feature
+/// density, as SAELens) and `dir/training.json`, each atomically.
+pub fn save_training_outputs(
+    dir: &Path,
+    record: &TrainingRecord,
+    log10_density: ArrayView1<'_, f32>,
+) -> Result<()> {
+    let tensors = vec![(
+        "sparsity",
+        log10_density.shape().to_vec(),
+        le_bytes(log10_density.iter()),
+    )];
+    atomic::write_bytes(&dir.join(SPARSITY_FILE), &serialize_f32(&tensors)?)?;
+    atomic::write_json(&dir.join(TRAINING_FILE), record)?;
+    Ok(())
+}
+
+fn le_bytes<'a>(values: impl Iterator<Item = &'a f32>) -> Vec<u8> {
+    values.flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn serialize_f32(tensors: &[(&str, Vec<usize>, Vec<u8>)]) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| Ok((*name, TensorView::new(Dtype::F32, shape.clone(), data)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(safetensors::serialize(views, None)?)
+}
+
+fn bad_weights(path: &Path, reason: impl Into<String>) -> Error {
+    Error::BadWeights {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>> {
+    let t = st.tensor(name).map_err(|_| {
+        let mut have = st.names();
+        have.sort();
+        bad_weights(path, format!("no tensor {name:?} (it has {have:?}); is this an SAELens SAE?"))
+    })?;
+    if t.shape() != shape {
+        return Err(Error::Shape {
+            what: format!("{name} in {}", path.display()),
+            expected: shape.to_vec(),
+            got: t.shape().to_vec(),
+        });
+    }
+    let data = t.data();
+    let out: Vec<f32> = match t.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        other => {
+            return Err(Error::Unsupported {
+                what: "dtype",
+                value: format!("{other:?} for {name} in {}", path.display()),
+                hint: "weights must be float32, float64, float16 or bfloat16".into(),
+            })
+        }
+    };
+    Ok(out)
+}
+
+/// Look a field up in `metadata`, then `meta`, then the top level.
+fn meta_field<'v>(cfg: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    ["metadata", "meta"]
+        .iter()
+        .filter_map(|m| cfg.get(*m).and_then(Value::as_object))
+        .find_map(|m| m.get(key).filter(|v| !v.is_null()))
+        .or_else(|| cfg.get(key).filter(|v| !v.is_null()))
+}
+
+fn parse_cfg(cfg: &Value, path: &Path) -> Result<SaeConfig> {
+    let bad = |field: &str, reason: String| Error::BadCfg {
+        path: path.to_path_buf(),
+        field: field.into(),
+        reason,
+    };
+    let obj = cfg
+        .as_object()
+        .ok_or_else(|| bad("", "expected a JSON object".into()))?;
+    let uint = |field: &str, v: Option<&Value>| -> Result<usize> {
+        v.and_then(Value::as_u64)
+            .map(|n| n as usize)
+            .ok_or_else(|| bad(field, "missing or not a non-negative integer".into()))
+    };
+    let d_in = uint("d_in", obj.get("d_in"))?;
+    let d_sae = uint("d_sae", obj.get("d_sae"))?;
+    let activation_fn = obj
+        .get("activation_fn_str")
+        .or_else(|| obj.get("activation_fn"))
+        .and_then(Value::as_str);
+    let arch_name = obj
+        .get("architecture")
+        .and_then(Value::as_str)
+        .or(activation_fn.filter(|a| *a == "topk"))
+        .unwrap_or("standard");
+    let architecture = match arch_name {
+        "standard" => Architecture::Standard,
+        "jumprelu" => Architecture::JumpRelu,
+        "topk" => {
+            let k = obj.get("k").or_else(|| {
+                obj.get("activation_fn_kwargs")
+                    .and_then(Value::as_object)
+                    .and_then(|kw| kw.get("k"))
+            });
+            Architecture::TopK { k: uint("k", k)? }
+        }
+        other => {
+            return Err(Error::Unsupported {
+                what: "architecture",
+                value: format!("{other:?} in {}", path.display()),
+                hint: "supported: \"standard\", \"topk\", \"jumprelu\"".into(),
+            })
+        }
+    };
+    let normalize_activations = match obj.get("normalize_activations").and_then(Value::as_str) {
+        None | Some("none") => ActivationNormalization::None,
+        Some(other) => {
+            return Err(Error::Unsupported {
+                what: "normalize_activations",
+                value: format!("{other:?} in {}", path.display()),
+                hint: "only \"none\" is supported so far".into(),
+            })
+        }
+    };
+    let hook_value = meta_field(obj, "hook_name")
+        .or_else(|| meta_field(obj, "hook_point"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("metadata.hook_name", "missing: the SAE must name the hook it reads".into()))?;
+    let hook_name: HookPoint = hook_value
+        .parse()
+        .map_err(|e: circuitry_core::Error| bad("metadata.hook_name", e.to_string()))?;
+    let context_size = uint("metadata.context_size", meta_field(obj, "context_size"))?;
+    let text = |key: &str| meta_field(obj, key).and_then(Value::as_str).map(str::to_owned);
+    let sae = SaeConfig {
+        d_in,
+        d_sae,
+        architecture,
+        apply_b_dec_to_input: obj
+            .get("apply_b_dec_to_input")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        normalize_activations,
+        hook_name,
+        model_name: text("model_name").unwrap_or_default(),
+        context_size,
+        dataset_path: text("dataset_path"),
+    };
+    sae.check().map_err(|e| bad("d_sae/k", e.to_string()))?;
+    Ok(sae)
+}

@@ -1,0 +1,114 @@
+//! Evaluation metrics with SAELens definitions.
+use ndarray::{Array1, ArrayView1, ArrayView2, Axis};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::Sae;
+
+/// Rows per parallel work item in evaluation (fixed: results do not depend on threads).
+const EVAL_CHUNK_ROWS: usize = 2048;
+
+/// Reconstruction and sparsity metrics over a set of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Squared reconstruction error summed over `d_in`, mean over rows (the training
+    /// loss's convention, SAELens `mse_loss`).
+    pub mse: f64,
+    /// `1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²`, pooled over all rows, `x̄` the mean row of the
+    /// evaluated set (SAELens v6 `explained_variance`). 1.0 if the data has no
+    /// variance and the reconstruction is exact, 0.0 if it has none and is not.
+    pub explained_variance: f64,
+    /// Mean number of active (non-zero) features per row.
+    pub l0: f64,
+    /// Fraction of features that are active on none of the rows.
+    pub dead_fraction: f64,
+}
+
+/// [`Metrics`] of `sae` on `x (rows, d_in)`. Zero rows give all metrics 0 except
+/// `dead_fraction` 1.
+pub fn evaluate(sae: &Sae, x: ArrayView2<'_, f32>) -> Metrics {
+    evaluate_with_density(sae, x).0
+}
+
+/// Fraction of the rows of `x (rows, d_in)` on which each feature is active, `(d_sae)`.
+pub fn feature_density(sae: &Sae, x: ArrayView2<'_, f32>) -> Array1<f64> {
+    evaluate_with_density(sae, x).1
+}
+
+/// SAELens's `log_feature_sparsity`: `log10(density + 1e-10)`, `(d_sae)`.
+pub fn log10_feature_density(density: ArrayView1<'_, f64>) -> Array1<f32> {
+    density.mapv(|d| (d + 1e-10).log10() as f32)
+}
+
+/// [`Metrics`] and [`feature_density`] in one pass.
+pub fn evaluate_with_density(sae: &Sae, x: ArrayView2<'_, f32>) -> (Metrics, Array1<f64>) {
+    let rows = x.nrows();
+    let d_sae = sae.cfg.d_sae;
+    if rows == 0 {
+        let m = Metrics {
+            mse: 0.0,
+            explained_variance: 0.0,
+            l0: 0.0,
+            dead_fraction: 1.0,
+        };
+        return (m, Array1::zeros(d_sae));
+    }
+    let chunks: Vec<ArrayView2<'_, f32>> = x.axis_chunks_iter(Axis(0), EVAL_CHUNK_ROWS).collect();
+    // Column means in f64, summed in chunk order.
+    let sums: Vec<Array1<f64>> = chunks
+        .par_iter()
+        .map(|c| c.mapv(f64::from).sum_axis(Axis(0)))
+        .collect();
+    let mut mean = Array1::<f64>::zeros(x.ncols()); // (d_in)
+    for s in &sums {
+        mean += s;
+    }
+    mean /= rows as f64;
+
+    struct Part {
+        sse: f64,
+        sst: f64,
+        active: Array1<u64>, // (d_sae)
+    }
+    let parts: Vec<Part> = chunks
+        .par_iter()
+        .map(|c| {
+            let f = sae.encode(*c); // (rows, d_sae)
+            let x_hat = sae.decode(f.view()); // (rows, d_in)
+            let mut sse = 0.0;
+            let mut sst = 0.0;
+            for (xr, hr) in c.outer_iter().zip(x_hat.outer_iter()) {
+                for ((&xv, &hv), &m) in xr.iter().zip(hr.iter()).zip(mean.iter()) {
+                    let e = f64::from(xv) - f64::from(hv);
+                    let t = f64::from(xv) - m;
+                    sse += e * e;
+                    sst += t * t;
+                }
+            }
+            let active = f.map_axis(Axis(0), |col| col.iter().filter(|&&a| a != 0.0).count() as u64);
+            Part { sse, sst, active }
+        })
+        .collect();
+    let (mut sse, mut sst) = (0.0, 0.0);
+    let mut active = Array1::<u64>::zeros(d_sae);
+    for p in parts {
+        sse += p.sse;
+        sst += p.sst;
+        active += &p.active;
+    }
+    let explained_variance = if sst > 0.0 {
+        1.0 - sse / sst
+    } else if sse == 0.0 {
+        1.0
+    } else {
+        0.0
+    };
+    let density = active.mapv(|a| a as f64 / rows as f64);
+    let metrics = Metrics {
+        mse: sse / rows as f64,
+        explained_variance,
+        l0: active.iter().sum::<u64>() as f64 / rows as f64,
+        dead_fraction: active.iter().filter(|&&a| a == 0).count() as f64 / d_sae.max(1) as f64,
+    };
+    (metrics, density)
+}

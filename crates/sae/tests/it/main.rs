@@ -1,0 +1,6 @@
+//! Integration tests of circuitry-sae, one module per area.
+mod common;
+mod files;
+mod grad;
+mod reference;
+mod training;
