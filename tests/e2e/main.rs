@@ -1,0 +1,4 @@
+//! End-to-end tests: the stage binaries run as processes, as users run them.
+//! Build the binaries first: `cargo build --release --workspace --bins` (scripts/test.sh).
+
+mod toy_pipeline;
