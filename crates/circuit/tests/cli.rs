@@ -1,0 +1,180 @@
+//! The `circuitry-circuit toy` binary: outputs, determinism, and one-line errors with
+//! exit code 2 that write nothing.
+use std::path::Path;
+use std::process::{Command, Output};
+
+use circuitry_core::HookPoint;
+
+use crate::fixtures::{random_sae, stage_inputs, trained_model, write_store, Inputs};
+
+fn run(inputs: &Inputs, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_circuitry-circuit"))
+        .arg("toy")
+        .arg("--model")
+        .arg(&inputs.model)
+        .arg("--sae")
+        .arg(&inputs.sae)
+        .arg("--store")
+        .arg(&inputs.store)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Exit code 2, one stderr line containing every `needle`, and no output directory.
+fn assert_refused(output: &Output, out: &Path, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "{n:?} missing in {stderr}");
+    }
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn toy_stage_writes_all_outputs_and_stage_json_deterministically() {
+    let inputs = stage_inputs(300);
+    let out_a = inputs.root.join("out_a");
+    let out_b = inputs.root.join("out_b");
+    let a = run(&inputs, &out_a, &["--top-paths", "3"]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let b = run(&inputs, &out_b, &["--top-paths", "3"]);
+    assert!(b.status.success());
+    for file in [
+        "circuit.json",
+        "circuit.dot",
+        "circuit.svg",
+        "summary.txt",
+        "stage.json",
+    ] {
+        assert!(out_a.join(file).is_file(), "{file}");
+    }
+    for file in ["circuit.json", "circuit.dot", "circuit.svg", "summary.txt"] {
+        assert_eq!(
+            std::fs::read(out_a.join(file)).unwrap(),
+            std::fs::read(out_b.join(file)).unwrap(),
+            "{file} differs between two runs"
+        );
+    }
+    let summary = std::fs::read_to_string(out_a.join("summary.txt")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&a.stdout),
+        summary,
+        "prints the summary"
+    );
+    println!("{summary}");
+    assert!(summary.contains("accuracy: "));
+    let record = circuitry_core::StageRecord::read(&out_a).unwrap().unwrap();
+    assert_eq!(record.tool, "circuitry-circuit");
+    assert_eq!(record.outputs.len(), 4);
+    assert_eq!(record.inputs.len(), 3);
+    let circuit = circuitry_circuit::Circuit::read(&out_a.join("circuit.json")).unwrap();
+    assert_eq!(circuit.n_examples, 300);
+    let svg = std::fs::read_to_string(out_a.join("circuit.svg")).unwrap();
+    roxmltree::Document::parse(&svg).unwrap();
+}
+
+#[test]
+fn min_weight_prunes_edges() {
+    let inputs = stage_inputs(100);
+    let full = inputs.root.join("full");
+    let pruned = inputs.root.join("pruned");
+    assert!(run(&inputs, &full, &[]).status.success());
+    assert!(run(&inputs, &pruned, &["--min-weight", "0.05"])
+        .status
+        .success());
+    let full = circuitry_circuit::Circuit::read(&full.join("circuit.json")).unwrap();
+    let pruned = circuitry_circuit::Circuit::read(&pruned.join("circuit.json")).unwrap();
+    println!(
+        "{} edges → {} with --min-weight 0.05",
+        full.edges.len(),
+        pruned.edges.len()
+    );
+    assert!(pruned.edges.len() < full.edges.len());
+    assert_eq!(pruned.thresholds.min_abs_weight, 0.05);
+}
+
+#[test]
+fn sae_on_another_hook_is_refused() {
+    let inputs = stage_inputs(20);
+    random_sae(4, 8, HookPoint::ResidPre { layer: 0 }, true, 1)
+        .save(&inputs.sae)
+        .unwrap();
+    let out = inputs.root.join("out");
+    assert_refused(
+        &run(&inputs, &out, &[]),
+        &out,
+        &["blocks.0.hook_resid_pre", "toy.hook_hidden"],
+    );
+}
+
+#[test]
+fn sae_of_other_width_is_refused() {
+    let inputs = stage_inputs(20);
+    let sae = inputs.root.join("sae5");
+    random_sae(5, 8, HookPoint::ToyHidden, true, 1)
+        .save(&sae)
+        .unwrap();
+    let inputs = Inputs { sae, ..inputs };
+    let out = inputs.root.join("out");
+    assert_refused(&run(&inputs, &out, &[]), &out, &["d_in 5", "width 4"]);
+}
+
+#[test]
+fn store_without_hidden_hook_is_refused() {
+    let inputs = stage_inputs(20);
+    let (model, config) = trained_model();
+    let store = inputs.root.join("store_in_only");
+    write_store(&store, &inputs.model, &model, &config, 20, false);
+    let inputs = Inputs { store, ..inputs };
+    let out = inputs.root.join("out");
+    assert_refused(
+        &run(&inputs, &out, &[]),
+        &out,
+        &["toy.hook_hidden", "circuitry-dump toy"],
+    );
+}
+
+#[test]
+fn store_from_another_model_is_refused() {
+    let inputs = stage_inputs(20);
+    let (mut model, config) = trained_model();
+    model.fc1_weight[[0, 0]] += 0.5;
+    let other = inputs.root.join("other_model");
+    model.save(&other, &config).unwrap();
+    let inputs = Inputs {
+        model: other,
+        ..inputs
+    };
+    let out = inputs.root.join("out");
+    assert_refused(
+        &run(&inputs, &out, &[]),
+        &out,
+        &["fingerprint", "re-run the dump"],
+    );
+}
+
+#[test]
+fn bad_options_and_missing_inputs_are_refused() {
+    let inputs = stage_inputs(20);
+    let out = inputs.root.join("out");
+    assert_refused(
+        &run(&inputs, &out, &["--top-paths", "0"]),
+        &out,
+        &["--top-paths"],
+    );
+    assert_refused(
+        &run(&inputs, &out, &["--min-weight=-1"]),
+        &out,
+        &["--min-weight"],
+    );
+    let missing = Inputs {
+        model: inputs.root.join("nope"),
+        ..stage_inputs(5)
+    };
+    assert_refused(&run(&missing, &out, &[]), &out, &["nope"]);
+}
