@@ -39,12 +39,19 @@ pub fn render(circuit: &Circuit, targets: &[PathTarget<'_>], top: usize) -> Resu
     for (name, v) in &circuit.scores {
         let _ = writeln!(s, "{name}: {v:.4}");
     }
+    let pruning = if circuit.thresholds.min_abs_weight > 0.0 {
+        format!(
+            "edges with |weight| < {} removed",
+            circuit.thresholds.min_abs_weight
+        )
+    } else {
+        "nothing pruned".to_string()
+    };
     let _ = writeln!(
         s,
-        "graph: {} nodes, {} edges (edges with |weight| < {} removed)",
+        "graph: {} nodes, {} edges ({pruning})",
         circuit.nodes.len(),
-        circuit.edges.len(),
-        circuit.thresholds.min_abs_weight
+        circuit.edges.len()
     );
     for note in &circuit.notes {
         let _ = writeln!(s, "note: {note}");
@@ -64,6 +71,9 @@ pub fn render(circuit: &Circuit, targets: &[PathTarget<'_>], top: usize) -> Resu
             s,
             "Strongest paths to {label:?} ({over}; strength = product of edge weights):"
         );
+        if let Some(line) = t.breakdown(circuit) {
+            let _ = writeln!(s, "  {line}");
+        }
         if paths.is_empty() {
             let _ = writeln!(s, "  (no path from an input)");
         }
@@ -93,5 +103,44 @@ fn signed(v: f64) -> String {
         format!("+{}", short(v))
     } else {
         short(v)
+    }
+}
+
+impl PathTarget<'_> {
+    /// "mean activation = Σ incoming edges + bias" for the target, in its group, with
+    /// the largest incoming edges named.
+    fn breakdown(&self, circuit: &Circuit) -> Option<String> {
+        let node = &circuit.nodes[circuit.node_index(self.node_id)?];
+        let activation = node.activation.as_ref()?.get(self.group)?;
+        let mut incoming: Vec<(f64, &str)> = circuit
+            .edges
+            .iter()
+            .filter(|e| e.target == node.id)
+            .filter_map(|e| {
+                let w = e.weight.get(self.group)?;
+                let src = circuit.node_index(&e.source)?;
+                Some((w, circuit.nodes[src].label.as_str()))
+            })
+            .collect();
+        let total: f64 = incoming.iter().map(|(w, _)| w).sum();
+        let bias = node
+            .bias
+            .as_ref()
+            .and_then(|b| b.get(self.group))
+            .unwrap_or(0.0);
+        incoming.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()));
+        let top: Vec<String> = incoming
+            .iter()
+            .take(3)
+            .map(|(w, l)| format!("{l} {}", signed(*w)))
+            .collect();
+        Some(format!(
+            "mean {} = {}: incoming edges {} (largest: {}) + bias {}",
+            node.label,
+            short(activation),
+            signed(total),
+            top.join(", "),
+            signed(bias)
+        ))
     }
 }

@@ -1,6 +1,6 @@
 //! A layered SVG drawing, laid out here (no Graphviz needed): one column per graph
-//! layer, left to right, nodes in [`Layout`] order; edges are Bézier curves with width
-//! ∝ |weight| and colour by sign; nodes are shaped and coloured by kind (error nodes
+//! layer, left to right, nodes in the order of [`crate::layout::layered`]; edges are
+//! Bézier curves with width ∝ |weight| and colour by sign; nodes are shaped and coloured by kind (error nodes
 //! are dashed diamonds); a title, column headers and a legend frame the graph.
 //!
 //! Every node is a `<g class="node" data-id="…">` and every edge a
@@ -19,13 +19,15 @@ const ROW_GAP: f64 = 64.0;
 const MARGIN_X: f64 = 90.0;
 const TITLE_H: f64 = 64.0;
 const HEADER_H: f64 = 44.0;
-const LEGEND_H: f64 = 96.0;
+const LEGEND_H: f64 = 110.0;
 const RADIUS: f64 = 20.0;
 const BOX_W: f64 = 72.0;
 const BOX_H: f64 = 30.0;
 const MIN_STROKE: f64 = 0.6;
 const MAX_STROKE: f64 = 8.0;
 const MIN_WIDTH: f64 = 720.0;
+const LEGEND_KINDS_X: f64 = 300.0;
+const LEGEND_KIND_COL: f64 = 150.0;
 
 /// Render `circuit` as a standalone SVG document. Edge widths and colours use the
 /// weights of `group` (all examples when `None`).
@@ -174,7 +176,7 @@ pub fn render(circuit: &Circuit, group: Option<&str>) -> String {
     }
     let _ = writeln!(s, "</g>");
 
-    legend(&mut s, circuit, width, TITLE_H + HEADER_H + graph_h, max);
+    legend(&mut s, circuit, TITLE_H + HEADER_H + graph_h, max);
     let _ = writeln!(s, "</svg>");
     s
 }
@@ -228,7 +230,7 @@ fn tooltip(n: &Node) -> String {
     t
 }
 
-fn legend(s: &mut String, circuit: &Circuit, width: f64, y0: f64, max: f64) {
+fn legend(s: &mut String, circuit: &Circuit, y0: f64, max: f64) {
     let _ = writeln!(s, r#"<g class="legend" font-size="11">"#);
     let x = 30.0;
     let y = y0 + 22.0;
@@ -261,8 +263,10 @@ fn legend(s: &mut String, circuit: &Circuit, width: f64, y0: f64, max: f64) {
         );
     }
     let kinds: BTreeSet<NodeKind> = circuit.nodes.iter().map(|n| n.kind).collect();
-    let mut kx = (width / 2.0).max(280.0);
-    for kind in kinds {
+    // Node kinds in a grid of three rows, right of the edge samples.
+    for (slot, kind) in kinds.into_iter().enumerate() {
+        let kx = LEGEND_KINDS_X + (slot / 3) as f64 * LEGEND_KIND_COL;
+        let y = y + (slot % 3) as f64 * 22.0;
         let (fill, stroke) = node_colours(kind);
         let sample = match kind {
             NodeKind::Input | NodeKind::Output => format!(
@@ -292,13 +296,11 @@ fn legend(s: &mut String, circuit: &Circuit, width: f64, y0: f64, max: f64) {
             y + 4.0,
             esc(kind_plural(kind))
         );
-        kx += 34.0 + 7.0 * kind_plural(kind).len() as f64;
     }
     let _ = writeln!(
         s,
-        r##"<text x="{:.1}" y="{:.1}" fill="#555">numbers under nodes: mean activation; hover for details</text>"##,
-        (width / 2.0).max(280.0),
-        y + 26.0
+        r##"<text x="{x:.1}" y="{:.1}" fill="#555">numbers under nodes: mean activation; hover a node or edge for details</text>"##,
+        y + 3.0 * 22.0 + 4.0
     );
     let _ = writeln!(s, "</g>");
 }
