@@ -1,0 +1,118 @@
+//! `circuitry-dump`: run a model and write its activations to an activation store.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use circuitry_dump::onnx::{self, cli::OnnxArgs};
+use circuitry_dump::toy::{self, NounSet, ToyDumpConfig};
+use clap::{Parser, Subcommand};
+
+/// Run a model over inputs and write activations at hook points to Parquet.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dump the toy agreement network (toy.hook_input, toy.hook_hidden, toy.hook_logits).
+    Toy {
+        /// Directory of a model written by circuitry-train-toy.
+        #[arg(long)]
+        model: PathBuf,
+        /// Output store directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of examples.
+        #[arg(long, default_value_t = 2000)]
+        n_examples: usize,
+        /// Seed of the examples.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Input noise (default: the model's training noise).
+        #[arg(long)]
+        noise: Option<f64>,
+        /// Which nouns to draw examples from.
+        #[arg(long, value_enum, default_value_t = NounSet::All)]
+        nouns: NounSet,
+        /// Rows per Parquet shard.
+        #[arg(long, default_value_t = 100_000)]
+        shard_rows: usize,
+    },
+    /// Dump a GPT-2 exported by scripts/export_onnx.py, run with ONNX Runtime.
+    Onnx(OnnxArgs),
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let timer = circuitry_core::StageTimer::start("circuitry-dump");
+    match cli.command {
+        Command::Toy {
+            model,
+            out,
+            n_examples,
+            seed,
+            noise,
+            nouns,
+            shard_rows,
+        } => {
+            let cfg = ToyDumpConfig {
+                model,
+                out,
+                n_examples,
+                seed,
+                noise,
+                nouns,
+                shard_rows,
+            }
+            .check()
+            .context("invalid arguments")?;
+            let meta =
+                toy::dump(&cfg).with_context(|| format!("dumping into {}", cfg.out.display()))?;
+            eprintln!(
+                "dumped {} rows in {} shard(s) into {}",
+                meta.n_rows,
+                meta.shards.len(),
+                cfg.out.display()
+            );
+            let mut outputs: Vec<&str> = meta.shards.iter().map(|s| s.file.as_str()).collect();
+            outputs.push("meta.json");
+            timer.finish(&cfg, &[&cfg.model], &cfg.out, &outputs)?;
+        }
+        Command::Onnx(args) => {
+            let cfg = args.into_config().context("invalid arguments")?;
+            let meta =
+                onnx::dump(&cfg).with_context(|| format!("dumping into {}", cfg.out.display()))?;
+            eprintln!(
+                "dumped {} rows in {} shard(s) into {}",
+                meta.n_rows,
+                meta.shards.len(),
+                cfg.out.display()
+            );
+            let mut outputs: Vec<&str> = meta.shards.iter().map(|s| s.file.as_str()).collect();
+            if meta.spec().paired {
+                outputs.push(onnx::EXAMPLES_FILE);
+            }
+            outputs.push("meta.json");
+            let inputs = [
+                cfg.onnx_path(),
+                cfg.tokenizer_path(),
+                cfg.input.path().to_path_buf(),
+            ];
+            let inputs: Vec<&std::path::Path> = inputs.iter().map(|p| p.as_path()).collect();
+            timer.finish(&cfg, &inputs, &cfg.out, &outputs)?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

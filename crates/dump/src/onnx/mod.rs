@@ -1,0 +1,361 @@
+//! Dump a GPT-2 exported by `scripts/export_onnx.py` with ONNX Runtime.
+//!
+//! A model folder holds `model.onnx`, its sidecar `model.onnx.json` (graph outputs ↔
+//! hook names, widths, `n_ctx`, vocabulary, the weights' fingerprint) and
+//! `tokenizer.json`. Inputs are a text corpus packed into windows (`seq` = window,
+//! `pos` = position) or paired agreement prompts (`example`, `side` columns, plus
+//! `examples.jsonl` in the store). Sequences are batched with left padding and an
+//! attention mask; padded positions are never written. Batches are fixed by sequence
+//! index, so a resumed dump recomputes exactly the batches of an uninterrupted one.
+//!
+//! - [`cli`]: the command-line arguments.
+//! - [`sidecar`]: the sidecar and choosing hooks by name or glob.
+//! - [`runtime`]: finding `libonnxruntime`, the session.
+//! - [`text`]: tokenizer, corpus reading and packing, pairs.
+use std::path::{Path, PathBuf};
+
+use circuitry_core::{atomic, fingerprint::fingerprint_path, HookPoint};
+use circuitry_store::{Dtype, HookMeta, RowBatch, StoreMeta, StoreSpec, StoreWriter};
+use ndarray::{s, Array2, Ix3};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+pub mod cli;
+pub mod runtime;
+pub mod sidecar;
+pub mod text;
+
+use sidecar::Sidecar;
+use text::{PairExample, Tok};
+
+/// File name of the pairs table written beside a paired store's shards.
+pub const EXAMPLES_FILE: &str = "examples.jsonl";
+
+/// What to run the model on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpInput {
+    /// A corpus (.txt lines, .jsonl `text`, .parquet `text`), packed into windows.
+    Corpus(PathBuf),
+    /// An agreement JSONL; both sides of every pair are written.
+    Pairs(PathBuf),
+}
+
+impl DumpInput {
+    /// The input file.
+    pub fn path(&self) -> &Path {
+        match self {
+            DumpInput::Corpus(p) | DumpInput::Pairs(p) => p,
+        }
+    }
+}
+
+/// Validated configuration of an ONNX dump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnnxDumpConfig {
+    /// Model folder: `model.onnx`, `model.onnx.json`, `tokenizer.json`.
+    pub model: PathBuf,
+    /// Output store directory.
+    pub out: PathBuf,
+    /// Hook names or globs.
+    pub hooks: Vec<String>,
+    /// The input.
+    pub input: DumpInput,
+    /// Window length for a corpus (default: the model's context).
+    pub context_size: Option<usize>,
+    /// Sequences per ONNX Runtime call.
+    pub batch_size: usize,
+    /// Intra-op threads.
+    pub threads: usize,
+    /// Storage dtype.
+    pub dtype: Dtype,
+    /// Rows per shard.
+    pub shard_rows: usize,
+    /// Cap on the number of tokens (rows) dumped.
+    pub max_tokens: Option<usize>,
+}
+
+impl OnnxDumpConfig {
+    /// Check the ranges; the returned config is the only one [`dump`] accepts.
+    pub fn check(self) -> Result<Self> {
+        let positive = [
+            ("batch-size", Some(self.batch_size)),
+            ("threads", Some(self.threads)),
+            ("shard-rows", Some(self.shard_rows)),
+            ("max-tokens", self.max_tokens),
+            ("context-size", self.context_size),
+        ];
+        for (name, value) in positive {
+            if value == Some(0) {
+                return Err(Error::BadParameter {
+                    name,
+                    value: "0".into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if self.hooks.is_empty() {
+            return Err(Error::BadParameter {
+                name: "hooks",
+                value: String::new(),
+                message: "give at least one hook name or glob, e.g. blocks.*.hook_resid_pre".into(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// The ONNX graph of the model folder.
+    pub fn onnx_path(&self) -> PathBuf {
+        self.model.join("model.onnx")
+    }
+
+    /// The tokenizer of the model folder.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.model.join("tokenizer.json")
+    }
+}
+
+/// Token sequences to run, with what each one is in the store.
+struct Sequences {
+    ids: Vec<Vec<u32>>,
+    /// (example, side) per sequence, for paired inputs.
+    pairs: Option<Vec<(u32, u8)>>,
+    context_size: usize,
+    examples: Option<Vec<PairExample>>,
+}
+
+/// Run the model over the input and write the store at `cfg.out`; everything is
+/// checked before the first file is written. Resumes a partial store of the same spec.
+pub fn dump(cfg: &OnnxDumpConfig) -> Result<StoreMeta> {
+    let onnx = cfg.onnx_path();
+    let sidecar = Sidecar::read(&onnx)?;
+    let hooks = sidecar.choose(&cfg.hooks, &onnx)?;
+    let tok_path = cfg.tokenizer_path();
+    let tok = Tok::load(&tok_path)?;
+    if tok.vocab_size > sidecar.vocab_size {
+        return Err(Error::VocabTooLarge {
+            path: tok_path,
+            tokenizer_vocab: tok.vocab_size,
+            model_vocab: sidecar.vocab_size,
+        });
+    }
+    let seqs = sequences(cfg, &tok, sidecar.n_ctx)?;
+    let mut graph = runtime::Graph::load(
+        &onnx,
+        cfg.threads,
+        hooks.iter().map(|h| h.output.clone()).collect(),
+    )?;
+
+    let spec = StoreSpec {
+        hooks: hooks
+            .iter()
+            .map(|h| HookMeta {
+                hook: h.hook,
+                width: h.width,
+            })
+            .collect(),
+        dtype: cfg.dtype,
+        model_fingerprint: sidecar.fingerprint.hex.clone(),
+        tokenizer_fingerprint: Some(fingerprint_path(&tok_path)?),
+        context_size: seqs.context_size,
+        paired: seqs.pairs.is_some(),
+        shard_rows: cfg.shard_rows,
+        extra: serde_json::json!({
+            "source": "onnx",
+            "input_fingerprint": fingerprint_path(cfg.input.path())?,
+            "bos": tok.bos,
+            "n_sequences": seqs.ids.len(),
+            "n_tokens": seqs.ids.iter().map(Vec::len).sum::<usize>(),
+            "config": cfg,
+        }),
+    };
+    check_same_input(&cfg.out, &spec)?;
+    let mut writer = StoreWriter::create(&cfg.out, spec)?;
+    if let Some(examples) = &seqs.examples {
+        write_examples(&cfg.out, examples)?;
+    }
+    let skip = writer.rows_done() as usize;
+    let hook_points: Vec<HookPoint> = hooks.iter().map(|h| h.hook).collect();
+    let total: usize = seqs.ids.iter().map(Vec::len).sum();
+    let progress = indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tokens {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    progress.set_position(skip as u64);
+    let mut row = 0; // first row of the current batch
+    for (b, batch) in seqs.ids.chunks(cfg.batch_size).enumerate() {
+        let first = b * cfg.batch_size;
+        let rows: usize = batch.iter().map(Vec::len).sum();
+        if row + rows <= skip {
+            row += rows;
+            continue;
+        }
+        let (ids, mask) = left_pad(batch); // (batch, seq) each
+        let width = ids.ncols();
+        let mut acts: Vec<Array2<f32>> = Vec::with_capacity(hooks.len()); // each (rows, width_h)
+        graph.run(&ids, &mask, |i, values| {
+            let values = values
+                .into_dimensionality::<Ix3>()
+                .map_err(|e| Error::Ort {
+                    action: "running",
+                    path: onnx.clone(),
+                    message: format!("output {} is not (batch, seq, width): {e}", hooks[i].output),
+                })?; // (batch, seq, width_h)
+            let mut out = Array2::zeros((rows, hooks[i].width));
+            let mut r = 0;
+            for (j, seq) in batch.iter().enumerate() {
+                let n = seq.len();
+                out.slice_mut(s![r..r + n, ..])
+                    .assign(&values.slice(s![j, width - n.., ..]));
+                r += n;
+            }
+            acts.push(out);
+            Ok(())
+        })?;
+        let mut cols = Columns::default();
+        for (j, seq) in batch.iter().enumerate() {
+            for (p, &t) in seq.iter().enumerate() {
+                cols.seq.push((first + j) as u64);
+                cols.pos.push(p as u32);
+                cols.token_id.push(t);
+                if let Some(pairs) = &seqs.pairs {
+                    cols.example.push(pairs[first + j].0);
+                    cols.side.push(pairs[first + j].1);
+                }
+            }
+        }
+        let from = skip.saturating_sub(row); // rows of this batch already in the store
+        let paired = seqs.pairs.is_some();
+        writer.write(RowBatch {
+            seq: &cols.seq[from..],
+            pos: &cols.pos[from..],
+            token_id: &cols.token_id[from..],
+            example: paired.then(|| &cols.example[from..]),
+            side: paired.then(|| &cols.side[from..]),
+            acts: hook_points
+                .iter()
+                .zip(&acts)
+                .map(|(&h, a)| (h, a.slice(s![from.., ..])))
+                .collect(),
+        })?;
+        row += rows;
+        progress.set_position(row as u64);
+    }
+    progress.finish_and_clear();
+    Ok(writer.finish()?)
+}
+
+#[derive(Default)]
+struct Columns {
+    seq: Vec<u64>,
+    pos: Vec<u32>,
+    token_id: Vec<u32>,
+    example: Vec<u32>,
+    side: Vec<u8>,
+}
+
+/// A partial store at `out` must have been started on the same input file.
+fn check_same_input(out: &Path, spec: &StoreSpec) -> Result<()> {
+    let Some(meta) = StoreMeta::read(out)? else {
+        return Ok(());
+    };
+    let (stored, asked) = (
+        &meta.extra["input_fingerprint"],
+        &spec.extra["input_fingerprint"],
+    );
+    if stored != asked {
+        return Err(Error::Input {
+            path: out.to_path_buf(),
+            line: None,
+            message: format!(
+                "this store was started on another input (fingerprint {stored} vs {asked}); give another --out or delete it"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Read, tokenize and check the input's sequences against the model's context.
+fn sequences(cfg: &OnnxDumpConfig, tok: &Tok, n_ctx: usize) -> Result<Sequences> {
+    match &cfg.input {
+        DumpInput::Corpus(path) => {
+            let context_size = cfg.context_size.unwrap_or(n_ctx);
+            if context_size > n_ctx {
+                return Err(Error::TooLong {
+                    what: "--context-size".into(),
+                    len: context_size,
+                    n_ctx,
+                    fix: "give a --context-size no larger than the model's",
+                });
+            }
+            let docs = text::read_corpus(path)?;
+            let ids = text::pack_corpus(tok, path, &docs, context_size, cfg.max_tokens)?;
+            Ok(Sequences {
+                ids,
+                pairs: None,
+                context_size,
+                examples: None,
+            })
+        }
+        DumpInput::Pairs(path) => {
+            let examples = text::read_pairs(tok, path, cfg.max_tokens)?;
+            let mut ids = Vec::with_capacity(2 * examples.len());
+            let mut pairs = Vec::with_capacity(2 * examples.len());
+            for ex in &examples {
+                for (side, seq) in [(0u8, &ex.clean_ids), (1, &ex.patch_ids)] {
+                    if seq.len() > n_ctx {
+                        return Err(Error::TooLong {
+                            what: format!("{} pair {} side {side}", path.display(), ex.example),
+                            len: seq.len(),
+                            n_ctx,
+                            fix: "drop or shorten that prompt",
+                        });
+                    }
+                    ids.push(seq.clone());
+                    pairs.push((ex.example, side));
+                }
+            }
+            let context_size = ids.iter().map(Vec::len).max().unwrap_or(1);
+            Ok(Sequences {
+                ids,
+                pairs: Some(pairs),
+                context_size,
+                examples: Some(examples),
+            })
+        }
+    }
+}
+
+/// Left-pad sequences to a batch: ids and mask (batch, longest), padding id 0, mask 0.
+fn left_pad(batch: &[Vec<u32>]) -> (Array2<i64>, Array2<i64>) {
+    let width = batch.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Array2::zeros((batch.len(), width)); // (batch, seq)
+    let mut mask = Array2::zeros((batch.len(), width)); // (batch, seq)
+    for (j, seq) in batch.iter().enumerate() {
+        let off = width - seq.len();
+        for (p, &t) in seq.iter().enumerate() {
+            ids[[j, off + p]] = i64::from(t);
+            mask[[j, off + p]] = 1;
+        }
+    }
+    (ids, mask)
+}
+
+/// Write `examples.jsonl` (one [`PairExample`] a line) atomically.
+fn write_examples(dir: &Path, examples: &[PairExample]) -> Result<()> {
+    let mut text = String::new();
+    for ex in examples {
+        let line = serde_json::to_string(ex).map_err(|e| Error::Input {
+            path: dir.join(EXAMPLES_FILE),
+            line: None,
+            message: e.to_string(),
+        })?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Ok(atomic::write_bytes(
+        &dir.join(EXAMPLES_FILE),
+        text.as_bytes(),
+    )?)
+}
