@@ -72,7 +72,9 @@ pub fn arrow_schema(spec: &StoreSpec) -> SchemaRef {
 
 /// Parquet writer settings: zstd everywhere; the float leaves of the activation
 /// columns use BYTE_STREAM_SPLIT without a dictionary (it groups the exponent
-/// bytes together, which roughly doubles what zstd saves on activations).
+/// bytes together). Measured with `examples/store_size.rs` (4096 × 768 Gaussian
+/// values): f32 shards are 85.6% of the raw size with it, 92.5% without; f16
+/// shards 42.4% with it, 46.0% without.
 pub fn writer_properties(spec: &StoreSpec) -> WriterProperties {
     let zstd = ZstdLevel::try_new(ZSTD_LEVEL).unwrap_or_default();
     let mut builder = WriterProperties::builder()

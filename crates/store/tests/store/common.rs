@@ -98,12 +98,3 @@ pub fn write_store(dir: &Path, spec: StoreSpec, d: &Data, chunk: usize) {
     write_rows(&mut w, d, paired, 0..d.seq.len(), chunk);
     w.finish().unwrap();
 }
-
-/// Largest |x - y| over two arrays of equal shape.
-pub fn max_abs_diff(x: &Array2<f32>, y: &Array2<f32>) -> f32 {
-    assert_eq!(x.dim(), y.dim());
-    x.iter()
-        .zip(y.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-}
