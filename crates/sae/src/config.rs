@@ -117,7 +117,11 @@ impl SaeConfig {
     /// Check the dimensions and the architecture's parameters.
     pub fn check(&self) -> Result<()> {
         if self.d_in == 0 {
-            return Err(Error::config("d_in", 0, "the SAE input width must be positive"));
+            return Err(Error::config(
+                "d_in",
+                0,
+                "the SAE input width must be positive",
+            ));
         }
         if self.d_sae == 0 {
             return Err(Error::config(

@@ -23,7 +23,9 @@ pub fn geometric_median(x: ArrayView2<'_, f32>, max_iter: usize, tol: f64) -> Ar
         return Array1::zeros(d);
     }
     let xs = x.mapv(f64::from); // (rows, d)
-    let mut y = xs.mean_axis(ndarray::Axis(0)).unwrap_or_else(|| Array1::zeros(d)); // (d)
+    let mut y = xs
+        .mean_axis(ndarray::Axis(0))
+        .unwrap_or_else(|| Array1::zeros(d)); // (d)
     for _ in 0..max_iter {
         let mut num = Array1::<f64>::zeros(d); // (d)
         let mut den = 0.0;
@@ -53,7 +55,13 @@ mod tests {
     fn geometric_median_resists_an_outlier() {
         // Four corners of a unit square plus one far outlier: the mean is dragged
         // towards the outlier, the geometric median stays near the square.
-        let x = array![[0.0f32, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [100.0, 100.0]];
+        let x = array![
+            [0.0f32, 0.0],
+            [1.0, 0.0],
+            [0.0, 1.0],
+            [1.0, 1.0],
+            [100.0, 100.0]
+        ];
         let m = geometric_median(x.view(), 200, 1e-10);
         assert!(m[0] > 0.4 && m[0] < 1.0 && m[1] > 0.4 && m[1] < 1.0, "{m}");
         // It minimises the sum of distances: nudging it makes the sum larger.

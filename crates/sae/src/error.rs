@@ -87,7 +87,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn config(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+    pub(crate) fn config(
+        field: &'static str,
+        value: impl ToString,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::BadConfig {
             field,
             value: value.to_string(),

@@ -78,10 +78,26 @@ impl Sae {
             },
         };
         let mut tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = vec![
-            ("W_enc", self.w_enc.shape().to_vec(), le_bytes(self.w_enc.iter())),
-            ("b_enc", self.b_enc.shape().to_vec(), le_bytes(self.b_enc.iter())),
-            ("W_dec", self.w_dec.shape().to_vec(), le_bytes(self.w_dec.iter())),
-            ("b_dec", self.b_dec.shape().to_vec(), le_bytes(self.b_dec.iter())),
+            (
+                "W_enc",
+                self.w_enc.shape().to_vec(),
+                le_bytes(self.w_enc.iter()),
+            ),
+            (
+                "b_enc",
+                self.b_enc.shape().to_vec(),
+                le_bytes(self.b_enc.iter()),
+            ),
+            (
+                "W_dec",
+                self.w_dec.shape().to_vec(),
+                le_bytes(self.w_dec.iter()),
+            ),
+            (
+                "b_dec",
+                self.b_dec.shape().to_vec(),
+                le_bytes(self.b_dec.iter()),
+            ),
         ];
         if let Some(t) = &self.threshold {
             tensors.push(("threshold", t.shape().to_vec(), le_bytes(t.iter())));
@@ -105,10 +121,17 @@ impl Sae {
             path: w_path.clone(),
             source,
         })?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad_weights(&w_path, e.to_string()))?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| bad_weights(&w_path, e.to_string()))?;
         let (d_in, d_sae) = (cfg.d_in, cfg.d_sae);
-        let w_enc = Array2::from_shape_vec((d_in, d_sae), read_f32(&st, "W_enc", &[d_in, d_sae], &w_path)?);
-        let w_dec = Array2::from_shape_vec((d_sae, d_in), read_f32(&st, "W_dec", &[d_sae, d_in], &w_path)?);
+        let w_enc = Array2::from_shape_vec(
+            (d_in, d_sae),
+            read_f32(&st, "W_enc", &[d_in, d_sae], &w_path)?,
+        );
+        let w_dec = Array2::from_shape_vec(
+            (d_sae, d_in),
+            read_f32(&st, "W_dec", &[d_sae, d_in], &w_path)?,
+        );
         let b_enc = Array1::from(read_f32(&st, "b_enc", &[d_sae], &w_path)?);
         let b_dec = Array1::from(read_f32(&st, "b_dec", &[d_in], &w_path)?);
         let threshold = match cfg.architecture {
@@ -229,7 +252,10 @@ fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> R
     let t = st.tensor(name).map_err(|_| {
         let mut have = st.names();
         have.sort();
-        bad_weights(path, format!("no tensor {name:?} (it has {have:?}); is this an SAELens SAE?"))
+        bad_weights(
+            path,
+            format!("no tensor {name:?} (it has {have:?}); is this an SAELens SAE?"),
+        )
     })?;
     if t.shape() != shape {
         return Err(Error::Shape {
@@ -240,13 +266,22 @@ fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> R
     }
     let data = t.data();
     let out: Vec<f32> = match t.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         Dtype::F64 => data
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
             .collect(),
-        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
         other => {
             return Err(Error::Unsupported {
                 what: "dtype",
@@ -324,12 +359,21 @@ fn parse_cfg(cfg: &Value, path: &Path) -> Result<SaeConfig> {
     let hook_value = meta_field(obj, "hook_name")
         .or_else(|| meta_field(obj, "hook_point"))
         .and_then(Value::as_str)
-        .ok_or_else(|| bad("metadata.hook_name", "missing: the SAE must name the hook it reads".into()))?;
+        .ok_or_else(|| {
+            bad(
+                "metadata.hook_name",
+                "missing: the SAE must name the hook it reads".into(),
+            )
+        })?;
     let hook_name: HookPoint = hook_value
         .parse()
         .map_err(|e: circuitry_core::Error| bad("metadata.hook_name", e.to_string()))?;
     let context_size = uint("metadata.context_size", meta_field(obj, "context_size"))?;
-    let text = |key: &str| meta_field(obj, key).and_then(Value::as_str).map(str::to_owned);
+    let text = |key: &str| {
+        meta_field(obj, key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
     let sae = SaeConfig {
         d_in,
         d_sae,

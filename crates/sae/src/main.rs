@@ -86,7 +86,9 @@ fn config(a: Args) -> anyhow::Result<StageConfig> {
         steps,
         batch_size: a.batch_size.unwrap_or(d.batch_size),
         seed: a.seed,
-        lr_warm_up_steps: a.lr_warm_up_steps.unwrap_or(d.lr_warm_up_steps.min(steps / 10)),
+        lr_warm_up_steps: a
+            .lr_warm_up_steps
+            .unwrap_or(d.lr_warm_up_steps.min(steps / 10)),
         lr_decay_steps: a.lr_decay_steps.unwrap_or(steps / 5),
         l1_warm_up_steps: a.l1_warm_up_steps.unwrap_or(steps / 10),
         ..d
@@ -112,12 +114,22 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = config(Args::parse()).and_then(|cfg| {
-        stage::run(&cfg).with_context(|| format!("training an SAE on {} from {}", cfg.hook, cfg.store.display()))
+        stage::run(&cfg).with_context(|| {
+            format!(
+                "training an SAE on {} from {}",
+                cfg.hook,
+                cfg.store.display()
+            )
+        })
     });
     match result {
         Ok(s) => {
             let m = s.eval_metrics.unwrap_or(s.train_metrics);
-            let on = if s.eval_metrics.is_some() { "held-out" } else { "training" };
+            let on = if s.eval_metrics.is_some() {
+                "held-out"
+            } else {
+                "training"
+            };
             println!(
                 "wrote {}: {on} explained variance {:.4}, L0 {:.3}, dead fraction {:.3} ({} train rows, {} held out)",
                 s.sae_dir.display(),

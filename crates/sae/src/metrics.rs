@@ -85,7 +85,9 @@ pub fn evaluate_with_density(sae: &Sae, x: ArrayView2<'_, f32>) -> (Metrics, Arr
                     sst += t * t;
                 }
             }
-            let active = f.map_axis(Axis(0), |col| col.iter().filter(|&&a| a != 0.0).count() as u64);
+            let active = f.map_axis(Axis(0), |col| {
+                col.iter().filter(|&&a| a != 0.0).count() as u64
+            });
             Part { sse, sst, active }
         })
         .collect();

@@ -63,13 +63,20 @@ pub struct StageSummary {
 pub fn run(cfg: &StageConfig) -> Result<StageSummary> {
     let timer = StageTimer::start(TOOL);
     if !(0.0..1.0).contains(&cfg.eval_fraction) {
-        return Err(Error::config("eval_fraction", cfg.eval_fraction, "must be in [0, 1)"));
+        return Err(Error::config(
+            "eval_fraction",
+            cfg.eval_fraction,
+            "must be in [0, 1)",
+        ));
     }
     let store = ActivationStore::open(&cfg.store)?;
     let d_in = store.hook_width(cfg.hook)?;
     let sae_cfg = SaeConfig {
         architecture: cfg.architecture,
-        model_name: cfg.model_name.clone().unwrap_or_else(|| model_name_of(&store)),
+        model_name: cfg
+            .model_name
+            .clone()
+            .unwrap_or_else(|| model_name_of(&store)),
         context_size: store.meta().context_size,
         dataset_path: Some(cfg.store.display().to_string()),
         ..SaeConfig::new(d_in, cfg.d_sae, cfg.hook)
@@ -105,8 +112,17 @@ pub fn run(cfg: &StageConfig) -> Result<StageSummary> {
     let hook_dir_name = cfg.hook.to_string();
     let sae_dir = cfg.out.join(&hook_dir_name);
     sae.save(&sae_dir)?;
-    save_training_outputs(&sae_dir, &record, log10_feature_density(density.view()).view())?;
-    timer.finish(cfg, &[cfg.store.as_path()], &cfg.out, &[hook_dir_name.as_str()])?;
+    save_training_outputs(
+        &sae_dir,
+        &record,
+        log10_feature_density(density.view()).view(),
+    )?;
+    timer.finish(
+        cfg,
+        &[cfg.store.as_path()],
+        &cfg.out,
+        &[hook_dir_name.as_str()],
+    )?;
     Ok(StageSummary {
         sae_dir,
         train_rows: train_x.nrows(),
@@ -126,7 +142,11 @@ fn model_name_of(store: &ActivationStore) -> String {
 }
 
 /// Split rows into (train, eval) by a seeded shuffle; each part keeps row order.
-fn split(data: ArrayView2<'_, f32>, eval_fraction: f64, seed: u64) -> Result<(Array2<f32>, Array2<f32>)> {
+fn split(
+    data: ArrayView2<'_, f32>,
+    eval_fraction: f64,
+    seed: u64,
+) -> Result<(Array2<f32>, Array2<f32>)> {
     let n = data.nrows();
     let mut n_eval = (n as f64 * eval_fraction).round() as usize;
     if eval_fraction > 0.0 && n >= 2 {
@@ -142,7 +162,10 @@ fn split(data: ArrayView2<'_, f32>, eval_fraction: f64, seed: u64) -> Result<(Ar
     let (eval_idx, train_idx) = idx.split_at_mut(n_eval);
     eval_idx.sort_unstable();
     train_idx.sort_unstable();
-    Ok((data.select(Axis(0), train_idx), data.select(Axis(0), eval_idx)))
+    Ok((
+        data.select(Axis(0), train_idx),
+        data.select(Axis(0), eval_idx),
+    ))
 }
 
 /// The directory the stage writes the SAE for `hook` to.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::{self, AuxK, LossSpec};
 use crate::metrics::{evaluate, Metrics};
-use crate::{geometric_median, Architecture, Error, Result, Sae, SaeConfig};
+use crate::{check_finite, geometric_median, Architecture, Error, Result, Sae, SaeConfig};
 
 /// RNG streams derived from the seed, one per use, so that changing one use (say the
 /// batch order) never shifts another (the initialisation).
@@ -86,7 +86,7 @@ impl Default for TrainConfig {
             lr: 3e-3,
             lr_warm_up_steps: 100,
             lr_decay_steps: 600,
-            l1_coefficient: 0.01,
+            l1_coefficient: 0.1,
             l1_warm_up_steps: 300,
             batch_size: 128,
             steps: 3000,
@@ -128,12 +128,23 @@ impl TrainConfig {
         positive("adam_eps", self.adam_eps)?;
         positive("decoder_init_norm", f64::from(self.decoder_init_norm))?;
         if !(self.l1_coefficient.is_finite() && self.l1_coefficient >= 0.0) {
-            return Err(Error::config("l1_coefficient", self.l1_coefficient, "must be ≥ 0 and finite"));
+            return Err(Error::config(
+                "l1_coefficient",
+                self.l1_coefficient,
+                "must be ≥ 0 and finite",
+            ));
         }
         if !(self.aux_k_coefficient.is_finite() && self.aux_k_coefficient >= 0.0) {
-            return Err(Error::config("aux_k_coefficient", self.aux_k_coefficient, "must be ≥ 0 and finite"));
+            return Err(Error::config(
+                "aux_k_coefficient",
+                self.aux_k_coefficient,
+                "must be ≥ 0 and finite",
+            ));
         }
-        for (field, b) in [("adam_beta1", self.adam_beta1), ("adam_beta2", self.adam_beta2)] {
+        for (field, b) in [
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+        ] {
             if !(0.0..1.0).contains(&b) {
                 return Err(Error::config(field, b, "must be in [0, 1)"));
             }
@@ -160,7 +171,11 @@ impl TrainConfig {
             ));
         }
         if self.aux_k == Some(0) {
-            return Err(Error::config("aux_k", 0, "must be at least 1 (or unset for d_in / 2)"));
+            return Err(Error::config(
+                "aux_k",
+                0,
+                "must be at least 1 (or unset for d_in / 2)",
+            ));
         }
         Ok(())
     }
@@ -268,7 +283,12 @@ struct AdamStep {
 pub struct Trainer {
     sae: Sae,
     cfg: TrainConfig,
-    adam: (Moments<ndarray::Ix2>, Moments<ndarray::Ix1>, Moments<ndarray::Ix2>, Moments<ndarray::Ix1>),
+    adam: (
+        Moments<ndarray::Ix2>,
+        Moments<ndarray::Ix1>,
+        Moments<ndarray::Ix2>,
+        Moments<ndarray::Ix1>,
+    ),
     step: usize,
     steps_since_fired: Vec<usize>,
     history: Vec<LogEntry>,
@@ -279,7 +299,11 @@ impl Trainer {
     /// Check the configuration and initialise the SAE: decoder rows of norm
     /// `decoder_init_norm` in random directions, `W_enc = W_decᵀ`, `b_enc = 0`, and
     /// `b_dec` from `init_sample (rows, d_in)` as `cfg.b_dec_init` says.
-    pub fn new(sae_cfg: SaeConfig, cfg: &TrainConfig, init_sample: ArrayView2<'_, f32>) -> Result<Self> {
+    pub fn new(
+        sae_cfg: SaeConfig,
+        cfg: &TrainConfig,
+        init_sample: ArrayView2<'_, f32>,
+    ) -> Result<Self> {
         cfg.check(&sae_cfg)?;
         let mut rng = rng_for(cfg.seed, STREAM_INIT);
         let mut sae = Sae::new_init_with_norm(sae_cfg, cfg.decoder_init_norm, &mut rng);
@@ -325,7 +349,11 @@ impl Trainer {
         let lr = self.cfg.lr_at(s);
         let l1 = self.cfg.l1_at(s);
         let window = self.cfg.dead_feature_window;
-        let dead: Vec<bool> = self.steps_since_fired.iter().map(|&n| n >= window).collect();
+        let dead: Vec<bool> = self
+            .steps_since_fired
+            .iter()
+            .map(|&n| n >= window)
+            .collect();
         let aux = match self.sae.cfg.architecture {
             Architecture::TopK { .. } => Some(AuxK {
                 dead: &dead,
@@ -346,7 +374,11 @@ impl Trainer {
             return Err(Error::config(
                 "lr",
                 self.cfg.lr,
-                format!("training diverged at step {} (loss {}); lower the learning rate", s + 1, terms.total),
+                format!(
+                    "training diverged at step {} (loss {}); lower the learning rate",
+                    s + 1,
+                    terms.total
+                ),
             ));
         }
 
@@ -379,11 +411,21 @@ impl Trainer {
             aux_loss: terms.aux,
             explained_variance: batch_explained_variance(batch, terms.mse),
             l0: terms.l0,
-            dead_fraction: self.steps_since_fired.iter().filter(|&&n| n >= window).count() as f64
+            dead_fraction: self
+                .steps_since_fired
+                .iter()
+                .filter(|&&n| n >= window)
+                .count() as f64
                 / self.steps_since_fired.len() as f64,
         };
-        if self.step % self.cfg.log_every == 0 || self.step == self.cfg.steps {
-            tracing::debug!(step = entry.step, loss = entry.loss, ev = entry.explained_variance, l0 = entry.l0, "sae step");
+        if self.step.is_multiple_of(self.cfg.log_every) || self.step == self.cfg.steps {
+            tracing::debug!(
+                step = entry.step,
+                loss = entry.loss,
+                ev = entry.explained_variance,
+                l0 = entry.l0,
+                "sae step"
+            );
             self.history.push(entry.clone());
         }
         Ok(entry)
@@ -401,7 +443,12 @@ fn batch_explained_variance(batch: ArrayView2<'_, f32>, mse: f64) -> f64 {
     let mean = batch.mapv(f64::from).sum_axis(Axis(0)) / rows; // (d_in)
     let sst: f64 = batch
         .outer_iter()
-        .map(|r| r.iter().zip(&mean).map(|(&v, m)| (f64::from(v) - m).powi(2)).sum::<f64>())
+        .map(|r| {
+            r.iter()
+                .zip(&mean)
+                .map(|(&v, m)| (f64::from(v) - m).powi(2))
+                .sum::<f64>()
+        })
         .sum::<f64>()
         / rows;
     if sst > 0.0 {
@@ -416,19 +463,33 @@ fn batch_explained_variance(batch: ArrayView2<'_, f32>, mse: f64) -> f64 {
 /// Batches are drawn without replacement from a seeded shuffle of the rows,
 /// reshuffled at every epoch; `b_dec` starts from a seeded sample of up to
 /// `b_dec_init_rows` rows. Same inputs and seed, same bytes out.
-pub fn train(sae_cfg: SaeConfig, cfg: &TrainConfig, data: ArrayView2<'_, f32>) -> Result<(Sae, TrainReport)> {
+pub fn train(
+    sae_cfg: SaeConfig,
+    cfg: &TrainConfig,
+    data: ArrayView2<'_, f32>,
+) -> Result<(Sae, TrainReport)> {
     cfg.check(&sae_cfg)?;
     if data.nrows() == 0 {
-        return Err(Error::Empty(format!("no rows to train the SAE on {} with", sae_cfg.hook_name)));
+        return Err(Error::Empty(format!(
+            "no rows to train the SAE on {} with",
+            sae_cfg.hook_name
+        )));
     }
     let rows = data.nrows();
+    if data.ncols() != sae_cfg.d_in {
+        return Err(Error::Shape {
+            what: format!("activations for the SAE on {}", sae_cfg.hook_name),
+            expected: vec![rows, sae_cfg.d_in],
+            got: data.shape().to_vec(),
+        });
+    }
+    check_finite(data)?;
     let mut sample_rng = rng_for(cfg.seed, STREAM_B_DEC_SAMPLE);
     let mut idx: Vec<usize> = (0..rows).collect();
     idx.shuffle(&mut sample_rng);
     idx.truncate(cfg.b_dec_init_rows.max(1));
     let sample = data.select(Axis(0), &idx); // (n_sample, d_in)
     let mut trainer = Trainer::new(sae_cfg, cfg, sample.view())?;
-    trainer.sae.check_input(data)?;
 
     let mut batch_rng = rng_for(cfg.seed, STREAM_BATCHES);
     let mut order: Vec<usize> = (0..rows).collect();

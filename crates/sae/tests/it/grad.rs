@@ -1,5 +1,8 @@
 //! Finite-difference checks of the hand-written backward pass, in f64, against an
 //! independent loop-by-loop implementation of the loss.
+// The reference loss is written index by index on purpose, to read like the formula.
+#![allow(clippy::needless_range_loop)]
+
 use circuitry_sae::kernel::{loss_and_grads, AuxK, LossSpec, Params};
 use circuitry_sae::Architecture;
 use ndarray::{Array1, Array2};
@@ -26,14 +29,26 @@ impl P {
 
 /// The loss written out element by element. With `frozen_residual`, the AuxK term
 /// uses that residual `e = x − x̂` (the trainer treats it as a constant).
-fn reference_loss(p: &P, x: &Array2<f64>, spec: &LossSpec, frozen_residual: Option<&Array2<f64>>) -> (f64, Array2<f64>) {
+fn reference_loss(
+    p: &P,
+    x: &Array2<f64>,
+    spec: &LossSpec,
+    frozen_residual: Option<&Array2<f64>>,
+) -> (f64, Array2<f64>) {
     let (d_in, d_sae) = p.w_enc.dim();
     let b = x.nrows();
     let mut total = 0.0;
     let mut residual = Array2::zeros((b, d_in));
     for r in 0..b {
         let x_in: Vec<f64> = (0..d_in)
-            .map(|j| x[[r, j]] - if spec.apply_b_dec_to_input { p.b_dec[j] } else { 0.0 })
+            .map(|j| {
+                x[[r, j]]
+                    - if spec.apply_b_dec_to_input {
+                        p.b_dec[j]
+                    } else {
+                        0.0
+                    }
+            })
             .collect();
         let pre: Vec<f64> = (0..d_sae)
             .map(|i| p.b_enc[i] + (0..d_in).map(|j| x_in[j] * p.w_enc[[j, i]]).sum::<f64>())
@@ -53,7 +68,10 @@ fn reference_loss(p: &P, x: &Array2<f64>, spec: &LossSpec, frozen_residual: Opti
         }
         if let Architecture::Standard = spec.architecture {
             for i in 0..d_sae {
-                let norm = (0..d_in).map(|j| p.w_dec[[i, j]].powi(2)).sum::<f64>().sqrt();
+                let norm = (0..d_in)
+                    .map(|j| p.w_dec[[i, j]].powi(2))
+                    .sum::<f64>()
+                    .sqrt();
                 total += spec.l1_coefficient * acts[i] * norm / b as f64;
             }
         }
@@ -61,7 +79,12 @@ fn reference_loss(p: &P, x: &Array2<f64>, spec: &LossSpec, frozen_residual: Opti
             let n_dead = aux.dead.iter().filter(|d| **d).count();
             let k = aux.k_aux.min(n_dead);
             let scale = (n_dead as f64 / aux.k_aux as f64).min(1.0);
-            let chosen: Vec<usize> = ranked.iter().copied().filter(|&i| aux.dead[i]).take(k).collect();
+            let chosen: Vec<usize> = ranked
+                .iter()
+                .copied()
+                .filter(|&i| aux.dead[i])
+                .take(k)
+                .collect();
             for j in 0..d_in {
                 let e_hat: f64 = chosen.iter().map(|&i| pre[i] * p.w_dec[[i, j]]).sum();
                 total += aux.coefficient * scale * (e_hat - e[[r, j]]).powi(2) / b as f64;
@@ -86,12 +109,20 @@ fn check(spec: &LossSpec, label: &str) {
     let (_, residual) = reference_loss(&p, &x, spec, None);
     let (ref_total, _) = reference_loss(&p, &x, spec, Some(&residual));
     println!("{label}: loss {} (reference {ref_total})", terms.total);
-    assert!((terms.total - ref_total).abs() < 1e-10 * (1.0 + ref_total.abs()), "{label}: loss differs from the reference");
+    assert!(
+        (terms.total - ref_total).abs() < 1e-10 * (1.0 + ref_total.abs()),
+        "{label}: loss differs from the reference"
+    );
 
     // Chunking (and therefore threading) must not change the result beyond rounding.
-    let one_chunk = LossSpec { chunk_rows: 1 << 20, ..*spec };
+    let one_chunk = LossSpec {
+        chunk_rows: 1 << 20,
+        ..*spec
+    };
     let (_, grads_one) = loss_and_grads(&p.view(), x.view(), &one_chunk).unwrap();
-    assert!((&grads.w_enc - &grads_one.w_enc).iter().all(|d| d.abs() < 1e-12));
+    assert!((&grads.w_enc - &grads_one.w_enc)
+        .iter()
+        .all(|d| d.abs() < 1e-12));
 
     let eps = 1e-6;
     let fd = |p: &P| reference_loss(p, &x, spec, Some(&residual)).0;

@@ -20,14 +20,23 @@ fn vector(v: &Value) -> Array1<f32> {
 
 fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn encode_and_decode_match_numpy() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/forward_reference.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/forward_reference.json"
+    );
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let (d_in, d_sae) = (fixture["d_in"].as_u64().unwrap() as usize, fixture["d_sae"].as_u64().unwrap() as usize);
+    let (d_in, d_sae) = (
+        fixture["d_in"].as_u64().unwrap() as usize,
+        fixture["d_sae"].as_u64().unwrap() as usize,
+    );
     let k = fixture["k"].as_u64().unwrap() as usize;
     let p = &fixture["params"];
     let x = matrix(&fixture["x"]);
@@ -66,6 +75,9 @@ fn encode_and_decode_match_numpy() {
         }
         // Same sparsity pattern as numpy (no value sits near a threshold here).
         let want = matrix(&case["encode"]);
-        assert!(f.iter().zip(&want).all(|(a, b)| (*a == 0.0) == (*b == 0.0)), "{name}: active set differs");
+        assert!(
+            f.iter().zip(&want).all(|(a, b)| (*a == 0.0) == (*b == 0.0)),
+            "{name}: active set differs"
+        );
     }
 }
