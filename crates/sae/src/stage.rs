@@ -69,6 +69,13 @@ pub fn run(cfg: &StageConfig) -> Result<StageSummary> {
             "must be in [0, 1)",
         ));
     }
+    // Check d_sae and k before touching the store, so the error names the real
+    // problem. d_in is not known yet; 1 stands in for it (the check does not use it).
+    SaeConfig {
+        architecture: cfg.architecture,
+        ..SaeConfig::new(1, cfg.d_sae, cfg.hook)
+    }
+    .check()?;
     let store = ActivationStore::open(&cfg.store)?;
     let d_in = store.hook_width(cfg.hook)?;
     let sae_cfg = SaeConfig {
