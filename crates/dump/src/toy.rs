@@ -84,9 +84,18 @@ pub fn dump(cfg: &ToyDumpConfig) -> Result<StoreMeta> {
 
     let spec = StoreSpec {
         hooks: vec![
-            HookMeta { hook: HookPoint::ToyInput, width: 2 },
-            HookMeta { hook: HookPoint::ToyHidden, width: model.d_hidden() },
-            HookMeta { hook: HookPoint::ToyLogits, width: 2 },
+            HookMeta {
+                hook: HookPoint::ToyInput,
+                width: 2,
+            },
+            HookMeta {
+                hook: HookPoint::ToyHidden,
+                width: model.d_hidden(),
+            },
+            HookMeta {
+                hook: HookPoint::ToyLogits,
+                width: 2,
+            },
         ],
         dtype: Dtype::F32,
         model_fingerprint: model_fingerprint(&cfg.model)?,
