@@ -11,6 +11,8 @@ positional shortcut solves agreement (see shared/FINDINGS.md, last section):
   clauses ("the cat that the dogs like"), subject relative clauses whose nearest noun is the
   object ("the cat that likes the dogs"), PPs inside relative clauses; attractors are drawn from
   the same animate nouns as subjects, so noun identity does not tell subject from attractor;
+- optional adjectives in every noun phrase and adverbs before the verb, so that no fixed offset
+  from the verb finds the subject;
 - past-tense filler sentences in which nothing agrees;
 - held-out (noun, verb) pairs: a noun never governs that verb anywhere in the corpus (main
   clause, relative clause, adverbial or embedding clause), so test items on those pairs are new.
@@ -74,6 +76,7 @@ INTRANSITIVE = [
 SAY_VERBS = [("says", "say"), ("thinks", "think"), ("believes", "believe"), ("hopes", "hope")]
 ADJECTIVES = ["happy", "tired", "young", "old", "angry", "busy", "quiet", "brave", "kind",
               "tall", "late", "ready"]
+PRE_VERB_ADVERBS = ["often", "never", "always", "also", "still", "rarely"]
 ADVERBS = ["today", "again", "often", "here", "quickly", "slowly", "now", "there"]
 FRONTED_ADVERBIALS = [["yesterday"], ["today"], ["sometimes"], ["in", "the", "morning"],
                       ["at", "night"], ["after", "the", "storm"], ["of", "course"]]
@@ -115,11 +118,18 @@ class Generator:
         return self.rng.randrange(2)  # 0 singular, 1 plural
 
     def noun(self, animate: bool = True) -> tuple[str, int, list[str]]:
-        """(singular lemma, number, ["the", form])."""
+        """(singular lemma, number, ["the", (adjectives,) form]).
+
+        Optional adjectives vary the distance between words, so that no fixed offset finds
+        the subject.
+        """
         pool = NOUNS if animate or self.rng.random() < 0.5 else THINGS
         sg, pl = self.rng.choice(pool)
         n = self.number()
-        return sg, n, ["the", (sg, pl)[n]]
+        words = ["the"]
+        while self.rng.random() < 0.25 and len(words) < 3:
+            words.append(self.rng.choice(ADJECTIVES))
+        return sg, n, words + [(sg, pl)[n]]
 
     def agreeing(self, lemma: str, n: int, verbs) -> tuple[str, ...]:
         """A verb from `verbs` whose pair with noun `lemma` is not held out, and its form."""
@@ -159,8 +169,10 @@ class Generator:
         return lemma, n, words
 
     def clause(self) -> list[str]:
-        """subject + agreeing main verb + continuation."""
+        """subject + (adverb) + agreeing main verb + continuation."""
         lemma, n, words = self.subject()
+        if self.rng.random() < 0.15:
+            words.append(self.rng.choice(PRE_VERB_ADVERBS))
         r = self.rng.random()
         if r < 0.6:
             words += [self.agreeing(lemma, n, TRANSITIVE)] + self.obj()
@@ -192,6 +204,19 @@ class Generator:
         if self.rng.random() < 0.3:
             a_words += self.pp()
         return a_words + [self.agreeing(a_lemma, a_n, SAY_VERBS), "that"]
+
+    def context(self) -> list[str]:
+        """A fronted phrase or clause with at least one animate noun, put in front of an
+        agreement prefix to make the harder "context" test variants."""
+        r = self.rng.random()
+        if r < 1 / 3:
+            return [self.rng.choice(PREPOSITIONS)] + self.noun()[2] + [","]
+        if r < 2 / 3:
+            a_lemma, a_n, a_words = self.noun()
+            return a_words + [self.agreeing(a_lemma, a_n, SAY_VERBS), "that"]
+        a_lemma, a_n, a_words = self.noun()
+        return (["when"] + a_words + [self.agreeing(a_lemma, a_n, TRANSITIVE)]
+                + self.noun()[2] + [","])
 
     def filler(self) -> list[str]:
         """A past-tense sentence: nothing agrees."""

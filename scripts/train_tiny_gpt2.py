@@ -13,8 +13,8 @@ One run does, deterministically for its seeds:
     sentence that contains a test prefix + answer (case-insensitive, as words) and checks none is
     left;
  4. trains GPT2LMHeadModel (4 layers, d_model 64, 4 heads, n_ctx 64) for each --seeds, and a
-    --control-layers control with the first seed, on windows of n_ctx tokens that start at a
-    sentence boundary: `<|endoftext|> s1 <|endoftext|> s2 ...`;
+    --control-layers control with the first seed, on windows of n_ctx tokens cut at random
+    offsets from the stream `<|endoftext|> s1 <|endoftext|> s2 ...` (sentences at every position);
  5. evaluates agreement directly: after `<|endoftext|>` + prefix, is the right verb more
     likely than the wrong one? Both sides of every pair, per family, held-out (test) and seen
     (train) pairs;
@@ -104,6 +104,29 @@ def load_rows(agreement_dir: Path, split: str) -> dict[str, list[dict]]:
             for f in FAMILIES}
 
 
+def write_context_rows(agreement_dir: Path, seed: int, heldout) -> dict[str, list[dict]]:
+    """The test rows with a fronted phrase or clause in front (same on both sides), written to
+    agreement/context/{family}_test.jsonl: "Near the birds, the cat near the dogs" → is/are.
+
+    At sentence start the four families are short and regular enough for a shallow model to
+    match; with other nouns in front the subject has to be found from the structure.
+    """
+    gen = sva_grammar.Generator(random.Random(f"context-{seed}"), heldout)
+    out = {}
+    (agreement_dir / "context").mkdir(exist_ok=True)
+    for family, rows in load_rows(agreement_dir, "test").items():
+        rows_out = []
+        for r in rows:
+            ctx = sva_grammar.render(gen.context())[:-1]  # no full stop
+            lower = lambda p: p[0].lower() + p[1:]  # noqa: E731
+            rows_out.append({**r, "clean_prefix": f"{ctx} {lower(r['clean_prefix'])}",
+                             "patch_prefix": f"{ctx} {lower(r['patch_prefix'])}"})
+        write_atomic(agreement_dir / "context" / f"{family}_test.jsonl",
+                     "".join(json.dumps(x) + "\n" for x in rows_out))
+        out[f"{family}+context"] = rows_out
+    return out
+
+
 # -- model -------------------------------------------------------------------------------------
 def to_hf(model: lean_gpt2.LeanGpt2, n_layer: int, vocab: int, args):
     """The trained lean model as an HF GPT2LMHeadModel; checks both give the same logits."""
@@ -173,7 +196,9 @@ def train(n_layer: int, seed: int, stream, starts, tok, test_rows, args, log) ->
         t = (step - warmup) / max(1, args.steps - warmup)
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    usable = starts[starts + args.n_ctx <= len(stream)]
+    # Windows start anywhere in the stream, so sentences (each behind its <|endoftext|>) stand
+    # at every position: absolute positions say nothing about which noun is the subject.
+    usable = np.arange(len(stream) - args.n_ctx)
     offsets = np.arange(args.n_ctx)
     history = []
     wall, cpu = time.time(), time.process_time()
@@ -234,7 +259,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 def control_sentence(r: dict) -> str:
     """What the control shows, from the numbers (mean held-out accuracy over families)."""
-    mean = {(x["n_layer"], x["seed"]): sum(x["final"]["heldout"].values()) / len(FAMILIES)
+    ctx = [f"{f}+context" for f in FAMILIES]
+    mean = {(x["n_layer"], x["seed"]): sum(x["final"]["heldout"][f] for f in ctx) / len(ctx)
             for x in r["runs"]}
     models = [v for (n, _), v in mean.items() if n == r["model"]["n_layer"]]
     controls = [(n, v) for (n, _), v in mean.items() if n != r["model"]["n_layer"]]
@@ -242,21 +268,24 @@ def control_sentence(r: dict) -> str:
         return "No control was trained."
     n, c = controls[0]
     verdict = ("clearly worse: the families are not solved by a shortcut a single layer can find"
-               if min(models) - c >= 0.10 else "NOT clearly worse: the grammar is too easy")
+               if min(models) - c >= 0.10 else "NOT clearly worse")
     return (f"The {n}-layer control, trained the same way, averages {100 * c:.1f}% held-out over "
-            f"the families vs {100 * min(models):.1f}% (worst seed) for the model — {verdict}.")
+            f"the +context families vs {100 * min(models):.1f}% (worst seed) for the model — "
+            f"{verdict}.")
 
 
 def card(results: dict, out: Path) -> str:
     r = results
 
     def table(rows):
-        head = "| model | seed | split | " + " | ".join(FAMILIES) + " |\n"
-        head += "|---|---|---|" + "---|" * len(FAMILIES) + "\n"
+        names = list(rows[0]["final"]["heldout"])
+        head = "| model | seed | split | " + " | ".join(names) + " |\n"
+        head += "|---|---|---|" + "---|" * len(names) + "\n"
         for run in rows:
             for split in ("heldout", "seen"):
                 head += (f"| {run['n_layer']}-layer | {run['seed']} | {split} | "
-                         + " | ".join(f"{100 * run['final'][split][f]:.1f}%" for f in FAMILIES)
+                         + " | ".join(f"{100 * run['final'][split][f]:.1f}%"
+                                      if f in run["final"][split] else "–" for f in names)
                          + " |\n")
         return head
 
@@ -294,13 +323,18 @@ on a 2-core machine shared with other jobs. Total time {r['total_wall_s']:.0f} s
 - Model: {r['model']['n_layer']} layers, d_model {r['model']['d_model']}, {r['model']['n_head']} heads,
   n_ctx {r['model']['n_ctx']}, {r['runs'][0]['parameters']:,} parameters, no dropout; AdamW lr {r['lr']},
   {r['steps']} steps of {r['batch']} windows × {r['model']['n_ctx']} tokens.
-- Training windows: `<|endoftext|> s1 <|endoftext|> s2 ...`, starting at a sentence boundary.
+- Training windows: n_ctx tokens cut at random offsets from the stream
+  `<|endoftext|> s1 <|endoftext|> s2 ...`, so sentences stand at every position.
   **Feed the model the same way**: `<|endoftext|>` (id 0) in front of a prefix or a corpus line.
 
 ## Agreement accuracy
 
 P(right verb) > P(wrong verb) after `<|endoftext|>` + prefix, both sides of every pair.
-"heldout" = test split (pairs never seen agreeing), "seen" = train split.
+"heldout" = test split (pairs never seen agreeing), "seen" = train split. `+context` = the
+held-out test rows with a fronted phrase or clause holding other nouns in front
+(`agreement/context/`, e.g. "Near the birds, the cat near the dogs" → is/are): at sentence
+start the four Marks et al. templates are short and regular enough for a shallow template
+matcher; with other nouns in front the subject must be found from the structure.
 
 {table(r['runs'])}
 The committed weights are the first {r['model']['n_layer']}-layer seed's. {control_sentence(r)}
@@ -339,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-ctx", type=int, default=64)
     p.add_argument("--vocab-size", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=int, default=250)
@@ -375,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"corpus: {len(kept)} sentences, dropped {dropped} containing a test prefix + answer")
     stream, starts = pack(tok, kept)
     test_rows = load_rows(out / "agreement", "test")
+    test_rows.update(write_context_rows(out / "agreement", args.grammar_seed, heldout))
     seen_rows = load_rows(out / "agreement", "train")
 
     plan = [(args.n_layer, s) for s in args.seeds]
