@@ -624,13 +624,13 @@ mod tests {
         let mut max_diff = 0.0f64;
         let mut check = |get: &dyn Fn(&mut SubjectVerbAgreementNN) -> &mut [f32],
                          analytic: &[f32]| {
-            for i in 0..analytic.len() {
+            for (i, &a) in analytic.iter().enumerate() {
                 let mut plus = model.clone();
                 get(&mut plus)[i] += h;
                 let mut minus = model.clone();
                 get(&mut minus)[i] -= h;
                 let fd = (loss_at(&plus) - loss_at(&minus)) / (2.0 * h as f64);
-                max_diff = max_diff.max((fd - analytic[i] as f64).abs());
+                max_diff = max_diff.max((fd - a as f64).abs());
             }
         };
         check(
