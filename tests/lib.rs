@@ -37,8 +37,8 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// Copy `pipelines/<name>` into `dir`, pointing its `run_dir` at `dir/run` and making
-/// its `@`-free relative paths absolute against the repository's `pipelines/`.
+/// Copy `pipelines/<name>` into `dir`, pointing its `run_dir` at `dir/run` and its
+/// `"../datasets/…"` paths at the repository's `datasets/`.
 pub fn private_manifest(name: &str, dir: &Path) -> PathBuf {
     let src = repo_root().join("pipelines").join(name);
     let text =
@@ -48,7 +48,8 @@ pub fn private_manifest(name: &str, dir: &Path) -> PathBuf {
         if line.trim_start().starts_with("run_dir") {
             out.push_str("run_dir = \"run\"\n");
         } else {
-            out.push_str(line);
+            let datasets = repo_root().join("datasets");
+            out.push_str(&line.replace("\"../datasets", &format!("\"{}", datasets.display())));
             out.push('\n');
         }
     }

@@ -13,11 +13,13 @@ use toml::de::ValueDeserializer;
 use crate::Input;
 
 mod circuit_toy;
+mod dump;
 mod dump_toy;
 mod train_sae;
 mod train_toy;
 
 pub use circuit_toy::{CircuitToy, CircuitToyParams};
+pub use dump::{Dump, DumpParams, StoreDtype};
 pub use dump_toy::{DumpToy, DumpToyParams, NounSet};
 pub use train_sae::{SaeArchitecture, TrainSae, TrainSaeParams};
 pub use train_toy::{TrainToy, TrainToyParams};
@@ -26,6 +28,7 @@ pub use train_toy::{TrainToy, TrainToyParams};
 pub(crate) const KINDS: &[Kind] = &[
     Kind::of::<TrainToyParams>(),
     Kind::of::<DumpToyParams>(),
+    Kind::of::<DumpParams>(),
     Kind::of::<TrainSaeParams>(),
     Kind::of::<CircuitToyParams>(),
 ];
