@@ -310,3 +310,22 @@ fn manifest_without_stages() {
         run.stderr
     );
 }
+
+/// A `dump` stage reads either a corpus or agreement pairs, never both.
+#[test]
+fn dump_with_both_corpus_and_pairs() {
+    let text = "[pipeline]\nname = \"x\"\nrun_dir = \"../runs/x\"\n\n[[stage]]\nname = \"acts\"\nkind = \"dump\"\nmodel = \".\"\nhooks = [\"blocks.*.hook_resid_pre\"]\ncorpus = \"bad.toml\"\npairs = \"bad.toml\"\n";
+    rejects(
+        text,
+        "pairs =",
+        "\"bad.toml\"",
+        &["`corpus` and `pairs` are both set"],
+    );
+}
+
+/// A `dump` stage needs at least one hook.
+#[test]
+fn dump_without_hooks() {
+    let text = "[pipeline]\nname = \"x\"\nrun_dir = \"../runs/x\"\n\n[[stage]]\nname = \"acts\"\nkind = \"dump\"\nmodel = \".\"\nhooks = []\ncorpus = \"bad.toml\"\n";
+    rejects(text, "hooks =", "[]", &["`hooks` must be a non-empty list"]);
+}
