@@ -70,13 +70,7 @@ fn run(cli: Cli) -> Result<()> {
             .context("invalid arguments")?;
             let meta =
                 toy::dump(&cfg).with_context(|| format!("dumping into {}", cfg.out.display()))?;
-            eprintln!(
-                "dumped {} rows in {} shard(s) into {}",
-                meta.n_rows,
-                meta.shards.len(),
-                cfg.out.display()
-            );
-            let mut outputs: Vec<&str> = meta.shards.iter().map(|s| s.file.as_str()).collect();
+            let mut outputs = report(&meta, &cfg.out);
             outputs.push("meta.json");
             timer.finish(&cfg, &[&cfg.model], &cfg.out, &outputs)?;
         }
@@ -84,13 +78,7 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = args.into_config().context("invalid arguments")?;
             let meta =
                 onnx::dump(&cfg).with_context(|| format!("dumping into {}", cfg.out.display()))?;
-            eprintln!(
-                "dumped {} rows in {} shard(s) into {}",
-                meta.n_rows,
-                meta.shards.len(),
-                cfg.out.display()
-            );
-            let mut outputs: Vec<&str> = meta.shards.iter().map(|s| s.file.as_str()).collect();
+            let mut outputs = report(&meta, &cfg.out);
             if meta.spec().paired {
                 outputs.push(onnx::EXAMPLES_FILE);
             }
@@ -115,4 +103,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Print what a dump wrote and list its shard files (the stage's outputs so far).
+fn report<'a>(meta: &'a circuitry_store::StoreMeta, out: &std::path::Path) -> Vec<&'a str> {
+    eprintln!(
+        "dumped {} rows in {} shard(s) into {}",
+        meta.n_rows,
+        meta.shards.len(),
+        out.display()
+    );
+    meta.shards.iter().map(|s| s.file.as_str()).collect()
 }
