@@ -66,6 +66,51 @@ pub enum Error {
         /// Its output directory.
         dir: PathBuf,
     },
+    /// A Slurm client command (`sbatch`, `scontrol`, `scancel`) is not installed.
+    #[error(
+        "`{program}` was not found on PATH: `circuitry {action}` talks to Slurm through its \
+         client commands; run it on a machine of the cluster (a login node), or start a \
+         local single-node cluster with `scripts/slurm-local.sh start` and \
+         `eval \"$(scripts/slurm-local.sh env)\"`"
+    )]
+    SlurmMissing {
+        /// The command, e.g. `sbatch`.
+        program: String,
+        /// The circuitry subcommand, e.g. `submit`.
+        action: &'static str,
+    },
+    /// A Slurm client command failed.
+    #[error("`{command}` failed ({status}): {stderr}{}", submitted_note(submitted))]
+    SlurmFailed {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+        /// Jobs this submission had already queued (recorded in jobs.json).
+        submitted: Vec<String>,
+    },
+    /// `circuitry status` / `cancel` on a run that was never submitted.
+    #[error(
+        "{path} does not exist: the pipeline's run directory has no Slurm submission; \
+         submit it first with `circuitry submit MANIFEST`"
+    )]
+    NotSubmitted {
+        /// The jobs file looked for.
+        path: PathBuf,
+    },
+    /// `circuitry submit` while jobs of the previous submission still run.
+    #[error(
+        "jobs of the previous submission of this run are still pending or running ({}); \
+         wait for them (`circuitry status MANIFEST`) or cancel them (`circuitry cancel \
+         MANIFEST`), then submit again",
+        jobs.join(", ")
+    )]
+    StillActive {
+        /// `stage: job state` for each active job.
+        jobs: Vec<String>,
+    },
     /// A file system operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -98,7 +143,12 @@ impl Error {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Error::Manifest(_) | Error::UnknownForcedStage { .. } | Error::MissingBinary { .. }
+            Error::Manifest(_)
+                | Error::UnknownForcedStage { .. }
+                | Error::MissingBinary { .. }
+                | Error::SlurmMissing { .. }
+                | Error::NotSubmitted { .. }
+                | Error::StillActive { .. }
         )
     }
 }
@@ -111,6 +161,16 @@ fn describe_search(dirs: &[PathBuf]) -> String {
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn submitted_note(jobs: &[String]) -> String {
+    if jobs.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; jobs already queued by this submission: {} (`circuitry cancel MANIFEST` cancels them)",
+        jobs.join(", ")
+    )
 }
 
 fn tail_block(tail: &[String]) -> String {

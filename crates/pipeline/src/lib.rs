@@ -10,7 +10,10 @@
 //!   raw parameters, their checks, and the command line of each stage binary;
 //! - [`StageCommand`]: what to run for a stage: binary, arguments, directory;
 //! - [`Plan`], [`Freshness`]: which stages are stale and why, from their `stage.json`;
-//! - [`run_local`]: runs the stale stages as processes, in order.
+//! - [`run_local`]: runs the stale stages as processes, in order;
+//! - [`slurm`]: submits the stale stages to Slurm as chained jobs (`circuitry submit`),
+//!   with their state (`circuitry status`) and cancellation (`circuitry cancel`);
+//!   resources come from the manifest's `[slurm]` table ([`SlurmConfig`]).
 //!
 //! ## Manifest format
 //!
@@ -69,10 +72,11 @@ pub mod kinds;
 mod local;
 mod manifest;
 mod plan;
+pub mod slurm;
 
 pub use command::{shell_quote, StageCommand};
 pub use error::{Error, Location, ManifestError, Problem, Result};
 pub use freshness::{diff_args, ArgChange, Freshness, StaleReason};
 pub use local::{run_local, BinDirs, RunOptions, RunReport, BIN_DIR_ENV};
-pub use manifest::{Input, Pipeline, Stage};
+pub use manifest::{ArrayPlan, Input, Pipeline, SlurmConfig, SlurmResources, Stage};
 pub use plan::{Plan, PlannedStage};

@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use circuitry_pipeline::slurm::{self, SubmitOptions};
 use circuitry_pipeline::{run_local, BinDirs, Pipeline, Plan, RunOptions};
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,33 @@ enum Cmd {
         #[arg(long, value_name = "STAGE")]
         force: Vec<String>,
     },
+    /// Submit the stale stages to Slurm as jobs chained by their dependencies.
+    ///
+    /// Writes RUN_DIR/slurm/<stage>.sbatch (kept), submits each with
+    /// `sbatch --parsable --dependency=afterok:… --kill-on-invalid-dep=yes`, and
+    /// records the job ids in RUN_DIR/slurm/jobs.json. Logs go to
+    /// RUN_DIR/slurm/logs/. Resources come from the manifest's [slurm] table.
+    Submit {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Submit STAGE even if it is fresh (repeatable).
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Print the scripts and sbatch commands; write and submit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show each stage and array task of the latest submission: pending, running,
+    /// done, failed (with its log) or cancelled.
+    Status {
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// Cancel every job of the latest submission (scancel).
+    Cancel {
+        /// The manifest.
+        manifest: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +102,28 @@ fn main() -> ExitCode {
             for stage in plan.stale() {
                 println!("  $ {}", stage.command);
             }
+            Ok(())
+        }),
+        Cmd::Submit {
+            manifest,
+            force,
+            dry_run,
+        } => Pipeline::load(manifest).and_then(|pipeline| {
+            let options = SubmitOptions {
+                force: force.clone(),
+                dry_run: *dry_run,
+            };
+            slurm::submit(&pipeline, &options, &BinDirs::from_env()).map(|_| ())
+        }),
+        Cmd::Status { manifest } => Pipeline::load(manifest).and_then(|pipeline| {
+            let stages = slurm::status(&pipeline)?;
+            println!("pipeline `{}` ({})", pipeline.name(), manifest.display());
+            slurm::print_status(&pipeline, &stages);
+            Ok(())
+        }),
+        Cmd::Cancel { manifest } => Pipeline::load(manifest).and_then(|pipeline| {
+            let ids = slurm::cancel(&pipeline)?;
+            println!("cancelled jobs {}", ids.join(" "));
             Ok(())
         }),
     };

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::{positive, ArgsBuilder, Invalid, ParamGuard, StageParams};
+use super::{positive, ArgsBuilder, Invalid, ParamGuard, Split, StageParams};
 use crate::Input;
 
 /// Storage dtype of the activation columns, as the binary's `--dtype` spells it.
@@ -138,5 +138,9 @@ impl StageParams for Dump {
             .opt("--dtype", p.dtype)
             .opt("--shard-rows", p.shard_rows)
             .opt("--max-tokens", p.max_tokens);
+    }
+
+    fn split(&self) -> Option<Split> {
+        Some(Split::Parts)
     }
 }

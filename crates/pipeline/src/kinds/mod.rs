@@ -44,6 +44,29 @@ pub trait StageParams: fmt::Debug + Send + Sync {
     fn inputs(&self) -> Vec<(&'static str, &Input)>;
     /// Write the binary's arguments (everything after the program name).
     fn write_args(&self, args: &mut ArgsBuilder<'_>);
+    /// Whether the stage can run as a Slurm job array (`circuitry submit`): `None`
+    /// (the default) when it cannot.
+    fn split(&self) -> Option<Split> {
+        None
+    }
+}
+
+/// How a stage's work can be split into the tasks of a Slurm job array. The array's
+/// tasks run the stage's command plus a task flag and do not write `stage.json`;
+/// then the stage's plain command runs, finds the tasks' work done, finishes it and
+/// writes `stage.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Split {
+    /// `--part I/N`: a deterministic partition into N contiguous parts; N is chosen
+    /// in the manifest (`[slurm.stage.NAME] parts = N`).
+    Parts,
+    /// One task per value: the task adds `flag value` (e.g. `--only-hook H`).
+    Each {
+        /// The flag.
+        flag: &'static str,
+        /// The values, one task each.
+        values: Vec<String>,
+    },
 }
 
 /// A raw parameter struct as written in a manifest, which [`check`](ParamGuard::check)

@@ -14,10 +14,12 @@ use crate::{Error, Result, StageCommand};
 
 mod graph;
 mod input;
+mod slurm;
 mod source;
 
 pub(crate) use input::drop_cur_dirs;
 pub use input::Input;
+pub use slurm::{ArrayPlan, SlurmConfig, SlurmResources};
 
 /// A validated pipeline: stages in dependency order, each with validated parameters.
 #[derive(Debug)]
@@ -27,6 +29,7 @@ pub struct Pipeline {
     base_dir: PathBuf,
     run_dir: PathBuf,
     stages: Vec<Stage>,
+    slurm: SlurmConfig,
 }
 
 /// One stage of a [`Pipeline`].
@@ -171,6 +174,16 @@ impl Pipeline {
         shown
     }
 
+    /// The `[slurm]` table (empty when the manifest has none).
+    pub fn slurm(&self) -> &SlurmConfig {
+        &self.slurm
+    }
+
+    /// How `circuitry submit` runs `stage`: one job, or a job array then one job.
+    pub fn array_plan(&self, stage: &Stage) -> ArrayPlan {
+        self.slurm.array_plan(&stage.name, stage.params.split())
+    }
+
     /// What to run for `stage`: its binary and arguments, run in the base directory.
     pub fn command(&self, stage: &Stage) -> StageCommand {
         let out = self.stage_dir(stage).to_string_lossy().into_owned();
@@ -225,11 +238,11 @@ impl Parser<'_> {
         let root = root.get_ref();
         if let Some((key, _)) = root
             .iter()
-            .find(|(k, _)| !matches!(k.get_ref().as_ref(), "pipeline" | "stage"))
+            .find(|(k, _)| !matches!(k.get_ref().as_ref(), "pipeline" | "stage" | "slurm"))
         {
             return Err(self.schema(
                 Some(key.span()),
-                format!("unknown field `{key}`, expected `pipeline` or `stage`"),
+                format!("unknown field `{key}`, expected `pipeline`, `stage` or `slurm`"),
             ));
         }
         let table = root.get("pipeline").ok_or_else(|| {
@@ -271,6 +284,7 @@ impl Parser<'_> {
 
         let stages = self.parse_stages(root)?;
         let upstream = self.check_inputs(&stages)?;
+        let slurm = self.parse_slurm(root, &stages)?;
         let order = graph::topological_order(&upstream).map_err(|cycle| {
             let mut names: Vec<String> =
                 cycle.iter().map(|&(i, _)| stages[i].name.clone()).collect();
@@ -305,7 +319,125 @@ impl Parser<'_> {
             base_dir: self.base_dir.clone(),
             run_dir: drop_cur_dirs(&header.run_dir),
             stages,
+            slurm,
         })
+    }
+
+    /// The optional `[slurm]` table: resource defaults, and `[slurm.stage.NAME]`
+    /// overrides of existing stages (with `parts` / `per_hook` where the kind splits).
+    fn parse_slurm(&self, root: &DeTable<'_>, stages: &[ParsedStage<'_>]) -> Result<SlurmConfig> {
+        let Some(value) = root.get("slurm") else {
+            return Ok(SlurmConfig::default());
+        };
+        let DeValue::Table(table) = value.get_ref() else {
+            return Err(self.schema(
+                Some(value.span()),
+                "`slurm` must be a table: write it as [slurm]",
+            ));
+        };
+        let invalid =
+            |t: &DeTable<'_>, fallback: &Range<usize>, field: &str, e: slurm::Rejection| {
+                self.error(
+                    Some(t.get(field).map_or(fallback.clone(), |v| v.span())),
+                    Problem::InvalidValue {
+                        field: field.into(),
+                        problem: e.0,
+                        fix: e.1,
+                    },
+                )
+            };
+        let mut defaults_table = table.clone();
+        let stage_tables = defaults_table.remove("stage");
+        let de =
+            ValueDeserializer::from(Spanned::new(value.span(), DeValue::Table(defaults_table)));
+        let defaults =
+            SlurmResources::deserialize(de).map_err(|e| self.toml_error(e, value.span()))?;
+        slurm::check_resources(&defaults)
+            .map_err(|(field, e)| invalid(table, &value.span(), field, e))?;
+        let mut config = SlurmConfig {
+            defaults,
+            stages: Default::default(),
+        };
+        let Some(stage_tables) = stage_tables else {
+            return Ok(config);
+        };
+        let DeValue::Table(per_stage) = stage_tables.get_ref() else {
+            return Err(self.schema(
+                Some(stage_tables.span()),
+                "`slurm.stage` must be a table of stage tables: write [slurm.stage.NAME]",
+            ));
+        };
+        for (key, entry) in per_stage.iter() {
+            let name = key.get_ref().as_ref();
+            let Some(stage) = stages.iter().find(|s| s.name == name) else {
+                return Err(self.error(
+                    Some(key.span()),
+                    Problem::InvalidValue {
+                        field: format!("slurm.stage.{name}"),
+                        problem: format!("the pipeline has no stage `{name}`"),
+                        fix: format!(
+                            "name one of the stages: {}",
+                            stages
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    },
+                ));
+            };
+            let DeValue::Table(t) = entry.get_ref() else {
+                return Err(self.schema(
+                    Some(entry.span()),
+                    format!("`slurm.stage.{name}` must be a table: write [slurm.stage.{name}]"),
+                ));
+            };
+            let raw = slurm::StageSlurmRaw::deserialize(ValueDeserializer::from(entry.clone()))
+                .map_err(|e| self.toml_error(e, entry.span()))?;
+            slurm::check_resources(&raw.resources())
+                .map_err(|(field, e)| invalid(t, &entry.span(), field, e))?;
+            let split = stage.params.split();
+            if let Some(n) = raw.parts {
+                let problem = if split != Some(crate::kinds::Split::Parts) {
+                    Some((
+                        format!(
+                            "stage `{name}` (kind {}) cannot be split into parts",
+                            stage.params.kind()
+                        ),
+                        "remove `parts`; only `dump` stages run as parts".to_string(),
+                    ))
+                } else if n < 2 {
+                    Some((
+                        format!("must be at least 2, got {n}"),
+                        "set `parts` to the number of array tasks, e.g. 4, or remove it to run the stage as one job".to_string(),
+                    ))
+                } else {
+                    None
+                };
+                if let Some(e) = problem {
+                    return Err(invalid(t, &entry.span(), "parts", e));
+                }
+            }
+            if raw.per_hook == Some(true)
+                && !matches!(split, Some(crate::kinds::Split::Each { .. }))
+            {
+                return Err(invalid(
+                    t,
+                    &entry.span(),
+                    "per_hook",
+                    (
+                        format!(
+                            "stage `{name}` (kind {}) cannot run one array task per hook",
+                            stage.params.kind()
+                        ),
+                        "remove `per_hook`; only `train-sae` stages with several hooks run per hook"
+                            .into(),
+                    ),
+                ));
+            }
+            config.stages.insert(name.to_string(), raw);
+        }
+        Ok(config)
     }
 
     fn parse_stages<'t>(&self, root: &'t DeTable<'t>) -> Result<Vec<ParsedStage<'t>>> {

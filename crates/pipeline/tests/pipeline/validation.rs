@@ -110,7 +110,7 @@ fn unknown_key() {
         &format!("{}\n[extra]\nx = 1\n", toy_manifest()),
         "[extra]",
         "extra",
-        &["unknown field `extra`, expected `pipeline` or `stage`"],
+        &["unknown field `extra`, expected `pipeline`, `stage` or `slurm`"],
     );
 }
 
