@@ -7,5 +7,6 @@
 //! writes outputs and a real `stage.json` (with fingerprints) like a stage binary.
 mod fake_stage;
 mod runner;
+mod slurm_table;
 mod util;
 mod validation;

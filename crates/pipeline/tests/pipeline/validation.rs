@@ -16,7 +16,7 @@ fn toy_with(from: &str, to: &str) -> String {
 /// `pipelines/bad.toml:LINE:COL` where LINE is the first line containing `line_has`
 /// and COL the position of `at` in it, every piece of `says`, a fix, no run
 /// directory. Returns stderr.
-fn rejects(text: &str, line_has: &str, at: &str, says: &[&str]) -> String {
+pub(crate) fn rejects(text: &str, line_has: &str, at: &str, says: &[&str]) -> String {
     let (line, content) = text
         .lines()
         .enumerate()
@@ -27,7 +27,7 @@ fn rejects(text: &str, line_has: &str, at: &str, says: &[&str]) -> String {
 }
 
 /// [`rejects`] at a given 1-based line and column.
-fn rejects_at(text: &str, line: usize, column: usize, says: &[&str]) -> String {
+pub(crate) fn rejects_at(text: &str, line: usize, column: usize, says: &[&str]) -> String {
     let fx = Fixture::new();
     let manifest = fx.manifest("bad.toml", text);
     let run = fx.circuitry(&["run", &manifest]);
