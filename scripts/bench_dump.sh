@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Benchmark of `circuitry-dump onnx` (issue 3, item 8). A script, not a test.
+#
+#   scripts/bench_dump.sh            # defaults below; results in target/bench/bench_dump.json
+#   BENCH_TOKENS=16384 BENCH_REPS=5 scripts/bench_dump.sh
+#
+# On a randomly initialised GPT-2 of GPT-2 small's exact shape (12 layers, d_model 768,
+# 12 heads, vocab 50257, n_positions 1024; seed 0; cached in target/bench/gpt2-small-random
+# and exported by scripts/export_onnx.py without logits), over the same fixed corpus
+# (datasets/tiny-gpt2/corpus.txt, repeated) packed into the same windows, it measures
+# tokens/s of
+#   dump_f32 / dump_f16  circuitry-dump onnx writing all 12 blocks.*.hook_resid_pre, f32 / f16
+#   peer_f32 / peer_f16  transformers + torch eager (inference_mode, output_hidden_states)
+#                        writing the same rows and columns to Parquet with pyarrow (same zstd
+#                        level, BYTE_STREAM_SPLIT, shard size)
+#   bare_ort             Python onnxruntime on the same ONNX file and batches, outputs dropped
+# with the same threads everywhere (--threads, torch.set_num_threads, intra_op_num_threads),
+# repeated BENCH_REPS times in interleaved order, and prints medians and the ratios
+# dump/peer and dump/bare-ORT against the issue's goals (>= 1.6x the peer, >= 90% of bare ORT).
+#
+# "tokens/s" is steady state: the first batch (a warm-up), model load and tokenizing are
+# excluded on every side (see scripts/bench_dump_peer.py); end-to-end rates are printed too.
+#
+# Environment: BENCH_TOKENS (8192), BENCH_REPS (3), BENCH_CTX (128), BENCH_BATCH (8),
+# BENCH_THREADS (2), BENCH_SHARD_ROWS (4096), BENCH_ATTN (sdpa: the peer's transformers
+# attention), BENCH_DIR (target/bench), DUMP_BIN (use this binary instead of building one),
+# CARGO_TARGET_DIR (honoured by the build), ORT_DYLIB_PATH (default .ort/libonnxruntime.so,
+# made by scripts/setup-ort.sh when missing). Needs the Python packages of
+# scripts/requirements.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOKENS=${BENCH_TOKENS:-8192}
+REPS=${BENCH_REPS:-3}
+CTX=${BENCH_CTX:-128}
+BATCH=${BENCH_BATCH:-8}
+THREADS=${BENCH_THREADS:-2}
+SHARD_ROWS=${BENCH_SHARD_ROWS:-4096}
+ATTN=${BENCH_ATTN:-sdpa}
+DIR=${BENCH_DIR:-target/bench}
+MODEL=$DIR/gpt2-small-random
+CORPUS=$DIR/corpus-$TOKENS.txt
+RESULTS=$DIR/bench_dump.jsonl
+PY="python3 scripts/bench_dump_peer.py"
+export TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false
+
+if [[ -z "${ORT_DYLIB_PATH:-}" ]]; then
+  [[ -f .ort/libonnxruntime.so ]] || scripts/setup-ort.sh
+  export ORT_DYLIB_PATH=$PWD/.ort/libonnxruntime.so
+fi
+
+if [[ -n "${DUMP_BIN:-}" ]]; then
+  BIN=$DUMP_BIN
+else
+  cargo build --release -p circuitry-dump --bin circuitry-dump
+  BIN=${CARGO_TARGET_DIR:-target}/release/circuitry-dump
+fi
+# Run a private copy, so a rebuild during the benchmark does not change what is measured.
+mkdir -p "$DIR"
+cp "$BIN" "$DIR/circuitry-dump"
+BIN=$DIR/circuitry-dump
+
+$PY make-model "$MODEL" --seed 0
+[[ -f "$CORPUS" ]] || $PY make-corpus datasets/tiny-gpt2/corpus.txt "$CORPUS" \
+  --tokenizer "$MODEL/tokenizer.json" --tokens "$TOKENS"
+
+settings=$(printf '{"tokens": %d, "context_size": %d, "batch_size": %d, "threads": %d, "shard_rows": %d, "peer_attn": "%s", "reps": %d, "nproc": %d, "model": "random GPT-2 small shape, seed 0", "hooks": "blocks.*.hook_resid_pre (12)"}' \
+  "$TOKENS" "$CTX" "$BATCH" "$THREADS" "$SHARD_ROWS" "$ATTN" "$REPS" "$(nproc)")
+common=(--model "$MODEL" --corpus "$CORPUS" --tokens "$TOKENS" --context-size "$CTX"
+        --batch-size "$BATCH" --threads "$THREADS" --settings "$settings")
+
+echo "benchmark: $TOKENS tokens, context $CTX, batch $BATCH, $THREADS threads, $REPS reps; $(uptime)"
+: > "$RESULTS"
+for rep in $(seq 1 "$REPS"); do
+  for dtype in f32 f16; do
+    echo "rep $rep: dump_$dtype ($(cut -d' ' -f1-3 /proc/loadavg))"
+    $PY time-dump "${common[@]}" --name "dump_$dtype" --bin "$BIN" --out "$DIR/out-dump_$dtype" \
+      --dtype "$dtype" --shard-rows "$SHARD_ROWS" >> "$RESULTS"
+  done
+  echo "rep $rep: bare_ort ($(cut -d' ' -f1-3 /proc/loadavg))"
+  $PY ort "${common[@]}" --name bare_ort >> "$RESULTS"
+  for dtype in f32 f16; do
+    echo "rep $rep: peer_$dtype ($(cut -d' ' -f1-3 /proc/loadavg))"
+    $PY peer "${common[@]}" --name "peer_$dtype" --out "$DIR/out-peer_$dtype" --dtype "$dtype" \
+      --shard-rows "$SHARD_ROWS" --attn "$ATTN" >> "$RESULTS"
+  done
+done
+# Same job? The last rep's shards: same rows and tokens, same activations.
+for dtype in f32 f16; do
+  $PY check "$DIR/out-dump_$dtype" "$DIR/out-peer_$dtype" --dtype "$dtype" >> "$RESULTS"
+  rm -rf "$DIR/out-dump_$dtype" "$DIR/out-peer_$dtype"
+done
+$PY summarize "$RESULTS" "$DIR/bench_dump.json"
+echo "finished; $(uptime)"
