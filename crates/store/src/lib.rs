@@ -74,5 +74,5 @@ mod writer;
 pub use error::{Error, Result};
 pub use meta::{Dtype, HookMeta, ShardMeta, StoreMeta, StoreSpec, META_FILE, SCHEMA_VERSION};
 pub use reader::{ActivationStore, HookBatches, MultiHookBatches, TokenColumns};
-pub use shuffle::{ShuffleBuffer, Shuffled};
+pub use shuffle::{RngState, ShuffleBuffer, ShuffleState, Shuffled};
 pub use writer::{RowBatch, StoreWriter};

@@ -153,6 +153,20 @@ impl ActivationStore {
         })
     }
 
+    /// The rows of shard `shard` (0-based, in row order) for each of `hooks`, in the
+    /// order asked: one (shard rows, width) array per hook. Lets a reader start at
+    /// any shard, e.g. to resume or to visit shards in a shuffled order.
+    pub fn read_shard_hooks(&self, shard: usize, hooks: &[HookPoint]) -> Result<Vec<Array2<f32>>> {
+        let meta = self.meta.shards.get(shard).ok_or_else(|| {
+            Error::BadBatch(format!(
+                "shard {shard} does not exist; the store has {} shards",
+                self.meta.shards.len()
+            ))
+        })?;
+        let batches = self.multi_hook_batches(hooks)?;
+        batches.read_shard(meta)
+    }
+
     /// The token columns of every row.
     pub fn read_tokens(&self) -> Result<TokenColumns> {
         let paired = self.meta.paired;

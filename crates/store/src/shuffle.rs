@@ -3,6 +3,7 @@
 use ndarray::{s, Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -123,6 +124,34 @@ impl ShuffleBuffer {
         Array2::from_shape_vec((k, w), out).ok()
     }
 
+    /// Everything needed to continue exactly where the buffer is: the rows held and
+    /// the RNG's position. [`ShuffleBuffer::from_state`] rebuilds an identical buffer.
+    pub fn state(&self) -> ShuffleState {
+        ShuffleState {
+            width: self.width,
+            capacity: self.capacity,
+            held: self.data[..self.len * self.width].to_vec(),
+            rng: RngState::of(&self.rng),
+        }
+    }
+
+    /// The buffer [`ShuffleBuffer::state`] described: same rows, same RNG position,
+    /// so the batches it pops from here on are the same, byte for byte.
+    pub fn from_state(state: &ShuffleState) -> Result<Self> {
+        let mut buf = ShuffleBuffer::new(state.width, state.capacity, state.rng.to_rng()?)?;
+        if state.held.len() % state.width != 0 || state.held.len() > buf.data.len() {
+            return Err(Error::Shuffle(format!(
+                "saved state holds {} values, not a whole number of rows of width {} within the capacity of {} rows",
+                state.held.len(),
+                state.width,
+                state.capacity
+            )));
+        }
+        buf.data[..state.held.len()].copy_from_slice(&state.held);
+        buf.len = state.held.len() / state.width;
+        Ok(buf)
+    }
+
     /// Shuffle a stream of row batches (e.g. [`crate::ActivationStore::hook_batches`])
     /// into batches of `batch_rows` rows; the last batch of the stream may be
     /// smaller. Memory: the buffer plus one source batch.
@@ -144,6 +173,56 @@ impl ShuffleBuffer {
             exhausted: false,
         })
     }
+}
+
+/// A ChaCha8 RNG's position: seed, stream and word position (a decimal string, as
+/// JSON numbers cannot hold a `u128`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngState {
+    /// The 32-byte seed.
+    pub seed: [u8; 32],
+    /// The stream number.
+    pub stream: u64,
+    /// The word position, in decimal.
+    pub word_pos: String,
+}
+
+impl RngState {
+    /// The state of `rng`.
+    pub fn of(rng: &ChaCha8Rng) -> Self {
+        RngState {
+            seed: rng.get_seed(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos().to_string(),
+        }
+    }
+
+    /// An RNG at exactly this position.
+    pub fn to_rng(&self) -> Result<ChaCha8Rng> {
+        let pos: u128 = self.word_pos.parse().map_err(|_| {
+            Error::Shuffle(format!(
+                "RNG word position {:?} is not a number",
+                self.word_pos
+            ))
+        })?;
+        let mut rng = ChaCha8Rng::from_seed(self.seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(pos);
+        Ok(rng)
+    }
+}
+
+/// A [`ShuffleBuffer`]'s full state (see [`ShuffleBuffer::state`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShuffleState {
+    /// Values per row.
+    pub width: usize,
+    /// Maximum rows held.
+    pub capacity: usize,
+    /// The rows held, row-major: (rows held × width) values.
+    pub held: Vec<f32>,
+    /// The RNG's position.
+    pub rng: RngState,
 }
 
 /// Shuffled batches of a stream; made by [`ShuffleBuffer::shuffle`].
@@ -257,6 +336,24 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.last().map(|l| l.nrows()), Some(59 % 6));
+    }
+
+    #[test]
+    fn a_restored_state_pops_the_same_batches() {
+        let mut a = ShuffleBuffer::seeded(3, 10, 5).unwrap();
+        a.push(rows(0, 10).view()).unwrap();
+        a.pop_batch(4).unwrap();
+        let saved = a.state();
+        let json = serde_json::to_string(&saved).unwrap();
+        let mut b = ShuffleBuffer::from_state(&serde_json::from_str(&json).unwrap()).unwrap();
+        for start in [10, 14, 18] {
+            assert_eq!(a.push(rows(start, 4).view()).unwrap(), 4);
+            assert_eq!(b.push(rows(start, 4).view()).unwrap(), 4);
+            assert_eq!(a.pop_batch(4), b.pop_batch(4));
+        }
+        let mut bad = saved.clone();
+        bad.held.push(1.0);
+        assert!(ShuffleBuffer::from_state(&bad).is_err());
     }
 
     #[test]
