@@ -104,7 +104,7 @@ pub fn status(pipeline: &Pipeline) -> Result<Vec<StageStatus>> {
                 note: Some(if fresh {
                     "fresh, not submitted".into()
                 } else {
-                    "stale, not submitted".into()
+                    "not submitted".into()
                 }),
             });
             continue;
