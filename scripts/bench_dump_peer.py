@@ -9,6 +9,7 @@
                              --threads T
     bench_dump_peer.py time-dump --bin BIN --model DIR --corpus F --out DIR --tokens N ...
     bench_dump_peer.py check DUMP_DIR PEER_DIR --dtype f32|f16   same rows, same activations?
+    bench_dump_peer.py perf-split SHORT.data FULL.data --hz F --tokens N   (profile of the dump)
     bench_dump_peer.py summarize RESULTS.jsonl OUT.json
 
 `peer`, `ort` and `time-dump` print one JSON line with `tokens`, `seconds` (steady state:
@@ -336,6 +337,61 @@ def check(dump: Path, peer_dir: Path, dtype: str) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- profile
+
+
+CATEGORIES = [  # (name, dso substring or None, symbol regex), first match wins
+    ("onnxruntime (inference)", "libonnxruntime", None),
+    ("zstd compression", None, r"ZSTD_|HUF_|FSE_|HIST_|zstd"),
+    ("f16 conversion", None, r"half::|f16|F16"),
+    ("parquet/arrow encoding", None, r"parquet::|arrow|bytes::|thrift|snap"),
+    ("blake3 (stage.json fingerprints)", None, r"blake3"),
+    ("tokenizer", None, r"tokenizers|onig|regex|aho_corasick|unicode"),
+    ("dump: output copies, finite check", "circuitry-dump", r"ndarray|circuitry_|Vec<T>|from_iter"),
+    ("libc memcpy/memset/malloc", "libc", r"mem(move|cpy|set)|malloc|free|unlink_chunk"),
+    ("kernel: page faults, zeroing", "kernel", r"page|fault|folio|pte|alloc|mm_|lru|memcg|rmqueue|zone|vma|mas_|anon"),
+    ("kernel: file I/O", "kernel", r"iter|ext4|filemap|bio|block|mark_buffer"),
+    ("kernel: other", "kernel", None),
+    ("other", None, None),
+]
+
+
+def perf_samples(data: Path) -> dict[str, int]:
+    """Sample counts per category of one `perf record` file."""
+    import re
+
+    text = subprocess.run(["perf", "report", "-i", str(data), "--sort", "dso,sym", "--stdio",
+                           "-F", "sample,dso,sym"], check=True, capture_output=True, text=True).stdout
+    counts = {name: 0 for name, _, _ in CATEGORIES}
+    for line in text.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) < 3 or line.startswith("#") or not parts[0].isdigit():
+            continue
+        n, dso, sym = int(parts[0]), parts[1], parts[2]
+        for name, want_dso, pattern in CATEGORIES:
+            if want_dso and want_dso not in dso:
+                continue
+            if pattern is not None and not re.search(pattern, sym):
+                continue
+            counts[name] += n
+            break
+    return counts
+
+
+def perf_split(short: Path, full: Path, hz: int, tokens: int) -> dict:
+    """CPU time per category of the steady state: a full run minus a one-batch run."""
+    a, b = perf_samples(short), perf_samples(full)
+    rows = {k: (b[k] - a[k]) / hz for k in a}
+    total = sum(rows.values())
+    print(f"steady-state CPU time of {tokens} tokens ({full.name} - {short.name}), by category:")
+    for k, sec in sorted(rows.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:<34} {sec:7.2f} s  {100 * sec / max(total, 1e-9):5.1f}%  {1e3 * sec / tokens:6.2f} ms/token")
+    ort = rows["onnxruntime (inference)"]
+    print(f"  {'total':<34} {total:7.2f} s; outside onnxruntime {total - ort:.2f} s "
+          f"({1e3 * (total - ort) / tokens:.2f} ms/token, on the calling thread while ORT's pool waits)")
+    return dict(seconds=rows, total=total, tokens=tokens)
+
+
 # ---------------------------------------------------------------- summary
 
 
@@ -423,6 +479,11 @@ def main(argv=None) -> int:
     k.add_argument("dump", type=Path)
     k.add_argument("peer", type=Path)
     k.add_argument("--dtype", choices=["f32", "f16"], required=True)
+    f = sub.add_parser("perf-split")
+    f.add_argument("short", type=Path)
+    f.add_argument("full", type=Path)
+    f.add_argument("--hz", type=int, required=True)
+    f.add_argument("--tokens", type=int, required=True, help="tokens of full minus short")
     r = sub.add_parser("summarize")
     r.add_argument("results", type=Path)
     r.add_argument("out", type=Path)
@@ -435,6 +496,8 @@ def main(argv=None) -> int:
         make_corpus(args.src, args.out, args.tokenizer, args.tokens)
     elif args.cmd == "check":
         print(json.dumps(dict(check=check(args.dump, args.peer, args.dtype))))
+    elif args.cmd == "perf-split":
+        print(json.dumps(perf_split(args.short, args.full, args.hz, args.tokens)))
     elif args.cmd == "summarize":
         summarize(args.results, args.out, dict(peer=args.goal_peer, ort=args.goal_ort))
     else:

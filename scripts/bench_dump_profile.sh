@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Where the time of `circuitry-dump onnx` goes (companion of scripts/bench_dump.sh; run that
+# first: it makes the model, the corpus and the binary copy in target/bench). Not a test.
+#
+#   scripts/bench_dump_profile.sh
+#
+# 1. perf-records a one-batch run and a full run (BENCH_TOKENS) for f32 and f16, and splits
+#    the steady-state CPU time (full minus one batch) by category: ONNX Runtime, zstd, Parquet/
+#    Arrow encoding, f16 conversion, copies, kernel page faults, ... Everything outside ONNX
+#    Runtime runs on the calling thread between two ORT runs, so it adds to the wall time
+#    one for one while ORT's thread pool waits.
+# 2. times the dump writing ONE hook instead of 12 (the graph computes the same either way),
+#    so the difference is the cost of converting and writing 11 hooks, in wall time.
+# Results: target/bench/bench_dump_profile.jsonl. Needs `perf` (linux-perf) and
+# kernel.perf_event_paranoid <= 2 or root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOKENS=${BENCH_TOKENS:-8192}
+CTX=${BENCH_CTX:-128}
+BATCH=${BENCH_BATCH:-8}
+THREADS=${BENCH_THREADS:-2}
+SHARD_ROWS=${BENCH_SHARD_ROWS:-4096}
+DIR=${BENCH_DIR:-target/bench}
+HZ=${BENCH_PERF_HZ:-250}
+MODEL=$DIR/gpt2-small-random
+CORPUS=$DIR/corpus-$TOKENS.txt
+BIN=$DIR/circuitry-dump
+OUT=$DIR/bench_dump_profile.jsonl
+PY="python3 scripts/bench_dump_peer.py"
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
+for f in "$BIN" "$MODEL/model.onnx" "$CORPUS"; do
+  [[ -f "$f" ]] || { echo "error: $f is missing; run scripts/bench_dump.sh first" >&2; exit 2; }
+done
+FIRST=$((BATCH * CTX))  # the one-batch run (the corpus' windows are full)
+mkdir -p "$DIR/prof"
+: > "$OUT"
+echo "profile: $TOKENS tokens; $(uptime)"
+for dtype in f32 f16; do
+  for tokens in "$FIRST" "$TOKENS"; do
+    rm -rf "$DIR/out-prof"
+    perf record -q -F "$HZ" -o "$DIR/prof/$dtype-$tokens.data" -- "$BIN" onnx --model "$MODEL" \
+      --out "$DIR/out-prof" --hooks 'blocks.*.hook_resid_pre' --corpus "$CORPUS" \
+      --context-size "$CTX" --batch-size "$BATCH" --threads "$THREADS" --dtype "$dtype" \
+      --shard-rows "$SHARD_ROWS" --max-tokens "$tokens" 2>/dev/null
+  done
+  echo "== $dtype, 12 hooks"
+  $PY perf-split "$DIR/prof/$dtype-$FIRST.data" "$DIR/prof/$dtype-$TOKENS.data" --hz "$HZ" \
+    --tokens $((TOKENS - FIRST)) | tee -a "$OUT" | grep -v '^{'
+done
+rm -rf "$DIR/out-prof"
+common=(--model "$MODEL" --corpus "$CORPUS" --tokens "$TOKENS" --context-size "$CTX"
+        --batch-size "$BATCH" --threads "$THREADS" --bin "$BIN" --out "$DIR/out-prof"
+        --shard-rows "$SHARD_ROWS")
+echo "== wall time, 1 hook vs 12 hooks (f32)"
+for hooks in blocks.0.hook_resid_pre 'blocks.*.hook_resid_pre'; do
+  $PY time-dump "${common[@]}" --name "dump_f32 $hooks" --dtype f32 --hooks "$hooks" | tee -a "$OUT" |
+    python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(f"  {r[\"name\"]:<40} {r[\"tokens_per_s\"]:7.1f} tokens/s (load {r[\"load\"][0][0]})")'
+done
+rm -rf "$DIR/out-prof"
+echo "finished; $(uptime)"
