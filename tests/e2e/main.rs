@@ -1,5 +1,6 @@
 //! End-to-end tests: the stage binaries run as processes, as users run them.
 //! Build the binaries first: `cargo build --release --workspace --bins` (scripts/test.sh).
 
+mod slurm;
 mod sva_tiny;
 mod toy_pipeline;
