@@ -127,7 +127,11 @@ fn toy_pipeline_through_slurm_equals_a_local_run() {
     let local_dir = tmp.path().join("local");
     fs::create_dir(&local_dir).unwrap();
     let local_manifest = private_manifest("toy.toml", &local_dir);
-    run_ok(Command::new(bin("circuitry")).arg("run").arg(&local_manifest));
+    run_ok(
+        Command::new(bin("circuitry"))
+            .arg("run")
+            .arg(&local_manifest),
+    );
     let local = local_dir.join("run");
     for f in [
         "model/model.safetensors",
@@ -137,8 +141,14 @@ fn toy_pipeline_through_slurm_equals_a_local_run() {
         "circuit/circuit.json",
         "circuit/circuit.svg",
     ] {
-        let (a, b) = (fs::read(run.join(f)).unwrap(), fs::read(local.join(f)).unwrap());
-        assert!(a == b, "{f} differs between the Slurm run and the local run");
+        let (a, b) = (
+            fs::read(run.join(f)).unwrap(),
+            fs::read(local.join(f)).unwrap(),
+        );
+        assert!(
+            a == b,
+            "{f} differs between the Slurm run and the local run"
+        );
     }
     for stage in ["model", "acts", "sae", "circuit"] {
         assert_eq!(
@@ -194,7 +204,10 @@ fn failed_stage_cancels_dependents_and_resubmission_runs_only_stale_stages() {
         "{log_line}"
     );
     let log_text = fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("missing"), "log of the failed stage:\n{log_text}");
+    assert!(
+        log_text.contains("missing"),
+        "log of the failed stage:\n{log_text}"
+    );
     assert!(!dir.join("run/sae/stage.json").exists());
 
     let model_before = record(&dir.join("run/model"))["finished_unix"].clone();
@@ -247,7 +260,10 @@ fn sva_tiny_through_slurm_with_dump_parts_equals_a_local_run() {
     println!("{submitted}");
     let status = wait_for_jobs(conf, &manifest);
     println!("{status}");
-    assert!(!status.contains("failed") && !status.contains("cancelled"), "{status}");
+    assert!(
+        !status.contains("failed") && !status.contains("cancelled"),
+        "{status}"
+    );
     for i in 0..3 {
         assert!(
             status.contains(&format!("task {i} (part {i}/3): done")),
@@ -264,7 +280,11 @@ fn sva_tiny_through_slurm_with_dump_parts_equals_a_local_run() {
     fs::create_dir(&local_dir).unwrap();
     let local_manifest = private_manifest("sva-tiny.toml", &local_dir);
     shorten(&local_manifest, "");
-    run_ok(Command::new(bin("circuitry")).arg("run").arg(&local_manifest));
+    run_ok(
+        Command::new(bin("circuitry"))
+            .arg("run")
+            .arg(&local_manifest),
+    );
     let (run, local) = (dir.join("run"), local_dir.join("run"));
     assert!(run.join("acts/parts/2/meta.json").is_file());
     let report = python(
@@ -297,10 +317,20 @@ assert worst == 0.0, worst
         outputs.iter().any(|f| f.ends_with(".safetensors")),
         "no SAE weights in the local run: {outputs:?}"
     );
-    assert_eq!(data_files(&run, &run), outputs, "the two runs wrote different files");
+    assert_eq!(
+        data_files(&run, &run),
+        outputs,
+        "the two runs wrote different files"
+    );
     for f in &outputs {
-        let (a, b) = (fs::read(run.join(f)).unwrap(), fs::read(local.join(f)).unwrap());
-        assert!(a == b, "{f} differs between the Slurm run and the local run");
+        let (a, b) = (
+            fs::read(run.join(f)).unwrap(),
+            fs::read(local.join(f)).unwrap(),
+        );
+        assert!(
+            a == b,
+            "{f} differs between the Slurm run and the local run"
+        );
     }
     let again = ok(circuitry(conf, &["run"], &manifest));
     assert!(again.contains("nothing to run"), "{again}");
@@ -312,7 +342,11 @@ fn data_files(root: &Path, dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         if rel == "acts" || rel == "slurm" {
             continue;
         }

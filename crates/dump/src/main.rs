@@ -75,7 +75,15 @@ fn run(cli: Cli) -> Result<()> {
             timer.finish(&cfg, &[&cfg.model], &cfg.out, &outputs)?;
         }
         Command::Onnx(args) => {
+            let part = args.part;
             let cfg = args.into_config().context("invalid arguments")?;
+            if let Some(part) = part {
+                // An array task: the plain command assembles the parts and records the stage.
+                let meta = onnx::dump_part(&cfg, part)
+                    .with_context(|| format!("dumping part {part} into {}", cfg.out.display()))?;
+                report(&meta, &part.dir(&cfg.out));
+                return Ok(());
+            }
             let meta =
                 onnx::dump(&cfg).with_context(|| format!("dumping into {}", cfg.out.display()))?;
             let mut outputs = report(&meta, &cfg.out);

@@ -121,6 +121,65 @@ impl StoreWriter {
         }
     }
 
+    /// Assemble a store in `dir` from complete stores in its subdirectories `parts`
+    /// (relative paths such as `parts/0`, in row order), written separately — e.g.
+    /// by the tasks of a job array, each over a contiguous range of the input. The
+    /// parts must all have `spec` (every field but `extra`); their shards are
+    /// verified against their checksums and listed, in order, in `dir/meta.json`
+    /// (`parts/0/shard_00000.parquet`, …), written last with `complete: true` and
+    /// `spec.extra`. No shard is copied: [`crate::ActivationStore`] reads the result
+    /// row for row like a store written in one go. Idempotent: a `dir` already
+    /// assembled from the same parts is returned as it is.
+    pub fn assemble(dir: &Path, spec: StoreSpec, parts: &[PathBuf]) -> Result<StoreMeta> {
+        spec.check()?;
+        if parts.is_empty() {
+            return Err(Error::BadSpec(format!(
+                "no parts to assemble into {}",
+                dir.display()
+            )));
+        }
+        let mut meta = StoreMeta::new(spec.clone());
+        for part in parts {
+            let part_dir = dir.join(part);
+            let part_meta = StoreMeta::read(&part_dir)?.ok_or_else(|| Error::NotAStore {
+                dir: part_dir.clone(),
+            })?;
+            check_same_dataset(&part_dir, &spec, &part_meta)?;
+            if !part_meta.complete {
+                return Err(Error::Incomplete {
+                    dir: part_dir,
+                    n_rows: part_meta.n_rows,
+                    n_shards: part_meta.shards.len(),
+                });
+            }
+            verify_shards(&part_dir, &part_meta)?;
+            for shard in part_meta.shards {
+                let file = Path::new(part).join(&shard.file);
+                meta.shards.push(ShardMeta {
+                    file: file.to_string_lossy().replace('\\', "/"),
+                    ..shard
+                });
+            }
+            meta.n_rows += part_meta.n_rows;
+        }
+        meta.complete = true;
+        if let Some(old) = StoreMeta::read(dir)? {
+            if old.complete && old.shards == meta.shards && old.spec().differences(&spec).is_empty()
+            {
+                return Ok(old);
+            }
+        }
+        fs::create_dir_all(dir).map_err(|e| Error::io("creating directory", dir, e))?;
+        meta.write(dir)?;
+        tracing::info!(
+            dir = %dir.display(),
+            rows = meta.n_rows,
+            parts = parts.len(),
+            "activation store assembled from parts"
+        );
+        Ok(meta)
+    }
+
     /// Rows already durable in complete shards (after a resume, the rows kept).
     pub fn rows_done(&self) -> u64 {
         self.meta.n_rows
@@ -370,4 +429,96 @@ fn list_dir(dir: &Path) -> Result<Vec<String>> {
         names.push(entry.file_name().to_string_lossy().into_owned());
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ActivationStore, Dtype, HookMeta};
+    use ndarray::Array2;
+
+    fn spec(part: Option<&str>) -> StoreSpec {
+        StoreSpec {
+            hooks: vec![HookMeta {
+                hook: HookPoint::ToyHidden,
+                width: 3,
+            }],
+            dtype: Dtype::F32,
+            model_fingerprint: "m".into(),
+            tokenizer_fingerprint: None,
+            context_size: 4,
+            paired: false,
+            shard_rows: 3,
+            extra: serde_json::json!({ "part": part }),
+        }
+    }
+
+    /// Rows `range` of a 10-row dataset, written as one store in `dir`.
+    fn write_rows(dir: &Path, range: std::ops::Range<usize>, spec: StoreSpec) {
+        let n = range.len();
+        let acts = Array2::from_shape_fn((n, 3), |(i, j)| ((range.start + i) * 3 + j) as f32); // (rows, 3)
+        let seq: Vec<u64> = range.clone().map(|i| (i / 4) as u64).collect();
+        let pos: Vec<u32> = range.clone().map(|i| (i % 4) as u32).collect();
+        let tok: Vec<u32> = range.clone().map(|i| 100 + i as u32).collect();
+        let mut w = StoreWriter::create(dir, spec).unwrap();
+        w.write(RowBatch {
+            seq: &seq,
+            pos: &pos,
+            token_id: &tok,
+            example: None,
+            side: None,
+            acts: vec![(HookPoint::ToyHidden, acts.view())],
+        })
+        .unwrap();
+        w.finish().unwrap();
+    }
+
+    /// Parts written separately and assembled read row for row like one store.
+    #[test]
+    fn assembled_parts_read_like_one_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (one, split) = (tmp.path().join("one"), tmp.path().join("split"));
+        write_rows(&one, 0..10, spec(None));
+        let parts: Vec<PathBuf> = ["parts/0", "parts/1", "parts/2"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        for (part, range) in parts.iter().zip([0..4, 4..4, 4..10]) {
+            write_rows(&split.join(part), range, spec(Some("x")));
+        }
+        let meta = StoreWriter::assemble(&split, spec(None), &parts).unwrap();
+        assert_eq!(meta.n_rows, 10);
+        assert_eq!(meta.shards[0].file, "parts/0/shard_00000.parquet");
+        let (a, b) = (
+            ActivationStore::open(&one).unwrap(),
+            ActivationStore::open(&split).unwrap(),
+        );
+        assert_eq!(
+            a.read_hook(HookPoint::ToyHidden).unwrap(),
+            b.read_hook(HookPoint::ToyHidden).unwrap()
+        );
+        let (ta, tb) = (a.read_tokens().unwrap(), b.read_tokens().unwrap());
+        assert_eq!((ta.seq, ta.pos, ta.token_id), (tb.seq, tb.pos, tb.token_id));
+        // Idempotent.
+        assert_eq!(
+            StoreWriter::assemble(&split, spec(None), &parts).unwrap(),
+            meta
+        );
+    }
+
+    #[test]
+    fn assemble_refuses_incomplete_or_different_parts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        write_rows(&dir.join("p0"), 0..4, spec(None));
+        StoreWriter::create(&dir.join("p1"), spec(None)).unwrap();
+        let parts = [PathBuf::from("p0"), PathBuf::from("p1")];
+        let err = StoreWriter::assemble(&dir, spec(None), &parts).unwrap_err();
+        assert!(matches!(err, Error::Incomplete { .. }), "{err}");
+        let mut other = spec(None);
+        other.shard_rows = 5;
+        let err = StoreWriter::assemble(&dir, other, &parts[..1]).unwrap_err();
+        assert!(matches!(err, Error::SpecMismatch { .. }), "{err}");
+        assert!(!dir.join("meta.json").exists(), "nothing assembled");
+    }
 }

@@ -51,6 +51,11 @@ pub struct OnnxArgs {
     /// Stop after this many tokens (rows).
     #[arg(long)]
     pub max_tokens: Option<usize>,
+    /// Dump only part I of N (0 <= I < N) of the input's batches into OUT/parts/I/,
+    /// without OUT/meta.json or stage.json (a Slurm array task). The same command
+    /// without --part then finishes any missing part and assembles the parts.
+    #[arg(long, value_name = "I/N")]
+    pub part: Option<super::Part>,
 }
 
 impl OnnxArgs {

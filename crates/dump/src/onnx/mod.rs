@@ -12,6 +12,7 @@
 //! - [`sidecar`]: the sidecar and choosing hooks by name or glob.
 //! - [`runtime`]: finding `libonnxruntime`, the session.
 //! - [`text`]: tokenizer, corpus reading and packing, pairs.
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use circuitry_core::{atomic, fingerprint::fingerprint_path, HookPoint};
@@ -76,6 +77,56 @@ pub struct OnnxDumpConfig {
     pub max_tokens: Option<usize>,
 }
 
+/// Part `index` of `count` of a dump: a fixed, contiguous range of the input's
+/// batches (`batch_size` sequences each), so every part computes exactly the batches
+/// a dump in one go computes, and the parts' rows in order are its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    /// 0-based part number, below `count`.
+    pub index: usize,
+    /// Number of parts, at least 1.
+    pub count: usize,
+}
+
+impl Part {
+    /// The batches of this part out of `n_batches`: `[index·n/count, (index+1)·n/count)`.
+    pub fn batches(&self, n_batches: usize) -> std::ops::Range<usize> {
+        self.index * n_batches / self.count..(self.index + 1) * n_batches / self.count
+    }
+
+    /// The part's store directory inside the dump's output directory.
+    pub fn dir(&self, out: &Path) -> PathBuf {
+        out.join(PARTS_DIR).join(self.index.to_string())
+    }
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+
+    /// `I/N`, e.g. `0/4`.
+    fn from_str(text: &str) -> std::result::Result<Part, String> {
+        let bad = || format!("{text:?} is not a part: write I/N with 0 <= I < N, e.g. 0/4");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Part { index, count })
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Directory of a dump's parts inside its output directory.
+pub const PARTS_DIR: &str = "parts";
+
 impl OnnxDumpConfig {
     /// Check the ranges; the returned config is the only one [`dump`] accepts.
     pub fn check(self) -> Result<Self> {
@@ -127,7 +178,21 @@ struct Sequences {
 
 /// Run the model over the input and write the store at `cfg.out`; everything is
 /// checked before the first file is written. Resumes a partial store of the same spec.
+/// When `cfg.out/parts/` holds parts written by [`dump_part`], dumps the parts still
+/// missing or incomplete and assembles them instead
+/// ([`StoreWriter::assemble`]): the store reads row for row like one dumped in one go.
 pub fn dump(cfg: &OnnxDumpConfig) -> Result<StoreMeta> {
+    dump_with(cfg, None)
+}
+
+/// Dump only `part` of the input into `cfg.out/parts/<index>/` (a job array task);
+/// returns the part's metadata. `cfg.out/meta.json` is not written: [`dump`] with
+/// the same configuration assembles the parts.
+pub fn dump_part(cfg: &OnnxDumpConfig, part: Part) -> Result<StoreMeta> {
+    dump_with(cfg, Some(part))
+}
+
+fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
     let onnx = cfg.onnx_path();
     let sidecar = Sidecar::read(&onnx)?;
     let hooks = sidecar.choose(&cfg.hooks, &onnx)?;
@@ -170,22 +235,137 @@ pub fn dump(cfg: &OnnxDumpConfig) -> Result<StoreMeta> {
             "config": cfg,
         }),
     };
-    check_same_input(&cfg.out, &spec)?;
-    let mut writer = StoreWriter::create(&cfg.out, spec)?;
+    let n_batches = seqs.ids.len().div_ceil(cfg.batch_size);
+    // Dump `batches` into the part store `part_dir`, unless it is complete.
+    let mut run = |part_dir: &Path, batches: std::ops::Range<usize>, spec: StoreSpec| {
+        check_same_input(part_dir, &spec)?;
+        if StoreWriter::is_complete(part_dir, &spec)? {
+            return Ok(());
+        }
+        let writer = StoreWriter::create(part_dir, spec)?;
+        write_batches(
+            writer,
+            &mut graph,
+            &onnx,
+            &hooks,
+            &seqs,
+            cfg.batch_size,
+            batches,
+        )
+        .map(|_| ())
+    };
+    if let Some(part) = part {
+        // One task of a job array: only this part's store.
+        let part_spec = with_part(&spec, part);
+        run(&part.dir(&cfg.out), part.batches(n_batches), part_spec)?;
+        return StoreMeta::read(&part.dir(&cfg.out))?.ok_or_else(|| Error::Input {
+            path: part.dir(&cfg.out),
+            line: None,
+            message: "the part's meta.json is missing after writing it".into(),
+        });
+    }
+    let Some(count) = part_count(&cfg.out)? else {
+        // The whole dump in one go.
+        check_same_input(&cfg.out, &spec)?;
+        let writer = StoreWriter::create(&cfg.out, spec)?;
+        if let Some(examples) = &seqs.examples {
+            write_examples(&cfg.out, examples)?;
+        }
+        let range = 0..n_batches;
+        return write_batches(
+            writer,
+            &mut graph,
+            &onnx,
+            &hooks,
+            &seqs,
+            cfg.batch_size,
+            range,
+        );
+    };
+    // Finish the parts a job array left undone, then assemble them.
+    let mut parts = Vec::with_capacity(count);
+    for index in 0..count {
+        let part = Part { index, count };
+        run(
+            &part.dir(&cfg.out),
+            part.batches(n_batches),
+            with_part(&spec, part),
+        )?;
+        parts.push(PathBuf::from(PARTS_DIR).join(index.to_string()));
+    }
     if let Some(examples) = &seqs.examples {
         write_examples(&cfg.out, examples)?;
     }
+    Ok(StoreWriter::assemble(&cfg.out, spec, &parts)?)
+}
+
+/// `spec` with the part recorded in its provenance.
+fn with_part(spec: &StoreSpec, part: Part) -> StoreSpec {
+    let mut spec = spec.clone();
+    if let Some(extra) = spec.extra.as_object_mut() {
+        extra.insert("part".into(), serde_json::json!(part.to_string()));
+    }
+    spec
+}
+
+/// The number of parts in `out/parts/`, from the parts' `meta.json`: `None` when
+/// there are none; an error when they disagree.
+fn part_count(out: &Path) -> Result<Option<usize>> {
+    let dir = out.join(PARTS_DIR);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(None);
+    };
+    let mut count = None;
+    for entry in entries.flatten() {
+        let Some(meta) = StoreMeta::read(&entry.path())? else {
+            continue;
+        };
+        let part: Option<Part> = meta.extra["part"].as_str().and_then(|p| p.parse().ok());
+        match (part, count) {
+            (Some(p), None) => count = Some(p.count),
+            (Some(p), Some(n)) if p.count == n => {}
+            _ => {
+                return Err(Error::Input {
+                    path: entry.path(),
+                    line: None,
+                    message: format!(
+                        "this part does not belong to a dump in {} parts (its meta.json says part {:?}); delete {} and dump again",
+                        count.map_or("?".to_string(), |n| n.to_string()),
+                        meta.extra["part"],
+                        dir.display()
+                    ),
+                })
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Run `batches` of the input through the graph and append their rows to `writer`,
+/// skipping the rows it already holds (a resume); finish the store.
+fn write_batches(
+    mut writer: StoreWriter,
+    graph: &mut runtime::Graph,
+    onnx: &Path,
+    hooks: &[sidecar::ChosenHook],
+    seqs: &Sequences,
+    batch_size: usize,
+    batches: std::ops::Range<usize>,
+) -> Result<StoreMeta> {
     let skip = writer.rows_done() as usize;
     let hook_points: Vec<HookPoint> = hooks.iter().map(|h| h.hook).collect();
-    let total: usize = seqs.ids.iter().map(Vec::len).sum();
+    let first_seq = (batches.start * batch_size).min(seqs.ids.len());
+    let last_seq = (batches.end * batch_size).min(seqs.ids.len());
+    let total: usize = seqs.ids[first_seq..last_seq].iter().map(Vec::len).sum();
     let progress = indicatif::ProgressBar::new(total as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tokens {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     progress.set_position(skip as u64);
-    let mut row = 0; // first row of the current batch
-    for (b, batch) in seqs.ids.chunks(cfg.batch_size).enumerate() {
-        let first = b * cfg.batch_size;
+    let mut row = 0; // first row of the current batch, counted from the range's start
+    for b in batches {
+        let first = b * batch_size;
+        let batch = &seqs.ids[first..(first + batch_size).min(seqs.ids.len())];
         let rows: usize = batch.iter().map(Vec::len).sum();
         if row + rows <= skip {
             row += rows;
@@ -199,7 +379,7 @@ pub fn dump(cfg: &OnnxDumpConfig) -> Result<StoreMeta> {
                 .into_dimensionality::<Ix3>()
                 .map_err(|e| Error::Ort {
                     action: "running",
-                    path: onnx.clone(),
+                    path: onnx.to_path_buf(),
                     message: format!("output {} is not (batch, seq, width): {e}", hooks[i].output),
                 })?; // (batch, seq, width_h)
             let mut out = Array2::zeros((rows, hooks[i].width));

@@ -258,8 +258,17 @@ fn parse_state(line: &str) -> JobState {
 }
 
 /// Print a status report: one line per stage, one per array task, the log of
-/// each failed job.
+/// each failed job. A closed stdout (`| head`) ends the report quietly.
 pub fn print_status(pipeline: &Pipeline, stages: &[StageStatus]) {
+    let mut out = std::io::stdout().lock();
+    let _ = write_status(&mut out, pipeline, stages);
+}
+
+fn write_status(
+    out: &mut impl std::io::Write,
+    pipeline: &Pipeline,
+    stages: &[StageStatus],
+) -> std::io::Result<()> {
     let width = stages.iter().map(|s| s.stage.len()).max().unwrap_or(0);
     let shown = |p: &PathBuf| pipeline.display_path(p).display().to_string();
     for s in stages {
@@ -278,22 +287,24 @@ pub fn print_status(pipeline: &Pipeline, stages: &[StageStatus]) {
         } else {
             s.state.to_string()
         };
-        println!("  {:width$}  {state}{job}{note}", s.stage);
+        writeln!(out, "  {:width$}  {state}{job}{note}", s.stage)?;
         if matches!(s.state, JobState::Failed { .. }) {
             if let Some(log) = &s.log {
-                println!("  {:width$}    log: {}", "", shown(log));
+                writeln!(out, "  {:width$}    log: {}", "", shown(log))?;
             }
         }
         for t in &s.tasks {
-            println!(
+            writeln!(
+                out,
                 "  {:width$}    task {} ({}): {}",
                 "", t.index, t.label, t.state
-            );
+            )?;
             if matches!(t.state, JobState::Failed { .. }) {
-                println!("  {:width$}      log: {}", "", shown(&t.log));
+                writeln!(out, "  {:width$}      log: {}", "", shown(&t.log))?;
             }
         }
     }
+    Ok(())
 }
 
 /// Cancel every job of the latest submission of `pipeline` (`scancel`); returns
