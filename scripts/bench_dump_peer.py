@@ -232,7 +232,8 @@ def peer(args) -> dict:
             seq_col = np.concatenate([np.full(len(s), first + j, np.uint64) for j, s in enumerate(batch)])
             pos_col = np.concatenate([np.arange(len(s), dtype=np.uint32) for s in batch])
             tok_col = np.concatenate([np.asarray(s, np.uint32) for s in batch])
-            writer.add(seq_col, pos_col, tok_col, acts)
+            if not args.no_write:
+                writer.add(seq_col, pos_col, tok_col, acts)
             if start is None:  # the first batch is a warm-up
                 start, first_rows = time.perf_counter(), len(seq_col)
         writer.close()
@@ -472,6 +473,8 @@ def main(argv=None) -> int:
             s.add_argument("--shard-rows", type=int, required=True)
         if name == "peer":
             s.add_argument("--attn", default="sdpa", help="transformers attn_implementation")
+            s.add_argument("--no-write", action="store_true",
+                           help="profile: run the model and gather the rows, write nothing")
         if name == "time-dump":
             s.add_argument("--bin", type=Path, required=True)
             s.add_argument("--hooks", nargs="+", default=["blocks.*.hook_resid_pre"])

@@ -11,7 +11,10 @@
 #    one for one while ORT's thread pool waits.
 # 2. times the dump writing ONE hook instead of 12 (the graph computes the same either way),
 #    so the difference is the cost of converting and writing 11 hooks, in wall time.
-# Results: target/bench/bench_dump_profile.jsonl. Needs `perf` (linux-perf) and
+# 3. times the Python peer without writing (torch only) beside bare ORT: how much of the
+#    peer's time is inference.
+# BENCH_PROFILE_PARTS picks parts (default "perf hooks peer"). Results (JSON lines):
+# target/bench/bench_dump_profile.jsonl. Needs `perf` (linux-perf) and
 # kernel.perf_event_paranoid <= 2 or root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,9 +37,12 @@ for f in "$BIN" "$MODEL/model.onnx" "$CORPUS"; do
 done
 FIRST=$((BATCH * CTX))  # the one-batch run (the corpus' windows are full)
 mkdir -p "$DIR/prof"
-: > "$OUT"
+PARTS=" ${BENCH_PROFILE_PARTS:-perf hooks peer} "
+: >> "$OUT"
+export TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1
 echo "profile: $TOKENS tokens; $(uptime)"
-for dtype in f32 f16; do
+[[ "$PARTS" == *" perf "* ]] && dtypes="f32 f16" || dtypes=""
+for dtype in $dtypes; do
   for tokens in "$FIRST" "$TOKENS"; do
     rm -rf "$DIR/out-prof"
     perf record -q -F "$HZ" -o "$DIR/prof/$dtype-$tokens.data" -- "$BIN" onnx --model "$MODEL" \
@@ -52,10 +58,21 @@ rm -rf "$DIR/out-prof"
 common=(--model "$MODEL" --corpus "$CORPUS" --tokens "$TOKENS" --context-size "$CTX"
         --batch-size "$BATCH" --threads "$THREADS" --bin "$BIN" --out "$DIR/out-prof"
         --shard-rows "$SHARD_ROWS")
-echo "== wall time, 1 hook vs 12 hooks (f32)"
-for hooks in blocks.0.hook_resid_pre 'blocks.*.hook_resid_pre'; do
+show() {
+  python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('  %-40s %7.1f tokens/s (load %s)' % (r['name'], r['tokens_per_s'], r['load'][0][0]))"
+}
+[[ "$PARTS" == *" hooks "* ]] && echo "== wall time, 1 hook vs 12 hooks (f32)" && hook_sets=(blocks.0.hook_resid_pre 'blocks.*.hook_resid_pre') || hook_sets=()
+for hooks in "${hook_sets[@]}"; do
   $PY time-dump "${common[@]}" --name "dump_f32 $hooks" --dtype f32 --hooks "$hooks" | tee -a "$OUT" |
-    python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(f"  {r[\"name\"]:<40} {r[\"tokens_per_s\"]:7.1f} tokens/s (load {r[\"load\"][0][0]})")'
+    show
 done
+if [[ "$PARTS" == *" peer "* ]]; then
+  echo "== wall time, the peer without writing vs bare ORT"
+  peer_args=(--model "$MODEL" --corpus "$CORPUS" --tokens "$TOKENS" --context-size "$CTX"
+             --batch-size "$BATCH" --threads "$THREADS")
+  $PY peer "${peer_args[@]}" --name "torch only (peer, no write)" --out "$DIR/out-prof" \
+    --dtype f32 --shard-rows "$SHARD_ROWS" --no-write | tee -a "$OUT" | show
+  $PY ort "${peer_args[@]}" --name "bare_ort" | tee -a "$OUT" | show
+fi
 rm -rf "$DIR/out-prof"
 echo "finished; $(uptime)"
