@@ -234,6 +234,10 @@ pub struct Thresholds {
     /// Edges whose |weight| is below this over all examples and in every group were
     /// removed (0 = nothing removed).
     pub min_abs_weight: f64,
+    /// Nodes whose |effect| is at most this were left out (GPT-2 circuits; absent for
+    /// graphs that select nodes otherwise, like the toy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_threshold: Option<f64>,
 }
 
 /// A feature circuit: the whole `circuit.json`.
@@ -336,6 +340,9 @@ impl Circuit {
         }
         for (name, v) in &self.scores {
             check_finite(*v, &format!("scores.{name}"))?;
+        }
+        if let Some(t) = self.thresholds.node_threshold {
+            check_finite(t, "thresholds.node_threshold")?;
         }
         check_finite(self.thresholds.min_abs_weight, "thresholds.min_abs_weight")
     }

@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod gpt2;
 mod graph;
 pub mod layout;
 pub mod paths;

@@ -2,11 +2,16 @@
 //!
 //! `circuitry-circuit toy --model DIR --sae DIR --store DIR --out DIR` builds the seed's
 //! toy circuit and writes circuit.json, circuit.dot, circuit.svg, summary.txt and, last,
-//! stage.json. Bad input: one error line, exit code 2, nothing written.
+//! stage.json. `circuitry-circuit gpt2 --model DIR --sae DIR... --store DIR --out DIR`
+//! finds, evaluates and draws a sparse feature circuit of GPT-2 on paired prompts.
+//! Bad input: one error line, exit code 2, nothing written.
+mod cli_gpt2;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use circuitry_circuit::gpt2::stage::run_gpt2_stage;
 use circuitry_circuit::stage::{run_toy_stage, ToyStageConfig};
 use circuitry_core::StageTimer;
 use clap::{Parser, Subcommand};
@@ -26,6 +31,8 @@ struct Cli {
 enum Command {
     /// The toy agreement network's circuit: inputs → hidden → SAE features → outputs.
     Toy(ToyArgs),
+    /// A GPT-2 sparse feature circuit on paired prompts (Marks et al. 2024).
+    Gpt2(Box<cli_gpt2::Gpt2Args>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Toy(args) => toy(args),
+        Command::Gpt2(args) => gpt2(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +93,16 @@ fn toy(args: ToyArgs) -> anyhow::Result<()> {
     let _span = tracing::info_span!("circuit_toy", out = %cfg.out.display()).entered();
     let summary = run_toy_stage(&cfg, timer)
         .with_context(|| format!("building the toy circuit into {}", cfg.out.display()))?;
+    print!("{summary}");
+    Ok(())
+}
+
+fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
+    let timer = StageTimer::start("circuitry-circuit");
+    let cfg = args.into_config()?;
+    let _span = tracing::info_span!("circuit_gpt2", out = %cfg.out.display()).entered();
+    let summary = run_gpt2_stage(&cfg, timer)
+        .with_context(|| format!("building the GPT-2 circuit into {}", cfg.out.display()))?;
     print!("{summary}");
     Ok(())
 }

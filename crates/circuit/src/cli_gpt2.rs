@@ -1,0 +1,126 @@
+//! Command-line arguments of `circuitry-circuit gpt2` (part of the binary, not the
+//! library) and their conversion into the validated stage config.
+use std::path::PathBuf;
+
+use circuitry_circuit::gpt2::stage::Gpt2StageConfig;
+use circuitry_circuit::gpt2::{Ablation, Aggregation, Method};
+use clap::ValueEnum;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    /// Attribution patching: ∇m(clean) · Δa.
+    Attribution,
+    /// Integrated gradients along clean → patch (--ig-steps).
+    Ig,
+    /// Exact activation patching, one node at a time.
+    Exact,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AggregationArg {
+    /// One node per feature, effects summed over positions.
+    Sum,
+    /// One node per feature and token position.
+    PerPosition,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AblationArg {
+    /// Per-position mean over the dataset.
+    Mean,
+    /// Zero.
+    Zero,
+    /// Another pair's clean value (seeded by --seed).
+    Resample,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Gpt2Args {
+    /// GPT-2 model directory (config.json, model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// SAE directory, or a directory of SAE directories; repeat for more.
+    #[arg(long = "sae", required = true)]
+    saes: Vec<PathBuf>,
+    /// Pairs dump (circuitry-dump onnx --pairs) with the SAEs' hooks.
+    #[arg(long)]
+    store: PathBuf,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Node-effect method.
+    #[arg(long, value_enum, default_value_t = MethodArg::Ig)]
+    method: MethodArg,
+    /// Integrated-gradient steps.
+    #[arg(long, default_value_t = 10)]
+    ig_steps: usize,
+    /// Sum node effects over positions or keep positions apart.
+    #[arg(long, value_enum, default_value_t = AggregationArg::Sum)]
+    aggregation: AggregationArg,
+    /// Nodes with |mean effect| above this are in the circuit.
+    #[arg(long, default_value_t = 0.1)]
+    node_threshold: f64,
+    /// Edges with |mean weight| below this are not drawn.
+    #[arg(long, default_value_t = 0.01)]
+    edge_threshold: f64,
+    /// Ablation of the nodes outside the circuit in the evaluation.
+    #[arg(long, value_enum, default_value_t = AblationArg::Mean)]
+    ablation: AblationArg,
+    /// Seed of resample ablation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Node thresholds of the faithfulness sweep, comma separated (default: 21 from 1e-4 to 10, log-spaced).
+    #[arg(long, value_delimiter = ',')]
+    sweep: Option<Vec<f64>>,
+    /// Pairs per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Use only the first N pairs.
+    #[arg(long)]
+    max_examples: Option<usize>,
+    /// Compare node effects with exact patching on the first N pairs (0 = off).
+    #[arg(long, default_value_t = 0)]
+    exact_check: usize,
+    /// Most batch × seq rows in one forward pass.
+    #[arg(long, default_value_t = 4096)]
+    max_rows: usize,
+    /// Title of the drawings.
+    #[arg(long)]
+    title: Option<String>,
+}
+
+impl Gpt2Args {
+    pub fn into_config(self) -> circuitry_circuit::Result<Gpt2StageConfig> {
+        Gpt2StageConfig {
+            model: self.model,
+            saes: self.saes,
+            store: self.store,
+            out: self.out,
+            method: match self.method {
+                MethodArg::Attribution => Method::Attribution,
+                MethodArg::Ig => Method::IntegratedGradients {
+                    steps: self.ig_steps,
+                },
+                MethodArg::Exact => Method::Exact,
+            },
+            aggregation: match self.aggregation {
+                AggregationArg::Sum => Aggregation::Sum,
+                AggregationArg::PerPosition => Aggregation::PerPosition,
+            },
+            node_threshold: self.node_threshold,
+            edge_threshold: self.edge_threshold,
+            ablation: match self.ablation {
+                AblationArg::Mean => Ablation::Mean,
+                AblationArg::Zero => Ablation::Zero,
+                AblationArg::Resample => Ablation::Resample { seed: self.seed },
+            },
+            sweep: self.sweep.unwrap_or_else(Gpt2StageConfig::default_sweep),
+            batch_size: self.batch_size,
+            max_examples: self.max_examples,
+            exact_check: self.exact_check,
+            max_rows: self.max_rows,
+            title: self.title,
+        }
+        .check()
+    }
+}

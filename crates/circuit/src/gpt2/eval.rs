@@ -1,0 +1,251 @@
+//! Evaluation of a circuit by ablating the nodes outside it (Marks et al. 2024, §3.2):
+//! faithfulness `(F(C) − F(∅)) / (F(M) − F(∅))` and the same for the complement `M ∖ C`
+//! (completeness: near 0 when the circuit holds everything that matters).
+use circuitry_core::HookPoint;
+use circuitry_models::gpt2::{Forward, Gpt2};
+use ndarray::{s, Array1, Array2, ArrayViewMut3};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::edges::NodeRef;
+use super::nodes::Prepared;
+use super::pairs::{answers, logit_diff, PairBatch};
+use super::splice::{SubState, Submodules};
+use crate::{Error, Result};
+
+/// What an ablated node is set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Ablation {
+    /// Its mean over the dataset (clean and patch prompts) at the same position.
+    Mean,
+    /// Zero (features 0, error 0: the activation becomes `b_dec`).
+    Zero,
+    /// Its clean value on another pair of the same batch (a seeded permutation).
+    Resample {
+        /// Seed of the permutation.
+        seed: u64,
+    },
+}
+
+/// Which nodes are in a circuit, per submodule: features (positions, d_sae) and error
+/// (positions); `positions` is 1 when the nodes are summed over positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    feat: Vec<Array2<bool>>,
+    err: Vec<Array1<bool>>,
+}
+
+impl Membership {
+    /// The circuit holding `nodes` (all summed over positions, or all per position with
+    /// prompts of length `seq`).
+    pub fn of(subs: &Submodules, nodes: &[NodeRef], per_position: Option<usize>) -> Membership {
+        let rows = per_position.unwrap_or(1);
+        let mut m = Membership {
+            feat: subs
+                .all()
+                .iter()
+                .map(|s| Array2::from_elem((rows, s.d_sae()), false))
+                .collect(),
+            err: subs
+                .all()
+                .iter()
+                .map(|_| Array1::from_elem(rows, false))
+                .collect(),
+        };
+        for n in nodes.iter().filter(|n| n.sub < subs.len()) {
+            let p = n.position.unwrap_or(0).min(rows - 1);
+            match n.feature {
+                Some(i) => m.feat[n.sub][[p, i]] = true,
+                None => m.err[n.sub][p] = true,
+            }
+        }
+        m
+    }
+
+    /// Every node in (`true`) or none (`false`).
+    pub fn filled(subs: &Submodules, value: bool) -> Membership {
+        let mut m = Membership::of(subs, &[], None);
+        for f in &mut m.feat {
+            f.fill(value);
+        }
+        for e in &mut m.err {
+            e.fill(value);
+        }
+        m
+    }
+
+    /// The nodes not in `self`.
+    pub fn complement(&self) -> Membership {
+        Membership {
+            feat: self.feat.iter().map(|f| f.mapv(|v| !v)).collect(),
+            err: self.err.iter().map(|e| e.mapv(|v| !v)).collect(),
+        }
+    }
+
+    /// Number of nodes in the circuit.
+    pub fn count(&self) -> usize {
+        let f: usize = self.feat.iter().map(|f| f.iter().filter(|&&v| v).count()).sum();
+        let e: usize = self.err.iter().map(|e| e.iter().filter(|&&v| v).count()).sum();
+        f + e
+    }
+
+    fn row(&self, p: usize) -> usize {
+        p.min(self.err.first().map_or(1, |e| e.len()) - 1)
+    }
+}
+
+/// Mean features and errors per position over clean and patch prompts of all batches:
+/// per submodule `(f (seq_max, d_sae), err (seq_max, d_model))`.
+pub fn position_means(preps: &[Prepared]) -> Vec<(Array2<f32>, Array2<f32>)> {
+    let Some(first) = preps.first() else {
+        return Vec::new();
+    };
+    let seq_max = preps.iter().map(|p| p.clean[0].f.dim().1).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for s in 0..first.clean.len() {
+        let d_sae = first.clean[s].f.dim().2;
+        let d = first.clean[s].err.dim().2;
+        let mut f = Array2::<f64>::zeros((seq_max, d_sae));
+        let mut e = Array2::<f64>::zeros((seq_max, d));
+        let mut count = vec![0usize; seq_max];
+        for prep in preps {
+            for st in [&prep.clean[s], &prep.patch[s]] {
+                let (b, seq, _) = st.f.dim();
+                for p in 0..seq {
+                    count[p] += b;
+                    let mut fr = f.row_mut(p);
+                    fr += &st.f.slice(s![.., p, ..]).mapv(f64::from).sum_axis(ndarray::Axis(0));
+                    let mut er = e.row_mut(p);
+                    er += &st.err.slice(s![.., p, ..]).mapv(f64::from).sum_axis(ndarray::Axis(0));
+                }
+            }
+        }
+        for p in 0..seq_max {
+            let n = count[p].max(1) as f64;
+            f.row_mut(p).mapv_inplace(|v| v / n);
+            e.row_mut(p).mapv_inplace(|v| v / n);
+        }
+        out.push((f.mapv(|v| v as f32), e.mapv(|v| v as f32)));
+    }
+    out
+}
+
+/// The mean metric over all pairs with every node outside `keep` ablated.
+pub fn ablated_metric(
+    model: &Gpt2,
+    subs: &Submodules,
+    batches: &[PairBatch],
+    preps: &[Prepared],
+    means: &[(Array2<f32>, Array2<f32>)],
+    keep: &Membership,
+    ablation: Ablation,
+) -> Result<f64> {
+    let (mut total, mut n) = (0.0f64, 0usize);
+    for (bi, (batch, prep)) in batches.iter().zip(preps).enumerate() {
+        let b = batch.len();
+        let donor: Vec<usize> = match ablation {
+            Ablation::Resample { seed } => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(bi as u64));
+                let mut perm: Vec<usize> = (0..b).collect();
+                perm.shuffle(&mut rng);
+                perm
+            }
+            _ => (0..b).collect(),
+        };
+        let hooks = subs.hooks();
+        let out = model.run_with(
+            &Forward::tokens(batch.clean.view()),
+            |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| -> Result<()> {
+                let Some(s) = hooks.iter().position(|&x| x == h) else {
+                    return Ok(());
+                };
+                let sub = &subs.all()[s];
+                let mut st = sub.encode(act.view())?;
+                ablate(&mut st, s, keep, ablation, &means[s], &prep.clean[s], &donor);
+                act.assign(&sub.decode(&st));
+                Ok(())
+            },
+        )?;
+        let logits = out.logits.as_ref().ok_or_else(|| Error::Missing {
+            what: "logits".into(),
+            detail: "the forward was asked for logits (internal error)".into(),
+        })?;
+        let (m, _) = logit_diff(logits.view(), &answers(batch));
+        total += m.iter().map(|&v| f64::from(v)).sum::<f64>();
+        n += b;
+    }
+    Ok(total / n.max(1) as f64)
+}
+
+fn ablate(
+    st: &mut SubState,
+    s: usize,
+    keep: &Membership,
+    ablation: Ablation,
+    mean: &(Array2<f32>, Array2<f32>),
+    clean: &SubState,
+    donor: &[usize],
+) {
+    let (b, seq, d_sae) = st.f.dim();
+    for p in 0..seq {
+        let r = keep.row(p);
+        let feat = keep.feat[s].row(r);
+        for bi in 0..b {
+            for i in 0..d_sae {
+                if !feat[i] {
+                    st.f[[bi, p, i]] = match ablation {
+                        Ablation::Mean => mean.0[[p, i]],
+                        Ablation::Zero => 0.0,
+                        Ablation::Resample { .. } => clean.f[[donor[bi], p, i]],
+                    };
+                }
+            }
+            if !keep.err[s][r] {
+                let mut e = st.err.slice_mut(s![bi, p, ..]);
+                match ablation {
+                    Ablation::Mean => e.assign(&mean.1.row(p)),
+                    Ablation::Zero => e.fill(0.0),
+                    Ablation::Resample { .. } => e.assign(&clean.err.slice(s![donor[bi], p, ..])),
+                }
+            }
+        }
+    }
+}
+
+/// One row of the faithfulness table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalRow {
+    /// Node threshold on |mean effect|.
+    pub threshold: f64,
+    /// Nodes in the circuit.
+    pub nodes: usize,
+    /// `nodes` over all nodes of the model's SAEs (features + error nodes).
+    pub node_fraction: f64,
+    /// `F(C)`: mean metric with the nodes outside the circuit ablated.
+    pub f_circuit: f64,
+    /// `F(M ∖ C)`: mean metric with the circuit's nodes ablated.
+    pub f_complement: f64,
+    /// `(F(C) − F(∅)) / (F(M) − F(∅))`.
+    pub faithfulness: f64,
+    /// `(F(M ∖ C) − F(∅)) / (F(M) − F(∅))` (lower = more complete).
+    pub complement_faithfulness: f64,
+}
+
+/// `F(M)` and `F(∅)`, the two ends the scores are normalised by.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Ends {
+    /// Mean metric of the whole model (SAEs spliced, nothing ablated).
+    pub f_model: f64,
+    /// Mean metric with every node ablated.
+    pub f_empty: f64,
+}
+
+impl Ends {
+    /// `(F − F(∅)) / (F(M) − F(∅))`.
+    pub fn normalise(&self, f: f64) -> f64 {
+        (f - self.f_empty) / (self.f_model - self.f_empty)
+    }
+}

@@ -1,0 +1,292 @@
+//! Node effects of SAE features and SAE error nodes on the metric, for a batch of pairs:
+//! attribution patching, integrated gradients and exact activation patching.
+use circuitry_core::HookPoint;
+use circuitry_models::gpt2::{Backward, Forward, Gpt2};
+use ndarray::{s, Array2, Array3, ArrayViewMut3, Axis};
+
+use super::pairs::{answers, logit_diff, repeat_rows, PairBatch};
+use super::splice::{dot_last, SubState, Submodule, Submodules};
+use crate::{Error, Result};
+
+/// How node effects are estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Method {
+    /// `∇m · Δa` with the gradient at the clean prompt (one forward + backward).
+    Attribution,
+    /// `(1/N) Σ_{k<N} ∇m(a_clean + k/N · Δa) · Δa`, one submodule interpolated at a
+    /// time, as in Marks et al. (`N` forward + backward passes per submodule).
+    IntegratedGradients {
+        /// `N`, the number of steps (10 by default).
+        steps: usize,
+    },
+    /// `m(patch node i to its patch value) − m(clean)`, one forward pass per node and
+    /// position (batched).
+    Exact,
+}
+
+impl Method {
+    /// Short name (`attribution`, `ig`, `exact`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Attribution => "attribution",
+            Method::IntegratedGradients { .. } => "ig",
+            Method::Exact => "exact",
+        }
+    }
+}
+
+/// What one clean and one patch forward pass of a batch give.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Clean features and errors per submodule.
+    pub clean: Vec<SubState>,
+    /// Patch features and errors per submodule.
+    pub patch: Vec<SubState>,
+    /// `patch − clean` per submodule.
+    pub delta: Vec<SubState>,
+    /// The clean metric per pair (batch).
+    pub metric: ndarray::Array1<f32>,
+    /// Attribution gradients `∂m/∂x` at each submodule's hook (batch, seq, d_model).
+    pub grad: Vec<Array3<f32>>,
+    /// The clean `resid_pre` of every block (batch, seq, d_model), for exact patching.
+    pub resid_pre: Vec<Array3<f32>>,
+}
+
+/// Run the clean prompts (with a backward pass from the metric) and the patch prompts,
+/// and encode every submodule's activations.
+pub fn prepare(model: &Gpt2, subs: &Submodules, batch: &PairBatch) -> Result<Prepared> {
+    let n_layer = model.config().n_layer;
+    let mut hooks = subs.hooks();
+    let resid: Vec<HookPoint> = (0..n_layer)
+        .map(|layer| HookPoint::ResidPre { layer })
+        .collect();
+    hooks.extend(resid.iter().filter(|h| !hooks.contains(h)).collect::<Vec<_>>());
+    let clean = model.run(
+        &Forward::tokens(batch.clean.view())
+            .capture(&hooks)
+            .trace(true),
+    )?;
+    let patch = model.run(&Forward::tokens(batch.patch.view()).capture(&hooks))?;
+    let logits = clean.logits.as_ref().ok_or_else(no_logits)?;
+    let (metric, d_logits) = logit_diff(logits.view(), &answers(batch));
+    let trace = clean.trace.as_ref().ok_or_else(no_logits)?;
+    let sub_hooks = subs.hooks();
+    let grads = model.backward(trace, &Backward::from_logits(d_logits.view()).want(&sub_hooks))?;
+    let mut p = Prepared {
+        clean: Vec::new(),
+        patch: Vec::new(),
+        delta: Vec::new(),
+        metric,
+        grad: Vec::new(),
+        resid_pre: resid
+            .iter()
+            .map(|h| clean.hooks.get(h).cloned().ok_or_else(no_logits))
+            .collect::<Result<_>>()?,
+    };
+    for sub in subs.all() {
+        let get = |out: &circuitry_models::gpt2::Gpt2Output<f32>| {
+            out.hooks.get(&sub.hook).cloned().ok_or_else(no_logits)
+        };
+        let c = sub.encode(get(&clean)?.view())?;
+        let pt = sub.encode(get(&patch)?.view())?;
+        p.delta.push(pt.minus(&c));
+        p.clean.push(c);
+        p.patch.push(pt);
+        p.grad.push(grads.get(&sub.hook).cloned().ok_or_else(no_logits)?);
+    }
+    Ok(p)
+}
+
+fn no_logits() -> Error {
+    Error::Missing {
+        what: "a forward output".into(),
+        detail: "the model did not return a value it was asked for (internal error)".into(),
+    }
+}
+
+/// Node effects of one batch: per submodule, features (batch, seq, d_sae) and the error
+/// node (batch, seq), plus the gradient used (for edges).
+#[derive(Debug, Clone)]
+pub struct NodeEffects {
+    /// Feature effects per submodule (batch, seq, d_sae).
+    pub feat: Vec<Array3<f32>>,
+    /// Error-node effects per submodule (batch, seq).
+    pub err: Vec<Array2<f32>>,
+    /// The gradient at each hook that the effects use (batch, seq, d_model): the clean
+    /// gradient for attribution and exact patching, the mean over the path for IG.
+    pub grad: Vec<Array3<f32>>,
+}
+
+/// Effects of every node of every submodule on the batch's metric.
+pub fn node_effects(
+    model: &Gpt2,
+    subs: &Submodules,
+    batch: &PairBatch,
+    prep: &Prepared,
+    method: Method,
+    max_rows: usize,
+) -> Result<NodeEffects> {
+    let mut out = NodeEffects {
+        feat: Vec::new(),
+        err: Vec::new(),
+        grad: Vec::new(),
+    };
+    for (s, sub) in subs.all().iter().enumerate() {
+        let grad = match method {
+            Method::Attribution | Method::Exact => prep.grad[s].clone(),
+            Method::IntegratedGradients { steps } => {
+                ig_grad(model, sub, batch, &prep.clean[s], &prep.delta[s], steps, max_rows)?
+            }
+        };
+        let (feat, err) = match method {
+            Method::Exact => exact(model, sub, batch, prep, s, max_rows)?,
+            _ => (
+                sub.feature_grad(grad.view()) * &prep.delta[s].f,
+                dot_last(grad.view(), prep.delta[s].err.view()),
+            ),
+        };
+        out.feat.push(feat);
+        out.err.push(err);
+        out.grad.push(grad);
+    }
+    Ok(out)
+}
+
+/// The mean gradient at `sub`'s hook over the path `clean + k/N · delta`, `k < N`,
+/// with the submodule spliced as `decode(f) + err` and everything else left to run.
+pub fn ig_grad(
+    model: &Gpt2,
+    sub: &Submodule,
+    batch: &PairBatch,
+    clean: &SubState,
+    delta: &SubState,
+    steps: usize,
+    max_rows: usize,
+) -> Result<Array3<f32>> {
+    let (b, seq) = batch.clean.dim();
+    let per_chunk = (max_rows / (b * seq).max(1)).clamp(1, steps.max(1));
+    let mut total = Array3::<f32>::zeros(clean.err.raw_dim()); // (batch, seq, d)
+    let ans = answers(batch);
+    let want = [sub.hook];
+    let mut k0 = 0;
+    while k0 < steps {
+        let k1 = (k0 + per_chunk).min(steps);
+        let n = k1 - k0;
+        let ids = repeat_rows(batch.clean.view(), n); // (n·batch, seq)
+        let alpha = |r: usize| (k0 + r / b) as f32 / steps as f32;
+        let f = Array3::from_shape_fn((n * b, seq, clean.f.dim().2), |(r, p, i)| {
+            clean.f[[r % b, p, i]] + alpha(r) * delta.f[[r % b, p, i]]
+        });
+        let err = Array3::from_shape_fn((n * b, seq, clean.err.dim().2), |(r, p, i)| {
+            clean.err[[r % b, p, i]] + alpha(r) * delta.err[[r % b, p, i]]
+        });
+        let spliced = sub.decode(&SubState { f, err }); // (n·batch, seq, d)
+        let hook = sub.hook;
+        let out = model.run_with(
+            &Forward::tokens(ids.view()).trace(true),
+            |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| {
+                if h == hook {
+                    act.assign(&spliced);
+                }
+                Ok::<(), Error>(())
+            },
+        )?;
+        let logits = out.logits.as_ref().ok_or_else(no_logits)?;
+        let (_, d_logits) = logit_diff(logits.view(), &ans);
+        let trace = out.trace.as_ref().ok_or_else(no_logits)?;
+        let g = model.backward(trace, &Backward::from_logits(d_logits.view()).want(&want))?;
+        let g = g.get(&hook).ok_or_else(no_logits)?;
+        for j in 0..n {
+            total += &g.slice(s![j * b..(j + 1) * b, .., ..]);
+        }
+        k0 = k1;
+    }
+    Ok(total / steps as f32)
+}
+
+/// One exact-patching variant: pair `b`, position `p`, feature `i` (`None`: error).
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    b: usize,
+    p: usize,
+    i: Option<usize>,
+}
+
+/// Exact effects: every (pair, position, node) whose patch value differs is patched
+/// alone, the model run from the clean `resid_pre` of the submodule's block.
+fn exact(
+    model: &Gpt2,
+    sub: &Submodule,
+    batch: &PairBatch,
+    prep: &Prepared,
+    s: usize,
+    max_rows: usize,
+) -> Result<(Array3<f32>, Array2<f32>)> {
+    let delta = &prep.delta[s];
+    let (b, seq, d_sae) = delta.f.dim();
+    let mut variants = Vec::new();
+    for bi in 0..b {
+        for p in 0..seq {
+            for i in 0..d_sae {
+                if delta.f[[bi, p, i]] != 0.0 {
+                    variants.push(Variant { b: bi, p, i: Some(i) });
+                }
+            }
+            if delta.err.slice(s![bi, p, ..]).iter().any(|&v| v != 0.0) {
+                variants.push(Variant { b: bi, p, i: None });
+            }
+        }
+    }
+    let layer = match sub.hook {
+        HookPoint::ResidPost { layer } => layer,
+        h => h.layer().unwrap_or(0),
+    };
+    let resid = &prep.resid_pre[layer]; // (batch, seq, d)
+    let d = resid.dim().2;
+    let ans = answers(batch);
+    let mut feat = Array3::zeros((b, seq, d_sae));
+    let mut err = Array2::zeros((b, seq));
+    let per_chunk = (max_rows / seq.max(1)).max(1);
+    for chunk in variants.chunks(per_chunk) {
+        let v = chunk.len();
+        let input = Array3::from_shape_fn((v, seq, d), |(r, p, k)| resid[[chunk[r].b, p, k]]);
+        let mut add = Array3::<f32>::zeros((v, seq, d));
+        for (r, var) in chunk.iter().enumerate() {
+            let mut row = add.slice_mut(s![r, var.p, ..]);
+            match var.i {
+                Some(i) => row.scaled_add(delta.f[[var.b, var.p, i]], &sub.direction(i)),
+                None => row.assign(&delta.err.slice(s![var.b, var.p, ..])),
+            }
+        }
+        let hook = sub.hook;
+        let out = model.run_with(
+            &Forward::from_resid_pre(layer, input.view()),
+            |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| {
+                if h == hook {
+                    act += &add;
+                }
+                Ok::<(), Error>(())
+            },
+        )?;
+        let logits = out.logits.as_ref().ok_or_else(no_logits)?;
+        let var_ans: Vec<(u32, u32)> = chunk.iter().map(|v| ans[v.b]).collect();
+        let (m, _) = logit_diff(logits.view(), &var_ans);
+        for (r, var) in chunk.iter().enumerate() {
+            let e = m[r] - prep.metric[var.b];
+            match var.i {
+                Some(i) => feat[[var.b, var.p, i]] = e,
+                None => err[[var.b, var.p]] = e,
+            }
+        }
+    }
+    Ok((feat, err))
+}
+
+/// Sum of a node-effect array over pairs: features (seq, d_sae) and error (seq).
+pub fn sum_over_batch(feat: &Array3<f32>, err: &Array2<f32>) -> (Array2<f64>, ndarray::Array1<f64>) {
+    (
+        feat.mapv(f64::from).sum_axis(Axis(0)),
+        err.mapv(f64::from).sum_axis(Axis(0)),
+    )
+}

@@ -1,0 +1,421 @@
+//! The `circuitry-circuit gpt2` stage: model weights + SAEs + a pairs dump in, circuit
+//! files out. Offline: nothing but those files is read. Everything is checked and
+//! computed before anything is written; `stage.json` is written last.
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use circuitry_core::fingerprint::fingerprint_path;
+use circuitry_core::{atomic, StageTimer, TOOL_VERSION};
+use circuitry_models::gpt2::Gpt2;
+use circuitry_sae::{Sae, CFG_FILE};
+use circuitry_store::ActivationStore;
+use serde::Serialize;
+
+use super::build::{build_graph, label, GraphMeta, GraphParts};
+use super::discover::{analyse, log_thresholds, mean_edges, select, sweep, Aggregation};
+use super::eval::{Ablation, EvalRow};
+use super::nodes::Method;
+use super::pairs::{check_reproduces, PairData};
+use super::splice::{Submodule, Submodules};
+use super::{exactcheck, plot};
+use crate::graph::{Described, Provenance, CIRCUIT_FILE};
+use crate::render;
+use crate::{Error, Result};
+
+/// The files the stage writes, besides `stage.json`.
+pub const OUTPUT_FILES: [&str; 7] = [
+    CIRCUIT_FILE,
+    "circuit.dot",
+    "circuit.svg",
+    "summary.txt",
+    "faithfulness.csv",
+    "faithfulness.json",
+    "faithfulness.svg",
+];
+
+/// Validated options of the GPT-2 circuit stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gpt2StageConfig {
+    /// Model directory (`config.json`, `model.safetensors`).
+    pub model: PathBuf,
+    /// SAE directories, or directories holding SAE directories (one per hook).
+    pub saes: Vec<PathBuf>,
+    /// A pairs dump (`circuitry-dump onnx --pairs`).
+    pub store: PathBuf,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Node-effect method.
+    pub method: Method,
+    /// Sum over positions or keep positions apart.
+    pub aggregation: Aggregation,
+    /// Nodes with |mean effect| above this are in the circuit.
+    pub node_threshold: f64,
+    /// Edges with |mean weight| below this are not drawn.
+    pub edge_threshold: f64,
+    /// How nodes outside the circuit are ablated in the evaluation.
+    pub ablation: Ablation,
+    /// Node thresholds of the faithfulness sweep (the default threshold is added).
+    pub sweep: Vec<f64>,
+    /// Pairs per batch.
+    pub batch_size: usize,
+    /// Use only the first pairs of the store.
+    pub max_examples: Option<usize>,
+    /// Compare the method's node effects with exact patching on this many pairs (0: off).
+    pub exact_check: usize,
+    /// Most batch·seq rows of one forward pass.
+    pub max_rows: usize,
+    /// Title of the drawings (default: from the store's directory name).
+    pub title: Option<String>,
+}
+
+impl Gpt2StageConfig {
+    /// The default sweep: 21 thresholds log-spaced from 1e-4 to 10.
+    pub fn default_sweep() -> Vec<f64> {
+        log_thresholds(-4.0, 1.0, 21)
+    }
+
+    /// Check option ranges; the returned config is the only one the stage accepts.
+    pub fn check(mut self) -> Result<Self> {
+        let bad = |option, reason: String| Err(Error::BadOption { option, reason });
+        if let Method::IntegratedGradients { steps } = self.method {
+            if steps == 0 {
+                return bad("--ig-steps", "must be at least 1".into());
+            }
+        }
+        for (option, v) in [
+            ("--node-threshold", self.node_threshold),
+            ("--edge-threshold", self.edge_threshold),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(option, format!("{v} is not a finite number ≥ 0"));
+            }
+        }
+        if let Some(t) = self.sweep.iter().find(|t| !t.is_finite() || **t < 0.0) {
+            return bad("--sweep", format!("{t} is not a finite number ≥ 0"));
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size", "must be at least 1".into());
+        }
+        if self.max_rows == 0 {
+            return bad("--max-rows", "must be at least 1".into());
+        }
+        if self.max_examples == Some(0) {
+            return bad("--max-examples", "must be at least 1".into());
+        }
+        if self.saes.is_empty() {
+            return bad("--sae", "give at least one SAE directory".into());
+        }
+        if !self.sweep.contains(&self.node_threshold) {
+            self.sweep.push(self.node_threshold);
+        }
+        self.sweep.sort_by(f64::total_cmp);
+        Ok(self)
+    }
+}
+
+/// Everything the stage writes, rendered in memory.
+#[derive(Debug, Clone)]
+pub struct Gpt2Outputs {
+    /// The circuit graph.
+    pub circuit: crate::Circuit,
+    /// File name → contents, for every file of [`OUTPUT_FILES`].
+    pub files: BTreeMap<&'static str, Vec<u8>>,
+    /// The sweep.
+    pub rows: Vec<EvalRow>,
+}
+
+/// Load the SAEs: each path is an SAE directory (has `cfg.json`) or a directory whose
+/// subdirectories are.
+pub fn load_saes(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Sae)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.join(CFG_FILE).is_file() {
+            out.push((p.clone(), Sae::load(p)?));
+            continue;
+        }
+        let entries = std::fs::read_dir(p).map_err(|e| Error::Missing {
+            what: format!("SAE directory {}", p.display()),
+            detail: format!("cannot read it ({e}); give a directory with {CFG_FILE} or one holding such directories"),
+        })?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|d| d.join(CFG_FILE).is_file())
+            .collect();
+        dirs.sort();
+        if dirs.is_empty() {
+            return Err(Error::Missing {
+                what: format!("SAEs in {}", p.display()),
+                detail: format!("neither it nor any subdirectory has {CFG_FILE}; point --sae at a train-sae output"),
+            });
+        }
+        for d in dirs {
+            let sae = Sae::load(&d)?;
+            out.push((d, sae));
+        }
+    }
+    Ok(out)
+}
+
+/// Read and cross-check the inputs, find and evaluate the circuit, render it. Writes
+/// nothing.
+pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
+    let model: Gpt2 = Gpt2::load(&cfg.model)?;
+    let saes = load_saes(&cfg.saes)?;
+    let mut sae_fps = BTreeMap::new();
+    let mut list = Vec::new();
+    for (dir, sae) in saes {
+        sae_fps.insert(sae.cfg.hook_name.to_string(), fingerprint_path(&dir)?);
+        list.push(Submodule::new(sae)?);
+    }
+    let c = model.config();
+    let subs = Submodules::new(list, c.n_embd, c.n_layer)?;
+    let store = ActivationStore::open(&cfg.store)?;
+    let have = store.hooks();
+    let hooks: Vec<_> = subs.hooks().into_iter().filter(|h| have.contains(h)).collect();
+    if hooks.is_empty() {
+        return Err(Error::Missing {
+            what: "cached activations at the SAEs' hooks".into(),
+            detail: format!(
+                "{} has none of {:?}; dump the pairs with these hooks so the forward can be checked",
+                cfg.store.display(),
+                subs.hooks().iter().map(ToString::to_string).collect::<Vec<_>>()
+            ),
+        });
+    }
+    let data = PairData::read(&store, &hooks, cfg.batch_size, cfg.max_examples)?;
+    if cfg.aggregation == Aggregation::PerPosition {
+        let lens: std::collections::BTreeSet<usize> = data.batches.iter().map(|b| b.seq()).collect();
+        if lens.len() > 1 {
+            return Err(Error::BadOption {
+                option: "--aggregation",
+                reason: format!("per-position nodes need prompts of one length; {} has lengths {lens:?}; use --aggregation sum", cfg.store.display()),
+            });
+        }
+    }
+    let model_fp = fingerprint_path(&cfg.model.join("model.safetensors"))?;
+    let store_fp = store.meta().model_fingerprint.clone();
+    for (batch, cached) in data.batches.iter().zip(&data.cached) {
+        check_reproduces(&model, batch, cached, &cfg.store, (&model_fp, &store_fp))?;
+    }
+    let analysis = analyse(&model, &subs, &data.batches, cfg.method, cfg.max_rows)?;
+    let scored = analysis.scored_nodes(cfg.aggregation);
+    let nodes = select(&scored, cfg.node_threshold);
+    let edges = mean_edges(&model, &subs, &data.batches, &analysis, &nodes, cfg.max_rows)?;
+    let (ends, rows) = sweep(
+        &model,
+        &subs,
+        &data.batches,
+        &analysis,
+        cfg.aggregation,
+        cfg.ablation,
+        &cfg.sweep,
+    )?;
+    let mut scores = BTreeMap::new();
+    if let Some(r) = rows.iter().find(|r| r.threshold == cfg.node_threshold) {
+        scores.insert("faithfulness".to_string(), r.faithfulness);
+        scores.insert("complement_faithfulness".to_string(), r.complement_faithfulness);
+        scores.insert("node_fraction".to_string(), r.node_fraction);
+        scores.insert("nodes".to_string(), r.nodes as f64);
+        scores.insert("f_circuit".to_string(), r.f_circuit);
+    }
+    scores.insert("f_model".to_string(), ends.f_model);
+    scores.insert("f_empty".to_string(), ends.f_empty);
+    scores.insert("all_nodes".to_string(), scored.len() as f64);
+    let metric_mean = analysis
+        .preps
+        .iter()
+        .flat_map(|p| p.metric.iter().map(|&v| f64::from(v)))
+        .sum::<f64>()
+        / analysis.n_examples.max(1) as f64;
+    scores.insert("metric_clean".to_string(), metric_mean);
+    if cfg.exact_check > 0 {
+        let r = exactcheck::compare(&model, &subs, &data.batches, cfg, cfg.exact_check)?;
+        scores.insert("pearson_r_vs_exact_nodes".to_string(), r.nodes);
+        scores.insert("pearson_r_vs_exact_entries".to_string(), r.entries);
+        scores.insert("exact_check_pairs".to_string(), r.pairs as f64);
+    }
+    let in_circuit: Vec<_> = scored
+        .iter()
+        .copied()
+        .filter(|s| nodes.contains(&s.node))
+        .collect();
+    let title = cfg.title.clone().unwrap_or_else(|| {
+        format!(
+            "Feature circuit: {}",
+            cfg.store
+                .file_name()
+                .map_or("pairs".into(), |n| n.to_string_lossy().to_string())
+        )
+    });
+    let meta = GraphMeta {
+        title: title.clone(),
+        method: describe_method(cfg),
+        metric: Described {
+            name: "logit_diff".into(),
+            description: "m = logit(patch answer) − logit(clean answer) at the last position of the clean prompt; effects are changes of m when a node goes from its clean to its patch value".into(),
+        },
+        provenance: Provenance {
+            tool_version: TOOL_VERSION.into(),
+            model: model_fp,
+            dataset: fingerprint_path(&cfg.store)?,
+            saes: sae_fps,
+        },
+        n_examples: analysis.n_examples as u64,
+        scores,
+        notes: notes(cfg),
+    };
+    let parts = GraphParts {
+        subs: &subs,
+        nodes: &in_circuit,
+        edges: &edges,
+        edge_threshold: cfg.edge_threshold,
+        node_threshold: cfg.node_threshold,
+        metric_mean,
+    };
+    let circuit = build_graph(&parts, meta)?;
+    let mut files: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
+    files.insert(CIRCUIT_FILE, circuit.to_json_bytes()?);
+    files.insert("circuit.dot", render::dot::render(&circuit, None).into_bytes());
+    files.insert("circuit.svg", render::svg::render(&circuit, None).into_bytes());
+    files.insert("summary.txt", summary(&circuit, &rows, &subs, &in_circuit).into_bytes());
+    files.insert("faithfulness.csv", csv(&rows).into_bytes());
+    let mut json = serde_json::to_vec_pretty(&serde_json::json!({
+        "ablation": cfg.ablation,
+        "aggregation": cfg.aggregation,
+        "method": cfg.method,
+        "f_model": ends.f_model,
+        "f_empty": ends.f_empty,
+        "node_threshold": cfg.node_threshold,
+        "all_nodes": scored.len(),
+        "rows": rows,
+    }))
+    .map_err(|source| {
+        Error::Core(circuitry_core::Error::Json {
+            path: "faithfulness.json".into(),
+            source,
+        })
+    })?;
+    json.push(b'\n');
+    files.insert("faithfulness.json", json);
+    files.insert(
+        "faithfulness.svg",
+        plot::render(&format!("{title}: faithfulness"), &rows, cfg.node_threshold).into_bytes(),
+    );
+    Ok(Gpt2Outputs {
+        circuit,
+        files,
+        rows,
+    })
+}
+
+fn describe_method(cfg: &Gpt2StageConfig) -> Described {
+    let nodes = match cfg.method {
+        Method::Attribution => "attribution patching: effect = ∇m(clean) · (a_patch − a_clean)".to_string(),
+        Method::IntegratedGradients { steps } => format!("integrated gradients, {steps} steps: effect = mean_k ∇m(a_clean + k/{steps} · Δa) · Δa over k = 0..{}, one submodule interpolated at a time", steps - 1),
+        Method::Exact => "exact activation patching: effect = m(node at its patch value) − m(clean), per position".into(),
+    };
+    Described {
+        name: format!("sfc_{}", cfg.method.name()),
+        description: format!(
+            "Sparse feature circuits (Marks et al. 2024). Node effects by {nodes}; features are leaves (∂m/∂f_i = ∇m · W_dec[i]); effects are means over pairs, {}. Edge u → d: mean over pairs of ∇_d m · ∂d/∂u · Δu (Jacobian at the clean prompt, other submodules detached); edges into the metric node: ∇m · Δu along the direct path.",
+            match cfg.aggregation {
+                Aggregation::Sum => "summed over positions",
+                Aggregation::PerPosition => "per position",
+            }
+        ),
+    }
+}
+
+fn notes(cfg: &Gpt2StageConfig) -> Vec<String> {
+    vec![
+        "Graph layers are the spliced submodules in forward order (resid_pre, attn_out, mlp_out of each block), then the metric node.".into(),
+        format!(
+            "Node threshold {} on |mean effect|; edges with |mean weight| < {} are not drawn.",
+            cfg.node_threshold, cfg.edge_threshold
+        ),
+        format!(
+            "Faithfulness (F(C) − F(∅)) / (F(M) − F(∅)) with {} ablation of the nodes outside the circuit; complement_faithfulness ablates the circuit's nodes instead (low = complete).",
+            match cfg.ablation {
+                Ablation::Mean => "mean (per position, over clean and patch prompts)",
+                Ablation::Zero => "zero",
+                Ablation::Resample { .. } => "resample",
+            }
+        ),
+    ]
+}
+
+fn csv(rows: &[EvalRow]) -> String {
+    let mut s = String::from("threshold,nodes,node_fraction,f_circuit,f_complement,faithfulness,complement_faithfulness\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{}",
+            r.threshold,
+            r.nodes,
+            r.node_fraction,
+            r.f_circuit,
+            r.f_complement,
+            r.faithfulness,
+            r.complement_faithfulness
+        );
+    }
+    s
+}
+
+fn summary(
+    c: &crate::Circuit,
+    rows: &[EvalRow],
+    subs: &Submodules,
+    nodes: &[super::discover::ScoredNode],
+) -> String {
+    let mut s = format!("{}\n\n", c.title);
+    let _ = writeln!(s, "method: {}\n", c.method.name);
+    for (k, v) in &c.scores {
+        let _ = writeln!(s, "{k:>28}: {}", render::short(*v));
+    }
+    let _ = writeln!(s, "\nsweep (node threshold → nodes, faithfulness, complement):");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "  {:>10}  {:>6} ({:>6.2}%)  {:>8}  {:>8}",
+            render::short(r.threshold),
+            r.nodes,
+            100.0 * r.node_fraction,
+            render::short(r.faithfulness),
+            render::short(r.complement_faithfulness)
+        );
+    }
+    let mut top: Vec<_> = nodes.to_vec();
+    top.sort_by(|a, b| b.effect.abs().total_cmp(&a.effect.abs()));
+    let _ = writeln!(s, "\nstrongest nodes ({} in the circuit):", nodes.len());
+    for n in top.iter().take(20) {
+        let _ = writeln!(s, "  {:<14} effect {}", label(subs, n.node), render::short(n.effect));
+    }
+    let mut edges: Vec<_> = c.edges.iter().collect();
+    edges.sort_by(|a, b| b.weight.all.abs().total_cmp(&a.weight.all.abs()));
+    let _ = writeln!(s, "\nstrongest edges ({} drawn):", c.edges.len());
+    for e in edges.iter().take(20) {
+        let _ = writeln!(s, "  {} -> {}  {}", e.source, e.target, render::short(e.weight.all));
+    }
+    s
+}
+
+/// Write the output files into `out`, each atomically.
+pub fn write_outputs(out: &Path, o: &Gpt2Outputs) -> Result<()> {
+    for (name, bytes) in &o.files {
+        atomic::write_bytes(&out.join(name), bytes)?;
+    }
+    Ok(())
+}
+
+/// The whole stage: build, write the outputs, then `stage.json` last. Returns the
+/// summary text.
+pub fn run_gpt2_stage(cfg: &Gpt2StageConfig, timer: StageTimer) -> Result<String> {
+    let outputs = build_gpt2(cfg)?;
+    write_outputs(&cfg.out, &outputs)?;
+    let mut inputs: Vec<&Path> = vec![&cfg.model, &cfg.store];
+    inputs.extend(cfg.saes.iter().map(PathBuf::as_path));
+    timer.finish(cfg, &inputs, &cfg.out, &OUTPUT_FILES)?;
+    Ok(String::from_utf8_lossy(&outputs.files["summary.txt"]).into_owned())
+}
