@@ -12,12 +12,14 @@ use toml::de::ValueDeserializer;
 
 use crate::Input;
 
+mod circuit;
 mod circuit_toy;
 mod dump;
 mod dump_toy;
 mod train_sae;
 mod train_toy;
 
+pub use circuit::{Circuit, CircuitAblation, CircuitAggregation, CircuitMethod, CircuitParams};
 pub use circuit_toy::{CircuitToy, CircuitToyParams};
 pub use dump::{Dump, DumpParams, StoreDtype};
 pub use dump_toy::{DumpToy, DumpToyParams, NounSet};
@@ -31,6 +33,7 @@ pub(crate) const KINDS: &[Kind] = &[
     Kind::of::<DumpParams>(),
     Kind::of::<TrainSaeParams>(),
     Kind::of::<CircuitToyParams>(),
+    Kind::of::<CircuitParams>(),
 ];
 
 /// A validated stage configuration: what one stage runs. Built only by

@@ -153,7 +153,7 @@ fn unknown_stage_kind() {
         "\"train-toys\"",
         &[
             "unknown stage kind \"train-toys\"",
-            "train-toy, dump-toy, dump, train-sae, circuit-toy",
+            "train-toy, dump-toy, dump, train-sae, circuit-toy, circuit",
         ],
     );
 }
