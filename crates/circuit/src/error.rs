@@ -56,6 +56,14 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// An SAE's `feature_stats.parquet` that cannot be read as the viewer expects.
+    #[error("{path}: {reason}")]
+    FeatureStats {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// A required input file or hook is absent.
     #[error("{what} missing: {detail}")]
     Missing {

@@ -5,3 +5,4 @@ mod json;
 mod paths;
 mod render;
 mod toy;
+mod viewer;

@@ -1,6 +1,10 @@
 //! Renderers of a [`Circuit`](crate::Circuit): Graphviz DOT, a self-made layered SVG,
-//! and the text summary of the strongest paths.
+//! the text summary of the strongest paths, the self-contained HTML viewer (with the
+//! SAE features' top-activating contexts) and Neuronpedia's graph JSON.
+pub mod contexts;
 pub mod dot;
+pub mod html;
+pub mod neuronpedia;
 pub mod summary;
 pub mod svg;
 

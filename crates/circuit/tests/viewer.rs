@@ -1,0 +1,347 @@
+//! The HTML viewer in headless Chromium, feature statistics read from a Parquet file
+//! written by pyarrow, and the Neuronpedia export.
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use circuitry_circuit::render::contexts::{for_circuit, read_feature_stats, FEATURE_STATS_FILE};
+use circuitry_circuit::render::html::{self, feature_key, Context, FeatureInfo, FeatureTable};
+use circuitry_circuit::render::neuronpedia::{self, NeuronpediaOptions};
+use circuitry_circuit::{
+    Circuit, Described, Edge, Error, Group, Node, NodeKind, Provenance, Stat, Thresholds,
+    CIRCUIT_SCHEMA_VERSION,
+};
+use circuitry_core::HookPoint;
+
+fn stat(all: f64, runs: f64, run: f64) -> Stat {
+    let mut s = Stat::new(all);
+    s.by_group.insert("runs".into(), runs);
+    s.by_group.insert("run".into(), run);
+    s
+}
+
+/// A GPT-2-shaped circuit: embeddings at two positions → resid features and an error
+/// node of blocks.1 → mlp_out features → the two logits, with a title and notes that
+/// need escaping.
+fn gpt2_like_circuit() -> Circuit {
+    let resid: HookPoint = "blocks.1.hook_resid_pre".parse().unwrap();
+    let mlp: HookPoint = "blocks.1.hook_mlp_out".parse().unwrap();
+    let embed: HookPoint = "hook_embed".parse().unwrap();
+    let mut nodes = vec![
+        Node::new(NodeKind::Input, "keys", embed, 0, Some(1), Some(7)),
+        Node::new(NodeKind::Input, "the", embed, 0, Some(0), Some(3)),
+        Node::new(NodeKind::Feature, "F12", resid, 1, Some(1), Some(12)),
+        Node::new(NodeKind::Feature, "F3", resid, 1, Some(0), Some(3)),
+        Node::new(NodeKind::Error, "error", resid, 1, Some(1), None),
+        Node::new(NodeKind::Feature, "F40", mlp, 2, Some(1), Some(40)),
+        Node::new(
+            NodeKind::Output,
+            "are",
+            HookPoint::LnFinal,
+            3,
+            None,
+            Some(0),
+        ),
+        Node::new(NodeKind::Output, "is", HookPoint::LnFinal, 3, None, Some(1)),
+    ];
+    for (k, n) in nodes.iter_mut().enumerate() {
+        n.activation = Some(stat(1.0 + k as f64, 2.0, 0.5));
+        n.effect = Some(stat(0.5 - k as f64 * 0.1, 0.7, -0.2));
+    }
+    let edge = |s: &Node, t: &Node, w: f64| Edge {
+        source: s.id.clone(),
+        target: t.id.clone(),
+        weight: stat(w, w * 1.5, w * 0.5),
+    };
+    let edges = vec![
+        edge(&nodes[0], &nodes[2], 0.9),
+        edge(&nodes[1], &nodes[3], -0.3),
+        edge(&nodes[2], &nodes[5], 1.2),
+        edge(&nodes[3], &nodes[5], 0.2),
+        edge(&nodes[4], &nodes[5], -0.1),
+        edge(&nodes[5], &nodes[6], 2.0),
+        edge(&nodes[5], &nodes[7], -1.4),
+        edge(&nodes[2], &nodes[7], -0.05),
+    ];
+    let mut c = Circuit {
+        schema_version: CIRCUIT_SCHEMA_VERSION,
+        title: "Test circuit <script>alert('x')</script> & \"quotes\"".into(),
+        method: Described {
+            name: "attribution".into(),
+            description: "∇m · Δa".into(),
+        },
+        metric: Described {
+            name: "logit_diff".into(),
+            description: "logit(are) − logit(is)".into(),
+        },
+        provenance: Provenance {
+            tool_version: "0.1.0".into(),
+            model: "ab".repeat(32),
+            dataset: "cd".repeat(32),
+            saes: BTreeMap::new(),
+        },
+        n_examples: 10,
+        groups: vec![
+            Group {
+                name: "runs".into(),
+                description: "r".into(),
+                n_examples: 6,
+            },
+            Group {
+                name: "run".into(),
+                description: "r".into(),
+                n_examples: 4,
+            },
+        ],
+        thresholds: Thresholds::default(),
+        scores: BTreeMap::from([("faithfulness".to_string(), 0.83)]),
+        notes: vec!["a note with </footer> in it".into()],
+        nodes,
+        edges,
+    };
+    c.canonicalize();
+    c.validate().unwrap();
+    c
+}
+
+fn contexts_table() -> FeatureTable {
+    let ctx = |a: f32, token: &str| Context {
+        activation: a,
+        left: "the keys to the </script><b>".into(),
+        token: token.into(),
+        right: " are".into(),
+    };
+    FeatureTable::from([
+        (
+            feature_key("blocks.1.hook_resid_pre", 12),
+            FeatureInfo {
+                density: 0.01,
+                mean_activation: 1.5,
+                max_activation: 4.0,
+                contexts: vec![ctx(4.0, " cabinet"), ctx(3.5, " keys"), ctx(2.0, " doors")],
+            },
+        ),
+        (
+            feature_key("blocks.1.hook_mlp_out", 40),
+            FeatureInfo {
+                density: 0.2,
+                mean_activation: 0.5,
+                max_activation: 1.0,
+                contexts: vec![],
+            },
+        ),
+    ])
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            let out = Command::new("which").arg(name).output().ok()?;
+            out.status
+                .success()
+                .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+}
+
+/// Open `page#selftest` in headless Chromium and return the DOM after its scripts ran,
+/// with Chromium's log.
+fn dump_dom(browser: &Path, page: &Path) -> (String, String) {
+    let url = format!("file://{}#selftest", page.display());
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "chromium failed: {log}");
+    (dom, log)
+}
+
+#[test]
+fn html_viewer_runs_without_script_errors_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: no chromium on PATH (CI installs Debian's `chromium`; `apt-get install chromium`)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The toy-shaped circuit with no statistics and the GPT-2-shaped one with them.
+    for (name, features) in [
+        ("plain.html", FeatureTable::new()),
+        ("with stats.html", contexts_table()),
+    ] {
+        let page = dir.path().join(name);
+        let text = html::render(&gpt2_like_circuit(), &features).unwrap();
+        assert!(!text.contains("<script>alert"), "title must be escaped");
+        std::fs::write(&page, text).unwrap();
+        let (dom, log) = dump_dom(&browser, &page);
+        let script_errors: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Uncaught") || (l.contains("CONSOLE") && l.contains("rror")))
+            .collect();
+        assert!(
+            script_errors.is_empty(),
+            "{name}: script errors: {script_errors:?}"
+        );
+        assert!(
+            dom.contains(r#"data-ready="ok""#),
+            "{name}: the viewer did not finish starting; DOM head: {}",
+            &dom[..dom.len().min(2000)]
+        );
+        assert!(
+            !dom.contains("data-errors="),
+            "{name}: errors reported on the page"
+        );
+        let verdict = dom
+            .split("data-selftest=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("missing");
+        println!("{name}: self-test {verdict}");
+        assert_eq!(verdict, "pass", "{name}: self-test said {verdict}");
+    }
+}
+
+/// Write a `feature_stats.parquet` with pyarrow (the format the SAE stage writes).
+fn write_stats_with_pyarrow(path: &Path) -> bool {
+    let script = r#"
+import sys, pyarrow as pa, pyarrow.parquet as pq
+t = pa.table({
+    "feature": pa.array([0, 12, 40], pa.uint32()),
+    "density": pa.array([0.5, 0.01, 0.2], pa.float64()),
+    "mean_activation": pa.array([0.1, 1.5, 0.5], pa.float64()),
+    "max_activation": pa.array([0.3, 4.0, 1.0], pa.float32()),
+    "top_activation": pa.array([[0.3], [4.0, 3.5], []], pa.list_(pa.float32())),
+    "top_row": pa.array([[5], [17, 3], []], pa.list_(pa.uint64())),
+    "top_left": pa.array([["a"], ["the keys to the", "some"], []], pa.list_(pa.string())),
+    "top_token": pa.array([["b"], [" cabinet", " keys"], []], pa.list_(pa.string())),
+    "top_right": pa.array([["c"], [" are", " were"], []], pa.list_(pa.string())),
+})
+pq.write_table(t, sys.argv[1])
+"#;
+    match Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .status()
+    {
+        Ok(s) if s.success() => true,
+        other => {
+            eprintln!("SKIPPED: python3 with pyarrow unavailable ({other:?}); scripts/setup.sh installs it");
+            false
+        }
+    }
+}
+
+#[test]
+fn feature_stats_written_by_pyarrow_are_read_for_the_circuits_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let sae_dir = dir.path().join("blocks.1.hook_resid_pre");
+    std::fs::create_dir_all(&sae_dir).unwrap();
+    if !write_stats_with_pyarrow(&sae_dir.join(FEATURE_STATS_FILE)) {
+        return;
+    }
+    let all = read_feature_stats(&sae_dir.join(FEATURE_STATS_FILE), None).unwrap();
+    assert_eq!(all.keys().copied().collect::<Vec<_>>(), vec![0, 12, 40]);
+    let f12 = &all[&12];
+    assert_eq!(f12.density, 0.01);
+    assert_eq!(f12.max_activation, 4.0);
+    assert_eq!(f12.contexts.len(), 2);
+    assert_eq!(f12.contexts[0].token, " cabinet");
+    assert_eq!(f12.contexts[1].activation, 3.5);
+    assert!(all[&40].contexts.is_empty());
+
+    let wanted = BTreeSet::from([12]);
+    let some = read_feature_stats(&sae_dir.join(FEATURE_STATS_FILE), Some(&wanted)).unwrap();
+    assert_eq!(some.len(), 1);
+
+    // For a circuit: features of blocks.1.hook_resid_pre come from the file (F3 is not
+    // in it, F12 is); the mlp_out SAE has no directory and is named in the notes.
+    let circuit = gpt2_like_circuit();
+    let dirs = BTreeMap::from([("blocks.1.hook_resid_pre".to_string(), sae_dir.clone())]);
+    let (table, notes) = for_circuit(&circuit, &dirs).unwrap();
+    assert_eq!(
+        table.keys().cloned().collect::<Vec<_>>(),
+        vec!["blocks.1.hook_resid_pre/12".to_string()]
+    );
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("blocks.1.hook_mlp_out"), "{notes:?}");
+}
+
+#[test]
+fn unreadable_feature_stats_name_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FEATURE_STATS_FILE);
+    std::fs::write(&path, b"not parquet").unwrap();
+    let err = read_feature_stats(&path, None).unwrap_err();
+    assert!(matches!(err, Error::FeatureStats { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(FEATURE_STATS_FILE) && text.contains("Parquet"),
+        "{text}"
+    );
+}
+
+#[test]
+fn neuronpedia_export_has_the_graph_format_and_every_edge() {
+    let circuit = gpt2_like_circuit();
+    let opts = NeuronpediaOptions {
+        slug: "test-graph".into(),
+        scan: "gpt2-small".into(),
+        prompt_tokens: vec!["the".into(), " keys".into()],
+    };
+    let v = neuronpedia::export(&circuit, &opts);
+    let keys: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["metadata", "qParams", "nodes", "links"])
+    );
+    assert_eq!(v["metadata"]["slug"], "test-graph");
+    assert_eq!(v["metadata"]["scan"], "gpt2-small");
+    assert_eq!(v["metadata"]["prompt"], "the keys");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), circuit.nodes.len());
+    let ids: BTreeSet<&str> = nodes
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), nodes.len(), "node ids must be unique: {ids:?}");
+    let links = v["links"].as_array().unwrap();
+    assert_eq!(links.len(), circuit.edges.len());
+    for l in links {
+        assert!(ids.contains(l["source"].as_str().unwrap()), "{l}");
+        assert!(ids.contains(l["target"].as_str().unwrap()), "{l}");
+    }
+    let by_type = |t: &str| nodes.iter().filter(|n| n["feature_type"] == t).count();
+    assert_eq!(by_type("embedding"), 2);
+    assert_eq!(by_type("logit"), 2);
+    assert_eq!(by_type("mlp reconstruction error"), 1);
+    assert_eq!(by_type("cross layer transcoder"), 3);
+    let f12 = nodes
+        .iter()
+        .find(|n| n["circuitry_id"] == "feature:blocks.1.hook_resid_pre@1/12")
+        .unwrap();
+    assert_eq!(f12["node_id"], "1_12_1");
+    assert_eq!(f12["layer"], "1");
+    assert_eq!(f12["ctx_idx"], 1);
+    assert_eq!(f12["feature"], 12);
+    // The weight of F12 → F40 is carried over.
+    let w = links
+        .iter()
+        .find(|l| l["source"] == "1_12_1" && l["target"] == "2_40_1")
+        .unwrap();
+    assert_eq!(w["weight"], 1.2);
+}
