@@ -8,9 +8,8 @@ use crate::{Error, Result};
 
 /// The SAE's activation function, and with it the training objective.
 ///
-/// Names in `cfg.json` follow SAELens v6 (`"standard"`, `"topk"`, `"jumprelu"`).
-/// The enum is `non_exhaustive`: BatchTopK (saved as JumpReLU) and JumpReLU training
-/// will be added.
+/// Names in `cfg.json` follow SAELens v6 (`"standard"`, `"topk"`, `"jumprelu"`);
+/// a trained BatchTopK SAE is saved as JumpReLU with its threshold, as SAELens does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -24,8 +23,16 @@ pub enum Architecture {
         /// Active latents per row.
         k: usize,
     },
-    /// `f = pre · [pre > threshold]` (Rajamanoharan et al. 2024). Loaded and run;
-    /// training it is not implemented yet.
+    /// The `k · batch` largest positive pre-activations of a batch stay active
+    /// (Bussmann et al. 2024); trained with AuxK, and turned into a JumpReLU SAE with
+    /// one threshold for every latent (the running estimate of the batch threshold)
+    /// when training ends.
+    BatchTopK {
+        /// Mean active latents per row.
+        k: usize,
+    },
+    /// `f = pre · [pre > threshold]` (Rajamanoharan et al. 2024); trained with an L0
+    /// penalty and straight-through pseudo-derivatives for the threshold.
     JumpRelu,
 }
 
@@ -35,6 +42,7 @@ impl Architecture {
         match self {
             Architecture::Standard => "standard",
             Architecture::TopK { .. } => "topk",
+            Architecture::BatchTopK { .. } => "batchtopk",
             Architecture::JumpRelu => "jumprelu",
         }
     }
@@ -44,13 +52,14 @@ impl fmt::Display for Architecture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Architecture::TopK { k } => write!(f, "topk(k={k})"),
+            Architecture::BatchTopK { k } => write!(f, "batchtopk(k={k})"),
             other => f.write_str(other.saelens_name()),
         }
     }
 }
 
-/// SAELens `normalize_activations`: how inputs are scaled before encoding.
-/// Only `"none"` is implemented so far.
+/// SAELens `normalize_activations`: how inputs are changed before encoding, per
+/// token; [`crate::Sae::forward`] undoes it on the reconstruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -58,6 +67,12 @@ pub enum ActivationNormalization {
     /// Inputs are used as they are.
     #[default]
     None,
+    /// Each row scaled to norm `√d_in` (SAELens `"constant_norm_rescale"`); the
+    /// reconstruction is scaled back by `‖x‖ / √d_in`.
+    ConstantNormRescale,
+    /// Each row's mean over `d_in` subtracted (the centring gpt2-small-res-jb's
+    /// TransformerLens residuals had); the reconstruction gets it back.
+    MeanCentre,
 }
 
 impl ActivationNormalization {
@@ -65,6 +80,8 @@ impl ActivationNormalization {
     pub fn saelens_name(&self) -> &'static str {
         match self {
             ActivationNormalization::None => "none",
+            ActivationNormalization::ConstantNormRescale => "constant_norm_rescale",
+            ActivationNormalization::MeanCentre => "mean_centre",
         }
     }
 }
@@ -130,7 +147,7 @@ impl SaeConfig {
                 "the SAE needs at least one latent; pass --d-sae N with N ≥ 1",
             ));
         }
-        if let Architecture::TopK { k } = self.architecture {
+        if let Architecture::TopK { k } | Architecture::BatchTopK { k } = self.architecture {
             if k == 0 || k >= self.d_sae {
                 return Err(Error::config(
                     "k",

@@ -62,6 +62,43 @@ pub enum Error {
         /// The value found.
         value: f32,
     },
+    /// A NaN or infinity in the activation store.
+    #[error("{store}: hook {hook}, row {row}, column {col} holds {value}; the activation dump is corrupt or the model diverged — re-run the dump stage")]
+    NonFiniteRow {
+        /// The hook whose column holds it.
+        hook: circuitry_core::HookPoint,
+        /// The store row (0-based over all shards).
+        row: u64,
+        /// Column within the hook's row.
+        col: usize,
+        /// The value found.
+        value: f32,
+        /// The store directory.
+        store: PathBuf,
+    },
+    /// The SAE's input width does not match the store's hook width.
+    #[error("the SAE's d_in = {d_in} does not match the width {width} of {hook} in the store {store}; drop --d-in (it is read from the store) or pick the hook it was meant for")]
+    WidthMismatch {
+        /// The hook.
+        hook: circuitry_core::HookPoint,
+        /// The width asked for.
+        d_in: usize,
+        /// The store's width for the hook.
+        width: usize,
+        /// The store directory.
+        store: PathBuf,
+    },
+    /// A checkpoint that cannot be used.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Writing a file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// No activation rows to train or evaluate on.
     #[error("no activation rows: {0}")]
     Empty(String),

@@ -23,7 +23,7 @@ pub const SPARSITY_FILE: &str = "sparsity.safetensors";
 /// Training record file name.
 pub const TRAINING_FILE: &str = "training.json";
 /// Schema version of [`TrainingRecord`].
-pub const TRAINING_RECORD_VERSION: u32 = 1;
+pub const TRAINING_RECORD_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct CfgOut<'a> {
@@ -58,7 +58,10 @@ impl Sae {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let cfg = &self.cfg;
         let out = CfgOut {
-            architecture: cfg.architecture.saelens_name(),
+            architecture: match (cfg.architecture, &self.threshold) {
+                (Architecture::BatchTopK { .. }, Some(_)) => "jumprelu",
+                (arch, _) => arch.saelens_name(),
+            },
             d_in: cfg.d_in,
             d_sae: cfg.d_sae,
             dtype: "float32",
@@ -179,6 +182,13 @@ pub struct TrainingRecord {
     pub train_metrics: Metrics,
     /// Final metrics on the held-out rows, if any.
     pub eval_metrics: Option<Metrics>,
+    /// Fingerprint of everything that determines this SAE (configuration, hook,
+    /// store); a rerun with the same key skips the hook. Empty for in-memory runs.
+    #[serde(default)]
+    pub run_key: String,
+    /// Passes over the training rows begun (1 when fewer rows than one pass were used).
+    #[serde(default)]
+    pub epochs: u64,
 }
 
 impl TrainingRecord {
@@ -203,6 +213,8 @@ impl TrainingRecord {
             history: report.history,
             train_metrics: report.final_metrics,
             eval_metrics,
+            run_key: String::new(),
+            epochs: 1,
         }
     }
 
@@ -330,6 +342,9 @@ fn parse_cfg(cfg: &Value, path: &Path) -> Result<SaeConfig> {
     let architecture = match arch_name {
         "standard" => Architecture::Standard,
         "jumprelu" => Architecture::JumpRelu,
+        "batchtopk" => Architecture::BatchTopK {
+            k: uint("k", obj.get("k"))?,
+        },
         "topk" => {
             let k = obj.get("k").or_else(|| {
                 obj.get("activation_fn_kwargs")
@@ -348,11 +363,13 @@ fn parse_cfg(cfg: &Value, path: &Path) -> Result<SaeConfig> {
     };
     let normalize_activations = match obj.get("normalize_activations").and_then(Value::as_str) {
         None | Some("none") => ActivationNormalization::None,
+        Some("constant_norm_rescale") => ActivationNormalization::ConstantNormRescale,
+        Some("mean_centre") => ActivationNormalization::MeanCentre,
         Some(other) => {
             return Err(Error::Unsupported {
                 what: "normalize_activations",
                 value: format!("{other:?} in {}", path.display()),
-                hint: "only \"none\" is supported so far".into(),
+                hint: "supported: \"none\", \"constant_norm_rescale\", \"mean_centre\"".into(),
             })
         }
     };

@@ -14,6 +14,13 @@
 //!   `k_aux` largest dead latents (Gao et al. 2024, AuxK). `k_aux = min(k_aux_max,
 //!   n_dead)`, `scale = min(n_dead / k_aux_max, 1)` as in SAELens. Unlike SAELens,
 //!   `ê` does not include `b_dec` (the residual has no bias to reconstruct).
+//! - BatchTopK (Bussmann et al. 2024): the `k · B` largest positive pre-activations
+//!   of the whole batch stay active (a threshold `t` per batch), with AuxK as TopK.
+//! - JumpReLU (Rajamanoharan et al. 2024): `f = pre · H(pre − θ)`, `sparsity =
+//!   λ (1/B) Σ_b Σ_i H(pre_bi − θ_i)`; θ gets the paper's pseudo-derivatives with a
+//!   rectangle kernel `K(u) = 1[|u| < ½]` of bandwidth `ε`:
+//!   `∂f/∂θ = −(θ/ε) K((pre − θ)/ε)`, `∂H/∂θ = −(1/ε) K((pre − θ)/ε)`; no
+//!   gradient reaches `pre` through `H` (straight-through, as in the paper).
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, NdFloat, Zip};
 use rayon::prelude::*;
 
@@ -69,6 +76,8 @@ pub struct Grads<F> {
     pub w_dec: Array2<F>,
     /// `(d_in)`
     pub b_dec: Array1<F>,
+    /// `(d_sae)`: JumpReLU's threshold θ (pseudo-derivative); `None` otherwise.
+    pub threshold: Option<Array1<F>>,
 }
 
 /// The AuxK term of a TopK training step.
@@ -82,6 +91,15 @@ pub struct AuxK<'a> {
     pub coefficient: f64,
 }
 
+/// The JumpReLU threshold and its pseudo-derivative's bandwidth.
+#[derive(Debug, Clone, Copy)]
+pub struct Jump<'a> {
+    /// `θ (d_sae)`, positive.
+    pub threshold: &'a [f64],
+    /// `ε`, the kernel's bandwidth.
+    pub bandwidth: f64,
+}
+
 /// What loss to compute.
 #[derive(Debug, Clone, Copy)]
 pub struct LossSpec<'a> {
@@ -89,12 +107,15 @@ pub struct LossSpec<'a> {
     pub architecture: Architecture,
     /// Subtract `b_dec` from the input before encoding.
     pub apply_b_dec_to_input: bool,
-    /// `λ` of the standard SAE's sparsity penalty (ignored by TopK).
+    /// `λ` of the sparsity penalty: L1 (standard) or L0 (JumpReLU); ignored by
+    /// TopK and BatchTopK.
     pub l1_coefficient: f64,
     /// The AuxK term (TopK only); `None` leaves it out.
     pub aux: Option<AuxK<'a>>,
     /// Rows per parallel work item; fixed so that results do not depend on threads.
     pub chunk_rows: usize,
+    /// JumpReLU only: the threshold (required) and bandwidth.
+    pub jump: Option<Jump<'a>>,
 }
 
 /// Loss terms of a batch (means over its rows) and activity statistics.
@@ -112,6 +133,11 @@ pub struct LossTerms {
     pub l0: f64,
     /// `(d_sae)`: whether each latent fired on any row of the batch.
     pub fired: Vec<bool>,
+    /// The smallest positive activation of the batch (∞ if none); BatchTopK's
+    /// running threshold follows it.
+    pub min_active: f64,
+    /// BatchTopK: the batch's threshold `t` (0 otherwise).
+    pub batch_threshold: f64,
 }
 
 /// `(x − b_dec · apply) W_enc + b_enc`: `x (rows, d_in)` → `(rows, d_sae)`.
@@ -148,6 +174,19 @@ pub fn activate<F: Real>(
                 }
             }
             out
+        }
+        Architecture::BatchTopK { k } => {
+            let t = match threshold {
+                Some(t) => return activate(Architecture::JumpRelu, pre, Some(t)),
+                None => batch_threshold(&[pre], k),
+            };
+            pre.mapv(|v| {
+                if v > F::zero() && v >= t {
+                    v
+                } else {
+                    F::zero()
+                }
+            })
         }
         Architecture::JumpRelu => {
             let mut out = pre.to_owned();
@@ -201,25 +240,67 @@ pub fn loss_and_grads<F: Real>(
         })
     });
     let norms: Array1<F> = p.w_dec.map_axis(Axis(1), |r| r.dot(&r).sqrt()); // (d_sae)
+    let theta: Option<Array1<F>> = match (spec.architecture, spec.jump) {
+        (Architecture::JumpRelu, Some(j)) => {
+            check_shape("JumpReLU threshold", &[d_sae], &[j.threshold.len()])?;
+            Some(j.threshold.iter().map(|&t| F::of(t)).collect())
+        }
+        (Architecture::JumpRelu, None) => {
+            return Err(Error::config(
+                "threshold",
+                "none",
+                "JumpReLU training needs a threshold",
+            ))
+        }
+        _ => None,
+    };
+    let chunks: Vec<ArrayView2<'_, F>> = x
+        .axis_chunks_iter(Axis(0), spec.chunk_rows.max(1))
+        .collect();
+    // BatchTopK needs every row's pre-activations before it can pick the threshold.
+    let pres: Option<Vec<Array2<F>>> = match spec.architecture {
+        Architecture::BatchTopK { .. } => Some(
+            chunks
+                .par_iter()
+                .map(|c| pre_activations(p, *c, spec.apply_b_dec_to_input))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let t = match (spec.architecture, &pres) {
+        (Architecture::BatchTopK { k }, Some(pres)) => {
+            let views: Vec<ArrayView2<'_, F>> = pres.iter().map(|a| a.view()).collect();
+            batch_threshold(&views, k)
+        }
+        _ => F::zero(),
+    };
     let ctx = Ctx {
         p,
         spec,
         aux,
         norms: norms.view(),
         inv_b: F::of(1.0 / x.nrows() as f64),
+        theta: theta.as_ref().map(|t| t.view()),
+        batch_t: t,
     };
-    let chunks: Vec<ArrayView2<'_, F>> = x
-        .axis_chunks_iter(Axis(0), spec.chunk_rows.max(1))
-        .collect();
-    let parts: Vec<ChunkOut<F>> = chunks.par_iter().map(|c| ctx.chunk(*c)).collect();
+    let parts: Vec<ChunkOut<F>> = match pres {
+        Some(pres) => chunks
+            .par_iter()
+            .zip(pres)
+            .map(|(c, pre)| ctx.chunk(*c, Some(pre)))
+            .collect(),
+        None => chunks.par_iter().map(|c| ctx.chunk(*c, None)).collect(),
+    };
 
     let mut grads = Grads {
         w_enc: Array2::zeros((d_in, d_sae)),
         b_enc: Array1::zeros(d_sae),
         w_dec: Array2::zeros((d_sae, d_in)),
         b_dec: Array1::zeros(d_in),
+        threshold: theta.as_ref().map(|_| Array1::zeros(d_sae)),
     };
     let (mut sse, mut sparsity, mut aux_sse, mut active) = (0.0, 0.0, 0.0, 0usize);
+    let mut min_active = f64::INFINITY;
     let mut fired = vec![false; d_sae];
     let mut act_sums = Array1::<F>::zeros(d_sae); // (d_sae)
     for part in parts {
@@ -228,6 +309,10 @@ pub fn loss_and_grads<F: Real>(
         grads.w_dec += &part.grads.w_dec;
         grads.b_dec += &part.grads.b_dec;
         act_sums += &part.act_sums;
+        if let (Some(g), Some(pg)) = (grads.threshold.as_mut(), part.grads.threshold.as_ref()) {
+            *g += pg;
+        }
+        min_active = min_active.min(part.min_active);
         sse += part.sse;
         sparsity += part.weighted_l1;
         aux_sse += part.aux_sse;
@@ -251,7 +336,11 @@ pub fn loss_and_grads<F: Real>(
     let mse = sse / rows;
     let sparsity = spec.l1_coefficient * sparsity / rows;
     let aux = aux.map_or(0.0, |a| a.weight * aux_sse / rows);
-    let sparsity = if lambda > F::zero() { sparsity } else { 0.0 };
+    let sparsity = if lambda > F::zero() || theta.is_some() {
+        sparsity
+    } else {
+        0.0
+    };
     let terms = LossTerms {
         total: mse + sparsity + aux,
         mse,
@@ -259,6 +348,8 @@ pub fn loss_and_grads<F: Real>(
         aux,
         l0: active as f64 / rows,
         fired,
+        min_active,
+        batch_threshold: t.as_f64(),
     };
     Ok((terms, grads))
 }
@@ -276,6 +367,8 @@ struct Ctx<'a, 'p, F> {
     aux: Option<ResolvedAux<'a>>,
     norms: ArrayView1<'a, F>, // (d_sae)
     inv_b: F,
+    theta: Option<ArrayView1<'a, F>>, // (d_sae) JumpReLU threshold
+    batch_t: F,                       // BatchTopK threshold
 }
 
 struct ChunkOut<F> {
@@ -286,6 +379,7 @@ struct ChunkOut<F> {
     aux_sse: f64,
     active: usize,
     fired: Vec<bool>,
+    min_active: f64,
 }
 
 impl<F: Real> Ctx<'_, '_, F> {
@@ -300,13 +394,28 @@ impl<F: Real> Ctx<'_, '_, F> {
 
     /// Forward and backward for one chunk `x (rows, d_in)`; gradients are already
     /// divided by the whole batch's row count.
-    fn chunk(&self, x: ArrayView2<'_, F>) -> ChunkOut<F> {
+    fn chunk(&self, x: ArrayView2<'_, F>, pre: Option<Array2<F>>) -> ChunkOut<F> {
         let p = self.p;
         let apply = self.spec.apply_b_dec_to_input;
         let x_in = centred_input(p, x, apply); // (rows, d_in)
-        let mut pre = x_in.dot(&p.w_enc); // (rows, d_sae)
-        pre += &p.b_enc;
-        let acts = activate(self.spec.architecture, pre.view(), None); // (rows, d_sae)
+        let pre = pre.unwrap_or_else(|| {
+            let mut pre = x_in.dot(&p.w_enc); // (rows, d_sae)
+            pre += &p.b_enc;
+            pre
+        });
+        let acts = match self.spec.architecture {
+            Architecture::BatchTopK { .. } => {
+                let t = self.batch_t;
+                pre.mapv(|v| {
+                    if v > F::zero() && v >= t {
+                        v
+                    } else {
+                        F::zero()
+                    }
+                })
+            }
+            arch => activate(arch, pre.view(), self.theta),
+        }; // (rows, d_sae)
         let x_hat = decode(p, acts.view()); // (rows, d_in)
         let err = &x_hat - &x; // (rows, d_in)
         let sse = sum_sq(err.view());
@@ -325,6 +434,30 @@ impl<F: Real> Ctx<'_, '_, F> {
                 weighted_l1 += a_row.dot(&self.norms).as_f64();
                 d_row.scaled_add(lam_b, &self.norms);
             }
+        }
+
+        // JumpReLU: θ's pseudo-derivatives, from the reconstruction through
+        // −(θ/ε)K and from the L0 penalty through −(1/ε)K; the L0 count.
+        let mut g_threshold = None;
+        if let (Some(theta), Some(jump)) = (self.theta, self.spec.jump) {
+            let eps = F::of(jump.bandwidth);
+            let l0_grad = F::of(-self.spec.l1_coefficient / jump.bandwidth) * self.inv_b;
+            let half = F::of(0.5);
+            let mut g = Array1::<F>::zeros(theta.len()); // (d_sae)
+            let mut count = 0usize;
+            for (pre_row, d_row) in pre.outer_iter().zip(d_acts.outer_iter()) {
+                for (i, (&z, &d)) in pre_row.iter().zip(d_row.iter()).enumerate() {
+                    let th = theta[i];
+                    if z > th {
+                        count += 1;
+                    }
+                    if ((z - th) / eps).abs() < half {
+                        g[i] += d * (-th / eps) + l0_grad;
+                    }
+                }
+            }
+            weighted_l1 = count as f64;
+            g_threshold = Some(g);
         }
 
         // Gradient reaches the pre-activation only where the latent is active.
@@ -366,13 +499,19 @@ impl<F: Real> Ctx<'_, '_, F> {
             .map(|col| col.iter().any(|&a| a > F::zero()))
             .collect();
         let active = acts.iter().filter(|&&a| a > F::zero()).count();
+        let min_active = acts
+            .iter()
+            .filter(|&&a| a > F::zero())
+            .fold(f64::INFINITY, |m, a| m.min(a.as_f64()));
         ChunkOut {
             grads: Grads {
                 w_enc: g_w_enc,
                 b_enc: g_b_enc,
                 w_dec: g_w_dec,
                 b_dec: g_b_dec,
+                threshold: g_threshold,
             },
+            min_active,
             act_sums: acts.sum_axis(Axis(0)),
             sse,
             weighted_l1,
@@ -381,6 +520,24 @@ impl<F: Real> Ctx<'_, '_, F> {
             fired,
         }
     }
+}
+
+/// BatchTopK's threshold: the `k · rows`-th largest positive value over all the
+/// blocks of pre-activations (each `(rows, d_sae)`); 0 when fewer are positive.
+fn batch_threshold<F: Real>(blocks: &[ArrayView2<'_, F>], k: usize) -> F {
+    let rows: usize = blocks.iter().map(|b| b.nrows()).sum();
+    let mut positive: Vec<F> = blocks
+        .iter()
+        .flat_map(|b| b.iter().copied().filter(|&v| v > F::zero()))
+        .collect();
+    let keep = k.saturating_mul(rows);
+    if keep == 0 || positive.len() <= keep {
+        return F::zero();
+    }
+    let (_, nth, _) = positive.select_nth_unstable_by(keep - 1, |a, b| {
+        b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    *nth
 }
 
 fn centred_input<F: Real>(p: &Params<'_, F>, x: ArrayView2<'_, F>, apply: bool) -> Array2<F> {

@@ -12,7 +12,12 @@
 //! - [`evaluate`], [`Metrics`]: MSE, explained variance, L0, dead fraction;
 //! - [`Sae::save`], [`Sae::load`], [`save_training_outputs`]: SAELens v6 files;
 //! - [`kernel`]: the loss and its gradients, generic over `f32`/`f64`;
-//! - [`stage`]: the `circuitry-train-sae` stage (store in, SAE directory out).
+//! - [`stream`]: the held-out split, the scan before training and the shuffled,
+//!   checkpointable batch stream that feeds one SAE per hook from one read;
+//! - [`checkpoint`]: atomic checkpoints of a run, resumed byte for byte;
+//! - [`stats`]: per-feature density and top activating contexts (`feature_stats.parquet`);
+//! - [`MetricsAccumulator`]: the metrics over a stream of rows;
+//! - [`stage`]: the `circuitry-train-sae` stage (store in, one SAE directory per hook out).
 //!
 //! ```
 //! use circuitry_core::HookPoint;
@@ -29,6 +34,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 mod config;
 mod data;
 mod error;
@@ -37,6 +43,8 @@ pub mod kernel;
 mod metrics;
 mod sae;
 pub mod stage;
+pub mod stats;
+pub mod stream;
 mod train;
 
 pub use config::{ActivationNormalization, Architecture, SaeConfig};
@@ -48,6 +56,9 @@ pub use io::{
 };
 pub use metrics::{
     evaluate, evaluate_with_density, feature_density, log10_feature_density, Metrics,
+    MetricsAccumulator,
 };
-pub use sae::Sae;
-pub use train::{train, BDecInit, LogEntry, TrainConfig, TrainReport, Trainer};
+pub use sae::{normalize, Sae};
+pub use train::{
+    train, BDecInit, LogEntry, NamedTensor, TrainConfig, TrainReport, Trainer, TrainerMeta,
+};

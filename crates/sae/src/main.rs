@@ -1,4 +1,4 @@
-//! `circuitry-train-sae`: train an SAE on one hook of an activation store.
+//! `circuitry-train-sae`: train one SAE per hook of an activation store.
 //! Glue only: arguments → validated [`StageConfig`] → [`stage::run`].
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,50 +6,76 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use circuitry_core::HookPoint;
 use circuitry_sae::stage::{self, StageConfig};
-use circuitry_sae::{Architecture, TrainConfig};
+use circuitry_sae::{ActivationNormalization, Architecture, TrainConfig};
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ArchArg {
     Standard,
     Topk,
+    Batchtopk,
+    Jumprelu,
 }
 
-/// Train a sparse autoencoder on one hook's activations and write it in SAELens layout
-/// to OUT/<hook name>/, then OUT/stage.json.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NormArg {
+    None,
+    ConstantNormRescale,
+    MeanCentre,
+}
+
+/// Train a sparse autoencoder on each --hook of an activation store, from one
+/// shuffled stream over its token rows, and write each in SAELens layout (plus
+/// feature_stats.parquet) to OUT/<hook name>/, then OUT/stage.json.
 #[derive(Debug, Parser)]
 #[command(name = "circuitry-train-sae", version)]
 struct Args {
     /// Activation store directory (written by the dump stage).
     #[arg(long)]
     store: PathBuf,
-    /// Hook to train on, as a TransformerLens name (e.g. toy.hook_hidden).
+    /// Hook to train on, as a TransformerLens name; repeat for one SAE per hook.
+    #[arg(long, required = true)]
+    hook: Vec<String>,
+    /// Train only this hook (one of --hook; repeatable) and do not write
+    /// OUT/stage.json: for one job per hook on a cluster.
     #[arg(long)]
-    hook: String,
+    only_hook: Vec<String>,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Expected input width: an error if a hook's width in the store differs.
+    #[arg(long)]
+    d_in: Option<usize>,
     /// Number of SAE latents.
     #[arg(long)]
     d_sae: usize,
     /// SAE architecture.
     #[arg(long, value_enum, default_value = "standard")]
     architecture: ArchArg,
-    /// Active latents per row (TopK only).
+    /// Active latents per row (TopK, BatchTopK).
     #[arg(long)]
     k: Option<usize>,
-    /// Sparsity penalty λ (standard only).
+    /// Input normalisation.
+    #[arg(long, value_enum, default_value = "none")]
+    normalize_activations: NormArg,
+    /// Sparsity penalty λ: L1 (standard) or L0 (jumprelu).
     #[arg(long)]
     l1_coefficient: Option<f64>,
     /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
-    /// Optimiser steps.
+    /// Optimiser steps (the stream passes over the corpus as many times as needed).
     #[arg(long)]
     steps: Option<usize>,
     /// Rows per step.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Rows the shuffle buffer holds (default: 16 batches).
+    #[arg(long)]
+    buffer_rows: Option<usize>,
+    /// Write a checkpoint every N steps (0: never); a rerun resumes from it.
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -65,42 +91,87 @@ struct Args {
     /// Steps of linear L1 warm-up (default: steps / 10).
     #[arg(long)]
     l1_warm_up_steps: Option<usize>,
+    /// A latent silent for this many steps counts as dead.
+    #[arg(long)]
+    dead_feature_window: Option<usize>,
+    /// JumpReLU: initial threshold of every latent.
+    #[arg(long)]
+    jumprelu_init_threshold: Option<f64>,
+    /// JumpReLU: bandwidth of the threshold's pseudo-derivative.
+    #[arg(long)]
+    jumprelu_bandwidth: Option<f64>,
+    /// Top activating contexts kept per feature in feature_stats.parquet.
+    #[arg(long, default_value_t = 8)]
+    top_n: usize,
+    /// tokenizer.json used to decode contexts (default: token ids as text).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Model name for cfg.json (default: the store's).
     #[arg(long)]
     model_name: Option<String>,
 }
 
+fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {
+    names
+        .iter()
+        .map(|h| h.parse().with_context(|| format!("{flag} {h}")))
+        .collect()
+}
+
 fn config(a: Args) -> anyhow::Result<StageConfig> {
-    let hook: HookPoint = a.hook.parse().context("--hook")?;
     let architecture = match (a.architecture, a.k) {
         (ArchArg::Standard, None) => Architecture::Standard,
-        (ArchArg::Standard, Some(_)) => bail!("--k is only meaningful with --architecture topk"),
+        (ArchArg::Jumprelu, None) => Architecture::JumpRelu,
+        (ArchArg::Standard | ArchArg::Jumprelu, Some(_)) => {
+            bail!("--k is only meaningful with --architecture topk or batchtopk")
+        }
         (ArchArg::Topk, Some(k)) => Architecture::TopK { k },
-        (ArchArg::Topk, None) => bail!("--architecture topk needs --k N (active latents per row)"),
+        (ArchArg::Batchtopk, Some(k)) => Architecture::BatchTopK { k },
+        (ArchArg::Topk | ArchArg::Batchtopk, None) => {
+            bail!("--architecture topk/batchtopk needs --k N (active latents per row)")
+        }
+    };
+    let normalize_activations = match a.normalize_activations {
+        NormArg::None => ActivationNormalization::None,
+        NormArg::ConstantNormRescale => ActivationNormalization::ConstantNormRescale,
+        NormArg::MeanCentre => ActivationNormalization::MeanCentre,
     };
     let d = TrainConfig::default();
     let steps = a.steps.unwrap_or(d.steps);
+    let batch_size = a.batch_size.unwrap_or(d.batch_size);
     let train = TrainConfig {
         lr: a.lr.unwrap_or(d.lr),
         l1_coefficient: a.l1_coefficient.unwrap_or(d.l1_coefficient),
         steps,
-        batch_size: a.batch_size.unwrap_or(d.batch_size),
+        batch_size,
         seed: a.seed,
         lr_warm_up_steps: a
             .lr_warm_up_steps
             .unwrap_or(d.lr_warm_up_steps.min(steps / 10)),
         lr_decay_steps: a.lr_decay_steps.unwrap_or(steps / 5),
         l1_warm_up_steps: a.l1_warm_up_steps.unwrap_or(steps / 10),
+        dead_feature_window: a.dead_feature_window.unwrap_or(d.dead_feature_window),
+        jumprelu_init_threshold: a
+            .jumprelu_init_threshold
+            .unwrap_or(d.jumprelu_init_threshold),
+        jumprelu_bandwidth: a.jumprelu_bandwidth.unwrap_or(d.jumprelu_bandwidth),
         ..d
     };
     Ok(StageConfig {
         store: a.store,
-        hook,
+        hooks: hooks(&a.hook, "--hook")?,
+        only_hooks: hooks(&a.only_hook, "--only-hook")?,
         out: a.out,
+        d_in: a.d_in,
         d_sae: a.d_sae,
         architecture,
+        normalize_activations,
         model_name: a.model_name,
         eval_fraction: a.eval_fraction,
+        buffer_rows: a.buffer_rows.unwrap_or(16 * batch_size),
+        checkpoint_every: a.checkpoint_every,
+        top_n: a.top_n,
+        tokenizer: a.tokenizer,
         train,
     })
 }
@@ -114,31 +185,23 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = config(Args::parse()).and_then(|cfg| {
-        stage::run(&cfg).with_context(|| {
-            format!(
-                "training an SAE on {} from {}",
-                cfg.hook,
-                cfg.store.display()
-            )
-        })
+        stage::run(&cfg).with_context(|| format!("training SAEs from {}", cfg.store.display()))
     });
     match result {
-        Ok(s) => {
-            let m = s.eval_metrics.unwrap_or(s.train_metrics);
-            let on = if s.eval_metrics.is_some() {
-                "held-out"
-            } else {
-                "training"
-            };
-            println!(
-                "wrote {}: {on} explained variance {:.4}, L0 {:.3}, dead fraction {:.3} ({} train rows, {} held out)",
-                s.sae_dir.display(),
-                m.explained_variance,
-                m.l0,
-                m.dead_fraction,
-                s.train_rows,
-                s.eval_rows
-            );
+        Ok(summaries) => {
+            for s in summaries {
+                let (on, m) = stage::headline(&s.record);
+                let what = if s.skipped { "kept" } else { "wrote" };
+                println!(
+                    "{what} {}: {on} explained variance {:.4}, L0 {:.3}, dead fraction {:.3} ({} train rows, {} held out)",
+                    s.sae_dir.display(),
+                    m.explained_variance,
+                    m.l0,
+                    m.dead_fraction,
+                    s.record.train_rows,
+                    s.record.eval_rows
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -74,7 +74,7 @@ pub fn evaluate_with_density(sae: &Sae, x: ArrayView2<'_, f32>) -> (Metrics, Arr
         .par_iter()
         .map(|c| {
             let f = sae.encode(*c); // (rows, d_sae)
-            let x_hat = sae.decode(f.view()); // (rows, d_in)
+            let x_hat = sae.reconstruct(*c, f.view()); // (rows, d_in)
             let mut sse = 0.0;
             let mut sst = 0.0;
             for (xr, hr) in c.outer_iter().zip(x_hat.outer_iter()) {
@@ -113,4 +113,92 @@ pub fn evaluate_with_density(sae: &Sae, x: ArrayView2<'_, f32>) -> (Metrics, Arr
         dead_fraction: active.iter().filter(|&&a| a == 0).count() as f64 / d_sae.max(1) as f64,
     };
     (metrics, density)
+}
+
+/// [`Metrics`] accumulated chunk by chunk over a stream of rows, with the same
+/// definitions as [`evaluate_with_density`] (the mean row for explained variance is
+/// the mean of everything added, through `Σx` and `Σ‖x‖²` in f64).
+#[derive(Debug, Clone)]
+pub struct MetricsAccumulator {
+    rows: u64,
+    sse: f64,
+    sum_sq: f64,
+    sum: Array1<f64>,    // (d_in)
+    active: Array1<u64>, // (d_sae)
+}
+
+impl MetricsAccumulator {
+    /// An empty accumulator for `d_in` inputs and `d_sae` features.
+    pub fn new(d_in: usize, d_sae: usize) -> Self {
+        MetricsAccumulator {
+            rows: 0,
+            sse: 0.0,
+            sum_sq: 0.0,
+            sum: Array1::zeros(d_in),
+            active: Array1::zeros(d_sae),
+        }
+    }
+
+    /// Add rows `x (rows, d_in)`, their reconstructions `x_hat (rows, d_in)` and
+    /// features `f (rows, d_sae)`.
+    pub fn add(
+        &mut self,
+        x: ArrayView2<'_, f32>,
+        x_hat: ArrayView2<'_, f32>,
+        f: ArrayView2<'_, f32>,
+    ) {
+        for (xr, hr) in x.outer_iter().zip(x_hat.outer_iter()) {
+            for ((&xv, &hv), s) in xr.iter().zip(hr.iter()).zip(self.sum.iter_mut()) {
+                let (xv, hv) = (f64::from(xv), f64::from(hv));
+                self.sse += (xv - hv) * (xv - hv);
+                self.sum_sq += xv * xv;
+                *s += xv;
+            }
+        }
+        for fr in f.outer_iter() {
+            for (a, &v) in self.active.iter_mut().zip(fr.iter()) {
+                if v != 0.0 {
+                    *a += 1;
+                }
+            }
+        }
+        self.rows += x.nrows() as u64;
+    }
+
+    /// Rows added so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The metrics of everything added, and each feature's density, `(d_sae)`.
+    pub fn finish(&self) -> (Metrics, Array1<f64>) {
+        let d_sae = self.active.len();
+        if self.rows == 0 {
+            let m = Metrics {
+                mse: 0.0,
+                explained_variance: 0.0,
+                l0: 0.0,
+                dead_fraction: 1.0,
+            };
+            return (m, Array1::zeros(d_sae));
+        }
+        let n = self.rows as f64;
+        let sst = (self.sum_sq - self.sum.dot(&self.sum) / n).max(0.0);
+        let explained_variance = if sst > 0.0 {
+            1.0 - self.sse / sst
+        } else if self.sse == 0.0 {
+            1.0
+        } else {
+            0.0
+        };
+        let density = self.active.mapv(|a| a as f64 / n);
+        let metrics = Metrics {
+            mse: self.sse / n,
+            explained_variance,
+            l0: self.active.iter().sum::<u64>() as f64 / n,
+            dead_fraction: self.active.iter().filter(|&&a| a == 0).count() as f64
+                / d_sae.max(1) as f64,
+        };
+        (metrics, density)
+    }
 }

@@ -4,7 +4,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::kernel::{self, Params};
-use crate::{Error, Result, SaeConfig};
+use crate::{ActivationNormalization, Error, Result, SaeConfig};
 
 /// A sparse autoencoder, with SAELens tensor names and layouts.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +81,18 @@ impl Sae {
         crate::check_finite(x)
     }
 
-    /// Pre-activations `(batch, d_sae)` of `x (batch, d_in)`:
-    /// `(x − b_dec if apply_b_dec_to_input) W_enc + b_enc`.
+    /// Pre-activations `(batch, d_sae)` of `x (batch, d_in)`: the input normalised
+    /// as `normalize_activations` says, then `(x − b_dec if apply_b_dec_to_input)
+    /// W_enc + b_enc`.
     pub fn encode_pre(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        kernel::pre_activations(&self.params(), x, self.cfg.apply_b_dec_to_input)
+        let apply = self.cfg.apply_b_dec_to_input;
+        match self.cfg.normalize_activations {
+            ActivationNormalization::None => kernel::pre_activations(&self.params(), x, apply),
+            norm => {
+                let (xn, _) = normalize(norm, x); // (batch, d_in)
+                kernel::pre_activations(&self.params(), xn.view(), apply)
+            }
+        }
     }
 
     /// Feature activations `(batch, d_sae)` of `x (batch, d_in)`.
@@ -102,13 +110,61 @@ impl Sae {
         kernel::decode(&self.params(), f)
     }
 
-    /// `decode(encode(x))`: the reconstruction `(batch, d_in)` of `x (batch, d_in)`.
+    /// The reconstruction `(batch, d_in)` of `x (batch, d_in)` from its features
+    /// `f (batch, d_sae)`: [`Sae::decode`], with the input normalisation undone
+    /// using `x`'s per-row norm or mean.
+    pub fn reconstruct(&self, x: ArrayView2<'_, f32>, f: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut x_hat = self.decode(f); // (batch, d_in)
+        let norm = self.cfg.normalize_activations;
+        if norm != ActivationNormalization::None {
+            let (_, stat) = normalize(norm, x); // (batch)
+            for (mut row, &v) in x_hat.outer_iter_mut().zip(stat.iter()) {
+                match norm {
+                    ActivationNormalization::ConstantNormRescale => row.mapv_inplace(|h| h / v),
+                    _ => row.mapv_inplace(|h| h + v),
+                }
+            }
+        }
+        x_hat
+    }
+
+    /// `reconstruct(x, encode(x))`: the reconstruction `(batch, d_in)` of
+    /// `x (batch, d_in)`, in the input's own scale.
     pub fn forward(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        self.decode(self.encode(x).view())
+        self.reconstruct(x, self.encode(x).view())
     }
 
     /// `‖W_dec[i]‖₂` for every feature, `(d_sae)`.
     pub fn decoder_norms(&self) -> Array1<f32> {
         self.w_dec.map_axis(Axis(1), |r| r.dot(&r).sqrt())
     }
+}
+
+/// `x (rows, d)` normalised per row, and the per-row statistic that undoes it:
+/// the scale `√d / ‖x_b‖` (1 for a zero row) for constant-norm rescaling, the mean
+/// over `d` for mean-centring, 1 for none. Both `(rows, d)` and `(rows)`.
+pub fn normalize(
+    norm: ActivationNormalization,
+    x: ArrayView2<'_, f32>,
+) -> (Array2<f32>, Array1<f32>) {
+    let d = x.ncols().max(1) as f32;
+    let mut out = x.to_owned();
+    let mut stat = Array1::<f32>::ones(x.nrows());
+    for (mut row, s) in out.outer_iter_mut().zip(stat.iter_mut()) {
+        match norm {
+            ActivationNormalization::ConstantNormRescale => {
+                let n = row.dot(&row).sqrt();
+                *s = if n > 0.0 { d.sqrt() / n } else { 1.0 };
+                let k = *s;
+                row.mapv_inplace(|v| v * k);
+            }
+            ActivationNormalization::MeanCentre => {
+                *s = row.sum() / d;
+                let m = *s;
+                row.mapv_inplace(|v| v - m);
+            }
+            _ => {}
+        }
+    }
+    (out, stat)
 }

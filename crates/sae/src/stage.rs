@@ -1,67 +1,169 @@
-//! The `circuitry-train-sae` stage: read one hook's activations from an activation
-//! store, hold out a seeded fraction of rows, train, and write
-//! `OUT/<hook name>/{cfg.json, sae_weights.safetensors, sparsity.safetensors,
-//! training.json}` then `OUT/stage.json` last.
+//! The `circuitry-train-sae` stage: one SAE per selected hook of an activation
+//! store, all trained from one stream over the store, and written to
+//! `OUT/<hook name>/{sae_weights.safetensors, cfg.json, sparsity.safetensors,
+//! feature_stats.parquet, training.json}` (`training.json` last: it marks the hook
+//! complete), then `OUT/stage.json`.
 //!
-//! Every check (configuration, store, hook, row count, finite values) runs before
-//! anything is written, so bad input leaves no output behind.
+//! The run: check everything that can be checked before writing anything (hooks,
+//! widths, `k`, an empty store, NaN/Inf in a scan of every shard); skip hooks whose
+//! outputs are complete with the same run key; train the rest from a seeded
+//! shuffle buffer over token rows with a checkpoint every N steps (resumed after a
+//! kill); then one pass over the store for the final metrics (training and
+//! held-out rows) and feature statistics. With `only_hooks`, just those hooks are
+//! trained and `stage.json` is not written (one Slurm array task per hook).
+//!
+//! An SAE depends only on its own hook's configuration and the store, never on
+//! which other hooks share the run, so per-hook runs and one joint run give the
+//! same bytes.
 use std::path::{Path, PathBuf};
 
-use circuitry_core::{HookPoint, StageTimer};
-use circuitry_store::ActivationStore;
-use ndarray::{Array2, ArrayView2, Axis};
-use rand::seq::SliceRandom;
+use circuitry_core::{fingerprint, HookPoint, StageTimer, TOOL_VERSION};
+use circuitry_store::{ActivationStore, TokenColumns, META_FILE};
+use ndarray::{s, Axis};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::train::{rng_for, STREAM_EVAL_SPLIT};
+use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION};
+use crate::stats::{self, FeatureStats};
+use crate::stream::{self, is_eval_row, HookLayout, TrainStream};
+use crate::train::{LogEntry, Trainer};
 use crate::{
-    check_finite, evaluate_with_density, log10_feature_density, save_training_outputs, train,
-    Architecture, Error, Metrics, Result, SaeConfig, TrainConfig, TrainingRecord,
+    log10_feature_density, save_training_outputs, ActivationNormalization, Architecture, Error,
+    Metrics, MetricsAccumulator, Result, Sae, SaeConfig, TrainConfig, TrainingRecord,
+    TRAINING_RECORD_VERSION,
 };
 
 /// The stage binary's name, recorded in `stage.json`.
 pub const TOOL: &str = "circuitry-train-sae";
+/// Rows encoded at once in the final pass.
+const EVAL_CHUNK: usize = 2048;
 
 /// A validated configuration of the stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageConfig {
     /// The activation store directory.
     pub store: PathBuf,
-    /// The hook to train on.
-    pub hook: HookPoint,
-    /// Output directory; the SAE goes to `out/<hook name>/`.
+    /// The hooks to train SAEs on (one each).
+    pub hooks: Vec<HookPoint>,
+    /// Train only these of `hooks` and do not write `stage.json` (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only_hooks: Vec<HookPoint>,
+    /// Output directory; each SAE goes to `out/<hook name>/`.
     pub out: PathBuf,
+    /// Expected input width; an error when a hook's width differs (`None`: the store's).
+    pub d_in: Option<usize>,
     /// Number of latents.
     pub d_sae: usize,
     /// Architecture.
     pub architecture: Architecture,
+    /// Input normalisation.
+    pub normalize_activations: ActivationNormalization,
     /// Model name for `cfg.json`; `None` takes `model_name` from the store's `extra`
     /// metadata, else the store's model fingerprint.
     pub model_name: Option<String>,
     /// Fraction of rows held out for the final evaluation, in `[0, 1)`.
     pub eval_fraction: f64,
+    /// Rows the shuffle buffer holds (memory: rows × the hooks' total width × 4 bytes).
+    pub buffer_rows: usize,
+    /// A checkpoint every this many steps; 0 for none.
+    pub checkpoint_every: usize,
+    /// Top activations kept per feature in `feature_stats.parquet`.
+    pub top_n: usize,
+    /// Tokenizer (`tokenizer.json`) to decode contexts; `None`: token ids as text.
+    pub tokenizer: Option<PathBuf>,
     /// Training settings.
     pub train: TrainConfig,
 }
 
-/// What the stage produced.
+/// What the stage did for one hook.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StageSummary {
+pub struct HookSummary {
+    /// The hook.
+    pub hook: HookPoint,
     /// The SAE directory (`out/<hook name>`).
     pub sae_dir: PathBuf,
-    /// Rows trained on.
-    pub train_rows: usize,
-    /// Rows held out.
-    pub eval_rows: usize,
-    /// Metrics on the training rows.
-    pub train_metrics: Metrics,
-    /// Metrics on the held-out rows, if any.
-    pub eval_metrics: Option<Metrics>,
+    /// True when its outputs were already complete and it was not retrained.
+    pub skipped: bool,
+    /// The training record (read back when skipped).
+    pub record: TrainingRecord,
+}
+
+/// The fields of the configuration that determine one hook's SAE.
+#[derive(Serialize)]
+struct RunKey<'a> {
+    tool_version: &'a str,
+    store_meta: String,
+    hook: HookPoint,
+    d_sae: usize,
+    architecture: Architecture,
+    normalize_activations: ActivationNormalization,
+    model_name: &'a Option<String>,
+    eval_fraction: f64,
+    buffer_rows: usize,
+    top_n: usize,
+    tokenizer: &'a Option<PathBuf>,
+    train: &'a TrainConfig,
 }
 
 /// Run the stage (see the module docs).
-pub fn run(cfg: &StageConfig) -> Result<StageSummary> {
+pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
     let timer = StageTimer::start(TOOL);
+    check(cfg)?;
+    let store = ActivationStore::open(&cfg.store)?;
+    if store.n_rows() == 0 {
+        return Err(Error::Empty(format!(
+            "the store {} holds no rows; re-run the dump stage with a non-empty corpus",
+            cfg.store.display()
+        )));
+    }
+    let layout_all = HookLayout::new(&store, &cfg.hooks)?;
+    for &(hook, width) in &layout_all.hooks {
+        if let Some(d_in) = cfg.d_in.filter(|&d| d != width) {
+            return Err(Error::WidthMismatch {
+                hook,
+                d_in,
+                width,
+                store: cfg.store.clone(),
+            });
+        }
+    }
+    let store_meta = fingerprint::fingerprint_path(&cfg.store.join(META_FILE))?;
+    let selected: Vec<HookPoint> = if cfg.only_hooks.is_empty() {
+        cfg.hooks.clone()
+    } else {
+        cfg.only_hooks.clone()
+    };
+    let mut done = Vec::new();
+    let mut todo = Vec::new();
+    for &hook in &selected {
+        let key = run_key(cfg, hook, &store_meta)?;
+        let dir = sae_dir(&cfg.out, hook);
+        match complete_record(&dir, &key) {
+            Some(record) => {
+                tracing::info!(%hook, dir = %dir.display(), "skipping: outputs complete with the same configuration");
+                done.push(HookSummary {
+                    hook,
+                    sae_dir: dir,
+                    skipped: true,
+                    record,
+                });
+            }
+            None => todo.push((hook, key)),
+        }
+    }
+    if !todo.is_empty() {
+        done.extend(train_hooks(cfg, &store, &todo)?);
+    }
+    done.sort_by_key(|h| selected.iter().position(|s| *s == h.hook));
+    if cfg.only_hooks.is_empty() {
+        let names: Vec<String> = cfg.hooks.iter().map(|h| h.to_string()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        timer.finish(cfg, &[cfg.store.as_path()], &cfg.out, &refs)?;
+    }
+    Ok(done)
+}
+
+fn check(cfg: &StageConfig) -> Result<()> {
     if !(0.0..1.0).contains(&cfg.eval_fraction) {
         return Err(Error::config(
             "eval_fraction",
@@ -69,74 +171,77 @@ pub fn run(cfg: &StageConfig) -> Result<StageSummary> {
             "must be in [0, 1)",
         ));
     }
-    // Check d_sae and k before touching the store, so the error names the real
-    // problem. d_in is not known yet; 1 stands in for it (the check does not use it).
-    SaeConfig {
-        architecture: cfg.architecture,
-        ..SaeConfig::new(1, cfg.d_sae, cfg.hook)
+    if cfg.hooks.is_empty() {
+        return Err(Error::config(
+            "hook",
+            "(none)",
+            "name at least one hook with --hook",
+        ));
     }
-    .check()?;
-    let store = ActivationStore::open(&cfg.store)?;
-    let d_in = store.hook_width(cfg.hook)?;
-    let sae_cfg = SaeConfig {
+    for (i, h) in cfg.hooks.iter().enumerate() {
+        if cfg.hooks[..i].contains(h) {
+            return Err(Error::config(
+                "hook",
+                h,
+                "is listed twice; list each hook once",
+            ));
+        }
+    }
+    for h in &cfg.only_hooks {
+        if !cfg.hooks.contains(h) {
+            return Err(Error::config(
+                "only_hook",
+                h,
+                format!(
+                    "is not one of the stage's hooks ({}); --only-hook picks among --hook",
+                    cfg.hooks
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    // d_sae and k before touching the store, so the error names the real problem
+    // (d_in is not known yet; 1 stands in for it, the check does not use it).
+    let probe = SaeConfig {
         architecture: cfg.architecture,
-        model_name: cfg
-            .model_name
-            .clone()
-            .unwrap_or_else(|| model_name_of(&store)),
-        context_size: store.meta().context_size,
-        dataset_path: Some(cfg.store.display().to_string()),
-        ..SaeConfig::new(d_in, cfg.d_sae, cfg.hook)
+        ..SaeConfig::new(1, cfg.d_sae, cfg.hooks[0])
     };
-    cfg.train.check(&sae_cfg)?;
-    let data = store.read_hook(cfg.hook)?; // (n_rows, d_in)
-    if data.nrows() == 0 {
-        return Err(Error::Empty(format!(
-            "the store {} holds no rows; re-run the dump stage",
-            cfg.store.display()
-        )));
-    }
-    check_finite(data.view())?;
-    let (train_x, eval_x) = split(data.view(), cfg.eval_fraction, cfg.train.seed)?;
-    tracing::info!(hook = %cfg.hook, d_in, d_sae = cfg.d_sae, train_rows = train_x.nrows(), eval_rows = eval_x.nrows(), "training SAE");
+    probe.check()?;
+    cfg.train.check(&probe)
+}
 
-    let (sae, report) = train(sae_cfg.clone(), &cfg.train, train_x.view())?;
-    let (eval_metrics, density) = if eval_x.nrows() > 0 {
-        let (m, d) = evaluate_with_density(&sae, eval_x.view());
-        (Some(m), d)
-    } else {
-        (None, evaluate_with_density(&sae, train_x.view()).1)
+fn run_key(cfg: &StageConfig, hook: HookPoint, store_meta: &str) -> Result<String> {
+    let key = RunKey {
+        tool_version: TOOL_VERSION,
+        store_meta: store_meta.to_string(),
+        hook,
+        d_sae: cfg.d_sae,
+        architecture: cfg.architecture,
+        normalize_activations: cfg.normalize_activations,
+        model_name: &cfg.model_name,
+        eval_fraction: cfg.eval_fraction,
+        buffer_rows: cfg.buffer_rows,
+        top_n: cfg.top_n,
+        tokenizer: &cfg.tokenizer,
+        train: &cfg.train,
     };
-    let train_metrics = report.final_metrics;
-    let record = TrainingRecord::new(
-        sae_cfg,
-        cfg.train.clone(),
-        report,
-        train_x.nrows(),
-        eval_x.nrows(),
-        eval_metrics,
-    );
-    let hook_dir_name = cfg.hook.to_string();
-    let sae_dir = cfg.out.join(&hook_dir_name);
-    sae.save(&sae_dir)?;
-    save_training_outputs(
-        &sae_dir,
-        &record,
-        log10_feature_density(density.view()).view(),
-    )?;
-    timer.finish(
-        cfg,
-        &[cfg.store.as_path()],
-        &cfg.out,
-        &[hook_dir_name.as_str()],
-    )?;
-    Ok(StageSummary {
-        sae_dir,
-        train_rows: train_x.nrows(),
-        eval_rows: eval_x.nrows(),
-        train_metrics,
-        eval_metrics,
-    })
+    let json = serde_json::to_vec(&key).map_err(|e| Error::Checkpoint(format!("run key: {e}")))?;
+    Ok(fingerprint::fingerprint_bytes(&json))
+}
+
+/// The record of a hook whose outputs are all there with `key`.
+fn complete_record(dir: &Path, key: &str) -> Option<TrainingRecord> {
+    let record = TrainingRecord::read(dir).ok()?;
+    let files = [
+        crate::WEIGHTS_FILE,
+        crate::CFG_FILE,
+        crate::SPARSITY_FILE,
+        stats::FEATURE_STATS_FILE,
+    ];
+    (record.run_key == key && files.iter().all(|f| dir.join(f).is_file())).then_some(record)
 }
 
 fn model_name_of(store: &ActivationStore) -> String {
@@ -148,34 +253,237 @@ fn model_name_of(store: &ActivationStore) -> String {
         .unwrap_or_else(|| meta.model_fingerprint.clone())
 }
 
-/// Split rows into (train, eval) by a seeded shuffle; each part keeps row order.
-fn split(
-    data: ArrayView2<'_, f32>,
-    eval_fraction: f64,
-    seed: u64,
-) -> Result<(Array2<f32>, Array2<f32>)> {
-    let n = data.nrows();
-    let mut n_eval = (n as f64 * eval_fraction).round() as usize;
-    if eval_fraction > 0.0 && n >= 2 {
-        n_eval = n_eval.clamp(1, n - 1);
+/// Train, evaluate and write the SAEs of `todo` ((hook, run key) pairs).
+fn train_hooks(
+    cfg: &StageConfig,
+    store: &ActivationStore,
+    todo: &[(HookPoint, String)],
+) -> Result<Vec<HookSummary>> {
+    let hooks: Vec<HookPoint> = todo.iter().map(|t| t.0).collect();
+    let keys: Vec<String> = todo.iter().map(|t| t.1.clone()).collect();
+    let layout = HookLayout::new(store, &hooks)?;
+    let model_name = cfg
+        .model_name
+        .clone()
+        .unwrap_or_else(|| model_name_of(store));
+    let sae_cfgs: Vec<SaeConfig> = layout
+        .hooks
+        .iter()
+        .map(|&(hook, width)| SaeConfig {
+            architecture: cfg.architecture,
+            normalize_activations: cfg.normalize_activations,
+            model_name: model_name.clone(),
+            context_size: store.meta().context_size,
+            dataset_path: Some(cfg.store.display().to_string()),
+            ..SaeConfig::new(width, cfg.d_sae, hook)
+        })
+        .collect();
+    for c in &sae_cfgs {
+        cfg.train.check(c)?;
     }
-    if n_eval >= n {
+    let t = &cfg.train;
+    let scan = stream::scan(store, &layout, t.seed, cfg.eval_fraction, t.b_dec_init_rows)?;
+    if scan.train_rows == 0 {
         return Err(Error::Empty(format!(
-            "{n} rows leave none to train on with eval_fraction {eval_fraction}; lower --eval-fraction"
+            "all {} rows of {} are held out; lower --eval-fraction",
+            scan.eval_rows,
+            cfg.store.display()
         )));
     }
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rng_for(seed, STREAM_EVAL_SPLIT));
-    let (eval_idx, train_idx) = idx.split_at_mut(n_eval);
-    eval_idx.sort_unstable();
-    train_idx.sort_unstable();
-    Ok((
-        data.select(Axis(0), train_idx),
-        data.select(Axis(0), eval_idx),
-    ))
+    tracing::info!(
+        hooks = hooks.len(),
+        train_rows = scan.train_rows,
+        eval_rows = scan.eval_rows,
+        steps = t.steps,
+        "training SAEs"
+    );
+
+    let names: Vec<String> = hooks.iter().map(|h| h.to_string()).collect();
+    let ck_path = checkpoint::path_for(&cfg.out, &names);
+    let mut resume = checkpoint::load(&ck_path)?;
+    if let Some(ck) = &resume {
+        if ck.meta.run_keys != keys {
+            tracing::warn!(path = %ck_path.display(), "ignoring a checkpoint of another configuration");
+            resume = None;
+        }
+    }
+    let (mut trainers, state) = match resume {
+        Some(mut ck) => {
+            tracing::info!(step = ck.meta.step, path = %ck_path.display(), "resuming from checkpoint");
+            let metas = std::mem::take(&mut ck.meta.trainers);
+            let mut trainers = Vec::with_capacity(hooks.len());
+            for (i, (c, m)) in sae_cfgs.iter().zip(metas).enumerate() {
+                trainers.push(Trainer::restore(c.clone(), t, m, |n, s| {
+                    ck.tensor(i, n, s)
+                })?);
+            }
+            (trainers, Some(ck.meta.stream))
+        }
+        None => {
+            let mut trainers = Vec::with_capacity(hooks.len());
+            for (i, c) in sae_cfgs.iter().enumerate() {
+                let sample = scan.sample.slice(s![.., layout.columns(i)]); // (n, d_in)
+                trainers.push(Trainer::new(c.clone(), t, sample)?);
+            }
+            (trainers, None)
+        }
+    };
+    if trainers.len() != hooks.len() {
+        return Err(Error::Checkpoint(format!(
+            "{} holds the wrong number of trainers",
+            ck_path.display()
+        )));
+    }
+    let mut stream = TrainStream::new(
+        store,
+        layout.clone(),
+        t.seed,
+        cfg.eval_fraction,
+        t.batch_size,
+        cfg.buffer_rows,
+        state.as_ref(),
+    )?;
+    let mut step = trainers[0].steps_done();
+    while step < t.steps {
+        let batch = stream.next_batch()?; // (batch, total width)
+        trainers
+            .par_iter_mut()
+            .enumerate()
+            .map(|(i, tr)| tr.step(stream::hook_view(&batch, &layout, i)).map(|_| ()))
+            .collect::<Result<Vec<()>>>()?;
+        step += 1;
+        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < t.steps {
+            let exported: Vec<_> = trainers.iter().map(Trainer::export).collect();
+            let meta = CheckpointMeta {
+                version: CHECKPOINT_VERSION,
+                run_keys: keys.clone(),
+                step,
+                stream: stream.state(),
+                trainers: exported.iter().map(|e| e.0.clone()).collect(),
+            };
+            let tensors: Vec<_> = exported.into_iter().map(|e| e.1).collect();
+            checkpoint::save(&ck_path, &meta, &tensors)?;
+            tracing::info!(step, path = %ck_path.display(), "checkpoint");
+        }
+    }
+    let epochs = stream.epoch() + 1;
+    let saes: Vec<(Sae, Vec<LogEntry>, u64)> = trainers.into_iter().map(Trainer::finish).collect();
+    let finals = final_pass(cfg, store, &layout, &saes)?;
+    let tokens = if cfg.top_n > 0 {
+        Some(store.read_tokens()?)
+    } else {
+        None
+    };
+    let no_tokens = TokenColumns::default();
+    let decode = stats::decoder(cfg.tokenizer.as_deref())?;
+    let mut out = Vec::with_capacity(saes.len());
+    for (((sae, history, rows_seen), fin), key) in saes.into_iter().zip(finals).zip(keys) {
+        let dir = sae_dir(&cfg.out, sae.cfg.hook_name);
+        sae.save(&dir)?;
+        fin.stats
+            .write(&dir, tokens.as_ref().unwrap_or(&no_tokens), &*decode)?;
+        let (train_metrics, train_density) = fin.train.finish();
+        let eval = (fin.eval.rows() > 0).then(|| fin.eval.finish());
+        let density = eval.as_ref().map_or(&train_density, |e| &e.1);
+        let record = TrainingRecord {
+            schema_version: TRAINING_RECORD_VERSION,
+            tool_version: TOOL_VERSION.into(),
+            sae: sae.cfg.clone(),
+            train: cfg.train.clone(),
+            steps: cfg.train.steps,
+            rows_seen,
+            train_rows: fin.train.rows() as usize,
+            eval_rows: fin.eval.rows() as usize,
+            history,
+            train_metrics,
+            eval_metrics: eval.as_ref().map(|e| e.0),
+            run_key: key,
+            epochs,
+        };
+        save_training_outputs(&dir, &record, log10_feature_density(density.view()).view())?;
+        out.push(HookSummary {
+            hook: sae.cfg.hook_name,
+            sae_dir: dir,
+            skipped: false,
+            record,
+        });
+    }
+    if ck_path.is_file() {
+        std::fs::remove_file(&ck_path).map_err(|source| Error::Write {
+            path: ck_path.clone(),
+            source,
+        })?;
+    }
+    Ok(out)
+}
+
+struct Final {
+    train: MetricsAccumulator,
+    eval: MetricsAccumulator,
+    stats: FeatureStats,
+}
+
+/// One pass over the store in row order: metrics on training and held-out rows,
+/// and feature statistics over all rows, for every SAE.
+fn final_pass(
+    cfg: &StageConfig,
+    store: &ActivationStore,
+    layout: &HookLayout,
+    saes: &[(Sae, Vec<LogEntry>, u64)],
+) -> Result<Vec<Final>> {
+    let mut finals: Vec<Final> = saes
+        .iter()
+        .map(|(sae, _, _)| Final {
+            train: MetricsAccumulator::new(sae.cfg.d_in, sae.cfg.d_sae),
+            eval: MetricsAccumulator::new(sae.cfg.d_in, sae.cfg.d_sae),
+            stats: FeatureStats::new(sae.cfg.d_sae, cfg.top_n),
+        })
+        .collect();
+    let mut first = 0u64;
+    for shard in 0..store.meta().shards.len() {
+        let arrays = stream::read_checked(store, layout, shard, first)?; // per hook (rows, width)
+        let n = arrays.first().map_or(0, |a| a.nrows());
+        let eval: Vec<bool> = (0..n)
+            .map(|r| is_eval_row(cfg.train.seed, cfg.eval_fraction, first + r as u64))
+            .collect();
+        finals
+            .par_iter_mut()
+            .zip(saes.par_iter())
+            .zip(arrays.par_iter())
+            .for_each(|((fin, (sae, _, _)), x)| {
+                for (c, chunk) in x.axis_chunks_iter(Axis(0), EVAL_CHUNK).enumerate() {
+                    let start = c * EVAL_CHUNK;
+                    let f = sae.encode(chunk); // (rows, d_sae)
+                    let x_hat = sae.reconstruct(chunk, f.view()); // (rows, d_in)
+                    fin.stats.add(f.view(), first + start as u64);
+                    for (want_eval, acc) in [(false, &mut fin.train), (true, &mut fin.eval)] {
+                        let idx: Vec<usize> = (0..chunk.nrows())
+                            .filter(|&r| eval[start + r] == want_eval)
+                            .collect();
+                        if !idx.is_empty() {
+                            acc.add(
+                                chunk.select(Axis(0), &idx).view(),
+                                x_hat.select(Axis(0), &idx).view(),
+                                f.select(Axis(0), &idx).view(),
+                            );
+                        }
+                    }
+                }
+            });
+        first += n as u64;
+    }
+    Ok(finals)
 }
 
 /// The directory the stage writes the SAE for `hook` to.
 pub fn sae_dir(out: &Path, hook: HookPoint) -> PathBuf {
     out.join(hook.to_string())
+}
+
+/// The final metrics a summary reports: held-out if any, else training.
+pub fn headline(record: &TrainingRecord) -> (&'static str, Metrics) {
+    match record.eval_metrics {
+        Some(m) => ("held-out", m),
+        None => ("training", record.train_metrics),
+    }
 }

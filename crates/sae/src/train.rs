@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::{self, AuxK, LossSpec};
 use crate::metrics::{evaluate, Metrics};
+use crate::sae::normalize;
 use crate::{check_finite, geometric_median, Architecture, Error, Result, Sae, SaeConfig};
 
 /// RNG streams derived from the seed, one per use, so that changing one use (say the
@@ -14,7 +15,6 @@ use crate::{check_finite, geometric_median, Architecture, Error, Result, Sae, Sa
 const STREAM_INIT: u64 = 0;
 const STREAM_B_DEC_SAMPLE: u64 = 1;
 const STREAM_BATCHES: u64 = 2;
-pub(crate) const STREAM_EVAL_SPLIT: u64 = 3;
 
 /// The seeded RNG for one use of the training seed.
 pub(crate) fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
@@ -78,6 +78,24 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Rows per parallel work item (fixed, so results do not depend on threads).
     pub chunk_rows: usize,
+    /// JumpReLU: the threshold every latent starts at (SAELens: 0.001).
+    #[serde(default = "default_jumprelu")]
+    pub jumprelu_init_threshold: f64,
+    /// JumpReLU: bandwidth `ε` of the threshold's pseudo-derivative (SAELens: 0.001).
+    #[serde(default = "default_jumprelu")]
+    pub jumprelu_bandwidth: f64,
+    /// BatchTopK: rate of the running threshold's exponential average of the
+    /// smallest active value per batch (SAELens: 0.01).
+    #[serde(default = "default_topk_threshold_lr")]
+    pub topk_threshold_lr: f64,
+}
+
+fn default_jumprelu() -> f64 {
+    1e-3
+}
+
+fn default_topk_threshold_lr() -> f64 {
+    0.01
 }
 
 impl Default for TrainConfig {
@@ -102,6 +120,9 @@ impl Default for TrainConfig {
             aux_k_coefficient: 1.0 / 32.0,
             log_every: 100,
             chunk_rows: 256,
+            jumprelu_init_threshold: default_jumprelu(),
+            jumprelu_bandwidth: default_jumprelu(),
+            topk_threshold_lr: default_topk_threshold_lr(),
         }
     }
 }
@@ -110,13 +131,6 @@ impl TrainConfig {
     /// Check every value's range (and that the SAE's architecture can be trained).
     pub fn check(&self, sae: &SaeConfig) -> Result<()> {
         sae.check()?;
-        if matches!(sae.architecture, Architecture::JumpRelu) {
-            return Err(Error::Unsupported {
-                what: "architecture",
-                value: "jumprelu".into(),
-                hint: "JumpReLU SAEs can be loaded and run but not trained yet; train \"standard\" or \"topk\"".into(),
-            });
-        }
         let positive = |field: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -127,6 +141,15 @@ impl TrainConfig {
         positive("lr", self.lr)?;
         positive("adam_eps", self.adam_eps)?;
         positive("decoder_init_norm", f64::from(self.decoder_init_norm))?;
+        positive("jumprelu_init_threshold", self.jumprelu_init_threshold)?;
+        positive("jumprelu_bandwidth", self.jumprelu_bandwidth)?;
+        if !(self.topk_threshold_lr > 0.0 && self.topk_threshold_lr <= 1.0) {
+            return Err(Error::config(
+                "topk_threshold_lr",
+                self.topk_threshold_lr,
+                "must be in (0, 1]",
+            ));
+        }
         if !(self.l1_coefficient.is_finite() && self.l1_coefficient >= 0.0) {
             return Err(Error::config(
                 "l1_coefficient",
@@ -293,6 +316,10 @@ pub struct Trainer {
     steps_since_fired: Vec<usize>,
     history: Vec<LogEntry>,
     rows_seen: u64,
+    /// JumpReLU: `log θ (d_sae)`, the parameter Adam updates, and its moments.
+    log_threshold: Option<(Array1<f32>, Moments<ndarray::Ix1>)>,
+    /// BatchTopK: running estimate of the batch threshold.
+    topk_threshold: f64,
 }
 
 impl Trainer {
@@ -308,6 +335,8 @@ impl Trainer {
         let mut rng = rng_for(cfg.seed, STREAM_INIT);
         let mut sae = Sae::new_init_with_norm(sae_cfg, cfg.decoder_init_norm, &mut rng);
         sae.check_input(init_sample)?;
+        let (init_sample, _) = normalize(sae.cfg.normalize_activations, init_sample); // (n, d_in)
+        let init_sample = init_sample.view();
         sae.b_dec = match cfg.b_dec_init {
             BDecInit::GeometricMedian => geometric_median(init_sample, 100, 1e-6),
             BDecInit::Mean if init_sample.nrows() > 0 => init_sample
@@ -317,7 +346,17 @@ impl Trainer {
             _ => Array1::zeros(sae.cfg.d_in),
         };
         let (d_in, d_sae) = (sae.cfg.d_in, sae.cfg.d_sae);
+        let log_threshold = matches!(sae.cfg.architecture, Architecture::JumpRelu).then(|| {
+            let theta = cfg.jumprelu_init_threshold as f32;
+            sae.threshold = Some(Array1::from_elem(d_sae, theta.ln().exp()));
+            (
+                Array1::from_elem(d_sae, theta.ln()),
+                Moments::new(ndarray::Ix1(d_sae)),
+            )
+        });
         Ok(Trainer {
+            log_threshold,
+            topk_threshold: 0.0,
             adam: (
                 Moments::new(ndarray::Ix2(d_in, d_sae)),
                 Moments::new(ndarray::Ix1(d_sae)),
@@ -345,9 +384,23 @@ impl Trainer {
 
     /// One optimiser step on `batch (rows, d_in)`; returns the step's log entry.
     pub fn step(&mut self, batch: ArrayView2<'_, f32>) -> Result<LogEntry> {
+        let normalized;
+        let batch = match self.sae.cfg.normalize_activations {
+            crate::ActivationNormalization::None => batch,
+            norm => {
+                normalized = normalize(norm, batch).0; // (rows, d_in)
+                normalized.view()
+            }
+        };
         let s = self.step;
         let lr = self.cfg.lr_at(s);
         let l1 = self.cfg.l1_at(s);
+        let theta: Option<Vec<f64>> = self
+            .sae
+            .threshold
+            .as_ref()
+            .filter(|_| self.log_threshold.is_some())
+            .map(|t| t.iter().map(|&v| f64::from(v)).collect());
         let window = self.cfg.dead_feature_window;
         let dead: Vec<bool> = self
             .steps_since_fired
@@ -355,7 +408,7 @@ impl Trainer {
             .map(|&n| n >= window)
             .collect();
         let aux = match self.sae.cfg.architecture {
-            Architecture::TopK { .. } => Some(AuxK {
+            Architecture::TopK { .. } | Architecture::BatchTopK { .. } => Some(AuxK {
                 dead: &dead,
                 k_aux: self.cfg.aux_k.unwrap_or((self.sae.cfg.d_in / 2).max(1)),
                 coefficient: self.cfg.aux_k_coefficient,
@@ -368,6 +421,10 @@ impl Trainer {
             l1_coefficient: l1,
             aux,
             chunk_rows: self.cfg.chunk_rows,
+            jump: theta.as_ref().map(|t| kernel::Jump {
+                threshold: t,
+                bandwidth: self.cfg.jumprelu_bandwidth,
+            }),
         };
         let (terms, grads) = kernel::loss_and_grads(&self.sae.params(), batch, &spec)?;
         if !terms.total.is_finite() {
@@ -395,6 +452,22 @@ impl Trainer {
         self.adam.1.update(&mut self.sae.b_enc, &grads.b_enc, &h);
         self.adam.2.update(&mut self.sae.w_dec, &grads.w_dec, &h);
         self.adam.3.update(&mut self.sae.b_dec, &grads.b_dec, &h);
+        if let (Some((log_t, moments)), Some(g_t), Some(t)) = (
+            self.log_threshold.as_mut(),
+            grads.threshold.as_ref(),
+            self.sae.threshold.as_mut(),
+        ) {
+            // θ = exp(log θ): ∂L/∂log θ = θ ∂L/∂θ.
+            let g_log = g_t * &*t; // (d_sae)
+            moments.update(log_t, &g_log, &h);
+            *t = log_t.mapv(f32::exp);
+        }
+        if matches!(self.sae.cfg.architecture, Architecture::BatchTopK { .. })
+            && terms.min_active.is_finite()
+        {
+            let r = self.cfg.topk_threshold_lr;
+            self.topk_threshold = (1.0 - r) * self.topk_threshold + r * terms.min_active;
+        }
 
         for (n, &f) in self.steps_since_fired.iter_mut().zip(&terms.fired) {
             *n = if f { 0 } else { n.saturating_add(1) };
@@ -431,9 +504,161 @@ impl Trainer {
         Ok(entry)
     }
 
-    /// The trained SAE, the logged history and the rows seen.
-    pub fn finish(self) -> (Sae, Vec<LogEntry>, u64) {
+    /// The trained SAE, the logged history and the rows seen. A BatchTopK SAE comes
+    /// out as JumpReLU with its running threshold for every latent, as SAELens saves it.
+    pub fn finish(mut self) -> (Sae, Vec<LogEntry>, u64) {
+        if let Architecture::BatchTopK { .. } = self.sae.cfg.architecture {
+            self.sae.cfg.architecture = Architecture::JumpRelu;
+            self.sae.threshold = Some(Array1::from_elem(
+                self.sae.cfg.d_sae,
+                self.topk_threshold as f32,
+            ));
+        }
         (self.sae, self.history, self.rows_seen)
+    }
+}
+
+/// The non-tensor part of a [`Trainer`]'s state, for checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerMeta {
+    /// Steps taken.
+    pub step: usize,
+    /// Per latent, steps since it last fired: (d_sae,).
+    pub steps_since_fired: Vec<usize>,
+    /// Logged steps so far.
+    pub history: Vec<LogEntry>,
+    /// Rows seen so far.
+    pub rows_seen: u64,
+    /// BatchTopK's running threshold.
+    #[serde(default)]
+    pub topk_threshold: f64,
+}
+
+/// A named tensor of a trainer's state: name, shape, values (row-major).
+pub type NamedTensor = (&'static str, Vec<usize>, Vec<f32>);
+
+const STATE_TENSORS: [&str; 12] = [
+    "W_enc", "b_enc", "W_dec", "b_dec", "m.W_enc", "v.W_enc", "m.b_enc", "v.b_enc", "m.W_dec",
+    "v.W_dec", "m.b_dec", "v.b_dec",
+];
+
+impl Trainer {
+    /// Everything needed to continue training exactly where this trainer is: the
+    /// step, dead-latent counters and history, and the parameters with their Adam
+    /// moments as named tensors. [`Trainer::restore`] takes them back.
+    pub fn export(&self) -> (TrainerMeta, Vec<NamedTensor>) {
+        let meta = TrainerMeta {
+            step: self.step,
+            steps_since_fired: self.steps_since_fired.clone(),
+            history: self.history.clone(),
+            rows_seen: self.rows_seen,
+            topk_threshold: self.topk_threshold,
+        };
+        let t2 = |a: &Array2<f32>| (a.shape().to_vec(), a.iter().copied().collect::<Vec<f32>>());
+        let t1 = |a: &Array1<f32>| (a.shape().to_vec(), a.to_vec());
+        let parts = [
+            t2(&self.sae.w_enc),
+            t1(&self.sae.b_enc),
+            t2(&self.sae.w_dec),
+            t1(&self.sae.b_dec),
+            t2(&self.adam.0.m),
+            t2(&self.adam.0.v),
+            t1(&self.adam.1.m),
+            t1(&self.adam.1.v),
+            t2(&self.adam.2.m),
+            t2(&self.adam.2.v),
+            t1(&self.adam.3.m),
+            t1(&self.adam.3.v),
+        ];
+        let mut tensors: Vec<NamedTensor> = STATE_TENSORS
+            .iter()
+            .zip(parts)
+            .map(|(name, (shape, values))| (*name, shape, values))
+            .collect();
+        if let Some((log_t, m)) = &self.log_threshold {
+            for (name, a) in [
+                ("log_threshold", log_t),
+                ("m.log_threshold", &m.m),
+                ("v.log_threshold", &m.v),
+            ] {
+                tensors.push((name, a.shape().to_vec(), a.to_vec()));
+            }
+        }
+        (meta, tensors)
+    }
+
+    /// A trainer in the state [`Trainer::export`] gave; `tensor(name, shape)` returns
+    /// the values of one named tensor, checked against `shape`.
+    pub fn restore(
+        sae_cfg: SaeConfig,
+        cfg: &TrainConfig,
+        meta: TrainerMeta,
+        mut tensor: impl FnMut(&str, &[usize]) -> Result<Vec<f32>>,
+    ) -> Result<Self> {
+        cfg.check(&sae_cfg)?;
+        let (d_in, d_sae) = (sae_cfg.d_in, sae_cfg.d_sae);
+        if meta.steps_since_fired.len() != d_sae {
+            return Err(Error::Shape {
+                what: "steps_since_fired in the checkpoint".into(),
+                expected: vec![d_sae],
+                got: vec![meta.steps_since_fired.len()],
+            });
+        }
+        let mut m2 = |name: &str, shape: (usize, usize)| -> Result<Array2<f32>> {
+            let v = tensor(name, &[shape.0, shape.1])?;
+            Array2::from_shape_vec(shape, v).map_err(|e| Error::Shape {
+                what: format!("{name} in the checkpoint ({e})"),
+                expected: vec![shape.0, shape.1],
+                got: vec![],
+            })
+        };
+        let w_enc = m2("W_enc", (d_in, d_sae))?;
+        let w_dec = m2("W_dec", (d_sae, d_in))?;
+        let enc = (m2("m.W_enc", (d_in, d_sae))?, m2("v.W_enc", (d_in, d_sae))?);
+        let dec = (m2("m.W_dec", (d_sae, d_in))?, m2("v.W_dec", (d_sae, d_in))?);
+        let mut m1 =
+            |name: &str, n: usize| -> Result<Array1<f32>> { Ok(Array1::from(tensor(name, &[n])?)) };
+        let log_threshold = if matches!(sae_cfg.architecture, Architecture::JumpRelu) {
+            Some((
+                m1("log_threshold", d_sae)?,
+                Moments {
+                    m: m1("m.log_threshold", d_sae)?,
+                    v: m1("v.log_threshold", d_sae)?,
+                },
+            ))
+        } else {
+            None
+        };
+        let sae = Sae {
+            cfg: sae_cfg,
+            w_enc,
+            b_enc: m1("b_enc", d_sae)?,
+            w_dec,
+            b_dec: m1("b_dec", d_in)?,
+            threshold: log_threshold.as_ref().map(|(l, _)| l.mapv(f32::exp)),
+        };
+        Ok(Trainer {
+            adam: (
+                Moments { m: enc.0, v: enc.1 },
+                Moments {
+                    m: m1("m.b_enc", d_sae)?,
+                    v: m1("v.b_enc", d_sae)?,
+                },
+                Moments { m: dec.0, v: dec.1 },
+                Moments {
+                    m: m1("m.b_dec", d_in)?,
+                    v: m1("v.b_dec", d_in)?,
+                },
+            ),
+            sae,
+            cfg: cfg.clone(),
+            step: meta.step,
+            steps_since_fired: meta.steps_since_fired,
+            history: meta.history,
+            rows_seen: meta.rows_seen,
+            log_threshold,
+            topk_threshold: meta.topk_threshold,
+        })
     }
 }
 

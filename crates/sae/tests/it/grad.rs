@@ -39,6 +39,35 @@ fn reference_loss(
     let b = x.nrows();
     let mut total = 0.0;
     let mut residual = Array2::zeros((b, d_in));
+    // BatchTopK: the (k·b)-th largest positive pre-activation of the whole batch.
+    let batch_t = match spec.architecture {
+        Architecture::BatchTopK { k } => {
+            let mut all: Vec<f64> = Vec::new();
+            for r in 0..b {
+                for i in 0..d_sae {
+                    let x_in = |j: usize| {
+                        x[[r, j]]
+                            - if spec.apply_b_dec_to_input {
+                                p.b_dec[j]
+                            } else {
+                                0.0
+                            }
+                    };
+                    let v = p.b_enc[i] + (0..d_in).map(|j| x_in(j) * p.w_enc[[j, i]]).sum::<f64>();
+                    if v > 0.0 {
+                        all.push(v);
+                    }
+                }
+            }
+            all.sort_by(|a, c| c.partial_cmp(a).unwrap());
+            if all.len() > k * b {
+                all[k * b - 1]
+            } else {
+                0.0
+            }
+        }
+        _ => 0.0,
+    };
     for r in 0..b {
         let x_in: Vec<f64> = (0..d_in)
             .map(|j| {
@@ -58,6 +87,15 @@ fn reference_loss(
         let acts: Vec<f64> = (0..d_sae)
             .map(|i| match spec.architecture {
                 Architecture::TopK { k } if !ranked[..k].contains(&i) => 0.0,
+                Architecture::BatchTopK { .. } if pre[i] < batch_t => 0.0,
+                Architecture::JumpRelu => {
+                    let theta = spec.jump.unwrap().threshold[i];
+                    if pre[i] > theta {
+                        pre[i]
+                    } else {
+                        0.0
+                    }
+                }
                 _ => pre[i].max(0.0),
             })
             .collect();
@@ -74,6 +112,11 @@ fn reference_loss(
                     .sqrt();
                 total += spec.l1_coefficient * acts[i] * norm / b as f64;
             }
+        }
+        if let (Architecture::JumpRelu, Some(j)) = (spec.architecture, spec.jump) {
+            // L0: piecewise constant in every parameter but θ.
+            let l0 = (0..d_sae).filter(|&i| pre[i] > j.threshold[i]).count();
+            total += spec.l1_coefficient * l0 as f64 / b as f64;
         }
         if let (Some(aux), Some(e)) = (&spec.aux, frozen_residual) {
             let n_dead = aux.dead.iter().filter(|d| **d).count();
@@ -167,6 +210,7 @@ fn standard_gradients_match_finite_differences() {
         l1_coefficient: 0.3,
         aux: None,
         chunk_rows: 4,
+        jump: None,
     };
     check(&spec, "standard");
 }
@@ -179,6 +223,7 @@ fn standard_gradients_without_b_dec_subtraction() {
         l1_coefficient: 0.05,
         aux: None,
         chunk_rows: 3,
+        jump: None,
     };
     check(&spec, "standard, apply_b_dec_to_input=false");
 }
@@ -196,6 +241,7 @@ fn topk_gradients_with_auxk_match_finite_differences() {
             coefficient: 0.5,
         }),
         chunk_rows: 5,
+        jump: None,
     };
     check(&spec, "topk k=3 + auxk");
 }
@@ -214,6 +260,94 @@ fn topk_auxk_scale_when_few_latents_are_dead() {
             coefficient: 1.0,
         }),
         chunk_rows: 4,
+        jump: None,
     };
     check(&spec, "topk k=2 + auxk, one dead");
+}
+
+#[test]
+fn batchtopk_gradients_with_auxk_match_finite_differences() {
+    // The batch keeps its k·B = 13·2 largest positive pre-activations; with the
+    // selection fixed the loss is smooth, so finite differences apply.
+    let dead = [true, false, false, false, true, false, false];
+    let spec = LossSpec {
+        architecture: Architecture::BatchTopK { k: 2 },
+        apply_b_dec_to_input: true,
+        l1_coefficient: 0.0,
+        aux: Some(AuxK {
+            dead: &dead,
+            k_aux: 2,
+            coefficient: 0.5,
+        }),
+        chunk_rows: 4,
+        jump: None,
+    };
+    check(&spec, "batchtopk k=2 + auxk");
+}
+
+#[test]
+fn jumprelu_gradients_match_finite_differences_and_the_threshold_pseudo_derivative() {
+    // W_enc, b_enc, W_dec, b_dec have true gradients (the L0 term is locally
+    // constant in them); θ has the paper's pseudo-derivative, checked against the
+    // formula written out here.
+    let theta = [0.05, 0.3, 0.1, 0.6, 0.2, 0.4, 0.15];
+    let bandwidth = 0.4;
+    let lambda = 0.7;
+    let spec = LossSpec {
+        architecture: Architecture::JumpRelu,
+        apply_b_dec_to_input: true,
+        l1_coefficient: lambda,
+        aux: None,
+        chunk_rows: 4,
+        jump: Some(circuitry_sae::kernel::Jump {
+            threshold: &theta,
+            bandwidth,
+        }),
+    };
+    check(&spec, "jumprelu");
+
+    let (b, d_in, d_sae) = (13, 5, 7);
+    let mut r = rng(42);
+    let p = P {
+        w_enc: normal(&mut r, (d_in, d_sae), 0.6),
+        b_enc: normal1(&mut r, d_sae, 0.3),
+        w_dec: normal(&mut r, (d_sae, d_in), 0.6),
+        b_dec: normal1(&mut r, d_in, 0.3),
+    };
+    let x = normal(&mut r, (b, d_in), 1.0);
+    let (_, grads) = loss_and_grads(&p.view(), x.view(), &spec).unwrap();
+    let got = grads
+        .threshold
+        .expect("JumpReLU returns a threshold gradient");
+    let mut want = vec![0.0; d_sae];
+    let mut in_window = 0;
+    for row in 0..b {
+        let x_in: Vec<f64> = (0..d_in).map(|j| x[[row, j]] - p.b_dec[j]).collect();
+        let pre: Vec<f64> = (0..d_sae)
+            .map(|i| p.b_enc[i] + (0..d_in).map(|j| x_in[j] * p.w_enc[[j, i]]).sum::<f64>())
+            .collect();
+        let acts: Vec<f64> = (0..d_sae)
+            .map(|i| if pre[i] > theta[i] { pre[i] } else { 0.0 })
+            .collect();
+        for i in 0..d_sae {
+            if ((pre[i] - theta[i]) / bandwidth).abs() < 0.5 {
+                in_window += 1;
+                // ∂mse/∂f_i = (2/B) Σ_j (x̂_j − x_j) W_dec[i, j]
+                let d_f: f64 = (0..d_in)
+                    .map(|j| {
+                        let x_hat =
+                            p.b_dec[j] + (0..d_sae).map(|l| acts[l] * p.w_dec[[l, j]]).sum::<f64>();
+                        2.0 / b as f64 * (x_hat - x[[row, j]]) * p.w_dec[[i, j]]
+                    })
+                    .sum();
+                want[i] += d_f * (-theta[i] / bandwidth) - lambda / (bandwidth * b as f64);
+            }
+        }
+    }
+    let max_diff = (0..d_sae)
+        .map(|i| (got[i] - want[i]).abs())
+        .fold(0.0, f64::max);
+    println!("jumprelu: θ pseudo-gradient max |diff| {max_diff:.2e} over {in_window} rows×latents in the window");
+    assert!(in_window > 5, "too few pre-activations near θ to test");
+    assert!(max_diff < 1e-12, "θ pseudo-gradient {got:?} vs {want:?}");
 }

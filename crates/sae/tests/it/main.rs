@@ -3,4 +3,6 @@ mod common;
 mod files;
 mod grad;
 mod reference;
+mod stage;
+mod tiny;
 mod training;

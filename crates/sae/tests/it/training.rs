@@ -208,11 +208,20 @@ fn bad_input_is_rejected_with_a_clear_error() {
     assert!(e.contains("lr"), "{e}");
     let e = err(
         SaeConfig {
-            architecture: Architecture::JumpRelu,
-            ..base
+            architecture: Architecture::BatchTopK { k: 8 },
+            ..base.clone()
         },
         &tc,
         x.view(),
     );
-    assert!(e.contains("jumprelu"), "{e}");
+    assert!(e.contains("k = 8"), "{e}");
+    let e = err(
+        base,
+        &TrainConfig {
+            jumprelu_bandwidth: 0.0,
+            ..tc.clone()
+        },
+        x.view(),
+    );
+    assert!(e.contains("jumprelu_bandwidth"), "{e}");
 }
