@@ -10,7 +10,7 @@
     bench_dump_peer.py time-dump --bin BIN --model DIR --corpus F --out DIR --tokens N ...
     bench_dump_peer.py check DUMP_DIR PEER_DIR --dtype f32|f16   same rows, same activations?
     bench_dump_peer.py perf-split SHORT.data FULL.data --hz F --tokens N   (profile of the dump)
-    bench_dump_peer.py summarize RESULTS.jsonl OUT.json
+    bench_dump_peer.py summarize RESULTS.jsonl [MORE.jsonl ...] OUT.json   (pools the files)
 
 `peer`, `ort` and `time-dump` print one JSON line with `tokens`, `seconds` (steady state:
 everything after the first batch, which is a warm-up, up to the last file closed), and
@@ -396,8 +396,10 @@ def perf_split(short: Path, full: Path, hz: int, tokens: int) -> dict:
 # ---------------------------------------------------------------- summary
 
 
-def summarize(results: Path, out: Path, goals: dict) -> dict:
-    lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+def summarize(results: list[Path], out: Path, goals: dict) -> dict:
+    """Medians over all results files given (several runs pool their repetitions)."""
+    lines = [json.loads(line) for path in results for line in path.read_text().splitlines()
+             if line.strip()]
     checks = [r for r in lines if "check" in r]
     rows = [r for r in lines if "check" not in r]
     runs: dict[str, list[dict]] = {}
@@ -417,13 +419,25 @@ def summarize(results: Path, out: Path, goals: dict) -> dict:
                            ("bare_ort", f"dump_{d}/bare_ort")):
             if dump and other in med and key not in ratios:
                 ratios[key] = dump / med[other]["tokens_per_s"]
-    met = {}
+    # Ratios within each repetition (measured minutes apart, so under similar load).
+    paired = {}
+    for key in list(ratios):
+        a, b = key.split("/")
+        if len(runs[a]) == len(runs[b]):
+            per_rep = [(x["tokens"] / x["seconds"]) / (y["tokens"] / y["seconds"])
+                       for x, y in zip(runs[a], runs[b])]
+            paired[key] = dict(median=statistics.median(per_rep), per_rep=[round(r, 3) for r in per_rep])
+    met, reps_meeting = {}, {}
     for d in ("f32", "f16"):
-        if f"dump_{d}/peer_{d}" in ratios:
-            met[f"dump_{d} >= {goals['peer']}x peer_{d}"] = ratios[f"dump_{d}/peer_{d}"] >= goals["peer"]
-        if f"dump_{d}/bare_ort" in ratios:
-            met[f"dump_{d} >= {goals['ort']:.0%} of bare_ort"] = ratios[f"dump_{d}/bare_ort"] >= goals["ort"]
-    report = dict(medians=med, ratios=ratios, goals_met=met, settings=rows[0].get("settings", {}),
+        for key, goal, label in ((f"dump_{d}/peer_{d}", goals["peer"], f"dump_{d} >= {goals['peer']}x peer_{d}"),
+                                 (f"dump_{d}/bare_ort", goals["ort"], f"dump_{d} >= {goals['ort']:.0%} of bare_ort")):
+            if key in ratios:
+                met[label] = ratios[key] >= goal
+                per_rep = paired.get(key, {}).get("per_rep", [])
+                reps_meeting[label] = [sum(r >= goal for r in per_rep), len(per_rep)]
+    report = dict(measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(results[-1].stat().st_mtime)),
+                  results_files=[str(p) for p in results], medians=med, ratios=ratios,
+                  paired_ratios=paired, goals_met=met, repetitions_meeting_goal=reps_meeting, settings=rows[0].get("settings", {}),
                   goals=goals, same_job_checks=[r["check"] for r in checks])
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{'run':<10} {'tokens/s (steady, median)':>26} {'end-to-end':>11}   per run")
@@ -431,11 +445,13 @@ def summarize(results: Path, out: Path, goals: dict) -> dict:
         print(f"{name:<10} {m['tokens_per_s']:>26.1f} {m['end_to_end_tokens_per_s']:>11.1f}   "
               f"{m['runs_tokens_per_s']}")
     print()
+    print(f"{'ratio':<22} {'of medians':>10}   per repetition")
     for key, value in ratios.items():
-        print(f"{key:<22} {value:6.3f}")
+        print(f"{key:<22} {value:10.3f}   {paired.get(key, {}).get('per_rep', '')}")
     print()
     for key, ok in met.items():
-        print(f"goal {key:<32} {'MET' if ok else 'NOT MET'}")
+        k, n = reps_meeting[key]
+        print(f"goal {key:<32} {'MET' if ok else 'NOT MET':<8} (medians; {k} of {n} repetitions meet it)")
     loads = [x[0] for r in rows for x in r["load"]]
     print(f"1-min load average around the runs: {min(loads):.2f}-{max(loads):.2f} "
           f"on {os.cpu_count()} CPUs")
@@ -488,8 +504,7 @@ def main(argv=None) -> int:
     f.add_argument("--hz", type=int, required=True)
     f.add_argument("--tokens", type=int, required=True, help="tokens of full minus short")
     r = sub.add_parser("summarize")
-    r.add_argument("results", type=Path)
-    r.add_argument("out", type=Path)
+    r.add_argument("results", type=Path, nargs="+", help="results .jsonl file(s), then OUT.json")
     r.add_argument("--goal-peer", type=float, default=1.6)
     r.add_argument("--goal-ort", type=float, default=0.9)
     args = p.parse_args(argv)
@@ -502,7 +517,9 @@ def main(argv=None) -> int:
     elif args.cmd == "perf-split":
         print(json.dumps(perf_split(args.short, args.full, args.hz, args.tokens)))
     elif args.cmd == "summarize":
-        summarize(args.results, args.out, dict(peer=args.goal_peer, ort=args.goal_ort))
+        if len(args.results) < 2:
+            raise SystemExit("summarize: give RESULTS.jsonl [MORE.jsonl ...] OUT.json")
+        summarize(args.results[:-1], args.results[-1], dict(peer=args.goal_peer, ort=args.goal_ort))
     else:
         before = loadavg()
         fn = {"peer": peer, "ort": bare_ort, "time-dump": time_dump}[args.cmd]
