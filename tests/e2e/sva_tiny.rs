@@ -30,9 +30,17 @@ assert x.shape == (acts.num_rows, 64) and np.isfinite(x).all()
 pairs = pq.read_table(sorted(glob.glob(run + "/pairs_simple/shard_*.parquet"))[0])
 assert "example" in pairs.column_names and "side" in pairs.column_names
 assert set(pairs.column("side").to_pylist()) == {0, 1}
-cfg = json.load(open(run + "/sae_resid2/blocks.2.hook_resid_pre/cfg.json"))
-assert cfg["d_in"] == 64 and cfg["d_sae"] == 512, cfg
-tr = json.load(open(run + "/sae_mlp3/blocks.3.hook_mlp_out/training.json"))
+for L in range(4):
+    for h in ("hook_resid_pre", "hook_attn_out", "hook_mlp_out"):
+        d = f"{run}/saes/blocks.{L}.{h}"
+        cfg = json.load(open(d + "/cfg.json"))
+        assert cfg["d_in"] == 64 and cfg["d_sae"] == 256 and cfg["architecture"] == "topk", cfg
+        tr = json.load(open(d + "/training.json"))
+        ev = tr["eval_metrics"]["explained_variance"]
+        print(f"blocks.{L}.{h}: held-out EV {ev:.3f}, L0 {tr['eval_metrics']['l0']:.2f}, dead {tr['eval_metrics']['dead_fraction']:.3f}")
+        fs = pq.read_table(d + "/feature_stats.parquet")
+        assert fs.num_rows == 256 and "top_left" in fs.column_names
+assert json.load(open(run + "/saes/stage.json"))
 print("corpus rows", acts.num_rows, "pair rows", pairs.num_rows)
 "#,
         &[&run],

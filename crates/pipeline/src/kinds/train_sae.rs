@@ -1,16 +1,19 @@
-//! `train-sae`: train a sparse autoencoder on one hook of an activation store
-//! (`circuitry-train-sae --store DIR --hook NAME --out DIR --d-sae N
-//! [--architecture standard|topk] [--k N] [--l1-coefficient F] [--lr F] [--steps N]
-//! [--batch-size N] [--seed N] [--eval-fraction F] [--lr-warm-up-steps N]
-//! [--lr-decay-steps N] [--l1-warm-up-steps N] [--model-name NAME]`).
-//! The SAE is written to `OUT/<hook name>/`.
+//! `train-sae`: train one sparse autoencoder per hook of an activation store, all
+//! from one stream over it (`circuitry-train-sae --store DIR --hook NAME [--hook NAME…]
+//! --out DIR --d-sae N [--architecture standard|topk] [--k N] [--d-in N]
+//! [--l1-coefficient F] [--lr F] [--steps N] [--batch-size N] [--buffer-rows N]
+//! [--checkpoint-every N] [--seed N] [--eval-fraction F] [--lr-warm-up-steps N]
+//! [--lr-decay-steps N] [--l1-warm-up-steps N] [--dead-feature-window N] [--top-n N]
+//! [--tokenizer FILE] [--model-name NAME]`). Each SAE is written to `OUT/<hook name>/`.
+//! With several hooks the stage splits into one Slurm array task per hook
+//! (`--only-hook H`).
 use std::fmt;
 
 use circuitry_core::HookPoint;
 use serde::Deserialize;
 
 use super::{
-    fraction, non_negative_real, positive, positive_real, ArgsBuilder, Invalid, ParamGuard,
+    fraction, non_negative_real, positive, positive_real, ArgsBuilder, Invalid, ParamGuard, Split,
     StageParams,
 };
 use crate::Input;
@@ -23,6 +26,32 @@ pub enum SaeArchitecture {
     Standard,
     /// Keep the k largest pre-activations.
     TopK,
+    /// Keep the k·batch largest pre-activations of a batch (saved as JumpReLU).
+    BatchTopK,
+    /// A learned threshold per latent, L0 penalty.
+    JumpRelu,
+}
+
+/// Input normalisation, as the binary's `--normalize-activations` flag spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaeNormalization {
+    /// Inputs as they are.
+    None,
+    /// Each row scaled to norm √d_in.
+    ConstantNormRescale,
+    /// Each row's mean subtracted.
+    MeanCentre,
+}
+
+impl fmt::Display for SaeNormalization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SaeNormalization::None => "none",
+            SaeNormalization::ConstantNormRescale => "constant-norm-rescale",
+            SaeNormalization::MeanCentre => "mean-centre",
+        })
+    }
 }
 
 impl fmt::Display for SaeArchitecture {
@@ -30,6 +59,8 @@ impl fmt::Display for SaeArchitecture {
         f.write_str(match self {
             SaeArchitecture::Standard => "standard",
             SaeArchitecture::TopK => "topk",
+            SaeArchitecture::BatchTopK => "batchtopk",
+            SaeArchitecture::JumpRelu => "jumprelu",
         })
     }
 }
@@ -40,14 +71,21 @@ impl fmt::Display for SaeArchitecture {
 pub struct TrainSaeParams {
     /// The activation store, e.g. `"@acts"`.
     pub store: Input,
-    /// The hook to train on, a TransformerLens name such as `toy.hook_hidden`.
-    pub hook: HookPoint,
+    /// The hook to train on, a TransformerLens name such as `toy.hook_hidden`
+    /// (or use `hooks`).
+    pub hook: Option<HookPoint>,
+    /// Several hooks, one SAE each, trained from one read of the store.
+    pub hooks: Option<Vec<HookPoint>>,
+    /// Expected input width (checked against the store).
+    pub d_in: Option<usize>,
     /// Number of SAE latents.
     pub d_sae: usize,
     /// Architecture (`standard` or `topk`).
     pub architecture: Option<SaeArchitecture>,
-    /// Active latents per token for `topk`.
+    /// Active latents per token for `topk` and `batchtopk`.
     pub k: Option<usize>,
+    /// Input normalisation (`none`, `constant-norm-rescale`, `mean-centre`).
+    pub normalize_activations: Option<SaeNormalization>,
     /// L1 sparsity coefficient (standard architecture).
     pub l1_coefficient: Option<f64>,
     /// Learning rate.
@@ -66,6 +104,16 @@ pub struct TrainSaeParams {
     pub lr_decay_steps: Option<usize>,
     /// Steps of linear L1 warm-up.
     pub l1_warm_up_steps: Option<usize>,
+    /// Rows of the shuffle buffer.
+    pub buffer_rows: Option<usize>,
+    /// Checkpoint every N steps (0: never).
+    pub checkpoint_every: Option<usize>,
+    /// Steps without firing after which a latent counts as dead.
+    pub dead_feature_window: Option<usize>,
+    /// Top activating contexts per feature in `feature_stats.parquet`.
+    pub top_n: Option<usize>,
+    /// `tokenizer.json` to decode the contexts with.
+    pub tokenizer: Option<Input>,
     /// Model name written to the SAE's cfg.json.
     pub model_name: Option<String>,
 }
@@ -79,14 +127,50 @@ impl ParamGuard for TrainSaeParams {
     type Checked = TrainSae;
 
     fn check(self) -> Result<TrainSae, Invalid> {
+        match (&self.hook, &self.hooks) {
+            (Some(_), None) => {}
+            (None, Some(list)) if !list.is_empty() => {
+                if let Some((i, h)) = list
+                    .iter()
+                    .enumerate()
+                    .find(|(i, h)| list[..*i].contains(h))
+                {
+                    return Err(Invalid::new(
+                        "hooks",
+                        format!("{h} is listed twice (entry {})", i + 1),
+                        "list each hook once",
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(Invalid::new(
+                    "hooks",
+                    "both `hook` and `hooks` are given",
+                    "keep one: `hooks = [...]` lists several",
+                ))
+            }
+            (None, _) => {
+                return Err(Invalid::new(
+                    "hooks",
+                    "no hook to train on",
+                    "add `hook = \"blocks.0.hook_resid_pre\"` or `hooks = [...]`",
+                ))
+            }
+        }
         positive("d_sae", Some(self.d_sae))?;
+        positive("d_in", self.d_in)?;
+        positive("buffer_rows", self.buffer_rows)?;
+        positive("dead_feature_window", self.dead_feature_window)?;
         positive("k", self.k)?;
-        let topk = self.architecture == Some(SaeArchitecture::TopK);
+        let topk = matches!(
+            self.architecture,
+            Some(SaeArchitecture::TopK | SaeArchitecture::BatchTopK)
+        );
         match self.k {
             Some(_) if !topk => {
                 return Err(Invalid::new(
                     "k",
-                    "`k` applies only to the topk architecture",
+                    "`k` applies only to the topk and batchtopk architectures",
                     "add `architecture = \"topk\"`, or remove `k`",
                 ))
             }
@@ -100,7 +184,7 @@ impl ParamGuard for TrainSaeParams {
             None if topk => {
                 return Err(Invalid::new(
                     "architecture",
-                    "the topk architecture needs `k`",
+                    "the topk and batchtopk architectures need `k`",
                     "add `k = N`, the number of active latents per token (below d_sae)",
                 ))
             }
@@ -116,9 +200,13 @@ impl ParamGuard for TrainSaeParams {
 }
 
 impl TrainSae {
-    /// The hook the SAE is trained on.
-    pub fn hook(&self) -> HookPoint {
-        self.0.hook
+    /// The hooks SAEs are trained on, in order.
+    pub fn hooks(&self) -> Vec<HookPoint> {
+        match (&self.0.hook, &self.0.hooks) {
+            (Some(h), _) => vec![*h],
+            (None, Some(list)) => list.clone(),
+            (None, None) => Vec::new(),
+        }
     }
 }
 
@@ -132,17 +220,33 @@ impl StageParams for TrainSae {
     }
 
     fn inputs(&self) -> Vec<(&'static str, &Input)> {
-        vec![("store", &self.0.store)]
+        let mut v = vec![("store", &self.0.store)];
+        if let Some(t) = &self.0.tokenizer {
+            v.push(("tokenizer", t));
+        }
+        v
+    }
+
+    fn split(&self) -> Option<Split> {
+        let hooks = self.hooks();
+        (hooks.len() > 1).then(|| Split::Each {
+            flag: "--only-hook",
+            values: hooks.iter().map(|h| h.to_string()).collect(),
+        })
     }
 
     fn write_args(&self, args: &mut ArgsBuilder<'_>) {
         let p = &self.0;
-        args.input("--store", &p.store)
-            .value("--hook", p.hook)
-            .out()
+        args.input("--store", &p.store);
+        for h in self.hooks() {
+            args.value("--hook", h);
+        }
+        args.out()
             .value("--d-sae", p.d_sae)
+            .opt("--d-in", p.d_in)
             .opt("--architecture", p.architecture)
             .opt("--k", p.k)
+            .opt("--normalize-activations", p.normalize_activations)
             .opt("--l1-coefficient", p.l1_coefficient)
             .opt("--lr", p.lr)
             .opt("--steps", p.steps)
@@ -152,6 +256,13 @@ impl StageParams for TrainSae {
             .opt("--lr-warm-up-steps", p.lr_warm_up_steps)
             .opt("--lr-decay-steps", p.lr_decay_steps)
             .opt("--l1-warm-up-steps", p.l1_warm_up_steps)
+            .opt("--buffer-rows", p.buffer_rows)
+            .opt("--checkpoint-every", p.checkpoint_every)
+            .opt("--dead-feature-window", p.dead_feature_window)
+            .opt("--top-n", p.top_n)
             .opt("--model-name", p.model_name.as_deref());
+        if let Some(t) = &p.tokenizer {
+            args.input("--tokenizer", t);
+        }
     }
 }

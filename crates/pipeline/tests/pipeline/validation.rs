@@ -129,7 +129,7 @@ fn wrong_type() {
 
 #[test]
 fn missing_key() {
-    let text = toy_with("hook = \"toy.hook_hidden\"\n", "");
+    let text = toy_with("d_sae = 8\n", "");
     // Reported at the [[stage]] header of the SAE stage.
     let lines: Vec<&str> = text.lines().collect();
     let kind = lines
@@ -141,7 +141,7 @@ fn missing_key() {
         &text,
         header + 1,
         1,
-        &["missing field `hook`", "add the missing key"],
+        &["missing field `d_sae`", "add the missing key"],
     );
 }
 
