@@ -312,6 +312,16 @@ assert worst == 0.0, worst
         &[&run.join("acts"), &local.join("acts")],
     );
     println!("{report}");
+    // Parts are ranges of whole shards: the assembled store has the same shards.
+    let shards = |store: &Path| -> Vec<(serde_json::Value, serde_json::Value)> {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(store.join("meta.json")).unwrap()).unwrap();
+        let list = meta["shards"].as_array().unwrap();
+        list.iter()
+            .map(|s| (s["rows"].clone(), s["checksum"].clone()))
+            .collect()
+    };
+    assert_eq!(shards(&run.join("acts")), shards(&local.join("acts")));
     let outputs = data_files(&local, &local);
     assert!(
         outputs.iter().any(|f| f.ends_with(".safetensors")),

@@ -77,9 +77,10 @@ pub struct OnnxDumpConfig {
     pub max_tokens: Option<usize>,
 }
 
-/// Part `index` of `count` of a dump: a fixed, contiguous range of the input's
-/// batches (`batch_size` sequences each), so every part computes exactly the batches
-/// a dump in one go computes, and the parts' rows in order are its rows.
+/// Part `index` of `count` of a dump: a fixed, contiguous range of whole shards of
+/// the dump in one go (`shard_rows` rows each). A part computes the same batches as
+/// the dump in one go for its rows, so its shards hold the same rows with the same
+/// values as that dump's shards — and the assembled store has the same shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
     /// 0-based part number, below `count`.
@@ -89,9 +90,12 @@ pub struct Part {
 }
 
 impl Part {
-    /// The batches of this part out of `n_batches`: `[index·n/count, (index+1)·n/count)`.
-    pub fn batches(&self, n_batches: usize) -> std::ops::Range<usize> {
-        self.index * n_batches / self.count..(self.index + 1) * n_batches / self.count
+    /// The rows of this part out of `total` rows in shards of `shard_rows`: shards
+    /// `[index·S/count, (index+1)·S/count)` of the `S = ⌈total / shard_rows⌉` shards.
+    pub fn rows(&self, total: usize, shard_rows: usize) -> std::ops::Range<usize> {
+        let shards = total.div_ceil(shard_rows.max(1));
+        let bound = |i: usize| (i * shards / self.count * shard_rows).min(total);
+        bound(self.index)..bound(self.index + 1)
     }
 
     /// The part's store directory inside the dump's output directory.
@@ -235,9 +239,9 @@ fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
             "config": cfg,
         }),
     };
-    let n_batches = seqs.ids.len().div_ceil(cfg.batch_size);
-    // Dump `batches` into the part store `part_dir`, unless it is complete.
-    let mut run = |part_dir: &Path, batches: std::ops::Range<usize>, spec: StoreSpec| {
+    let total_rows: usize = seqs.ids.iter().map(Vec::len).sum();
+    // Dump `rows` into the part store `part_dir`, unless it is complete.
+    let mut run = |part_dir: &Path, rows: std::ops::Range<usize>, spec: StoreSpec| {
         check_same_input(part_dir, &spec)?;
         if StoreWriter::is_complete(part_dir, &spec)? {
             return Ok(());
@@ -250,14 +254,18 @@ fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
             &hooks,
             &seqs,
             cfg.batch_size,
-            batches,
+            rows,
         )
         .map(|_| ())
     };
     if let Some(part) = part {
         // One task of a job array: only this part's store.
         let part_spec = with_part(&spec, part);
-        run(&part.dir(&cfg.out), part.batches(n_batches), part_spec)?;
+        run(
+            &part.dir(&cfg.out),
+            part.rows(total_rows, cfg.shard_rows),
+            part_spec,
+        )?;
         return StoreMeta::read(&part.dir(&cfg.out))?.ok_or_else(|| Error::Input {
             path: part.dir(&cfg.out),
             line: None,
@@ -271,7 +279,7 @@ fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
         if let Some(examples) = &seqs.examples {
             write_examples(&cfg.out, examples)?;
         }
-        let range = 0..n_batches;
+        let range = 0..total_rows;
         return write_batches(
             writer,
             &mut graph,
@@ -288,7 +296,7 @@ fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
         let part = Part { index, count };
         run(
             &part.dir(&cfg.out),
-            part.batches(n_batches),
+            part.rows(total_rows, cfg.shard_rows),
             with_part(&spec, part),
         )?;
         parts.push(PathBuf::from(PARTS_DIR).join(index.to_string()));
@@ -341,8 +349,10 @@ fn part_count(out: &Path) -> Result<Option<usize>> {
     Ok(count)
 }
 
-/// Run `batches` of the input through the graph and append their rows to `writer`,
-/// skipping the rows it already holds (a resume); finish the store.
+/// Append rows `rows` of the input (token rows, counted over all sequences in order)
+/// to `writer`, skipping the rows it already holds (a resume), and finish the store.
+/// The batches (`batch_size` sequences, fixed by sequence index) that overlap the
+/// range are computed whole, exactly as in a dump of every row.
 fn write_batches(
     mut writer: StoreWriter,
     graph: &mut runtime::Graph,
@@ -350,24 +360,23 @@ fn write_batches(
     hooks: &[sidecar::ChosenHook],
     seqs: &Sequences,
     batch_size: usize,
-    batches: std::ops::Range<usize>,
+    rows_wanted: std::ops::Range<usize>,
 ) -> Result<StoreMeta> {
-    let skip = writer.rows_done() as usize;
+    let start = rows_wanted.start + writer.rows_done() as usize; // first row still to write
     let hook_points: Vec<HookPoint> = hooks.iter().map(|h| h.hook).collect();
-    let first_seq = (batches.start * batch_size).min(seqs.ids.len());
-    let last_seq = (batches.end * batch_size).min(seqs.ids.len());
-    let total: usize = seqs.ids[first_seq..last_seq].iter().map(Vec::len).sum();
-    let progress = indicatif::ProgressBar::new(total as u64).with_style(
+    let progress = indicatif::ProgressBar::new(rows_wanted.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tokens {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    progress.set_position(skip as u64);
-    let mut row = 0; // first row of the current batch, counted from the range's start
-    for b in batches {
+    progress.set_position((start - rows_wanted.start) as u64);
+    let mut row = 0; // first row of the current batch
+    for (b, batch) in seqs.ids.chunks(batch_size).enumerate() {
         let first = b * batch_size;
-        let batch = &seqs.ids[first..(first + batch_size).min(seqs.ids.len())];
         let rows: usize = batch.iter().map(Vec::len).sum();
-        if row + rows <= skip {
+        if row >= rows_wanted.end {
+            break;
+        }
+        if row + rows <= start {
             row += rows;
             continue;
         }
@@ -405,22 +414,24 @@ fn write_batches(
                 }
             }
         }
-        let from = skip.saturating_sub(row); // rows of this batch already in the store
+        // The rows of this batch to write: not yet in the store, inside the range.
+        let from = start.saturating_sub(row);
+        let to = rows.min(rows_wanted.end - row);
         let paired = seqs.pairs.is_some();
         writer.write(RowBatch {
-            seq: &cols.seq[from..],
-            pos: &cols.pos[from..],
-            token_id: &cols.token_id[from..],
-            example: paired.then(|| &cols.example[from..]),
-            side: paired.then(|| &cols.side[from..]),
+            seq: &cols.seq[from..to],
+            pos: &cols.pos[from..to],
+            token_id: &cols.token_id[from..to],
+            example: paired.then(|| &cols.example[from..to]),
+            side: paired.then(|| &cols.side[from..to]),
             acts: hook_points
                 .iter()
                 .zip(&acts)
-                .map(|(&h, a)| (h, a.slice(s![from.., ..])))
+                .map(|(&h, a)| (h, a.slice(s![from..to, ..])))
                 .collect(),
         })?;
         row += rows;
-        progress.set_position(row as u64);
+        progress.set_position((row.min(rows_wanted.end) - rows_wanted.start) as u64);
     }
     progress.finish_and_clear();
     Ok(writer.finish()?)
