@@ -2,11 +2,11 @@
 //! activation and its top-N activating contexts (decoded tokens around the row),
 //! written as `feature_stats.parquet` next to the SAE for the circuit viewer.
 //!
-//! Columns: `feature` u32, `density` f64 (fraction of rows where the feature is
-//! > 0), `mean_activation` f64 (mean over those rows, 0 when none),
-//! `max_activation` f32, `top_activation` list<f32> (descending), `top_row`
-//! list<u64> (store row), `top_left` list<utf8> (up to [`LEFT_TOKENS`] tokens before,
-//! same window), `top_token` list<utf8>, `top_right` list<utf8> (up to
+//! Columns: `feature` u32; `density` f64 (fraction of rows where the feature is
+//! positive); `mean_activation` f64 (mean over those rows, 0 when none);
+//! `max_activation` f32; `top_activation` list of f32 (descending); `top_row` list of
+//! u64 (store row); `top_left` list of utf8 (up to [`LEFT_TOKENS`] tokens before, same
+//! window); `top_token` list of utf8; `top_right` list of utf8 (up to
 //! [`RIGHT_TOKENS`] after).
 use std::path::Path;
 use std::sync::Arc;
@@ -169,9 +169,12 @@ impl FeatureStats {
     }
 }
 
+/// Token ids → text.
+pub type Decoder = Box<dyn Fn(&[u32]) -> String + Send + Sync>;
+
 /// A token decoder: the tokenizer in `file` (Hugging Face `tokenizer.json`), or,
 /// without one, token ids as decimal text separated by spaces.
-pub fn decoder(file: Option<&Path>) -> Result<Box<dyn Fn(&[u32]) -> String + Send + Sync>> {
+pub fn decoder(file: Option<&Path>) -> Result<Decoder> {
     match file {
         None => Ok(Box::new(|ids: &[u32]| {
             ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")

@@ -154,10 +154,10 @@ pub fn scan(
     let mut sample: Vec<f32> = Vec::with_capacity(cap.min(1 << 16) * width);
     let mut rng = rng_for(seed, STREAM_RESERVOIR);
     let (mut seen, mut eval_rows) = (0u64, 0u64);
-    for shard in 0..store.meta().shards.len() {
-        let arrays = read_checked(store, layout, shard, starts[shard])?;
+    for (shard, &first) in starts.iter().take(store.meta().shards.len()).enumerate() {
+        let arrays = read_checked(store, layout, shard, first)?;
         let n = arrays.first().map_or(0, |a| a.nrows()) as u64;
-        let rows = train_rows(&arrays, layout, starts[shard], seed, eval_fraction);
+        let rows = train_rows(&arrays, layout, first, seed, eval_fraction);
         eval_rows += n - rows.nrows() as u64;
         for row in rows.outer_iter() {
             if (seen as usize) < cap {

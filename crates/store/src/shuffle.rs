@@ -139,7 +139,7 @@ impl ShuffleBuffer {
     /// so the batches it pops from here on are the same, byte for byte.
     pub fn from_state(state: &ShuffleState) -> Result<Self> {
         let mut buf = ShuffleBuffer::new(state.width, state.capacity, state.rng.to_rng()?)?;
-        if state.held.len() % state.width != 0 || state.held.len() > buf.data.len() {
+        if !state.held.len().is_multiple_of(state.width) || state.held.len() > buf.data.len() {
             return Err(Error::Shuffle(format!(
                 "saved state holds {} values, not a whole number of rows of width {} within the capacity of {} rows",
                 state.held.len(),
