@@ -15,7 +15,14 @@ use crate::toy::{build_circuit, check_sae_fits, contributions};
 use crate::{Error, Result};
 
 /// The files the circuit stage writes, besides `stage.json`.
-pub const OUTPUT_FILES: [&str; 4] = [CIRCUIT_FILE, "circuit.dot", "circuit.svg", "summary.txt"];
+pub const OUTPUT_FILES: [&str; 6] = [
+    CIRCUIT_FILE,
+    "circuit.dot",
+    "circuit.svg",
+    "circuit.html",
+    "neuronpedia.json",
+    "summary.txt",
+];
 
 /// Largest |stored − recomputed| hidden activation accepted as "the same model".
 pub const HIDDEN_TOLERANCE: f32 = 1e-4;
@@ -65,6 +72,10 @@ pub struct ToyOutputs {
     pub dot: String,
     /// `circuit.svg`.
     pub svg: String,
+    /// `circuit.html`, the interactive viewer.
+    pub html: String,
+    /// `neuronpedia.json`, the graph in Neuronpedia's format.
+    pub neuronpedia: String,
     /// `summary.txt`.
     pub summary: String,
 }
@@ -120,12 +131,23 @@ pub fn build_toy(cfg: &ToyStageConfig) -> Result<ToyOutputs> {
     };
     let mut circuit = build_circuit(&c, &sae, labels.as_deref(), provenance)?;
     circuit.prune(cfg.min_weight);
-    render_all(circuit, cfg.top_paths)
+    let dirs = [(sae.cfg.hook_name.to_string(), cfg.sae.clone())]
+        .into_iter()
+        .collect();
+    let (features, notes) = render::contexts::for_circuit(&circuit, &dirs)?;
+    for note in notes {
+        tracing::info!("{note}");
+    }
+    render_all(circuit, cfg.top_paths, &features)
 }
 
-/// Render `circuit`'s DOT, SVG and summary (paths to each output over the examples
-/// predicted as that output).
-pub fn render_all(circuit: Circuit, top_paths: usize) -> Result<ToyOutputs> {
+/// Render `circuit`'s DOT, SVG, HTML viewer (showing `features`' statistics), Neuronpedia
+/// graph and summary (paths to each output over the examples predicted as that output).
+pub fn render_all(
+    circuit: Circuit,
+    top_paths: usize,
+    features: &render::html::FeatureTable,
+) -> Result<ToyOutputs> {
     circuit.validate()?;
     let outputs: Vec<(String, Option<String>)> = circuit
         .nodes
@@ -150,19 +172,38 @@ pub fn render_all(circuit: Circuit, top_paths: usize) -> Result<ToyOutputs> {
     let summary = render::summary::render(&circuit, &targets, top_paths)?;
     let dot = render::dot::render(&circuit, None);
     let svg = render::svg::render(&circuit, None);
+    let html = render::html::render(&circuit, features)?;
+    let np = render::neuronpedia::export(
+        &circuit,
+        &render::neuronpedia::NeuronpediaOptions {
+            slug: "toy-subject-verb-agreement".into(),
+            scan: "circuitry-toy".into(),
+            prompt_tokens: Vec::new(),
+        },
+    );
+    let neuronpedia = serde_json::to_string_pretty(&np).map_err(|source| {
+        Error::Core(circuitry_core::Error::Json {
+            path: "neuronpedia.json".into(),
+            source,
+        })
+    })? + "\n";
     Ok(ToyOutputs {
         circuit,
         dot,
         svg,
+        html,
+        neuronpedia,
         summary,
     })
 }
 
-/// Write the four output files into `out`, each atomically.
+/// Write the output files ([`OUTPUT_FILES`]) into `out`, each atomically.
 pub fn write_outputs(out: &Path, o: &ToyOutputs) -> Result<()> {
     o.circuit.write(&out.join(CIRCUIT_FILE))?;
     atomic::write_bytes(&out.join("circuit.dot"), o.dot.as_bytes())?;
     atomic::write_bytes(&out.join("circuit.svg"), o.svg.as_bytes())?;
+    atomic::write_bytes(&out.join("circuit.html"), o.html.as_bytes())?;
+    atomic::write_bytes(&out.join("neuronpedia.json"), o.neuronpedia.as_bytes())?;
     atomic::write_bytes(&out.join("summary.txt"), o.summary.as_bytes())?;
     Ok(())
 }

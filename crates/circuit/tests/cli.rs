@@ -44,16 +44,13 @@ fn toy_stage_writes_all_outputs_and_stage_json_deterministically() {
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     let b = run(&inputs, &out_b, &["--top-paths", "3"]);
     assert!(b.status.success());
-    for file in [
-        "circuit.json",
-        "circuit.dot",
-        "circuit.svg",
-        "summary.txt",
-        "stage.json",
-    ] {
+    for file in circuitry_circuit::stage::OUTPUT_FILES
+        .iter()
+        .chain(&["stage.json"])
+    {
         assert!(out_a.join(file).is_file(), "{file}");
     }
-    for file in ["circuit.json", "circuit.dot", "circuit.svg", "summary.txt"] {
+    for file in circuitry_circuit::stage::OUTPUT_FILES {
         assert_eq!(
             std::fs::read(out_a.join(file)).unwrap(),
             std::fs::read(out_b.join(file)).unwrap(),
@@ -70,7 +67,16 @@ fn toy_stage_writes_all_outputs_and_stage_json_deterministically() {
     assert!(summary.contains("accuracy: "));
     let record = circuitry_core::StageRecord::read(&out_a).unwrap().unwrap();
     assert_eq!(record.tool, "circuitry-circuit");
-    assert_eq!(record.outputs.len(), 4);
+    assert_eq!(
+        record.outputs.len(),
+        circuitry_circuit::stage::OUTPUT_FILES.len()
+    );
+    let html = std::fs::read_to_string(out_a.join("circuit.html")).unwrap();
+    assert!(html.contains("id=\"circuit-data\"") && html.contains("<svg"));
+    let np: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_a.join("neuronpedia.json")).unwrap())
+            .unwrap();
+    assert_eq!(np["links"].as_array().unwrap().len(), circuit_edges(&out_a));
     assert_eq!(record.inputs.len(), 3);
     let circuit = circuitry_circuit::Circuit::read(&out_a.join("circuit.json")).unwrap();
     assert_eq!(circuit.n_examples, 300);
@@ -177,4 +183,11 @@ fn bad_options_and_missing_inputs_are_refused() {
         ..stage_inputs(5)
     };
     assert_refused(&run(&missing, &out, &[]), &out, &["nope"]);
+}
+
+fn circuit_edges(out: &Path) -> usize {
+    circuitry_circuit::Circuit::read(&out.join("circuit.json"))
+        .unwrap()
+        .edges
+        .len()
 }

@@ -24,10 +24,12 @@ use crate::render;
 use crate::{Error, Result};
 
 /// The files the stage writes, besides `stage.json`.
-pub const OUTPUT_FILES: [&str; 7] = [
+pub const OUTPUT_FILES: [&str; 9] = [
     CIRCUIT_FILE,
     "circuit.dot",
     "circuit.svg",
+    "circuit.html",
+    "neuronpedia.json",
     "summary.txt",
     "faithfulness.csv",
     "faithfulness.json",
@@ -163,9 +165,11 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     let model: Gpt2 = Gpt2::load(&cfg.model)?;
     let saes = load_saes(&cfg.saes)?;
     let mut sae_fps = BTreeMap::new();
+    let mut sae_dirs = BTreeMap::new();
     let mut list = Vec::new();
     for (dir, sae) in saes {
         sae_fps.insert(sae.cfg.hook_name.to_string(), fingerprint_path(&dir)?);
+        sae_dirs.insert(sae.cfg.hook_name.to_string(), dir.clone());
         list.push(Submodule::new(sae)?);
     }
     let c = model.config();
@@ -278,6 +282,35 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     files.insert(CIRCUIT_FILE, circuit.to_json_bytes()?);
     files.insert("circuit.dot", render::dot::render(&circuit, None).into_bytes());
     files.insert("circuit.svg", render::svg::render(&circuit, None).into_bytes());
+    let (features, feature_notes) = render::contexts::for_circuit(&circuit, &sae_dirs)?;
+    for note in feature_notes {
+        tracing::info!("{note}");
+    }
+    files.insert("circuit.html", render::html::render(&circuit, &features)?.into_bytes());
+    let slug = cfg
+        .out
+        .file_name()
+        .map_or("circuit".into(), |n| n.to_string_lossy().to_string());
+    let scan = cfg
+        .model
+        .file_name()
+        .map_or("gpt2".into(), |n| n.to_string_lossy().to_string());
+    let np = render::neuronpedia::export(
+        &circuit,
+        &render::neuronpedia::NeuronpediaOptions {
+            slug,
+            scan,
+            prompt_tokens: Vec::new(),
+        },
+    );
+    let mut np_bytes = serde_json::to_vec_pretty(&np).map_err(|source| {
+        Error::Core(circuitry_core::Error::Json {
+            path: "neuronpedia.json".into(),
+            source,
+        })
+    })?;
+    np_bytes.push(b'\n');
+    files.insert("neuronpedia.json", np_bytes);
     files.insert("summary.txt", summary(&circuit, &rows, &subs, &in_circuit).into_bytes());
     files.insert("faithfulness.csv", csv(&rows).into_bytes());
     let mut json = serde_json::to_vec_pretty(&serde_json::json!({
