@@ -6,3 +6,6 @@ mod paths;
 mod render;
 mod toy;
 mod viewer;
+mod gpt2_effects;
+mod gpt2_fixtures;
+mod gpt2_grad;

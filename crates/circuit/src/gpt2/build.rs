@@ -9,8 +9,7 @@ use super::discover::ScoredNode;
 use super::edges::{EdgeSums, NodeRef};
 use super::splice::{SubmoduleKind, Submodules};
 use crate::graph::{
-    Circuit, Described, Edge, Node, NodeKind, Provenance, Stat, Thresholds,
-    CIRCUIT_SCHEMA_VERSION,
+    Circuit, Described, Edge, Node, NodeKind, Provenance, Stat, Thresholds, CIRCUIT_SCHEMA_VERSION,
 };
 use crate::Result;
 

@@ -199,7 +199,15 @@ pub fn sweep(
     let means = position_means(&analysis.preps);
     let per_position = (aggregation == Aggregation::PerPosition).then_some(analysis.seq_max);
     let eval = |keep: &Membership| {
-        ablated_metric(model, subs, batches, &analysis.preps, &means, keep, ablation)
+        ablated_metric(
+            model,
+            subs,
+            batches,
+            &analysis.preps,
+            &means,
+            keep,
+            ablation,
+        )
     };
     let ends = Ends {
         f_model: eval(&Membership::filled(subs, true))?,

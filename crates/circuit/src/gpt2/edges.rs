@@ -131,11 +131,7 @@ pub fn add_edges(
                                 left[[bi, p]] = left_f[[bi, p, i]];
                             }
                         }
-                        part.assign(&sub_d.encoder_vjp_one(
-                            prep.clean[d].f.view(),
-                            left.view(),
-                            i,
-                        ));
+                        part.assign(&sub_d.encoder_vjp_one(prep.clean[d].f.view(), left.view(), i));
                     }
                     None => {
                         let mut left = Array3::<f32>::zeros((b, seq, dm));

@@ -87,8 +87,16 @@ impl Membership {
 
     /// Number of nodes in the circuit.
     pub fn count(&self) -> usize {
-        let f: usize = self.feat.iter().map(|f| f.iter().filter(|&&v| v).count()).sum();
-        let e: usize = self.err.iter().map(|e| e.iter().filter(|&&v| v).count()).sum();
+        let f: usize = self
+            .feat
+            .iter()
+            .map(|f| f.iter().filter(|&&v| v).count())
+            .sum();
+        let e: usize = self
+            .err
+            .iter()
+            .map(|e| e.iter().filter(|&&v| v).count())
+            .sum();
         f + e
     }
 
@@ -103,7 +111,11 @@ pub fn position_means(preps: &[Prepared]) -> Vec<(Array2<f32>, Array2<f32>)> {
     let Some(first) = preps.first() else {
         return Vec::new();
     };
-    let seq_max = preps.iter().map(|p| p.clean[0].f.dim().1).max().unwrap_or(0);
+    let seq_max = preps
+        .iter()
+        .map(|p| p.clean[0].f.dim().1)
+        .max()
+        .unwrap_or(0);
     let mut out = Vec::new();
     for s in 0..first.clean.len() {
         let d_sae = first.clean[s].f.dim().2;
@@ -117,9 +129,17 @@ pub fn position_means(preps: &[Prepared]) -> Vec<(Array2<f32>, Array2<f32>)> {
                 for p in 0..seq {
                     count[p] += b;
                     let mut fr = f.row_mut(p);
-                    fr += &st.f.slice(s![.., p, ..]).mapv(f64::from).sum_axis(ndarray::Axis(0));
+                    fr += &st
+                        .f
+                        .slice(s![.., p, ..])
+                        .mapv(f64::from)
+                        .sum_axis(ndarray::Axis(0));
                     let mut er = e.row_mut(p);
-                    er += &st.err.slice(s![.., p, ..]).mapv(f64::from).sum_axis(ndarray::Axis(0));
+                    er += &st
+                        .err
+                        .slice(s![.., p, ..])
+                        .mapv(f64::from)
+                        .sum_axis(ndarray::Axis(0));
                 }
             }
         }
@@ -164,7 +184,15 @@ pub fn ablated_metric(
                 };
                 let sub = &subs.all()[s];
                 let mut st = sub.encode(act.view())?;
-                ablate(&mut st, s, keep, ablation, &means[s], &prep.clean[s], &donor);
+                ablate(
+                    &mut st,
+                    s,
+                    keep,
+                    ablation,
+                    &means[s],
+                    &prep.clean[s],
+                    &donor,
+                );
                 act.assign(&sub.decode(&st));
                 Ok(())
             },

@@ -60,7 +60,11 @@ pub fn agreement(
     let (mut ea, mut eb) = (Vec::new(), Vec::new());
     for (x, y) in ours.effects.iter().zip(&exact.effects) {
         for s in 0..x.feat.len() {
-            for (u, v) in x.feat[s].iter().zip(&y.feat[s]).chain(x.err[s].iter().zip(&y.err[s])) {
+            for (u, v) in x.feat[s]
+                .iter()
+                .zip(&y.feat[s])
+                .chain(x.err[s].iter().zip(&y.err[s]))
+            {
                 if *u != 0.0 || *v != 0.0 {
                     ea.push(f64::from(*u));
                     eb.push(f64::from(*v));

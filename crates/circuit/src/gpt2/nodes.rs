@@ -61,7 +61,12 @@ pub fn prepare(model: &Gpt2, subs: &Submodules, batch: &PairBatch) -> Result<Pre
     let resid: Vec<HookPoint> = (0..n_layer)
         .map(|layer| HookPoint::ResidPre { layer })
         .collect();
-    hooks.extend(resid.iter().filter(|h| !hooks.contains(h)).collect::<Vec<_>>());
+    hooks.extend(
+        resid
+            .iter()
+            .filter(|h| !hooks.contains(h))
+            .collect::<Vec<_>>(),
+    );
     let clean = model.run(
         &Forward::tokens(batch.clean.view())
             .capture(&hooks)
@@ -72,7 +77,10 @@ pub fn prepare(model: &Gpt2, subs: &Submodules, batch: &PairBatch) -> Result<Pre
     let (metric, d_logits) = logit_diff(logits.view(), &answers(batch));
     let trace = clean.trace.as_ref().ok_or_else(no_logits)?;
     let sub_hooks = subs.hooks();
-    let grads = model.backward(trace, &Backward::from_logits(d_logits.view()).want(&sub_hooks))?;
+    let grads = model.backward(
+        trace,
+        &Backward::from_logits(d_logits.view()).want(&sub_hooks),
+    )?;
     let mut p = Prepared {
         clean: Vec::new(),
         patch: Vec::new(),
@@ -93,7 +101,8 @@ pub fn prepare(model: &Gpt2, subs: &Submodules, batch: &PairBatch) -> Result<Pre
         p.delta.push(pt.minus(&c));
         p.clean.push(c);
         p.patch.push(pt);
-        p.grad.push(grads.get(&sub.hook).cloned().ok_or_else(no_logits)?);
+        p.grad
+            .push(grads.get(&sub.hook).cloned().ok_or_else(no_logits)?);
     }
     Ok(p)
 }
@@ -135,9 +144,15 @@ pub fn node_effects(
     for (s, sub) in subs.all().iter().enumerate() {
         let grad = match method {
             Method::Attribution | Method::Exact => prep.grad[s].clone(),
-            Method::IntegratedGradients { steps } => {
-                ig_grad(model, sub, batch, &prep.clean[s], &prep.delta[s], steps, max_rows)?
-            }
+            Method::IntegratedGradients { steps } => ig_grad(
+                model,
+                sub,
+                batch,
+                &prep.clean[s],
+                &prep.delta[s],
+                steps,
+                max_rows,
+            )?,
         };
         let (feat, err) = match method {
             Method::Exact => exact(model, sub, batch, prep, s, max_rows)?,
@@ -230,7 +245,11 @@ fn exact(
         for p in 0..seq {
             for i in 0..d_sae {
                 if delta.f[[bi, p, i]] != 0.0 {
-                    variants.push(Variant { b: bi, p, i: Some(i) });
+                    variants.push(Variant {
+                        b: bi,
+                        p,
+                        i: Some(i),
+                    });
                 }
             }
             if delta.err.slice(s![bi, p, ..]).iter().any(|&v| v != 0.0) {
@@ -284,7 +303,10 @@ fn exact(
 }
 
 /// Sum of a node-effect array over pairs: features (seq, d_sae) and error (seq).
-pub fn sum_over_batch(feat: &Array3<f32>, err: &Array2<f32>) -> (Array2<f64>, ndarray::Array1<f64>) {
+pub fn sum_over_batch(
+    feat: &Array3<f32>,
+    err: &Array2<f32>,
+) -> (Array2<f64>, ndarray::Array1<f64>) {
     (
         feat.mapv(f64::from).sum_axis(Axis(0)),
         err.mapv(f64::from).sum_axis(Axis(0)),

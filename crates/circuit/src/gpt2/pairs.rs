@@ -307,11 +307,9 @@ fn max_diff(a: ArrayView3<'_, f32>, b: ArrayView3<'_, f32>) -> (f32, f32) {
     if a.dim() != b.dim() {
         return (f32::INFINITY, 0.0);
     }
-    a.iter()
-        .zip(b)
-        .fold((0.0f32, 0.0f32), |(d, m), (&x, &y)| {
-            (d.max((x - y).abs()), m.max(y.abs()))
-        })
+    a.iter().zip(b).fold((0.0f32, 0.0f32), |(d, m), (&x, &y)| {
+        (d.max((x - y).abs()), m.max(y.abs()))
+    })
 }
 
 /// The per-pair metric on clean prompts with no edit (batch).

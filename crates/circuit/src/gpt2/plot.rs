@@ -85,11 +85,9 @@ pub fn render(title: &str, rows: &[EvalRow], marked: f64) -> String {
             "#2166ac",
             (|r: &EvalRow| r.faithfulness) as fn(&EvalRow) -> f64,
         ),
-        (
-            "complement F(M∖C)",
-            "#b2182b",
-            |r: &EvalRow| r.complement_faithfulness,
-        ),
+        ("complement F(M∖C)", "#b2182b", |r: &EvalRow| {
+            r.complement_faithfulness
+        }),
     ] {
         let mut sorted = pts.clone();
         sorted.sort_by_key(|r| r.nodes);

@@ -129,13 +129,11 @@ impl Submodule {
     pub fn encoder_vjp(&self, f: ArrayView3<'_, f32>, left: ArrayView3<'_, f32>) -> Array3<f32> {
         let (b, s, _) = f.dim();
         let mut masked = to_rows(left); // (rows, d_sae)
-        Zip::from(&mut masked)
-            .and(&to_rows(f))
-            .for_each(|l, &a| {
-                if a == 0.0 {
-                    *l = 0.0;
-                }
-            });
+        Zip::from(&mut masked).and(&to_rows(f)).for_each(|l, &a| {
+            if a == 0.0 {
+                *l = 0.0;
+            }
+        });
         from_rows(masked.dot(&self.sae.w_enc.t()), b, s)
     }
 
@@ -189,7 +187,9 @@ impl Submodules {
             if forward_order(w[0].hook) == forward_order(w[1].hook) {
                 return Err(Error::Mismatch {
                     what: format!("SAEs on {} and {}", w[0].hook, w[1].hook),
-                    detail: "two SAEs sit at the same place of the forward pass; give one SAE per hook".into(),
+                    detail:
+                        "two SAEs sit at the same place of the forward pass; give one SAE per hook"
+                            .into(),
                 });
             }
         }

@@ -176,7 +176,11 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     let subs = Submodules::new(list, c.n_embd, c.n_layer)?;
     let store = ActivationStore::open(&cfg.store)?;
     let have = store.hooks();
-    let hooks: Vec<_> = subs.hooks().into_iter().filter(|h| have.contains(h)).collect();
+    let hooks: Vec<_> = subs
+        .hooks()
+        .into_iter()
+        .filter(|h| have.contains(h))
+        .collect();
     if hooks.is_empty() {
         return Err(Error::Missing {
             what: "cached activations at the SAEs' hooks".into(),
@@ -189,7 +193,8 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     }
     let data = PairData::read(&store, &hooks, cfg.batch_size, cfg.max_examples)?;
     if cfg.aggregation == Aggregation::PerPosition {
-        let lens: std::collections::BTreeSet<usize> = data.batches.iter().map(|b| b.seq()).collect();
+        let lens: std::collections::BTreeSet<usize> =
+            data.batches.iter().map(|b| b.seq()).collect();
         if lens.len() > 1 {
             return Err(Error::BadOption {
                 option: "--aggregation",
@@ -205,7 +210,14 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     let analysis = analyse(&model, &subs, &data.batches, cfg.method, cfg.max_rows)?;
     let scored = analysis.scored_nodes(cfg.aggregation);
     let nodes = select(&scored, cfg.node_threshold);
-    let edges = mean_edges(&model, &subs, &data.batches, &analysis, &nodes, cfg.max_rows)?;
+    let edges = mean_edges(
+        &model,
+        &subs,
+        &data.batches,
+        &analysis,
+        &nodes,
+        cfg.max_rows,
+    )?;
     let (ends, rows) = sweep(
         &model,
         &subs,
@@ -218,7 +230,10 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     let mut scores = BTreeMap::new();
     if let Some(r) = rows.iter().find(|r| r.threshold == cfg.node_threshold) {
         scores.insert("faithfulness".to_string(), r.faithfulness);
-        scores.insert("complement_faithfulness".to_string(), r.complement_faithfulness);
+        scores.insert(
+            "complement_faithfulness".to_string(),
+            r.complement_faithfulness,
+        );
         scores.insert("node_fraction".to_string(), r.node_fraction);
         scores.insert("nodes".to_string(), r.nodes as f64);
         scores.insert("f_circuit".to_string(), r.f_circuit);
@@ -280,13 +295,22 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     let circuit = build_graph(&parts, meta)?;
     let mut files: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
     files.insert(CIRCUIT_FILE, circuit.to_json_bytes()?);
-    files.insert("circuit.dot", render::dot::render(&circuit, None).into_bytes());
-    files.insert("circuit.svg", render::svg::render(&circuit, None).into_bytes());
+    files.insert(
+        "circuit.dot",
+        render::dot::render(&circuit, None).into_bytes(),
+    );
+    files.insert(
+        "circuit.svg",
+        render::svg::render(&circuit, None).into_bytes(),
+    );
     let (features, feature_notes) = render::contexts::for_circuit(&circuit, &sae_dirs)?;
     for note in feature_notes {
         tracing::info!("{note}");
     }
-    files.insert("circuit.html", render::html::render(&circuit, &features)?.into_bytes());
+    files.insert(
+        "circuit.html",
+        render::html::render(&circuit, &features)?.into_bytes(),
+    );
     let slug = cfg
         .out
         .file_name()
@@ -311,7 +335,10 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     })?;
     np_bytes.push(b'\n');
     files.insert("neuronpedia.json", np_bytes);
-    files.insert("summary.txt", summary(&circuit, &rows, &subs, &in_circuit).into_bytes());
+    files.insert(
+        "summary.txt",
+        summary(&circuit, &rows, &subs, &in_circuit).into_bytes(),
+    );
     files.insert("faithfulness.csv", csv(&rows).into_bytes());
     let mut json = serde_json::to_vec_pretty(&serde_json::json!({
         "ablation": cfg.ablation,
@@ -407,7 +434,10 @@ fn summary(
     for (k, v) in &c.scores {
         let _ = writeln!(s, "{k:>28}: {}", render::short(*v));
     }
-    let _ = writeln!(s, "\nsweep (node threshold → nodes, faithfulness, complement):");
+    let _ = writeln!(
+        s,
+        "\nsweep (node threshold → nodes, faithfulness, complement):"
+    );
     for r in rows {
         let _ = writeln!(
             s,
@@ -423,13 +453,24 @@ fn summary(
     top.sort_by(|a, b| b.effect.abs().total_cmp(&a.effect.abs()));
     let _ = writeln!(s, "\nstrongest nodes ({} in the circuit):", nodes.len());
     for n in top.iter().take(20) {
-        let _ = writeln!(s, "  {:<14} effect {}", label(subs, n.node), render::short(n.effect));
+        let _ = writeln!(
+            s,
+            "  {:<14} effect {}",
+            label(subs, n.node),
+            render::short(n.effect)
+        );
     }
     let mut edges: Vec<_> = c.edges.iter().collect();
     edges.sort_by(|a, b| b.weight.all.abs().total_cmp(&a.weight.all.abs()));
     let _ = writeln!(s, "\nstrongest edges ({} drawn):", c.edges.len());
     for e in edges.iter().take(20) {
-        let _ = writeln!(s, "  {} -> {}  {}", e.source, e.target, render::short(e.weight.all));
+        let _ = writeln!(
+            s,
+            "  {} -> {}  {}",
+            e.source,
+            e.target,
+            render::short(e.weight.all)
+        );
     }
     s
 }
