@@ -1,0 +1,130 @@
+//! A GPT-2 circuit stage in a pipeline: the tiny agreement model's simple pairs dumped
+//! with ONNX Runtime, two small SAEs trained on them, then `circuit`; changing the node
+//! threshold re-runs only the circuit stage.
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use circuitry_tests::{bin, repo_root, run_ok, text};
+
+fn circuitry(args: &[&str], manifest: &Path) -> std::process::Output {
+    let mut cmd = Command::new(bin("circuitry"));
+    cmd.args(args).arg(manifest);
+    run_ok(&mut cmd)
+}
+
+fn finished(stage_dir: &Path) -> String {
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(stage_dir.join("stage.json")).unwrap()).unwrap();
+    format!("{}|{}", record["finished_unix"], record["wall_seconds"])
+}
+
+fn manifest(node_threshold: &str) -> String {
+    let data = repo_root().join("datasets/tiny-gpt2");
+    let d = data.display();
+    format!(
+        r#"[pipeline]
+name = "sva-circuit"
+run_dir = "run"
+
+[[stage]]
+name = "pairs"
+kind = "dump"
+model = "{d}"
+pairs = "{d}/agreement/simple_test.jsonl"
+hooks = ["blocks.2.hook_resid_pre", "blocks.2.hook_mlp_out", "blocks.3.hook_attn_out"]
+batch_size = 64
+max_tokens = 1200
+
+[[stage]]
+name = "sae_r2"
+kind = "train-sae"
+store = "@pairs"
+hook = "blocks.2.hook_resid_pre"
+d_sae = 128
+steps = 300
+batch_size = 64
+seed = 0
+
+[[stage]]
+name = "sae_m2"
+kind = "train-sae"
+store = "@pairs"
+hook = "blocks.2.hook_mlp_out"
+d_sae = 128
+steps = 300
+batch_size = 64
+seed = 0
+
+[[stage]]
+name = "circuit"
+kind = "circuit"
+model = "{d}"
+saes = ["@sae_r2", "@sae_m2"]
+store = "@pairs"
+method = "ig"
+node_threshold = {node_threshold}
+exact_check = 8
+"#
+    )
+}
+
+#[test]
+fn circuit_stage_runs_in_a_pipeline_and_reruns_alone_when_its_threshold_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sva-circuit.toml");
+    fs::write(&path, manifest("0.1")).unwrap();
+    let first = circuitry(&["run"], &path);
+    println!("{}", text(&first));
+    let run = dir.path().join("run");
+    for f in [
+        "circuit.json",
+        "circuit.dot",
+        "circuit.svg",
+        "summary.txt",
+        "faithfulness.csv",
+        "faithfulness.json",
+        "faithfulness.svg",
+        "stage.json",
+    ] {
+        assert!(run.join("circuit").join(f).is_file(), "missing circuit/{f}");
+    }
+    let c: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("circuit/circuit.json")).unwrap()).unwrap();
+    let scores = &c["scores"];
+    println!("scores {scores}");
+    for k in [
+        "faithfulness",
+        "f_model",
+        "f_empty",
+        "pearson_r_vs_exact_nodes",
+    ] {
+        assert!(
+            scores[k].is_number(),
+            "circuit.json lacks scores.{k}: {scores}"
+        );
+    }
+    // The clean metric is logit(patch answer) − logit(clean answer): the model agrees.
+    assert!(scores["metric_clean"].as_f64().unwrap() < 0.0, "{scores}");
+    let before: Vec<String> = ["pairs", "sae_r2", "sae_m2"]
+        .iter()
+        .map(|s| finished(&run.join(s)))
+        .collect();
+    fs::write(&path, manifest("0.05")).unwrap();
+    let plan = text(&circuitry(&["plan"], &path));
+    assert!(plan.contains("--node-threshold"), "plan: {plan}");
+    let second = circuitry(&["run"], &path);
+    let after: Vec<String> = ["pairs", "sae_r2", "sae_m2"]
+        .iter()
+        .map(|s| finished(&run.join(s)))
+        .collect();
+    assert_eq!(
+        before,
+        after,
+        "only the circuit may re-run: {}",
+        text(&second)
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("circuit/stage.json")).unwrap()).unwrap();
+    assert!(record["argv"].to_string().contains("\"0.05\""), "{record}");
+}
