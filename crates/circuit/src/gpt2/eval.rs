@@ -126,8 +126,8 @@ pub fn position_means(preps: &[Prepared]) -> Vec<(Array2<f32>, Array2<f32>)> {
         for prep in preps {
             for st in [&prep.clean[s], &prep.patch[s]] {
                 let (b, seq, _) = st.f.dim();
-                for p in 0..seq {
-                    count[p] += b;
+                for (p, c) in count.iter_mut().enumerate().take(seq) {
+                    *c += b;
                     let mut fr = f.row_mut(p);
                     fr += &st
                         .f
@@ -143,8 +143,8 @@ pub fn position_means(preps: &[Prepared]) -> Vec<(Array2<f32>, Array2<f32>)> {
                 }
             }
         }
-        for p in 0..seq_max {
-            let n = count[p].max(1) as f64;
+        for (p, &c) in count.iter().enumerate() {
+            let n = c.max(1) as f64;
             f.row_mut(p).mapv_inplace(|v| v / n);
             e.row_mut(p).mapv_inplace(|v| v / n);
         }
@@ -221,13 +221,13 @@ fn ablate(
     for p in 0..seq {
         let r = keep.row(p);
         let feat = keep.feat[s].row(r);
-        for bi in 0..b {
+        for (bi, &other) in donor.iter().enumerate().take(b) {
             for i in 0..d_sae {
                 if !feat[i] {
                     st.f[[bi, p, i]] = match ablation {
                         Ablation::Mean => mean.0[[p, i]],
                         Ablation::Zero => 0.0,
-                        Ablation::Resample { .. } => clean.f[[donor[bi], p, i]],
+                        Ablation::Resample { .. } => clean.f[[other, p, i]],
                     };
                 }
             }
@@ -236,7 +236,7 @@ fn ablate(
                 match ablation {
                     Ablation::Mean => e.assign(&mean.1.row(p)),
                     Ablation::Zero => e.fill(0.0),
-                    Ablation::Resample { .. } => e.assign(&clean.err.slice(s![donor[bi], p, ..])),
+                    Ablation::Resample { .. } => e.assign(&clean.err.slice(s![other, p, ..])),
                 }
             }
         }

@@ -103,6 +103,12 @@ struct ExampleLine {
     patch_answer_ids: Vec<u32>,
 }
 
+/// Cached clean and patch activations (batch, seq, width) of one batch, by hook.
+pub type Cached = BTreeMap<HookPoint, (Array3<f32>, Array3<f32>)>;
+
+/// Pairs of one prompt length: the example line and its clean and patch store rows.
+type LengthGroup<'a> = Vec<(&'a ExampleLine, Vec<usize>, Vec<usize>)>;
+
 /// The pairs of a paired store, batched by prompt length, with the cached activations
 /// of each batch at `hooks` for the reproduction check.
 #[derive(Debug, Clone)]
@@ -110,7 +116,7 @@ pub struct PairData {
     /// Batches of at most `batch_size` pairs, each of one prompt length.
     pub batches: Vec<PairBatch>,
     /// Per batch and hook: the cached clean and patch activations (batch, seq, width).
-    pub cached: Vec<BTreeMap<HookPoint, (Array3<f32>, Array3<f32>)>>,
+    pub cached: Vec<Cached>,
 }
 
 impl PairData {
@@ -145,8 +151,7 @@ impl PairData {
         for v in rows.values_mut() {
             v.sort_unstable();
         }
-        let mut by_len: BTreeMap<usize, Vec<(&ExampleLine, Vec<usize>, Vec<usize>)>> =
-            BTreeMap::new();
+        let mut by_len: BTreeMap<usize, LengthGroup<'_>> = BTreeMap::new();
         for line in lines.iter().take(max_examples.unwrap_or(usize::MAX)) {
             let get = |side: u8| -> Result<Vec<usize>> {
                 rows.get(&(line.example, side))
@@ -268,7 +273,7 @@ pub const REPRODUCTION_TOLERANCE: f32 = 2e-3;
 pub fn check_reproduces(
     model: &Gpt2,
     batch: &PairBatch,
-    cached: &BTreeMap<HookPoint, (Array3<f32>, Array3<f32>)>,
+    cached: &Cached,
     store_dir: &Path,
     fingerprints: (&str, &str),
 ) -> Result<()> {
