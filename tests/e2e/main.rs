@@ -1,8 +1,8 @@
 //! End-to-end tests: the stage binaries run as processes, as users run them.
 //! Build the binaries first: `cargo build --release --workspace --bins` (scripts/test.sh).
 
-mod sva_circuit;
 mod gpt2_small_manifest;
 mod slurm;
+mod sva_circuit;
 mod sva_tiny;
 mod toy_pipeline;

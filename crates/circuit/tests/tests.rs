@@ -1,11 +1,11 @@
 //! Integration tests of circuitry-circuit, one module per area.
 mod cli;
 mod fixtures;
+mod gpt2_effects;
+mod gpt2_fixtures;
+mod gpt2_grad;
 mod json;
 mod paths;
 mod render;
 mod toy;
 mod viewer;
-mod gpt2_effects;
-mod gpt2_fixtures;
-mod gpt2_grad;
