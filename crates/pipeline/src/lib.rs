@@ -6,7 +6,7 @@
 //! - [`Pipeline`]: a manifest parsed with unknown keys denied, checked rule by rule
 //!   (each failure is one [`Error::Manifest`] naming file, line:column and the fix),
 //!   with its stages in dependency order;
-//! - [`kinds`]: the stage kinds (`train-toy`, `dump-toy`, `train-sae`, `circuit-toy`):
+//! - [`kinds`]: the stage kinds (`train-toy`, `dump-toy`, `dump`, `train-sae`, `circuit-toy`, `circuit`):
 //!   raw parameters, their checks, and the command line of each stage binary;
 //! - [`StageCommand`]: what to run for a stage: binary, arguments, directory;
 //! - [`Plan`], [`Freshness`]: which stages are stale and why, from their `stage.json`;
