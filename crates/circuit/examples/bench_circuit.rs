@@ -1,0 +1,237 @@
+//! Benchmark (not a test): time per example of integrated-gradient node effects and of
+//! edges on a randomly initialised GPT-2 of GPT-2 small's shape with random SAEs at
+//! every resid_pre / attn_out / mlp_out, as a multiple of one forward + backward pass
+//! of the same batch.
+//!
+//! ```text
+//! cargo run --release -p circuitry-circuit --example bench_circuit -- \
+//!     [--layers 12] [--d-model 768] [--heads 12] [--vocab 50257] [--d-sae 3072] \
+//!     [--batch 2] [--seq 10] [--ig-steps 10] [--edge-nodes 16] [--reps 3]
+//! ```
+//!
+//! Threads: rayon's default (all cores), or `RAYON_NUM_THREADS=N`.
+//!
+//! Pass counts the methods need (the unit is one forward + backward pass of the batch):
+//! IG = 2 forwards + 1 backward to prepare (1.5 units) plus `steps` passes per submodule;
+//! edges = one backward per downstream node of the circuit (counted as one unit each,
+//! although a backward alone is cheaper than forward + backward). Medians of `--reps`.
+use std::time::Instant;
+
+use circuitry_circuit::gpt2::edges::{add_edges, BatchState};
+use circuitry_circuit::gpt2::{
+    node_effects, prepare, EdgeSums, Method, NodeRef, PairBatch, Submodule, Submodules,
+};
+use circuitry_core::{Gpt2Config, HookPoint};
+use circuitry_models::gpt2::{Backward, Forward, Gpt2};
+use circuitry_sae::{Sae, SaeConfig};
+use ndarray::{Array2, Array3};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+struct Args {
+    layers: usize,
+    d_model: usize,
+    heads: usize,
+    vocab: usize,
+    d_sae: usize,
+    batch: usize,
+    seq: usize,
+    ig_steps: usize,
+    edge_nodes: usize,
+    reps: usize,
+}
+
+fn parse() -> anyhow::Result<Args> {
+    let mut a = Args {
+        layers: 12,
+        d_model: 768,
+        heads: 12,
+        vocab: 50257,
+        d_sae: 3072,
+        batch: 2,
+        seq: 10,
+        ig_steps: 10,
+        edge_nodes: 16,
+        reps: 3,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let [flag, value] = pair else {
+            anyhow::bail!("flags take one value each; got {argv:?}");
+        };
+        let v: usize = value
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{flag} {value}: {e}"))?;
+        match flag.as_str() {
+            "--layers" => a.layers = v,
+            "--d-model" => a.d_model = v,
+            "--heads" => a.heads = v,
+            "--vocab" => a.vocab = v,
+            "--d-sae" => a.d_sae = v,
+            "--batch" => a.batch = v,
+            "--seq" => a.seq = v,
+            "--ig-steps" => a.ig_steps = v,
+            "--edge-nodes" => a.edge_nodes = v,
+            "--reps" => a.reps = v,
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = parse()?;
+    let config: Gpt2Config = serde_json::from_value(serde_json::json!({
+        "n_layer": a.layers, "n_head": a.heads, "n_embd": a.d_model,
+        "n_positions": 1024, "vocab_size": a.vocab,
+    }))?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let model = Gpt2::random(config, &mut rng)?;
+    let mut list = Vec::new();
+    for layer in 0..a.layers {
+        for hook in [
+            HookPoint::ResidPre { layer },
+            HookPoint::AttnOut { layer },
+            HookPoint::MlpOut { layer },
+        ] {
+            let mut sae = Sae::new_init(SaeConfig::new(a.d_model, a.d_sae, hook), &mut rng);
+            sae.w_enc.mapv_inplace(|v| v * 4.0);
+            list.push(Submodule::new(sae)?);
+        }
+    }
+    let subs = Submodules::new(list, a.d_model, a.layers)?;
+    let clean = Array2::from_shape_fn((a.batch, a.seq), |_| rng.random_range(0..a.vocab as u32));
+    let mut patch = clean.clone();
+    for b in 0..a.batch {
+        patch[[b, 1]] = rng.random_range(0..a.vocab as u32);
+    }
+    let batch = PairBatch {
+        examples: (0..a.batch as u32).collect(),
+        clean: clean.clone(),
+        patch,
+        clean_answer: (0..a.batch)
+            .map(|_| rng.random_range(0..a.vocab as u32))
+            .collect(),
+        patch_answer: (0..a.batch)
+            .map(|_| rng.random_range(0..a.vocab as u32))
+            .collect(),
+        cases: vec!["singular".into(); a.batch],
+    };
+    let max_rows = 1 << 20;
+    println!(
+        "random GPT-2: {} layers, d_model {}, vocab {}; {} SAEs of {} latents; batch {} × {} tokens; RAYON_NUM_THREADS={}",
+        a.layers,
+        a.d_model,
+        a.vocab,
+        subs.len(),
+        a.d_sae,
+        a.batch,
+        a.seq,
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all cores".into())
+    );
+
+    // The unit: one forward (with trace) + backward from the last position's logits.
+    let mut unit = Vec::new();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        let out = model.run(&Forward::tokens(clean.view()).trace(true))?;
+        let logits = out.logits.as_ref().map(|l| l.dim()).unwrap_or_default();
+        let mut d = Array3::<f32>::zeros(logits); // (batch, seq, vocab)
+        for b in 0..a.batch {
+            d[[b, a.seq - 1, 0]] = 1.0;
+        }
+        let trace = out
+            .trace
+            .ok_or_else(|| anyhow::anyhow!("no trace from the forward pass"))?;
+        let want = [HookPoint::ResidPre { layer: 0 }];
+        model.backward(&trace, &Backward::from_logits(d.view()).want(&want))?;
+        unit.push(t.elapsed().as_secs_f64());
+    }
+    let unit = median(unit);
+
+    let method = Method::IntegratedGradients { steps: a.ig_steps };
+    let mut ig = Vec::new();
+    let mut last = None;
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        let prep = prepare(&model, &subs, &batch)?;
+        let effects = node_effects(&model, &subs, &batch, &prep, method, max_rows)?;
+        ig.push(t.elapsed().as_secs_f64());
+        last = Some((prep, effects));
+    }
+    let ig = median(ig);
+    let (prep, effects) = last.ok_or_else(|| anyhow::anyhow!("--reps must be ≥ 1"))?;
+
+    // A circuit: the strongest features by |effect| summed over the batch and positions,
+    // `edge_nodes` of them spread over the submodules, plus every error node.
+    let mut scored: Vec<(f32, NodeRef)> = Vec::new();
+    for (s, f) in effects.feat.iter().enumerate() {
+        let total = f.sum_axis(ndarray::Axis(0)).sum_axis(ndarray::Axis(0)); // (d_sae)
+        for (i, v) in total.iter().enumerate() {
+            scored.push((
+                v.abs(),
+                NodeRef {
+                    sub: s,
+                    position: None,
+                    feature: Some(i),
+                },
+            ));
+        }
+    }
+    scored.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let mut nodes: Vec<NodeRef> = scored.iter().take(a.edge_nodes).map(|x| x.1).collect();
+    nodes.extend((0..subs.len()).map(|s| NodeRef {
+        sub: s,
+        position: None,
+        feature: None,
+    }));
+    nodes.sort();
+    let downstream = nodes.iter().filter(|n| n.sub > 0).count() + 1; // + the metric
+    let mut edges = Vec::new();
+    let mut n_edges = 0;
+    for _ in 0..a.reps {
+        let mut sums = EdgeSums::new();
+        let state = BatchState {
+            batch: &batch,
+            prep: &prep,
+            effects: &effects,
+        };
+        let t = Instant::now();
+        add_edges(&model, &subs, state, &nodes, max_rows, &mut sums)?;
+        edges.push(t.elapsed().as_secs_f64());
+        n_edges = sums.len();
+    }
+    let edges = median(edges);
+
+    let ig_passes = 1.5 + (subs.len() * a.ig_steps) as f64;
+    let per_ex = |t: f64| t / a.batch as f64;
+    println!(
+        "one forward+backward pass: {:.3} s per batch ({:.3} s per example)",
+        unit,
+        per_ex(unit)
+    );
+    println!(
+        "IG node effects ({} steps): {:.2} s per batch, {:.3} s per example = {:.2} × the {:.1} passes it needs (goal ≤ 1.5)",
+        a.ig_steps,
+        ig,
+        per_ex(ig),
+        ig / (unit * ig_passes),
+        ig_passes
+    );
+    println!(
+        "edges among {} nodes ({} downstream incl. the metric, {} edges): {:.2} s per batch, {:.3} s per example = {:.2} × the {} passes it needs (goal ≤ 1.5)",
+        nodes.len(),
+        downstream,
+        n_edges,
+        edges,
+        per_ex(edges),
+        edges / (unit * downstream as f64),
+        downstream
+    );
+    Ok(())
+}
