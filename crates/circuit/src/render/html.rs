@@ -21,7 +21,8 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::{short, svg};
+use super::short;
+use super::svg::{self, esc};
 use crate::graph::Circuit;
 use crate::{Error, Result};
 
@@ -180,22 +181,6 @@ fn script_json<T: Serialize>(value: &T) -> Result<String> {
 /// The first 12 hex digits of a fingerprint, for display.
 fn abbrev(fingerprint: &str) -> &str {
     fingerprint.get(..12).unwrap_or(fingerprint)
-}
-
-/// Escape text for HTML content and attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

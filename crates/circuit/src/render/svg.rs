@@ -306,7 +306,7 @@ fn legend(s: &mut String, circuit: &Circuit, y0: f64, max: f64) {
 }
 
 /// Escape text for XML content and attribute values.
-fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         match ch {
