@@ -41,6 +41,7 @@ mod error;
 mod io;
 pub mod kernel;
 mod metrics;
+mod optim;
 mod sae;
 pub mod stage;
 pub mod stats;

@@ -1,5 +1,5 @@
 //! Training: configuration, the step-by-step [`Trainer`], and [`train`] on in-memory rows.
-use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::{self, AuxK, LossSpec};
 use crate::metrics::{evaluate, Metrics};
+use crate::optim::{AdamStep, Moments};
 use crate::sae::normalize;
 use crate::{check_finite, geometric_median, Architecture, Error, Result, Sae, SaeConfig};
 
@@ -260,44 +261,6 @@ pub struct TrainReport {
     pub history: Vec<LogEntry>,
     /// Metrics of the final SAE on all the training rows.
     pub final_metrics: Metrics,
-}
-
-/// Adam state for one parameter tensor (any shape).
-#[derive(Debug, Clone)]
-struct Moments<D: ndarray::Dimension> {
-    m: ndarray::Array<f32, D>,
-    v: ndarray::Array<f32, D>,
-}
-
-impl<D: ndarray::Dimension> Moments<D> {
-    fn new(shape: D) -> Self {
-        Moments {
-            m: ndarray::Array::zeros(shape.clone()),
-            v: ndarray::Array::zeros(shape),
-        }
-    }
-
-    /// One Adam update of `p` with gradient `g`, as `torch.optim.Adam`:
-    /// `p −= lr / bc1 · m / (√v / √bc2 + ε)`.
-    fn update(&mut self, p: &mut ndarray::Array<f32, D>, g: &ndarray::Array<f32, D>, h: &AdamStep) {
-        Zip::from(p)
-            .and(g)
-            .and(&mut self.m)
-            .and(&mut self.v)
-            .for_each(|p, &g, m, v| {
-                *m = h.b1 * *m + (1.0 - h.b1) * g;
-                *v = h.b2 * *v + (1.0 - h.b2) * g * g;
-                *p -= h.step_size * *m / (v.sqrt() / h.sqrt_bc2 + h.eps);
-            });
-    }
-}
-
-struct AdamStep {
-    b1: f32,
-    b2: f32,
-    eps: f32,
-    step_size: f32,
-    sqrt_bc2: f32,
 }
 
 /// Trains one SAE a batch at a time; [`train`] drives it over in-memory rows, and a
