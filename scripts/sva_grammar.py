@@ -161,7 +161,7 @@ class Generator:
             words += self.pp() + self.pp()
         elif r < 0.80:  # object relative clause: the cat that the dogs (near the X) like
             a_lemma, a_n, a_words = self.noun()
-            if self.rng.random() < 0.25:
+            if self.rng.random() < 0.25:  # PP inside the RC: its noun is not the subject
                 a_words += self.pp()
             words += ["that"] + a_words + [self.agreeing(a_lemma, a_n, TRANSITIVE)]
         else:  # subject relative clause: the cat that likes the dogs (near the X)
@@ -261,3 +261,99 @@ def word_lists(heldout: set[tuple[str, str]]) -> dict:
         },
         "heldout_pairs": sorted([list(p) for p in heldout]),
     }
+
+
+# -- the "hard" held-out test families ------------------------------------------------------
+# Marks et al.'s four templates put the subject at a fixed distance from the verb slot, so
+# attention that picks a noun by relative position (one layer is enough) solves them. The hard
+# families vary that distance and where the attractors stand, using only structures the corpus
+# grammar above generates: 0-2 adjectives on every noun, one or two PPs, PPs inside relative
+# clauses, a pre-verb adverb, and fronted phrases or clauses of every kind `front` draws. All
+# attractors of an item (fronted nouns included) share one number, so one of its two rows has
+# every other noun disagreeing with the subject.
+HARD_FAMILIES = ("hard_simple", "hard_across_pp", "hard_within_rc", "hard_across_rc")
+
+
+class HardItems:
+    """Draws hard test items on held-out (subject, verb) pairs.
+
+    `item(family)` returns (words, subject index, subject pair, verb pair, attractor number):
+    the prefix's words with None where the subject's form goes.
+    """
+
+    def __init__(self, rng: random.Random, heldout: set[tuple[str, str]]):
+        self.rng = rng
+        self.gen = Generator(rng, heldout)
+        main = {v[0]: v for v in MAIN_VERBS}
+        rc = {v[0]: v for v in TRANSITIVE}
+        nouns = dict(NOUNS)
+        self.main_pairs = sorted((n, v) for n, v in heldout if v in main)
+        self.rc_pairs = sorted((n, v) for n, v in heldout if v in rc)
+        self.nouns, self.main, self.rc = nouns, main, rc
+
+    def np_(self, n: int, avoid: str, animate: bool = True) -> tuple[str, list[str]]:
+        """(lemma, ["the", 0-2 adjectives, form]) of number n, lemma != avoid."""
+        pool = NOUNS if animate else THINGS
+        while True:
+            sg, pl = self.rng.choice(pool)
+            if sg != avoid:
+                break
+        adjectives = self.rng.sample(ADJECTIVES, self.rng.randrange(3))
+        return sg, ["the"] + adjectives + [(sg, pl)[n]]
+
+    def pp(self, n: int, avoid: str) -> list[str]:
+        return [self.rng.choice(PREPOSITIONS)] + self.np_(n, avoid)[1]
+
+    def front(self, n: int, avoid: str) -> list[str]:
+        """Nothing, or a fronted phrase or clause as `Generator.front` makes them; its nouns
+        have number n."""
+        r = self.rng.randrange(6)
+        if r == 0:
+            return []
+        if r == 1:
+            return self.rng.choice(FRONTED_ADVERBIALS) + [","]
+        if r == 2:
+            return [self.rng.choice(PREPOSITIONS)] + self.np_(n, avoid)[1] + [","]
+        if r == 3:
+            lemma, words = self.np_(n, avoid)
+            obj = self.np_(n, avoid, animate=self.rng.random() < 0.5)[1]
+            return ["when"] + words + [self.gen.agreeing(lemma, n, TRANSITIVE)] + obj + [","]
+        if r == 4:
+            return list(self.rng.choice(EMBEDDERS))
+        lemma, words = self.np_(n, avoid)
+        if self.rng.random() < 0.3:
+            words += self.pp(n, avoid)
+        return words + [self.gen.agreeing(lemma, n, SAY_VERBS), "that"]
+
+    def item(self, family: str):
+        pairs = self.rc_pairs if family == "hard_within_rc" else self.main_pairs
+        lemma, verb = self.rng.choice(pairs)
+        subj = (lemma, self.nouns[lemma])
+        verb_pair = (self.rc if family == "hard_within_rc" else self.main)[verb][:2]
+        a = self.rng.randrange(2)  # the attractors' number
+        words = self.front(a, lemma)
+        if family == "hard_within_rc":  # the HEAD that the SUBJ (PP) -> RC verb
+            words += self.np_(a, lemma)[1] + ["that"]
+        words += ["the"] + self.rng.sample(ADJECTIVES, self.rng.randrange(3))
+        index = len(words)
+        words.append(None)
+        if family == "hard_across_pp":
+            words += self.pp(a, lemma)
+            if self.rng.random() < 0.5:
+                words += self.pp(a, lemma)
+        elif family == "hard_within_rc":
+            if self.rng.random() < 0.7:
+                words += self.pp(a, lemma)
+        elif family == "hard_across_rc":  # the SUBJ that the ATTR (PP) verb
+            a_lemma, a_words = self.np_(a, lemma)
+            if self.rng.random() < 0.5:
+                a_words += self.pp(a, lemma)
+            words += ["that"] + a_words + [self.gen.agreeing(a_lemma, a, TRANSITIVE)]
+        if family != "hard_within_rc" and self.rng.random() < 0.3:
+            words.append(self.rng.choice(PRE_VERB_ADVERBS))
+        return words, index, subj, verb_pair, a
+
+
+def render_prefix(words: list[str]) -> str:
+    """Prefix words → text: capitalised, commas attached, no full stop."""
+    return render(words)[:-1]

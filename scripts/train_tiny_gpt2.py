@@ -13,11 +13,15 @@ One run does, deterministically for its seeds:
     sentence that contains a test prefix + answer (case-insensitive, as words) and checks none is
     left;
  4. trains GPT2LMHeadModel (4 layers, d_model 64, 4 heads, n_ctx 64) for each --seeds, and a
-    --control-layers control with the first seed, on windows of n_ctx tokens cut at random
-    offsets from the stream `<|endoftext|> s1 <|endoftext|> s2 ...` (sentences at every position);
+    --control-layers control for each --control-seeds (default: the same seeds), on windows of
+    n_ctx tokens cut at random offsets from the stream `<|endoftext|> s1 <|endoftext|> s2 ...`
+    (sentences at every position);
  5. evaluates agreement directly: after `<|endoftext|>` + prefix, is the right verb more
     likely than the wrong one? Both sides of every pair, per family, held-out (test) and seen
-    (train) pairs;
+    (train) pairs, and on the held-out test rows made harder: `+context` (a fronted phrase or
+    clause in front, OUT/agreement/context/) and the `hard_*` families (OUT/agreement/hard/:
+    subject-verb distance and attractor positions vary, so no single relative position finds
+    the subject);
  6. saves the first seed's model in HF layout (config.json, model.safetensors, tokenizer.json),
     exports OUT/model.onnx (hooks only) and OUT/model_logits.onnx (with logits) with
     export_onnx.py, writes OUT/corpus.txt (sentences for SAE training), OUT/results.json and
@@ -127,6 +131,58 @@ def write_context_rows(agreement_dir: Path, seed: int, heldout) -> dict[str, lis
     return out
 
 
+def corpus_text(sentences: list[str]) -> str:
+    """The corpus as one searchable string: " w1 w2 ... | w1 ... " (lower case, no punctuation)."""
+    return " " + " | ".join(s.lower().replace(",", "").replace(".", "") for s in sentences) + " "
+
+
+def in_corpus(text: str, prefix: str, answer: str) -> bool:
+    """Does prefix + answer occur, as whole words, in `corpus_text(...)`?"""
+    return f" {(prefix + answer).lower().replace(',', '')} " in text
+
+
+def write_hard_rows(agreement_dir: Path, seed: int, heldout, tok, corpus: str,
+                    items: int = 250) -> dict[str, list[dict]]:
+    """The hard held-out families (sva_grammar.HARD_FAMILIES), written to
+    agreement/hard/{family}_test.jsonl: subject-verb distance and attractor positions vary
+    ("With the ready foxes, the actor with the old ready hunters still" -> seems/seem).
+
+    `items` items per family, two rows each (clean singular, clean plural), on held-out
+    (subject, verb) pairs, no prefix twice, kept only when both answers are single tokens and
+    both prefixes have the same number of tokens under `tok`, and dropped when either side's
+    prefix + answer occurs anywhere in `corpus` (`corpus_text`; e.g. "The kind man" + " sees"
+    inside "the dog near the kind man sees ..."), so the corpus needs no change for them.
+    """
+    hard = sva_grammar.HardItems(random.Random(f"hard-{seed}"), heldout)
+    n_tokens = lambda text: len(tok.encode(text, add_special_tokens=False).ids)  # noqa: E731
+    out = {}
+    (agreement_dir / "hard").mkdir(parents=True, exist_ok=True)
+    for family in sva_grammar.HARD_FAMILIES:
+        rows, seen = [], set()
+        for _ in range(100 * items):
+            if len(rows) >= 2 * items:
+                break
+            words, index, subj, verb, a = hard.item(family)
+            prefixes = []
+            for n in (0, 1):
+                words[index] = subj[n]
+                prefixes.append(sva_grammar.render_prefix(words))
+            if prefixes[0] in seen or n_tokens(prefixes[0]) != n_tokens(prefixes[1]) or any(
+                    n_tokens(" " + v) != 1 for v in verb):
+                continue
+            seen.add(prefixes[0])
+            if any(in_corpus(corpus, prefixes[n], " " + verb[n]) for n in (0, 1)):
+                continue
+            for n in (0, 1):
+                rows.append({"clean_prefix": prefixes[n], "patch_prefix": prefixes[1 - n],
+                             "clean_answer": " " + verb[n], "patch_answer": " " + verb[1 - n],
+                             "case": f"{make_agreement.NUMBERS[n]}_{make_agreement.NUMBERS[a]}"})
+        write_atomic(agreement_dir / "hard" / f"{family}_test.jsonl",
+                     "".join(json.dumps(x) + "\n" for x in rows))
+        out[family] = rows
+    return out
+
+
 # -- model -------------------------------------------------------------------------------------
 def to_hf(model: lean_gpt2.LeanGpt2, n_layer: int, vocab: int, args):
     """The trained lean model as an HF GPT2LMHeadModel; checks both give the same logits."""
@@ -156,16 +212,24 @@ def single_token(tok, text: str) -> int:
 
 @torch.no_grad()
 def accuracy(model, tok, rows_by_family: dict[str, list[dict]], batch: int = 512) -> dict:
-    """Per family: fraction of (row, side) where P(right verb) > P(wrong verb) after BOS+prefix."""
+    """Per family: fraction of (row, side) where P(right verb) > P(wrong verb) after BOS+prefix.
+
+    For the hard families also `"{family} disagree"`: the same over the sides whose subject
+    disagrees in number with every other noun (the attractors), read from `case`.
+    """
     model.eval()
     result = {}
     for family, rows in rows_by_family.items():
-        trials = []  # (ids, right id, wrong id)
+        trials = []  # (ids, right id, wrong id, attractors disagree with the subject)
         for r in rows:
             a, b = (single_token(tok, r["clean_answer"]), single_token(tok, r["patch_answer"]))
-            for prefix, right, wrong in ((r["clean_prefix"], a, b), (r["patch_prefix"], b, a)):
-                trials.append(([0] + tok.encode(prefix, add_special_tokens=False).ids, right, wrong))
-        correct = 0
+            numbers = r["case"].split("_")
+            clean_disagrees = len(numbers) == 2 and numbers[0] != numbers[1]
+            for prefix, right, wrong, disagree in ((r["clean_prefix"], a, b, clean_disagrees),
+                                                   (r["patch_prefix"], b, a, not clean_disagrees)):
+                ids = [0] + tok.encode(prefix, add_special_tokens=False).ids
+                trials.append((ids, right, wrong, disagree))
+        hits = []
         for i in range(0, len(trials), batch):
             chunk = trials[i:i + batch]
             length = max(len(t[0]) for t in chunk)
@@ -176,8 +240,11 @@ def accuracy(model, tok, rows_by_family: dict[str, list[dict]], batch: int = 512
             logits = model(ids)[torch.arange(len(chunk)), last]  # (batch, vocab)
             right = logits[torch.arange(len(chunk)), torch.tensor([t[1] for t in chunk])]
             wrong = logits[torch.arange(len(chunk)), torch.tensor([t[2] for t in chunk])]
-            correct += int((right > wrong).sum())
-        result[family] = correct / max(len(trials), 1)
+            hits += (right > wrong).tolist()
+        result[family] = sum(hits) / max(len(trials), 1)
+        if family.startswith("hard_"):
+            sub = [h for h, t in zip(hits, trials) if t[3]]
+            result[f"{family} disagree"] = sum(sub) / max(len(sub), 1)
     model.train()
     return result
 
@@ -257,32 +324,35 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def control_sentence(r: dict) -> str:
-    """What the control shows, from the numbers (mean held-out accuracy over families)."""
-    ctx = [f"{f}+context" for f in FAMILIES]
-    mean = {(x["n_layer"], x["seed"]): sum(x["final"]["heldout"][f] for f in ctx) / len(ctx)
-            for x in r["runs"]}
-    models = [v for (n, _), v in mean.items() if n == r["model"]["n_layer"]]
-    controls = [(n, v) for (n, _), v in mean.items() if n != r["model"]["n_layer"]]
-    if not controls:
-        return "No control was trained."
-    n, c = controls[0]
-    verdict = ("clearly worse: the families are not solved by a shortcut a single layer can find"
-               if min(models) - c >= 0.10 else "NOT clearly worse")
-    return (f"The {n}-layer control, trained the same way, averages {100 * c:.1f}% held-out over "
-            f"the +context families vs {100 * min(models):.1f}% (worst seed) for the model — "
-            f"{verdict}.")
+def control_verdict(r: dict) -> str:
+    """What the control shows, from the numbers: on the hard families' sides where the
+    attractors disagree with the subject, the model's worst seed against the control's best
+    seed; "clearly worse" = at least 10 points lower on average over the hard families."""
+    keys = [f"{f} disagree" for f in sva_grammar.HARD_FAMILIES]
+    model = [x for x in r["runs"] if x["n_layer"] == r["model"]["n_layer"]]
+    control = [x for x in r["runs"] if x["n_layer"] != r["model"]["n_layer"]]
+    if not control or keys[0] not in control[0]["final"]["heldout"]:
+        return "No control was evaluated on the hard families."
+    worst = {k: min(x["final"]["heldout"][k] for x in model) for k in keys}
+    best = {k: max(x["final"]["heldout"][k] for x in control) for k in keys}
+    gap = sum(worst[k] - best[k] for k in keys) / len(keys)
+    verdict = ("clearly worse: one layer cannot find the subject when its distance from the "
+               "verb varies" if gap >= 0.10 else "NOT clearly worse")
+    per = ", ".join(f"{k.split()[0]} {100 * worst[k]:.1f}% vs {100 * best[k]:.1f}%" for k in keys)
+    return (f"Where the attractors disagree with the subject, the {control[0]['n_layer']}-layer "
+            f"control, trained the same way, is {100 * gap:.1f} points below the model on "
+            f"average over the hard families (model's worst seed vs control's best seed: {per})"
+            f" — {verdict}.")
 
 
 def card(results: dict, out: Path) -> str:
     r = results
 
-    def table(rows):
-        names = list(rows[0]["final"]["heldout"])
+    def table(rows, names, splits):
         head = "| model | seed | split | " + " | ".join(names) + " |\n"
         head += "|---|---|---|" + "---|" * len(names) + "\n"
         for run in rows:
-            for split in ("heldout", "seen"):
+            for split in splits:
                 head += (f"| {run['n_layer']}-layer | {run['seed']} | {split} | "
                          + " | ".join(f"{100 * run['final'][split][f]:.1f}%"
                                       if f in run["final"][split] else "–" for f in names)
@@ -291,6 +361,7 @@ def card(results: dict, out: Path) -> str:
 
     sizes = "\n".join(f"| `{name}` | {size / 1e6:.2f} MB |" for name, size in r["files"].items())
     counts = "\n".join(f"| {f} | {c['train']} | {c['test']} |" for f, c in r["agreement"].items())
+    counts += "".join(f"\n| {f} | – | {n} |" for f, n in r.get("hard_rows", {}).items())
     runs = "\n".join(f"| {x['n_layer']}-layer | {x['seed']} | {x['parameters']:,} | {x['wall_s']:.0f} s "
                      f"| {x['cpu_s']:.0f} s |" for x in r["runs"])
     return f"""# tiny-gpt2: a 4-layer GPT-2 that does subject–verb agreement
@@ -336,8 +407,26 @@ held-out test rows with a fronted phrase or clause holding other nouns in front
 start the four Marks et al. templates are short and regular enough for a shallow template
 matcher; with other nouns in front the subject must be found from the structure.
 
-{table(r['runs'])}
-The committed weights are the first {r['model']['n_layer']}-layer seed's. {control_sentence(r)}
+{table(r['runs'], list(FAMILIES), ("heldout", "seen"))}
+Harder held-out sets, same pairs and answers: `+context` (above) and the `hard_*` families
+(`agreement/hard/`, row counts below, written by `write_hard_rows` from
+`sva_grammar.HardItems`). In the four Marks et al. templates, with or without context, the
+subject stands at a fixed distance from the verb slot, so attention that picks a noun by
+relative position solves them and one layer is enough. The hard families vary that distance
+and where the attractors stand, with structures the corpus grammar generates: 0–2 adjectives
+on every noun, one or two PPs (`hard_across_pp`), PPs inside the relative clause
+(`hard_within_rc`, `hard_across_rc`), a pre-verb adverb, and a fronted phrase or clause of
+every kind the grammar has (or none); all other nouns of an item share one number, so one
+side of every pair has each of them disagreeing with the subject. Items whose prefix + answer
+(either side) occurs anywhere in the corpus are skipped. Example: "With the ready foxes, the
+actor with the old ready hunters still" → seems/seem.
+
+{table(r['runs'], [f"{f}+context" for f in FAMILIES], ("heldout",))}
+{table(r['runs'], [k for f in sva_grammar.HARD_FAMILIES for k in (f, f + " disagree")], ("heldout",))}
+"disagree" = only the sides of the pairs whose subject disagrees in number with all other
+nouns (half of the trials); the other half is easy for any heuristic that picks some noun.
+
+The committed weights are the first {r['model']['n_layer']}-layer seed's. {control_verdict(r)}
 
 | run | seed | parameters | wall | CPU |
 |---|---|---|---|---|
@@ -369,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="4-layer model seeds")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--control-layers", type=int, default=1, help="0 = no control")
+    p.add_argument("--control-seeds", type=int, nargs="+", default=None,
+                   help="control seeds (default: the same as --seeds)")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-ctx", type=int, default=64)
@@ -381,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     p.add_argument("--corpus-lines", type=int, default=5000, help="lines in OUT/corpus.txt")
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--save-runs", type=Path, default=None,
+                   help="also save every run's weights here ({n}layer_seed{s}.pt, lean layout)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -410,11 +503,14 @@ def main(argv: list[str] | None = None) -> int:
     stream, starts = pack(tok, kept)
     test_rows = load_rows(out / "agreement", "test")
     test_rows.update(write_context_rows(out / "agreement", args.grammar_seed, heldout))
+    hard_rows = write_hard_rows(out / "agreement", args.grammar_seed, heldout, tok,
+                                corpus_text(sentences))
+    test_rows.update(hard_rows)
     seen_rows = load_rows(out / "agreement", "train")
 
     plan = [(args.n_layer, s) for s in args.seeds]
     if args.control_layers:
-        plan.append((args.control_layers, args.seeds[0]))
+        plan += [(args.control_layers, s) for s in args.control_seeds or args.seeds]
     jobs = [(n_layer, seed, stream, starts, tok.to_str(), test_rows, seen_rows, args)
             for n_layer, seed in plan]
     if args.jobs > 1:  # runs are independent and seeded: same results as one after another
@@ -424,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         done = [run_one(job) for job in jobs]
     runs = [run for run, _ in done]
+    if args.save_runs:
+        args.save_runs.mkdir(parents=True, exist_ok=True)
+        for run, state in done:
+            torch.save(state, args.save_runs / f"{run['n_layer']}layer_seed{run['seed']}.pt")
     first, state = done[0]
     model = lean_gpt2.LeanGpt2(tok.get_vocab_size(), args.n_ctx, args.d_model, first["n_layer"],
                                args.n_head)
@@ -462,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
                   "n_ctx": args.n_ctx},
         "hf_vs_lean_max_abs_diff": hf_diff,
         "lr": args.lr, "steps": args.steps, "batch": args.batch,
-        "agreement": counts, "runs": runs, "files": files,
+        "agreement": counts, "hard_rows": {f: len(x) for f, x in hard_rows.items()},
+        "runs": runs, "files": files,
         "fingerprint": export_onnx.file_blake3(out / "model.safetensors"),
         "corpus_txt_lines": args.corpus_lines,
         "total_wall_s": time.time() - t0,

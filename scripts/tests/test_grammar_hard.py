@@ -1,0 +1,133 @@
+"""The hard held-out families: sva_grammar.HardItems and train_tiny_gpt2.write_hard_rows.
+
+Run: python -m pytest scripts/tests -q
+"""
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import sva_grammar as g  # noqa: E402
+
+pytest.importorskip("tokenizers")
+pytest.importorskip("torch")
+import train_tiny_gpt2  # noqa: E402
+
+HELDOUT = g.heldout_pairs(0)
+PLURAL = {pl: sg for sg, pl in g.NOUNS + g.THINGS}
+SINGULAR = {sg for sg, _ in g.NOUNS + g.THINGS}
+
+
+def nouns_in(words: list[str]) -> list[tuple[int, str, int]]:
+    """(index, lemma, number) of every noun among the words."""
+    out = []
+    for i, w in enumerate(words):
+        if w in SINGULAR:
+            out.append((i, w, 0))
+        elif w in PLURAL:
+            out.append((i, PLURAL[w], 1))
+    return out
+
+
+def test_hard_items_are_on_heldout_pairs_with_attractors_of_one_number():
+    hard = g.HardItems(random.Random(3), HELDOUT)
+    verbs = {v[0] for v in g.MAIN_VERBS}
+    rc_verbs = {v[0] for v in g.TRANSITIVE}
+    for family in g.HARD_FAMILIES:
+        for _ in range(300):
+            words, index, subj, verb, a = hard.item(family)
+            assert words[index] is None and words[index - 1] in ["the"] + g.ADJECTIVES
+            assert (subj[0], verb[0]) in HELDOUT, (family, subj, verb)
+            assert verb[0] in (rc_verbs if family == "hard_within_rc" else verbs)
+            words[index] = subj[0]
+            others = [(i, lemma, n) for i, lemma, n in nouns_in(words) if i != index]
+            assert all(lemma != subj[0] for _, lemma, _ in others)
+            # every animate noun other than the subject has the attractors' number
+            assert all(n == a for _, lemma, n in others if lemma in dict(g.NOUNS)), words
+            if family in ("hard_across_pp", "hard_across_rc"):  # an attractor in between
+                assert any(i > index for i, _, _ in others), words
+            if family == "hard_within_rc":  # the head noun right before "that the (adj) SUBJ"
+                head = max(i for i, _, _ in others if i < index)
+                assert words[head + 1:head + 3] == ["that", "the"], words
+
+
+def test_hard_items_vary_subject_verb_distance_and_front():
+    hard = g.HardItems(random.Random(4), HELDOUT)
+    for family in g.HARD_FAMILIES:
+        distances, starts = set(), set()
+        for _ in range(300):
+            words, index, *_ = hard.item(family)
+            distances.add(len(words) - index)
+            starts.add(index)
+        # no fixed offset from the verb slot or from the sentence start finds the subject
+        least = {"hard_simple": 2, "hard_within_rc": 4}.get(family, 8)  # measured: 2, 9, 4, 9
+        assert len(distances) >= least, (family, distances)
+        assert len(starts) >= 8, (family, starts)
+
+
+def test_hard_items_are_deterministic():
+    a = [g.HardItems(random.Random(9), HELDOUT).item("hard_across_rc") for _ in range(1)]
+    b = [g.HardItems(random.Random(9), HELDOUT).item("hard_across_rc") for _ in range(1)]
+    assert a == b
+
+
+def test_in_corpus_matches_whole_words_within_one_sentence():
+    text = train_tiny_gpt2.corpus_text(["The dog near the kind man sees the cat.",
+                                        "Yesterday, the cats like the birds."])
+    assert train_tiny_gpt2.in_corpus(text, "The kind man", " sees")
+    assert train_tiny_gpt2.in_corpus(text, "Yesterday, the cats", " like")
+    assert not train_tiny_gpt2.in_corpus(text, "The kind man", " see")
+    assert not train_tiny_gpt2.in_corpus(text, "The cat", " yesterday")  # across sentences
+    assert not train_tiny_gpt2.in_corpus(text, "The kind", " ma")  # part of a word
+
+
+@pytest.fixture(scope="module")
+def tok():
+    sentences = train_tiny_gpt2.generate_corpus(3000, 0, HELDOUT)
+    return train_tiny_gpt2.train_tokenizer(sentences, 1000), sentences
+
+
+def test_write_hard_rows_pairs_filter_and_no_corpus_leak(tok, tmp_path):
+    tokenizer, sentences = tok
+    text = train_tiny_gpt2.corpus_text(sentences)
+    rows = train_tiny_gpt2.write_hard_rows(tmp_path, 0, HELDOUT, tokenizer, text, items=40)
+    for family in g.HARD_FAMILIES:
+        written = [json.loads(line) for line in open(tmp_path / "hard" / f"{family}_test.jsonl")]
+        assert written == rows[family] and len(written) == 80
+        assert len({r["clean_prefix"] for r in written}) == 80
+        for a, b in zip(written[::2], written[1::2]):
+            assert (a["clean_prefix"], a["clean_answer"]) == (b["patch_prefix"], b["patch_answer"])
+            assert a["case"].startswith("singular_") and b["case"].startswith("plural_")
+            wa, wb = a["clean_prefix"].split(), a["patch_prefix"].split()
+            assert len(wa) == len(wb) and sum(x != y for x, y in zip(wa, wb)) == 1
+            n = len(tokenizer.encode(a["clean_prefix"]).ids)
+            assert n == len(tokenizer.encode(a["patch_prefix"]).ids)
+            for r in (a, b):
+                assert len(tokenizer.encode(r["clean_answer"]).ids) == 1
+                assert not train_tiny_gpt2.in_corpus(text, r["clean_prefix"], r["clean_answer"])
+    # an item whose prefix + answer is in the corpus is dropped: put every first row into it
+    firsts = [rows[f][0] for f in g.HARD_FAMILIES]
+    leaky = train_tiny_gpt2.corpus_text(
+        sentences + [r["clean_prefix"] + r["clean_answer"] + "." for r in firsts])
+    again = train_tiny_gpt2.write_hard_rows(tmp_path / "b", 0, HELDOUT, tokenizer, leaky, items=40)
+    for f, first in zip(g.HARD_FAMILIES, firsts):
+        assert first["clean_prefix"] not in {r["clean_prefix"] for r in again[f]}
+        assert first["patch_prefix"] not in {r["clean_prefix"] for r in again[f]}
+
+
+def test_control_verdict_compares_worst_model_seed_with_best_control_seed():
+    def run(n_layer, seed, acc):
+        heldout = {f"{f} disagree": acc for f in g.HARD_FAMILIES}
+        return {"n_layer": n_layer, "seed": seed, "final": {"heldout": heldout}}
+
+    results = {"model": {"n_layer": 4},
+               "runs": [run(4, 0, 0.99), run(4, 1, 0.97), run(1, 0, 0.80), run(1, 1, 0.86)]}
+    text = train_tiny_gpt2.control_verdict(results)
+    assert "11.0 points below" in text and "clearly worse" in text and "NOT" not in text
+    results["runs"][3] = run(1, 1, 0.90)
+    assert "NOT clearly worse" in train_tiny_gpt2.control_verdict(results)
