@@ -1,14 +1,21 @@
 //! `pipelines/sva-gpt2-small.toml` cannot run here (GPT-2 small's weights are not on
 //! this machine), but it must stay valid: with placeholder inputs where the README's
 //! commands put the real ones, `circuitry plan` accepts every stage and
-//! `circuitry submit --dry-run` writes the Slurm arrays it declares.
+//! `circuitry submit --dry-run` writes the Slurm arrays it declares. The same holds for
+//! `pipelines/sva-gpt2-small-saelens.toml` (SAELens's gpt2-small-res-jb SAEs, no training).
 use std::path::Path;
 use std::process::Command;
 
 use circuitry_tests::{bin, repo_root, run_ok, text};
 
-/// A copy of the manifest under `dir/pipelines/` with empty files at `dir/models/…`.
+/// A copy of `sva-gpt2-small.toml` under `dir/pipelines/` with empty files at `dir/models/…`.
 fn with_placeholder_inputs(dir: &Path) -> std::path::PathBuf {
+    copy_with_placeholders(dir, "sva-gpt2-small.toml")
+}
+
+/// A copy of the manifest `name` under `dir/pipelines/` with empty files (and an empty
+/// SAE directory) at `dir/models/…`, where the README's commands put the real ones.
+fn copy_with_placeholders(dir: &Path, name: &str) -> std::path::PathBuf {
     let pipelines = dir.join("pipelines");
     let agreement = dir.join("models/gpt2/agreement");
     std::fs::create_dir_all(&pipelines).unwrap();
@@ -17,12 +24,15 @@ fn with_placeholder_inputs(dir: &Path) -> std::path::PathBuf {
         "models/corpus.txt",
         "models/gpt2/tokenizer.json",
         "models/gpt2/agreement/simple_test.jsonl",
+        "models/gpt2/agreement/across_pp_test.jsonl",
+        "models/gpt2/agreement/within_rc_test.jsonl",
         "models/gpt2/agreement/across_rc_test.jsonl",
     ] {
         std::fs::write(dir.join(file), b"").unwrap();
     }
-    let manifest = pipelines.join("sva-gpt2-small.toml");
-    std::fs::copy(repo_root().join("pipelines/sva-gpt2-small.toml"), &manifest).unwrap();
+    std::fs::create_dir_all(dir.join("models/gpt2-small-res-jb")).unwrap();
+    let manifest = pipelines.join(name);
+    std::fs::copy(repo_root().join("pipelines").join(name), &manifest).unwrap();
     manifest
 }
 
@@ -65,4 +75,24 @@ fn gpt2_small_manifest_declares_slurm_arrays() {
     assert!(scripts.contains("--array=0-35"), "one SAE task per hook");
     assert!(scripts.contains("--only-hook"));
     assert!(scripts.contains("#SBATCH --mem=32G"));
+}
+
+#[test]
+fn gpt2_small_saelens_manifest_plans_pairs_and_circuits() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = copy_with_placeholders(dir.path(), "sva-gpt2-small-saelens.toml");
+    let out = run_ok(Command::new(bin("circuitry")).arg("plan").arg(&manifest));
+    let plan = text(&out);
+    println!("{plan}");
+    for family in ["simple", "across_pp", "within_rc", "across_rc"] {
+        for stage in [format!("pairs_{family}"), format!("circuit_{family}")] {
+            assert!(
+                plan.contains(&format!("  {stage} ")),
+                "{stage} missing from the plan"
+            );
+        }
+    }
+    assert!(plan.contains("0 fresh, 8 stale"), "{plan}");
+    assert!(plan.contains("gpt2-small-res-jb"), "circuits read the SAELens SAEs: {plan}");
+    assert!(!plan.contains("circuitry-train-sae"), "nothing is trained: {plan}");
 }
