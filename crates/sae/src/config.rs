@@ -71,7 +71,10 @@ pub enum ActivationNormalization {
     /// reconstruction is scaled back by `‖x‖ / √d_in`.
     ConstantNormRescale,
     /// Each row's mean over `d_in` subtracted (the centring gpt2-small-res-jb's
-    /// TransformerLens residuals had); the reconstruction gets it back.
+    /// TransformerLens residuals had); the reconstruction gets it back. SAELens has
+    /// no such normalisation: `cfg.json` says `normalize_activations: "none"` with
+    /// `metadata.model_from_pretrained_kwargs: {"center_writing_weights": true}`, as
+    /// that release does, and [`crate::Sae::load`] reads it back as this.
     MeanCentre,
 }
 

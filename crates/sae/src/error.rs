@@ -115,6 +115,9 @@ pub enum Error {
     /// The activation store could not be read (missing, incomplete, no such hook, ...).
     #[error(transparent)]
     Store(#[from] circuitry_store::Error),
+    /// The GPT-2 forward used for `ce_loss_score` failed (loading or running it).
+    #[error(transparent)]
+    Model(#[from] circuitry_models::Error),
     /// A safetensors serialisation error.
     #[error("safetensors: {0}")]
     Safetensors(#[from] safetensors::SafeTensorError),

@@ -23,7 +23,7 @@ pub const SPARSITY_FILE: &str = "sparsity.safetensors";
 /// Training record file name.
 pub const TRAINING_FILE: &str = "training.json";
 /// Schema version of [`TrainingRecord`].
-pub const TRAINING_RECORD_VERSION: u32 = 2;
+pub const TRAINING_RECORD_VERSION: u32 = 3;
 
 #[derive(Serialize)]
 struct CfgOut<'a> {
@@ -40,7 +40,7 @@ struct CfgOut<'a> {
     metadata: MetaOut<'a>,
 }
 
-/// Only fields of SAELens's `SAEMetadata` dataclass: SAELens rejects unknown ones.
+/// SAELens's `SAEMetadata` fields (its LLM metadata keys).
 #[derive(Serialize)]
 struct MetaOut<'a> {
     model_name: &'a str,
@@ -48,6 +48,11 @@ struct MetaOut<'a> {
     context_size: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     dataset_path: Option<&'a str>,
+    /// `{"center_writing_weights": true}` for a mean-centred SAE: SAELens has no
+    /// mean-centring normalisation; its users get centred residuals by loading the
+    /// TransformerLens model with centred writing weights (as for gpt2-small-res-jb).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_from_pretrained_kwargs: Option<Value>,
 }
 
 impl Sae {
@@ -67,7 +72,10 @@ impl Sae {
             dtype: "float32",
             device: "cpu",
             apply_b_dec_to_input: cfg.apply_b_dec_to_input,
-            normalize_activations: cfg.normalize_activations.saelens_name(),
+            normalize_activations: match cfg.normalize_activations {
+                ActivationNormalization::MeanCentre => "none",
+                other => other.saelens_name(),
+            },
             reshape_activations: "none",
             k: match cfg.architecture {
                 Architecture::TopK { k } => Some(k),
@@ -78,6 +86,9 @@ impl Sae {
                 hook_name: cfg.hook_name.to_string(),
                 context_size: cfg.context_size,
                 dataset_path: cfg.dataset_path.as_deref(),
+                model_from_pretrained_kwargs: (cfg.normalize_activations
+                    == ActivationNormalization::MeanCentre)
+                    .then(|| serde_json::json!({ "center_writing_weights": true })),
             },
         };
         let mut tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = vec![
@@ -115,10 +126,27 @@ impl Sae {
     /// v6 `cfg.json` (`metadata` or `meta`) and older flat configs (`hook_point`,
     /// `activation_fn_str: "topk"`); f32, f64, f16 or bf16 weights; JumpReLU
     /// `threshold` (or `log_threshold`).
+    ///
+    /// So that encode/decode give SAELens's values:
+    /// - `model_from_pretrained_kwargs.center_writing_weights = true` (top level or in
+    ///   `metadata`; the config override of releases such as gpt2-small-res-jb) means
+    ///   the SAE reads TransformerLens residuals with centred writing weights, which
+    ///   are the Hugging Face residuals minus their per-token mean: the SAE gets
+    ///   [`ActivationNormalization::MeanCentre`] (the mean is added back to the
+    ///   reconstruction);
+    /// - JumpReLU thresholds below 0 become 0 (SAELens applies a ReLU before the
+    ///   jump, so a negative threshold acts as 0);
+    /// - a TopK SAE with `rescale_acts_by_decoder_norm` has the decoder row norms
+    ///   folded into `W_enc`, `b_enc` and `W_dec` (the same function, as SAELens
+    ///   folds them when saving for inference).
     pub fn load(dir: &Path) -> Result<Sae> {
         let cfg_path = dir.join(CFG_FILE);
-        let cfg: Value = atomic::read_json(&cfg_path)?;
-        let cfg = parse_cfg(&cfg, &cfg_path)?;
+        let cfg_json: Value = atomic::read_json(&cfg_path)?;
+        let cfg = parse_cfg(&cfg_json, &cfg_path)?;
+        let rescale_by_norm = cfg_json
+            .get("rescale_acts_by_decoder_norm")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let w_path = dir.join(WEIGHTS_FILE);
         let bytes = fs::read(&w_path).map_err(|source| Error::Read {
             path: w_path.clone(),
@@ -146,14 +174,42 @@ impl Sae {
             _ => None,
         };
         let shape_err = |e: ndarray::ShapeError| bad_weights(&w_path, e.to_string());
-        Ok(Sae {
+        let mut sae = Sae {
             cfg,
             w_enc: w_enc.map_err(shape_err)?,
             b_enc,
             w_dec: w_dec.map_err(shape_err)?,
             b_dec,
-            threshold,
-        })
+            threshold: threshold.map(|t| t.mapv(|v| v.max(0.0))),
+        };
+        if rescale_by_norm {
+            if !matches!(sae.cfg.architecture, Architecture::TopK { .. }) {
+                return Err(Error::Unsupported {
+                    what: "rescale_acts_by_decoder_norm",
+                    value: format!(
+                        "true for {} in {}",
+                        sae.cfg.architecture,
+                        cfg_path.display()
+                    ),
+                    hint: "only TopK SAEs may rescale activations by decoder norms".into(),
+                });
+            }
+            let norms = sae.decoder_norms(); // (d_sae)
+            for ((mut col, b), &n) in sae
+                .w_enc
+                .columns_mut()
+                .into_iter()
+                .zip(sae.b_enc.iter_mut())
+                .zip(norms.iter())
+            {
+                col.mapv_inplace(|v| v * n);
+                *b *= n;
+            }
+            for (mut row, &n) in sae.w_dec.outer_iter_mut().zip(norms.iter()) {
+                row.mapv_inplace(|v| v / n);
+            }
+        }
+        Ok(sae)
     }
 }
 
@@ -182,6 +238,10 @@ pub struct TrainingRecord {
     pub train_metrics: Metrics,
     /// Final metrics on the held-out rows, if any.
     pub eval_metrics: Option<Metrics>,
+    /// `ce_loss_score` and its cross-entropies on held-out positions (see
+    /// [`crate::ce`]); `None` (`null`) when no model was given.
+    #[serde(default)]
+    pub ce_loss: Option<crate::ce::CeLoss>,
     /// Fingerprint of everything that determines this SAE (configuration, hook,
     /// store); a rerun with the same key skips the hook. Empty for in-memory runs.
     #[serde(default)]
@@ -213,6 +273,7 @@ impl TrainingRecord {
             history: report.history,
             train_metrics: report.final_metrics,
             eval_metrics,
+            ce_loss: None,
             run_key: String::new(),
             epochs: 1,
         }
@@ -361,15 +422,30 @@ fn parse_cfg(cfg: &Value, path: &Path) -> Result<SaeConfig> {
             })
         }
     };
-    let normalize_activations = match obj.get("normalize_activations").and_then(Value::as_str) {
-        None | Some("none") => ActivationNormalization::None,
-        Some("constant_norm_rescale") => ActivationNormalization::ConstantNormRescale,
-        Some("mean_centre") => ActivationNormalization::MeanCentre,
-        Some(other) => {
+    let centred = meta_field(obj, "model_from_pretrained_kwargs")
+        .and_then(|kw| kw.get("center_writing_weights"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    // Pre-6.0 configs write a bool: false = none, true = expected_average_only_in.
+    let norm_name = match obj.get("normalize_activations") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => "none",
+        Some(Value::Bool(true)) => "expected_average_only_in",
+        Some(v) => v.as_str().unwrap_or("(not a string)"),
+    };
+    let normalize_activations = match norm_name {
+        "none" if centred => ActivationNormalization::MeanCentre,
+        "none" => ActivationNormalization::None,
+        "mean_centre" => ActivationNormalization::MeanCentre,
+        "constant_norm_rescale" if !centred => ActivationNormalization::ConstantNormRescale,
+        other => {
             return Err(Error::Unsupported {
                 what: "normalize_activations",
-                value: format!("{other:?} in {}", path.display()),
-                hint: "supported: \"none\", \"constant_norm_rescale\", \"mean_centre\"".into(),
+                value: format!(
+                    "{other:?}{} in {}",
+                    if centred { " with center_writing_weights" } else { "" },
+                    path.display()
+                ),
+                hint: "supported: \"none\" (with or without model_from_pretrained_kwargs.center_writing_weights), \"constant_norm_rescale\"; fold an expected-average scaling factor into the weights first".into(),
             })
         }
     };

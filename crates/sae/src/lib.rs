@@ -10,6 +10,7 @@
 //! - [`train`], [`Trainer`], [`TrainConfig`]: Adam with learning-rate warm-up and decay,
 //!   L1 warm-up, `b_dec` at the geometric median, AuxK for TopK's dead latents;
 //! - [`evaluate`], [`Metrics`]: MSE, explained variance, L0, dead fraction;
+//! - [`ce`]: `ce_loss_score`, the SAE spliced into the Rust GPT-2 forward at its hook;
 //! - [`Sae::save`], [`Sae::load`], [`save_training_outputs`]: SAELens v6 files;
 //! - [`kernel`]: the loss and its gradients, generic over `f32`/`f64`;
 //! - [`stream`]: the held-out split, the scan before training and the shuffled,
@@ -34,6 +35,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod ce;
 pub mod checkpoint;
 mod config;
 mod data;

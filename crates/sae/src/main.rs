@@ -109,6 +109,13 @@ struct Args {
     /// Model name for cfg.json (default: the store's).
     #[arg(long)]
     model_name: Option<String>,
+    /// GPT-2 directory the store was dumped from: adds ce_loss_score (the SAE
+    /// spliced into the model) on held-out token windows to training.json.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// At most this many token windows for ce_loss_score.
+    #[arg(long, default_value_t = stage::DEFAULT_CE_SEQUENCES)]
+    ce_sequences: usize,
 }
 
 fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {
@@ -173,6 +180,8 @@ fn config(a: Args) -> anyhow::Result<StageConfig> {
         top_n: a.top_n,
         tokenizer: a.tokenizer,
         train,
+        model: a.model,
+        ce_sequences: a.ce_sequences,
     })
 }
 
@@ -192,8 +201,11 @@ fn main() -> ExitCode {
             for s in summaries {
                 let (on, m) = stage::headline(&s.record);
                 let what = if s.skipped { "kept" } else { "wrote" };
+                let ce = s.record.ce_loss.map_or(String::new(), |c| {
+                    format!(", ce_loss_score {:.4}", c.ce_loss_score)
+                });
                 println!(
-                    "{what} {}: {on} explained variance {:.4}, L0 {:.3}, dead fraction {:.3} ({} train rows, {} held out)",
+                    "{what} {}: {on} explained variance {:.4}, L0 {:.3}, dead fraction {:.3}{ce} ({} train rows, {} held out)",
                     s.sae_dir.display(),
                     m.explained_variance,
                     m.l0,

@@ -18,11 +18,13 @@
 use std::path::{Path, PathBuf};
 
 use circuitry_core::{fingerprint, HookPoint, StageTimer, TOOL_VERSION};
+use circuitry_models::gpt2::Gpt2;
 use circuitry_store::{ActivationStore, TokenColumns, META_FILE};
-use ndarray::{s, Axis};
+use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ce::{self, CeEvaluator, CeLoss};
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION};
 use crate::stats::{self, FeatureStats};
 use crate::stream::{self, is_eval_row, HookLayout, TrainStream};
@@ -73,7 +75,27 @@ pub struct StageConfig {
     pub tokenizer: Option<PathBuf>,
     /// Training settings.
     pub train: TrainConfig,
+    /// The model directory (`config.json`, `model.safetensors`) the store was dumped
+    /// from: with it each SAE gets `ce_loss_score` on held-out token windows
+    /// ([`crate::ce`]); without it the score is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// At most this many token windows for `ce_loss_score`.
+    #[serde(default = "default_ce_sequences")]
+    pub ce_sequences: usize,
 }
+
+/// Default of [`StageConfig::ce_sequences`].
+pub const DEFAULT_CE_SEQUENCES: usize = 64;
+
+fn default_ce_sequences() -> usize {
+    DEFAULT_CE_SEQUENCES
+}
+
+/// Windows run through the model at once for `ce_loss_score`.
+const CE_BATCH: usize = 8;
+/// Largest accepted |stored − recomputed| activation, relative to `max(1, max |stored|)`.
+pub const REPRODUCTION_TOLERANCE: f32 = 2e-3;
 
 /// What the stage did for one hook.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +125,9 @@ struct RunKey<'a> {
     top_n: usize,
     tokenizer: &'a Option<PathBuf>,
     train: &'a TrainConfig,
+    /// The model's fingerprint and the window cap, when `ce_loss_score` is computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ce: Option<(String, usize)>,
 }
 
 /// Run the stage (see the module docs).
@@ -127,6 +152,7 @@ pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
             });
         }
     }
+    let model = load_model(cfg, &store)?;
     let store_meta = fingerprint::fingerprint_path(&cfg.store.join(META_FILE))?;
     let selected: Vec<HookPoint> = if cfg.only_hooks.is_empty() {
         cfg.hooks.clone()
@@ -136,7 +162,7 @@ pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
     let mut done = Vec::new();
     let mut todo = Vec::new();
     for &hook in &selected {
-        let key = run_key(cfg, hook, &store_meta)?;
+        let key = run_key(cfg, hook, &store_meta, model.as_ref().map(|m| m.1.as_str()))?;
         let dir = sae_dir(&cfg.out, hook);
         match complete_record(&dir, &key) {
             Some(record) => {
@@ -152,7 +178,12 @@ pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
         }
     }
     if !todo.is_empty() {
-        done.extend(train_hooks(cfg, &store, &todo)?);
+        done.extend(train_hooks(
+            cfg,
+            &store,
+            model.as_ref().map(|m| &m.0),
+            &todo,
+        )?);
     }
     done.sort_by_key(|h| selected.iter().position(|s| *s == h.hook));
     if cfg.only_hooks.is_empty() {
@@ -213,7 +244,45 @@ fn check(cfg: &StageConfig) -> Result<()> {
     cfg.train.check(&probe)
 }
 
-fn run_key(cfg: &StageConfig, hook: HookPoint, store_meta: &str) -> Result<String> {
+/// The model of `cfg.model` and its fingerprint, checked against the store's
+/// model fingerprint and hooks.
+fn load_model(cfg: &StageConfig, store: &ActivationStore) -> Result<Option<(Gpt2, String)>> {
+    let Some(dir) = &cfg.model else {
+        return Ok(None);
+    };
+    let weights = dir.join("model.safetensors");
+    let fp = fingerprint::fingerprint_path(&weights)?;
+    let store_fp = &store.meta().model_fingerprint;
+    if &fp != store_fp {
+        return Err(Error::config(
+            "model",
+            dir.display(),
+            format!(
+                "its weights (fingerprint {fp}) are not those the store {} was dumped from ({store_fp}); give --model the model directory of the dump",
+                cfg.store.display()
+            ),
+        ));
+    }
+    let model: Gpt2 = Gpt2::load(dir)?;
+    let n_layer = model.config().n_layer;
+    for &hook in &cfg.hooks {
+        if hook.layer().is_none_or(|l| l >= n_layer) {
+            return Err(Error::config(
+                "model",
+                dir.display(),
+                format!("ce_loss_score splices the SAE into a block of the model, but {hook} is not in one of its {n_layer} blocks"),
+            ));
+        }
+    }
+    Ok(Some((model, fp)))
+}
+
+fn run_key(
+    cfg: &StageConfig,
+    hook: HookPoint,
+    store_meta: &str,
+    model_fp: Option<&str>,
+) -> Result<String> {
     let key = RunKey {
         tool_version: TOOL_VERSION,
         store_meta: store_meta.to_string(),
@@ -227,6 +296,7 @@ fn run_key(cfg: &StageConfig, hook: HookPoint, store_meta: &str) -> Result<Strin
         top_n: cfg.top_n,
         tokenizer: &cfg.tokenizer,
         train: &cfg.train,
+        ce: model_fp.map(|fp| (fp.to_string(), cfg.ce_sequences)),
     };
     let json = serde_json::to_vec(&key).map_err(|e| Error::Checkpoint(format!("run key: {e}")))?;
     Ok(fingerprint::fingerprint_bytes(&json))
@@ -257,6 +327,7 @@ fn model_name_of(store: &ActivationStore) -> String {
 fn train_hooks(
     cfg: &StageConfig,
     store: &ActivationStore,
+    model: Option<&Gpt2>,
     todo: &[(HookPoint, String)],
 ) -> Result<Vec<HookSummary>> {
     let hooks: Vec<HookPoint> = todo.iter().map(|t| t.0).collect();
@@ -368,16 +439,46 @@ fn train_hooks(
     }
     let epochs = stream.epoch() + 1;
     let saes: Vec<(Sae, Vec<LogEntry>, u64)> = trainers.into_iter().map(Trainer::finish).collect();
-    let finals = final_pass(cfg, store, &layout, &saes)?;
-    let tokens = if cfg.top_n > 0 {
+    let tokens = if cfg.top_n > 0 || model.is_some() {
         Some(store.read_tokens()?)
     } else {
         None
     };
+    let ce_windows = match (model, &tokens) {
+        (Some(_), Some(t)) => {
+            let (seed, frac) = (cfg.train.seed, cfg.eval_fraction);
+            let counted = |row| frac == 0.0 || is_eval_row(seed, frac, row);
+            ce::windows(t, counted, cfg.ce_sequences, CE_BATCH)
+        }
+        _ => Vec::new(),
+    };
+    let check_rows: Vec<u64> = ce_windows
+        .first()
+        .map(|b| b.rows.iter().copied().collect())
+        .unwrap_or_default();
+    let finals = final_pass(cfg, store, &layout, &saes, &check_rows)?;
+    let ce_losses: Vec<Option<CeLoss>> = match model {
+        Some(model) => {
+            let ev = CeEvaluator::new(model, ce_windows)?;
+            for ((sae, _, _), fin) in saes.iter().zip(&finals) {
+                check_reproduces(&ev, sae.cfg.hook_name, &fin.check, &cfg.store)?;
+            }
+            tracing::info!(
+                sequences = ev.batches().iter().map(|b| b.ids.nrows()).sum::<usize>(),
+                "ce_loss_score: SAEs spliced into the model"
+            );
+            saes.par_iter()
+                .map(|(sae, _, _)| ev.evaluate(sae).map(Some))
+                .collect::<Result<_>>()?
+        }
+        None => vec![None; saes.len()],
+    };
     let no_tokens = TokenColumns::default();
     let decode = stats::decoder(cfg.tokenizer.as_deref())?;
     let mut out = Vec::with_capacity(saes.len());
-    for (((sae, history, rows_seen), fin), key) in saes.into_iter().zip(finals).zip(keys) {
+    for ((((sae, history, rows_seen), fin), key), ce_loss) in
+        saes.into_iter().zip(finals).zip(keys).zip(ce_losses)
+    {
         let dir = sae_dir(&cfg.out, sae.cfg.hook_name);
         sae.save(&dir)?;
         fin.stats
@@ -397,6 +498,7 @@ fn train_hooks(
             history,
             train_metrics,
             eval_metrics: eval.as_ref().map(|e| e.0),
+            ce_loss,
             run_key: key,
             epochs,
         };
@@ -421,6 +523,41 @@ struct Final {
     train: MetricsAccumulator,
     eval: MetricsAccumulator,
     stats: FeatureStats,
+    /// The rows of `check_rows`, `(rows, d_in)`.
+    check: Array2<f32>,
+}
+
+/// Check that the model's clean forward on the first `ce_loss_score` batch
+/// reproduces the stored activations of `hook` (`stored`: `(rows, width)` in the
+/// batch's row order).
+fn check_reproduces(
+    ev: &CeEvaluator<'_>,
+    hook: HookPoint,
+    stored: &Array2<f32>,
+    store: &Path,
+) -> Result<()> {
+    if stored.nrows() == 0 {
+        return Ok(());
+    }
+    let got = ev.activations(0, hook)?; // (windows, len, width)
+    let (b, s, w) = got.dim();
+    let mut diff = 0.0f32;
+    let mut scale = 0.0f32;
+    for (g, x) in got.iter().zip(stored.iter()) {
+        diff = diff.max((g - x).abs());
+        scale = scale.max(x.abs());
+    }
+    if stored.dim() != (b * s, w) || diff > REPRODUCTION_TOLERANCE * scale.max(1.0) {
+        return Err(Error::config(
+            "model",
+            hook,
+            format!(
+                "the model's forward on the token windows rebuilt from {} differs from the stored activations by up to {diff:.3e} (tolerance {REPRODUCTION_TOLERANCE:.1e} × max(1, {scale:.3})); the store was dumped with other positions or another tokenization — re-run the dump, or drop --model",
+                store.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One pass over the store in row order: metrics on training and held-out rows,
@@ -430,6 +567,7 @@ fn final_pass(
     store: &ActivationStore,
     layout: &HookLayout,
     saes: &[(Sae, Vec<LogEntry>, u64)],
+    check_rows: &[u64],
 ) -> Result<Vec<Final>> {
     let mut finals: Vec<Final> = saes
         .iter()
@@ -437,6 +575,7 @@ fn final_pass(
             train: MetricsAccumulator::new(sae.cfg.d_in, sae.cfg.d_sae),
             eval: MetricsAccumulator::new(sae.cfg.d_in, sae.cfg.d_sae),
             stats: FeatureStats::new(sae.cfg.d_sae, cfg.top_n),
+            check: Array2::zeros((check_rows.len(), sae.cfg.d_in)),
         })
         .collect();
     let mut first = 0u64;
@@ -451,6 +590,11 @@ fn final_pass(
             .zip(saes.par_iter())
             .zip(arrays.par_iter())
             .for_each(|((fin, (sae, _, _)), x)| {
+                for (j, &r) in check_rows.iter().enumerate() {
+                    if (first..first + n as u64).contains(&r) {
+                        fin.check.row_mut(j).assign(&x.row((r - first) as usize));
+                    }
+                }
                 for (c, chunk) in x.axis_chunks_iter(Axis(0), EVAL_CHUNK).enumerate() {
                     let start = c * EVAL_CHUNK;
                     let f = sae.encode(chunk); // (rows, d_sae)

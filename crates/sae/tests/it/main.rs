@@ -1,8 +1,10 @@
 //! Integration tests of circuitry-sae, one module per area.
+mod ce;
 mod common;
 mod files;
 mod grad;
 mod reference;
+mod saelens;
 mod stage;
 mod tiny;
 mod training;

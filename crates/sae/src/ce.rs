@@ -1,0 +1,267 @@
+//! `ce_loss_score`: how much of the model's next-token cross-entropy survives when
+//! the SAE's reconstruction replaces the activation at its hook, with SAELens's
+//! definition
+//!
+//! ```text
+//! ce_loss_score = (CE_zero_ablation − CE_with_SAE) / (CE_zero_ablation − CE_clean)
+//! ```
+//!
+//! (1: the reconstruction loses nothing the model uses; 0: as bad as zeroing the
+//! hook). The three cross-entropies are means over the same counted positions of
+//! the same token windows, run through the Rust GPT-2 ([`circuitry_models::gpt2`]):
+//! clean, with `Sae::forward` of the activation spliced in at every position of the
+//! hook, and with the hook set to zero at every position.
+//!
+//! The windows are rebuilt from an activation store's `seq`, `pos` and `token_id`
+//! columns ([`windows`]): a sequence whose positions are `0..n` becomes one window;
+//! position `t` counts when its row is selected (the stage selects the held-out
+//! rows) and `t + 1 < n` (it has a next token to predict).
+use std::collections::BTreeMap;
+
+use circuitry_core::HookPoint;
+use circuitry_models::gpt2::{Forward, Gpt2};
+use circuitry_store::TokenColumns;
+use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut3, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, Sae};
+
+/// The cross-entropies behind `ce_loss_score` and the score itself.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CeLoss {
+    /// Mean next-token cross-entropy (nats) of the unedited model.
+    pub ce_clean: f64,
+    /// With the SAE's reconstruction spliced in at its hook.
+    pub ce_with_sae: f64,
+    /// With the hook's activation set to zero.
+    pub ce_zero_ablation: f64,
+    /// `(ce_zero_ablation − ce_with_sae) / (ce_zero_ablation − ce_clean)`; NaN
+    /// (written as `null`) when zero ablation does not change the loss.
+    pub ce_loss_score: f64,
+    /// Positions the means are over.
+    pub tokens: u64,
+    /// Token windows they come from.
+    pub sequences: u64,
+}
+
+/// Token windows of one length, run as one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CeBatch {
+    /// Token ids `(windows, len)`.
+    pub ids: Array2<u32>,
+    /// `(windows, len)`: whether position `t`'s prediction of token `t + 1` counts
+    /// (always false at the last position).
+    pub counted: Array2<bool>,
+    /// `(windows, len)`: the store row of each token.
+    pub rows: Array2<u64>,
+}
+
+impl CeBatch {
+    /// Counted positions.
+    pub fn tokens(&self) -> u64 {
+        self.counted.iter().filter(|&&c| c).count() as u64
+    }
+}
+
+/// One sequence's `(pos, token, store row)` triples.
+type Window = Vec<(u32, u32, u64)>;
+
+/// Rebuild token windows from a store's token columns: every sequence whose
+/// positions are exactly `0..n` (`n ≥ 2`) with at least one row for which
+/// `counted_row(row)` holds; at most `max_sequences` of them, evenly spaced over the
+/// candidates in `seq` order; grouped by length into batches of at most
+/// `batch_size` windows. Deterministic.
+pub fn windows(
+    tokens: &TokenColumns,
+    counted_row: impl Fn(u64) -> bool,
+    max_sequences: usize,
+    batch_size: usize,
+) -> Vec<CeBatch> {
+    let mut by_seq: BTreeMap<u64, Window> = BTreeMap::new();
+    for (row, ((&seq, &pos), &tok)) in tokens
+        .seq
+        .iter()
+        .zip(&tokens.pos)
+        .zip(&tokens.token_id)
+        .enumerate()
+    {
+        by_seq.entry(seq).or_default().push((pos, tok, row as u64));
+    }
+    let mut candidates: Vec<Window> = Vec::new();
+    for (_, mut toks) in by_seq {
+        toks.sort_unstable();
+        let contiguous = toks.iter().enumerate().all(|(i, t)| t.0 as usize == i);
+        let n = toks.len();
+        if contiguous && n >= 2 && toks[..n - 1].iter().any(|t| counted_row(t.2)) {
+            candidates.push(toks);
+        }
+    }
+    let take = max_sequences.min(candidates.len());
+    let picked: Vec<&Window> = (0..take)
+        .map(|i| &candidates[i * candidates.len() / take.max(1)])
+        .collect();
+    let mut by_len: BTreeMap<usize, Vec<&Window>> = BTreeMap::new();
+    for w in picked {
+        by_len.entry(w.len()).or_default().push(w);
+    }
+    let mut out = Vec::new();
+    for (len, ws) in by_len {
+        for chunk in ws.chunks(batch_size.max(1)) {
+            let b = chunk.len();
+            out.push(CeBatch {
+                ids: Array2::from_shape_fn((b, len), |(i, t)| chunk[i][t].1),
+                counted: Array2::from_shape_fn((b, len), |(i, t)| {
+                    t + 1 < len && counted_row(chunk[i][t].2)
+                }),
+                rows: Array2::from_shape_fn((b, len), |(i, t)| chunk[i][t].2),
+            });
+        }
+    }
+    out
+}
+
+/// Sum of next-token cross-entropies `-log p(ids[t+1] | ..t)` over the counted
+/// positions, from logits `(batch, seq, vocab)`, in f64.
+pub fn ce_sum(logits: ArrayView3<'_, f32>, batch: &CeBatch) -> f64 {
+    let mut total = 0.0f64;
+    for ((b, t), _) in batch.counted.indexed_iter().filter(|(_, &c)| c) {
+        let row = logits.slice(ndarray::s![b, t, ..]); // (vocab)
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        total += lse - row[batch.ids[[b, t + 1]] as usize] as f64;
+    }
+    total
+}
+
+/// What happens at the SAE's hook.
+#[derive(Debug, Clone, Copy)]
+enum Splice<'a> {
+    Clean,
+    Sae(&'a Sae),
+    Zero(HookPoint),
+}
+
+/// Computes `ce_loss_score` for SAEs on one model over fixed windows; the clean
+/// cross-entropy is computed once.
+#[derive(Debug)]
+pub struct CeEvaluator<'m> {
+    model: &'m Gpt2,
+    batches: Vec<CeBatch>,
+    clean: f64,
+    tokens: u64,
+}
+
+impl<'m> CeEvaluator<'m> {
+    /// Run the clean model over `batches`; an error when they count no position.
+    pub fn new(model: &'m Gpt2, batches: Vec<CeBatch>) -> Result<Self> {
+        let tokens: u64 = batches.iter().map(CeBatch::tokens).sum();
+        if tokens == 0 {
+            return Err(Error::Empty(
+                "no token window with a counted position for ce_loss_score: the store needs sequences whose positions run 0..n with n ≥ 2 (and held-out rows when --eval-fraction > 0)".into(),
+            ));
+        }
+        let mut ev = CeEvaluator {
+            model,
+            batches,
+            clean: 0.0,
+            tokens,
+        };
+        ev.clean = ev.mean(Splice::Clean)?;
+        Ok(ev)
+    }
+
+    /// The windows.
+    pub fn batches(&self) -> &[CeBatch] {
+        &self.batches
+    }
+
+    /// The clean model's activations at `hook` for batch `i`, `(windows, len, width)`.
+    pub fn activations(&self, i: usize, hook: HookPoint) -> Result<ndarray::Array3<f32>> {
+        let hooks = [hook];
+        let b = self
+            .batches
+            .get(i)
+            .ok_or_else(|| Error::Empty(format!("batch {i} of {} windows", self.batches.len())))?;
+        let mut out = self
+            .model
+            .run(&Forward::tokens(b.ids.view()).capture(&hooks).logits(false))?;
+        out.hooks
+            .remove(&hook)
+            .ok_or_else(|| Error::Empty(format!("the forward did not reach {hook}")))
+    }
+
+    /// The three cross-entropies and the score for `sae` spliced in at its hook.
+    pub fn evaluate(&self, sae: &Sae) -> Result<CeLoss> {
+        self.check_hook(sae)?;
+        let with_sae = self.mean(Splice::Sae(sae))?;
+        let zero = self.mean(Splice::Zero(sae.cfg.hook_name))?;
+        Ok(CeLoss {
+            ce_clean: self.clean,
+            ce_with_sae: with_sae,
+            ce_zero_ablation: zero,
+            ce_loss_score: (zero - with_sae) / (zero - self.clean),
+            tokens: self.tokens,
+            sequences: self.batches.iter().map(|b| b.ids.nrows() as u64).sum(),
+        })
+    }
+
+    fn check_hook(&self, sae: &Sae) -> Result<()> {
+        let hook = sae.cfg.hook_name;
+        let width = self.model.width(hook);
+        let n_layer = self.model.config().n_layer;
+        let in_model = hook.layer().is_some_and(|l| l < n_layer);
+        if !in_model || width != sae.cfg.d_in {
+            return Err(Error::config(
+                "model",
+                hook,
+                format!(
+                    "the SAE reads {hook} with d_in = {}, but the model (n_layer = {n_layer}) has {}; give the model the store was dumped from",
+                    sae.cfg.d_in,
+                    if in_model { format!("width {width} there") } else { "no such block".into() }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn mean(&self, splice: Splice<'_>) -> Result<f64> {
+        let mut total = 0.0;
+        for b in &self.batches {
+            let fwd = Forward::tokens(b.ids.view());
+            let out = self
+                .model
+                .run_with(&fwd, |hook, act| edit(splice, hook, act))?;
+            let logits = out
+                .logits
+                .ok_or_else(|| Error::Empty("the forward returned no logits".into()))?;
+            total += ce_sum(logits.view(), b);
+        }
+        Ok(total / self.tokens as f64)
+    }
+}
+
+fn edit(splice: Splice<'_>, hook: HookPoint, mut act: ArrayViewMut3<'_, f32>) -> Result<()> {
+    match splice {
+        Splice::Zero(h) if h == hook => act.fill(0.0),
+        Splice::Sae(sae) if sae.cfg.hook_name == hook => {
+            let (b, s, w) = act.dim();
+            let x = act.to_shape((b * s, w)).map_err(|e| Error::Shape {
+                what: format!("activations at {hook}: {e}"),
+                expected: vec![b * s, w],
+                got: act.shape().to_vec(),
+            })?;
+            let x: ArrayView2<'_, f32> = x.view(); // (b·s, d_in)
+            let x_hat = sae.forward(x); // (b·s, d_in)
+            for (i, row) in x_hat.axis_iter(Axis(0)).enumerate() {
+                act.slice_mut(ndarray::s![i / s, i % s, ..]).assign(&row);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
