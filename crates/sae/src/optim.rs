@@ -17,7 +17,8 @@ impl<D: ndarray::Dimension> Moments<D> {
     }
 
     /// One Adam update of `p` with gradient `g`, as `torch.optim.Adam`:
-    /// `p −= lr / bc1 · m / (√v / √bc2 + ε)`.
+    /// `p −= lr / bc1 · m / (√v / √bc2 + ε)`. Elementwise, in parallel (the result
+    /// does not depend on the threads).
     pub(crate) fn update(
         &mut self,
         p: &mut ndarray::Array<f32, D>,
@@ -28,7 +29,7 @@ impl<D: ndarray::Dimension> Moments<D> {
             .and(g)
             .and(&mut self.m)
             .and(&mut self.v)
-            .for_each(|p, &g, m, v| {
+            .par_for_each(|p, &g, m, v| {
                 *m = h.b1 * *m + (1.0 - h.b1) * g;
                 *v = h.b2 * *v + (1.0 - h.b2) * g * g;
                 *p -= h.step_size * *m / (v.sqrt() / h.sqrt_bc2 + h.eps);

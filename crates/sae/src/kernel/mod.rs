@@ -2,9 +2,16 @@
 //! and the training loss with its hand-written backward pass.
 //!
 //! Everything is generic over [`Real`] (`f32` for training, `f64` for the gradient
-//! check). The batch is cut into chunks of a fixed number of rows that rayon works on
-//! in parallel; partial results are summed in chunk order, so results do not depend
-//! on the number of threads.
+//! check). Results do not depend on the number of threads: dense products go through
+//! faer ([`matmul`]), whose output elements are each summed by one thread in a fixed
+//! order, and every other reduction runs in a fixed order over fixed chunks.
+//!
+//! Two implementations of the loss share these definitions:
+//! - [`dense`] (standard and JumpReLU; the reference for the others): batch slabs of
+//!   dense products — encode, decode and the three backward products;
+//! - [`sparse`] (TopK and BatchTopK): only the dense encoder; decoding and the whole
+//!   backward pass touch only the active (and AuxK) latents of each row — a gather
+//!   over rows of `W_dec` and, per latent, sums over the rows where it is active.
 //!
 //! Loss (SAELens v6 conventions), for a batch of `B` rows:
 //! - `mse    = (1/B) Σ_b Σ_d (x̂_bd − x_bd)²` (sum over `d_in`, mean over the batch);
@@ -22,12 +29,20 @@
 //!   `∂f/∂θ = −(θ/ε) K((pre − θ)/ε)`, `∂H/∂θ = −(1/ε) K((pre − θ)/ε)`; no
 //!   gradient reaches `pre` through `H` (straight-through, as in the paper).
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, NdFloat, Zip};
-use rayon::prelude::*;
 
 use crate::{Architecture, Error, Result};
 
+mod dense;
+mod matmul;
+mod select;
+mod sparse;
+#[cfg(test)]
+mod tests;
+
+pub use matmul::Gemm;
+
 /// A float type the SAE math runs in (`f32` or `f64`).
-pub trait Real: NdFloat {
+pub trait Real: NdFloat + Gemm {
     /// Convert from `f64` (rounding).
     fn of(x: f64) -> Self;
     /// Convert to `f64`.
@@ -146,9 +161,15 @@ pub fn pre_activations<F: Real>(
     x: ArrayView2<'_, F>,
     apply_b_dec_to_input: bool,
 ) -> Array2<F> {
-    let x_in = centred_input(p, x, apply_b_dec_to_input);
-    let mut pre = x_in.dot(&p.w_enc); // (rows, d_sae)
-    pre += &p.b_enc;
+    let x_in = centred_input(p, x, apply_b_dec_to_input); // (rows, d_in)
+    encode(p, x_in.view())
+}
+
+/// `x_in W_enc + b_enc` for an already centred input `x_in (rows, d_in)`.
+fn encode<F: Real>(p: &Params<'_, F>, x_in: ArrayView2<'_, F>) -> Array2<F> {
+    let mut pre = Array2::zeros((x_in.nrows(), p.w_enc.ncols())); // (rows, d_sae)
+    F::gemm(pre.view_mut(), false, x_in, p.w_enc, F::one());
+    Zip::from(pre.rows_mut()).par_for_each(|mut row| row += &p.b_enc);
     pre
 }
 
@@ -162,17 +183,24 @@ pub fn activate<F: Real>(
     pre: ArrayView2<'_, F>,
     threshold: Option<ArrayView1<'_, F>>,
 ) -> Array2<F> {
+    let relu = |v: F| if v > F::zero() { v } else { F::zero() };
     match architecture {
-        Architecture::Standard => pre.mapv(|v| if v > F::zero() { v } else { F::zero() }),
+        Architecture::Standard => {
+            let mut out = pre.to_owned();
+            out.par_mapv_inplace(relu);
+            out
+        }
         Architecture::TopK { k } => {
             let mut out = Array2::zeros(pre.raw_dim()); // (rows, d_sae)
-            let mut order: Vec<usize> = Vec::with_capacity(pre.ncols());
-            for (row, mut out_row) in pre.outer_iter().zip(out.outer_iter_mut()) {
-                for i in top_indices(row, k, |_| true, &mut order) {
-                    let v = row[*i];
-                    out_row[*i] = if v > F::zero() { v } else { F::zero() };
-                }
-            }
+            Zip::from(out.rows_mut())
+                .and(pre.rows())
+                .par_for_each(|mut out_row, row| {
+                    let mut heap = Vec::with_capacity(k);
+                    select::top_k(row.iter().copied().enumerate(), k, &mut heap);
+                    for &(_, i) in &heap {
+                        out_row[i as usize] = relu(row[i as usize]);
+                    }
+                });
             out
         }
         Architecture::BatchTopK { k } => {
@@ -191,7 +219,7 @@ pub fn activate<F: Real>(
         Architecture::JumpRelu => {
             let mut out = pre.to_owned();
             if let Some(t) = threshold {
-                Zip::from(out.rows_mut()).for_each(|mut row| {
+                Zip::from(out.rows_mut()).par_for_each(|mut row| {
                     row.zip_mut_with(&t, |v, &t| {
                         if *v <= t {
                             *v = F::zero()
@@ -199,7 +227,7 @@ pub fn activate<F: Real>(
                     })
                 });
             } else {
-                out.mapv_inplace(|v| if v > F::zero() { v } else { F::zero() });
+                out.par_mapv_inplace(relu);
             }
             out
         }
@@ -208,150 +236,35 @@ pub fn activate<F: Real>(
 
 /// `f W_dec + b_dec`: features `(rows, d_sae)` → reconstruction `(rows, d_in)`.
 pub fn decode<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Array2<F> {
-    let mut x_hat = f.dot(&p.w_dec); // (rows, d_in)
+    let mut x_hat = Array2::zeros((f.nrows(), p.w_dec.ncols())); // (rows, d_in)
+    F::gemm(x_hat.view_mut(), false, f, p.w_dec, F::one());
     x_hat += &p.b_dec;
     x_hat
 }
 
 /// The training loss of batch `x (rows, d_in)` and its gradient with respect to every
-/// parameter (see the module docs for the loss).
+/// parameter (see the module docs for the loss). TopK and BatchTopK take the sparse
+/// path, the others the dense one.
 pub fn loss_and_grads<F: Real>(
     p: &Params<'_, F>,
     x: ArrayView2<'_, F>,
     spec: &LossSpec<'_>,
 ) -> Result<(LossTerms, Grads<F>)> {
-    let (d_in, d_sae) = p.w_enc.dim();
-    check_shape("W_dec", &[d_sae, d_in], p.w_dec.shape())?;
-    check_shape("b_enc", &[d_sae], p.b_enc.shape())?;
-    check_shape("b_dec", &[d_in], p.b_dec.shape())?;
-    check_shape("batch", &[x.nrows(), d_in], x.shape())?;
-    if x.nrows() == 0 {
-        return Err(Error::Empty("the training batch has no rows".into()));
-    }
-    if let Some(aux) = &spec.aux {
-        check_shape("dead-latent mask", &[d_sae], &[aux.dead.len()])?;
-    }
-    let aux = spec.aux.and_then(|a| {
-        let n_dead = a.dead.iter().filter(|d| **d).count();
-        (n_dead > 0 && a.k_aux > 0 && a.coefficient > 0.0).then(|| ResolvedAux {
-            dead: a.dead,
-            k: a.k_aux.min(n_dead),
-            weight: a.coefficient * (n_dead as f64 / a.k_aux as f64).min(1.0),
-        })
-    });
-    let norms: Array1<F> = p.w_dec.map_axis(Axis(1), |r| r.dot(&r).sqrt()); // (d_sae)
-    let theta: Option<Array1<F>> = match (spec.architecture, spec.jump) {
-        (Architecture::JumpRelu, Some(j)) => {
-            check_shape("JumpReLU threshold", &[d_sae], &[j.threshold.len()])?;
-            Some(j.threshold.iter().map(|&t| F::of(t)).collect())
-        }
-        (Architecture::JumpRelu, None) => {
-            return Err(Error::config(
-                "threshold",
-                "none",
-                "JumpReLU training needs a threshold",
-            ))
-        }
-        _ => None,
+    let setup = Setup::new(p, x, spec)?;
+    let (sums, grads) = match spec.architecture {
+        Architecture::TopK { .. } | Architecture::BatchTopK { .. } => sparse::run(&setup, x),
+        Architecture::Standard | Architecture::JumpRelu => dense::run(&setup, x),
     };
-    let chunks: Vec<ArrayView2<'_, F>> = x
-        .axis_chunks_iter(Axis(0), spec.chunk_rows.max(1))
-        .collect();
-    // BatchTopK needs every row's pre-activations before it can pick the threshold.
-    let pres: Option<Vec<Array2<F>>> = match spec.architecture {
-        Architecture::BatchTopK { .. } => Some(
-            chunks
-                .par_iter()
-                .map(|c| pre_activations(p, *c, spec.apply_b_dec_to_input))
-                .collect(),
-        ),
-        _ => None,
-    };
-    let t = match (spec.architecture, &pres) {
-        (Architecture::BatchTopK { k }, Some(pres)) => {
-            let views: Vec<ArrayView2<'_, F>> = pres.iter().map(|a| a.view()).collect();
-            batch_threshold(&views, k)
-        }
-        _ => F::zero(),
-    };
-    let ctx = Ctx {
-        p,
-        spec,
-        aux,
-        norms: norms.view(),
-        inv_b: F::of(1.0 / x.nrows() as f64),
-        theta: theta.as_ref().map(|t| t.view()),
-        batch_t: t,
-    };
-    let parts: Vec<ChunkOut<F>> = match pres {
-        Some(pres) => chunks
-            .par_iter()
-            .zip(pres)
-            .map(|(c, pre)| ctx.chunk(*c, Some(pre)))
-            .collect(),
-        None => chunks.par_iter().map(|c| ctx.chunk(*c, None)).collect(),
-    };
+    Ok(setup.finish(sums, grads, x.nrows()))
+}
 
-    let mut grads = Grads {
-        w_enc: Array2::zeros((d_in, d_sae)),
-        b_enc: Array1::zeros(d_sae),
-        w_dec: Array2::zeros((d_sae, d_in)),
-        b_dec: Array1::zeros(d_in),
-        threshold: theta.as_ref().map(|_| Array1::zeros(d_sae)),
-    };
-    let (mut sse, mut sparsity, mut aux_sse, mut active) = (0.0, 0.0, 0.0, 0usize);
-    let mut min_active = f64::INFINITY;
-    let mut fired = vec![false; d_sae];
-    let mut act_sums = Array1::<F>::zeros(d_sae); // (d_sae)
-    for part in parts {
-        grads.w_enc += &part.grads.w_enc;
-        grads.b_enc += &part.grads.b_enc;
-        grads.w_dec += &part.grads.w_dec;
-        grads.b_dec += &part.grads.b_dec;
-        act_sums += &part.act_sums;
-        if let (Some(g), Some(pg)) = (grads.threshold.as_mut(), part.grads.threshold.as_ref()) {
-            *g += pg;
-        }
-        min_active = min_active.min(part.min_active);
-        sse += part.sse;
-        sparsity += part.weighted_l1;
-        aux_sse += part.aux_sse;
-        active += part.active;
-        for (f, g) in fired.iter_mut().zip(&part.fired) {
-            *f |= *g;
-        }
-    }
-    // The sparsity term depends on W_dec through the row norms:
-    // ∂/∂W_dec[i] λ/B Σ_b f_bi ‖W_dec[i]‖ = λ/B (Σ_b f_bi) W_dec[i] / ‖W_dec[i]‖.
-    let lambda = ctx.lambda();
-    if lambda > F::zero() {
-        for (i, mut g_row) in grads.w_dec.outer_iter_mut().enumerate() {
-            if norms[i] > F::zero() {
-                let c = lambda * ctx.inv_b * act_sums[i] / norms[i];
-                g_row.scaled_add(c, &p.w_dec.row(i));
-            }
-        }
-    }
-    let rows = x.nrows() as f64;
-    let mse = sse / rows;
-    let sparsity = spec.l1_coefficient * sparsity / rows;
-    let aux = aux.map_or(0.0, |a| a.weight * aux_sse / rows);
-    let sparsity = if lambda > F::zero() || theta.is_some() {
-        sparsity
-    } else {
-        0.0
-    };
-    let terms = LossTerms {
-        total: mse + sparsity + aux,
-        mse,
-        sparsity,
-        aux,
-        l0: active as f64 / rows,
-        fired,
-        min_active,
-        batch_threshold: t.as_f64(),
-    };
-    Ok((terms, grads))
+/// Validated inputs of one loss evaluation, shared by both paths.
+struct Setup<'a, 'p, F> {
+    p: &'a Params<'p, F>,
+    spec: &'a LossSpec<'a>,
+    aux: Option<ResolvedAux<'a>>,
+    theta: Option<Array1<F>>, // (d_sae) JumpReLU threshold
+    inv_b: F,
 }
 
 #[derive(Clone, Copy)]
@@ -361,28 +274,63 @@ struct ResolvedAux<'a> {
     weight: f64,
 }
 
-struct Ctx<'a, 'p, F> {
-    p: &'a Params<'p, F>,
-    spec: &'a LossSpec<'a>,
-    aux: Option<ResolvedAux<'a>>,
-    norms: ArrayView1<'a, F>, // (d_sae)
-    inv_b: F,
-    theta: Option<ArrayView1<'a, F>>, // (d_sae) JumpReLU threshold
-    batch_t: F,                       // BatchTopK threshold
-}
-
-struct ChunkOut<F> {
-    grads: Grads<F>,
-    act_sums: Array1<F>, // (d_sae)
+/// What each path adds up besides the gradients.
+struct Sums {
     sse: f64,
+    /// Σ f·‖W_dec‖ (standard) or the L0 count (JumpReLU), before `λ`.
     weighted_l1: f64,
     aux_sse: f64,
     active: usize,
     fired: Vec<bool>,
     min_active: f64,
+    batch_threshold: f64,
 }
 
-impl<F: Real> Ctx<'_, '_, F> {
+impl<'a, 'p, F: Real> Setup<'a, 'p, F> {
+    fn new(p: &'a Params<'p, F>, x: ArrayView2<'_, F>, spec: &'a LossSpec<'a>) -> Result<Self> {
+        let (d_in, d_sae) = p.w_enc.dim();
+        check_shape("W_dec", &[d_sae, d_in], p.w_dec.shape())?;
+        check_shape("b_enc", &[d_sae], p.b_enc.shape())?;
+        check_shape("b_dec", &[d_in], p.b_dec.shape())?;
+        check_shape("batch", &[x.nrows(), d_in], x.shape())?;
+        if x.nrows() == 0 {
+            return Err(Error::Empty("the training batch has no rows".into()));
+        }
+        if let Some(aux) = &spec.aux {
+            check_shape("dead-latent mask", &[d_sae], &[aux.dead.len()])?;
+        }
+        let aux = spec.aux.and_then(|a| {
+            let n_dead = a.dead.iter().filter(|d| **d).count();
+            (n_dead > 0 && a.k_aux > 0 && a.coefficient > 0.0).then(|| ResolvedAux {
+                dead: a.dead,
+                k: a.k_aux.min(n_dead),
+                weight: a.coefficient * (n_dead as f64 / a.k_aux as f64).min(1.0),
+            })
+        });
+        let theta: Option<Array1<F>> = match (spec.architecture, spec.jump) {
+            (Architecture::JumpRelu, Some(j)) => {
+                check_shape("JumpReLU threshold", &[d_sae], &[j.threshold.len()])?;
+                Some(j.threshold.iter().map(|&t| F::of(t)).collect())
+            }
+            (Architecture::JumpRelu, None) => {
+                return Err(Error::config(
+                    "threshold",
+                    "none",
+                    "JumpReLU training needs a threshold",
+                ))
+            }
+            _ => None,
+        };
+        Ok(Setup {
+            p,
+            spec,
+            aux,
+            theta,
+            inv_b: F::of(1.0 / x.nrows() as f64),
+        })
+    }
+
+    /// `λ` of the standard SAE's L1 term (0 for the other architectures).
     fn lambda(&self) -> F {
         match self.spec.architecture {
             Architecture::Standard if self.spec.l1_coefficient > 0.0 => {
@@ -392,132 +340,37 @@ impl<F: Real> Ctx<'_, '_, F> {
         }
     }
 
-    /// Forward and backward for one chunk `x (rows, d_in)`; gradients are already
-    /// divided by the whole batch's row count.
-    fn chunk(&self, x: ArrayView2<'_, F>, pre: Option<Array2<F>>) -> ChunkOut<F> {
-        let p = self.p;
-        let apply = self.spec.apply_b_dec_to_input;
-        let x_in = centred_input(p, x, apply); // (rows, d_in)
-        let pre = pre.unwrap_or_else(|| {
-            let mut pre = x_in.dot(&p.w_enc); // (rows, d_sae)
-            pre += &p.b_enc;
-            pre
-        });
-        let acts = match self.spec.architecture {
-            Architecture::BatchTopK { .. } => {
-                let t = self.batch_t;
-                pre.mapv(|v| {
-                    if v > F::zero() && v >= t {
-                        v
-                    } else {
-                        F::zero()
-                    }
-                })
-            }
-            arch => activate(arch, pre.view(), self.theta),
-        }; // (rows, d_sae)
-        let x_hat = decode(p, acts.view()); // (rows, d_in)
-        let err = &x_hat - &x; // (rows, d_in)
-        let sse = sum_sq(err.view());
+    fn finish(&self, s: Sums, grads: Grads<F>, rows: usize) -> (LossTerms, Grads<F>) {
+        let rows = rows as f64;
+        let mse = s.sse / rows;
+        let sparsity = if self.lambda() > F::zero() || self.theta.is_some() {
+            self.spec.l1_coefficient * s.weighted_l1 / rows
+        } else {
+            0.0
+        };
+        let aux = self.aux.map_or(0.0, |a| a.weight * s.aux_sse / rows);
+        let terms = LossTerms {
+            total: mse + sparsity + aux,
+            mse,
+            sparsity,
+            aux,
+            l0: s.active as f64 / rows,
+            fired: s.fired,
+            min_active: s.min_active,
+            batch_threshold: s.batch_threshold,
+        };
+        (terms, grads)
+    }
+}
 
-        let two_inv_b = F::of(2.0) * self.inv_b;
-        let d_x_hat = err.mapv(|e| e * two_inv_b); // (rows, d_in)
-        let mut g_w_dec = acts.t().dot(&d_x_hat); // (d_sae, d_in)
-        let mut g_b_dec = d_x_hat.sum_axis(Axis(0)); // (d_in)
-        let mut d_acts = d_x_hat.dot(&p.w_dec.t()); // (rows, d_sae)
-
-        let lambda = self.lambda();
-        let mut weighted_l1 = 0.0;
-        if lambda > F::zero() {
-            let lam_b = lambda * self.inv_b;
-            for (a_row, mut d_row) in acts.outer_iter().zip(d_acts.outer_iter_mut()) {
-                weighted_l1 += a_row.dot(&self.norms).as_f64();
-                d_row.scaled_add(lam_b, &self.norms);
-            }
-        }
-
-        // JumpReLU: θ's pseudo-derivatives, from the reconstruction through
-        // −(θ/ε)K and from the L0 penalty through −(1/ε)K; the L0 count.
-        let mut g_threshold = None;
-        if let (Some(theta), Some(jump)) = (self.theta, self.spec.jump) {
-            let eps = F::of(jump.bandwidth);
-            let l0_grad = F::of(-self.spec.l1_coefficient / jump.bandwidth) * self.inv_b;
-            let half = F::of(0.5);
-            let mut g = Array1::<F>::zeros(theta.len()); // (d_sae)
-            let mut count = 0usize;
-            for (pre_row, d_row) in pre.outer_iter().zip(d_acts.outer_iter()) {
-                for (i, (&z, &d)) in pre_row.iter().zip(d_row.iter()).enumerate() {
-                    let th = theta[i];
-                    if z > th {
-                        count += 1;
-                    }
-                    if ((z - th) / eps).abs() < half {
-                        g[i] += d * (-th / eps) + l0_grad;
-                    }
-                }
-            }
-            weighted_l1 = count as f64;
-            g_threshold = Some(g);
-        }
-
-        // Gradient reaches the pre-activation only where the latent is active.
-        let mut d_pre = d_acts; // (rows, d_sae)
-        Zip::from(&mut d_pre).and(&acts).for_each(|d, &a| {
-            if a <= F::zero() {
-                *d = F::zero()
-            }
-        });
-
-        let mut aux_sse = 0.0;
-        if let Some(aux) = self.aux {
-            let (z, selected) = aux_latents(pre.view(), aux.dead, aux.k); // (rows, d_sae) ×2
-            let mut diff = z.dot(&p.w_dec); // ê (rows, d_in)
-            diff += &err; // ê − e, since e = x − x̂ = −err
-            aux_sse = sum_sq(diff.view());
-            let c = F::of(2.0 * aux.weight) * self.inv_b;
-            let d_e_hat = diff.mapv(|v| v * c); // (rows, d_in)
-            g_w_dec += &z.t().dot(&d_e_hat);
-            let d_z = d_e_hat.dot(&p.w_dec.t()); // (rows, d_sae)
-            Zip::from(&mut d_pre)
-                .and(&d_z)
-                .and(&selected)
-                .for_each(|d, &dz, &s| {
-                    if s {
-                        *d += dz
-                    }
-                });
-        }
-
-        let g_w_enc = x_in.t().dot(&d_pre); // (d_in, d_sae)
-        let g_b_enc = d_pre.sum_axis(Axis(0)); // (d_sae)
-        if apply {
-            // x_in = x − b_dec, so b_dec also receives −W_enc · Σ_b d_pre.
-            g_b_dec -= &p.w_enc.dot(&g_b_enc);
-        }
-        let fired = acts
-            .axis_iter(Axis(1))
-            .map(|col| col.iter().any(|&a| a > F::zero()))
-            .collect();
-        let active = acts.iter().filter(|&&a| a > F::zero()).count();
-        let min_active = acts
-            .iter()
-            .filter(|&&a| a > F::zero())
-            .fold(f64::INFINITY, |m, a| m.min(a.as_f64()));
-        ChunkOut {
-            grads: Grads {
-                w_enc: g_w_enc,
-                b_enc: g_b_enc,
-                w_dec: g_w_dec,
-                b_dec: g_b_dec,
-                threshold: g_threshold,
-            },
-            min_active,
-            act_sums: acts.sum_axis(Axis(0)),
-            sse,
-            weighted_l1,
-            aux_sse,
-            active,
-            fired,
+impl<F: Real> Grads<F> {
+    fn zeros(d_in: usize, d_sae: usize, threshold: bool) -> Self {
+        Grads {
+            w_enc: Array2::zeros((d_in, d_sae)),
+            b_enc: Array1::zeros(d_sae),
+            w_dec: Array2::zeros((d_sae, d_in)),
+            b_dec: Array1::zeros(d_in),
+            threshold: threshold.then(|| Array1::zeros(d_sae)),
         }
     }
 }
@@ -548,58 +401,13 @@ fn centred_input<F: Real>(p: &Params<'_, F>, x: ArrayView2<'_, F>, apply: bool) 
     }
 }
 
-/// Per row, the pre-activations of the `k` largest dead latents (ties to the lower
-/// index) and a mask of where they are. Both `(rows, d_sae)`.
-fn aux_latents<F: Real>(
-    pre: ArrayView2<'_, F>,
-    dead: &[bool],
-    k: usize,
-) -> (Array2<F>, Array2<bool>) {
-    let mut z = Array2::zeros(pre.raw_dim());
-    let mut mask = Array2::from_elem(pre.raw_dim(), false);
-    let mut order = Vec::with_capacity(pre.ncols());
-    for (r, row) in pre.outer_iter().enumerate() {
-        for &i in top_indices(row, k, |i| dead[i], &mut order) {
-            z[[r, i]] = row[i];
-            mask[[r, i]] = true;
-        }
-    }
-    (z, mask)
-}
-
-/// The indices of the `k` largest values of `row` among those `keep` admits,
-/// ranked by value (descending) then index (ascending); unordered within the top k.
-fn top_indices<'o, F: Real>(
-    row: ArrayView1<'_, F>,
-    k: usize,
-    keep: impl Fn(usize) -> bool,
-    order: &'o mut Vec<usize>,
-) -> &'o [usize] {
-    order.clear();
-    order.extend((0..row.len()).filter(|&i| keep(i)));
-    let k = k.min(order.len());
-    if k == 0 {
-        return &order[..0];
-    }
-    // NaN ranks lowest, so the comparison is a total order.
-    let key = |i: usize| {
-        let v = row[i];
-        if v.is_nan() {
-            F::neg_infinity()
-        } else {
-            v
-        }
-    };
-    let cmp = |a: &usize, b: &usize| {
-        key(*b)
-            .partial_cmp(&key(*a))
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.cmp(b))
-    };
-    if k < order.len() {
-        order.select_nth_unstable_by(k - 1, cmp);
-    }
-    &order[..k]
+/// `b_dec`'s extra gradient when the input is centred by it: `x_in = x − b_dec`, so
+/// `∂/∂b_dec −= W_enc · Σ_b ∂/∂pre_b = W_enc · g_b_enc`.
+fn centring_grad<F: Real>(p: &Params<'_, F>, g_b_enc: &Array1<F>, g_b_dec: &mut Array1<F>) {
+    let col = g_b_enc.view().insert_axis(Axis(1)); // (d_sae, 1)
+    let mut out = Array2::zeros((p.w_enc.nrows(), 1)); // (d_in, 1)
+    F::gemm(out.view_mut(), false, p.w_enc, col, F::one());
+    *g_b_dec -= &out.column(0);
 }
 
 fn sum_sq<F: Real>(a: ArrayView2<'_, F>) -> f64 {

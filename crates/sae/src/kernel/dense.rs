@@ -1,0 +1,235 @@
+//! The dense path: every product over all `d_sae` latents. Standard and JumpReLU SAEs
+//! train with it; for TopK and BatchTopK it is the reference the sparse path is
+//! tested against (its top-k selection is a separate, sort-based implementation).
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
+
+use super::{
+    batch_threshold, centred_input, centring_grad, encode, sum_sq, Grads, Real, Setup, Sums,
+};
+use crate::Architecture;
+
+/// Rows per slab: the batch is processed slab after slab, each slab's products
+/// parallel inside; gradients accumulate in slab order.
+const SLAB_ROWS: usize = 1024;
+
+pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums, Grads<F>) {
+    let p = s.p;
+    let (d_in, d_sae) = p.w_enc.dim();
+    let apply = s.spec.apply_b_dec_to_input;
+    let lambda = s.lambda();
+    let norms: Option<Array1<F>> =
+        (lambda > F::zero()).then(|| p.w_dec.map_axis(Axis(1), |r| r.dot(&r).sqrt())); // (d_sae)
+                                                                                       // BatchTopK needs every row's pre-activations before it can pick the threshold.
+    let batch_t = match s.spec.architecture {
+        Architecture::BatchTopK { k } => {
+            let pre = super::pre_activations(p, x, apply); // (rows, d_sae)
+            batch_threshold(&[pre.view()], k)
+        }
+        _ => F::zero(),
+    };
+    let mut g = Grads::zeros(d_in, d_sae, s.theta.is_some());
+    let mut act_sums = Array1::<F>::zeros(d_sae); // (d_sae)
+    let mut sums = Sums {
+        sse: 0.0,
+        weighted_l1: 0.0,
+        aux_sse: 0.0,
+        active: 0,
+        fired: vec![false; d_sae],
+        min_active: f64::INFINITY,
+        batch_threshold: batch_t.as_f64(),
+    };
+    let two_inv_b = F::of(2.0) * s.inv_b;
+    for xs in x.axis_chunks_iter(Axis(0), SLAB_ROWS) {
+        let x_in = centred_input(p, xs, apply); // (rows, d_in)
+        let pre = encode(p, x_in.view()); // (rows, d_sae)
+        let acts = match s.spec.architecture {
+            Architecture::TopK { k } => reference_topk(pre.view(), k),
+            Architecture::BatchTopK { .. } => pre.mapv(|v| {
+                if v > F::zero() && v >= batch_t {
+                    v
+                } else {
+                    F::zero()
+                }
+            }),
+            arch => super::activate(arch, pre.view(), s.theta.as_ref().map(|t| t.view())),
+        }; // (rows, d_sae)
+        let mut err = super::decode(p, acts.view()); // x̂, then x̂ − x (rows, d_in)
+        err -= &xs;
+        sums.sse += sum_sq(err.view());
+        let d_x_hat = err.mapv(|e| e * two_inv_b); // (rows, d_in)
+        F::gemm(g.w_dec.view_mut(), true, acts.t(), d_x_hat.view(), F::one());
+        g.b_dec += &d_x_hat.sum_axis(Axis(0));
+        let mut d_acts = Array2::zeros(acts.raw_dim()); // (rows, d_sae)
+        F::gemm(
+            d_acts.view_mut(),
+            false,
+            d_x_hat.view(),
+            p.w_dec.t(),
+            F::one(),
+        );
+
+        if let Some(norms) = &norms {
+            let lam_b = lambda * s.inv_b;
+            for (a_row, mut d_row) in acts.outer_iter().zip(d_acts.outer_iter_mut()) {
+                sums.weighted_l1 += a_row.dot(norms).as_f64();
+                d_row.scaled_add(lam_b, norms);
+            }
+        }
+        if let (Some(theta), Some(jump), Some(g_t)) = (&s.theta, s.spec.jump, g.threshold.as_mut())
+        {
+            sums.weighted_l1 +=
+                threshold_grad(s, theta.view(), jump.bandwidth, &pre, &d_acts, g_t) as f64;
+        }
+
+        // Gradient reaches the pre-activation only where the latent is active.
+        let mut d_pre = d_acts; // (rows, d_sae)
+        Zip::from(&mut d_pre).and(&acts).par_for_each(|d, &a| {
+            if a <= F::zero() {
+                *d = F::zero()
+            }
+        });
+        if let Some(aux) = s.aux {
+            let (z, selected) = aux_latents(pre.view(), aux.dead, aux.k); // (rows, d_sae) ×2
+            let mut diff = super::decode(p, z.view()); // ê + b_dec (rows, d_in)
+            diff -= &p.b_dec;
+            diff += &err; // ê − e, since e = x − x̂ = −err
+            sums.aux_sse += sum_sq(diff.view());
+            let c = F::of(2.0 * aux.weight) * s.inv_b;
+            let d_e_hat = diff.mapv(|v| v * c); // (rows, d_in)
+            F::gemm(g.w_dec.view_mut(), true, z.t(), d_e_hat.view(), F::one());
+            let mut d_z = Array2::zeros(z.raw_dim()); // (rows, d_sae)
+            F::gemm(d_z.view_mut(), false, d_e_hat.view(), p.w_dec.t(), F::one());
+            Zip::from(&mut d_pre)
+                .and(&d_z)
+                .and(&selected)
+                .for_each(|d, &dz, &s| {
+                    if s {
+                        *d += dz
+                    }
+                });
+        }
+        F::gemm(g.w_enc.view_mut(), true, x_in.t(), d_pre.view(), F::one());
+        g.b_enc += &d_pre.sum_axis(Axis(0));
+
+        for a_row in acts.outer_iter() {
+            act_sums += &a_row;
+            for &a in a_row.iter().filter(|&&a| a > F::zero()) {
+                sums.active += 1;
+                sums.min_active = sums.min_active.min(a.as_f64());
+            }
+        }
+    }
+    if apply {
+        centring_grad(p, &g.b_enc, &mut g.b_dec);
+    }
+    // Features are non-negative, so a latent fired iff its sum is positive.
+    for (f, &a) in sums.fired.iter_mut().zip(&act_sums) {
+        *f = a > F::zero();
+    }
+    // The sparsity term depends on W_dec through the row norms:
+    // ∂/∂W_dec[i] λ/B Σ_b f_bi ‖W_dec[i]‖ = λ/B (Σ_b f_bi) W_dec[i] / ‖W_dec[i]‖.
+    if let Some(norms) = &norms {
+        for (i, mut g_row) in g.w_dec.outer_iter_mut().enumerate() {
+            if norms[i] > F::zero() {
+                let c = lambda * s.inv_b * act_sums[i] / norms[i];
+                g_row.scaled_add(c, &p.w_dec.row(i));
+            }
+        }
+    }
+    (sums, g)
+}
+
+/// JumpReLU: θ's pseudo-derivatives, from the reconstruction through −(θ/ε)K and
+/// from the L0 penalty through −(1/ε)K, added to `g (d_sae)`; returns the L0 count.
+fn threshold_grad<F: Real>(
+    s: &Setup<'_, '_, F>,
+    theta: ArrayView1<'_, F>,
+    bandwidth: f64,
+    pre: &Array2<F>,    // (rows, d_sae)
+    d_acts: &Array2<F>, // (rows, d_sae)
+    g: &mut Array1<F>,  // (d_sae)
+) -> usize {
+    let eps = F::of(bandwidth);
+    let l0_grad = F::of(-s.spec.l1_coefficient / bandwidth) * s.inv_b;
+    let half = F::of(0.5);
+    let mut count = 0usize;
+    for (pre_row, d_row) in pre.outer_iter().zip(d_acts.outer_iter()) {
+        for (i, (&z, &d)) in pre_row.iter().zip(d_row.iter()).enumerate() {
+            let th = theta[i];
+            if z > th {
+                count += 1;
+            }
+            if ((z - th) / eps).abs() < half {
+                g[i] += d * (-th / eps) + l0_grad;
+            }
+        }
+    }
+    count
+}
+
+/// TopK by sorting each row (the reference for the sparse path's heap).
+fn reference_topk<F: Real>(pre: ArrayView2<'_, F>, k: usize) -> Array2<F> {
+    let mut out = Array2::zeros(pre.raw_dim()); // (rows, d_sae)
+    let mut order: Vec<usize> = Vec::with_capacity(pre.ncols());
+    for (row, mut out_row) in pre.outer_iter().zip(out.outer_iter_mut()) {
+        for &i in top_indices(row, k, |_| true, &mut order) {
+            let v = row[i];
+            out_row[i] = if v > F::zero() { v } else { F::zero() };
+        }
+    }
+    out
+}
+
+/// Per row, the pre-activations of the `k` largest dead latents (ties to the lower
+/// index) and a mask of where they are. Both `(rows, d_sae)`.
+fn aux_latents<F: Real>(
+    pre: ArrayView2<'_, F>,
+    dead: &[bool],
+    k: usize,
+) -> (Array2<F>, Array2<bool>) {
+    let mut z = Array2::zeros(pre.raw_dim());
+    let mut mask = Array2::from_elem(pre.raw_dim(), false);
+    let mut order = Vec::with_capacity(pre.ncols());
+    for (r, row) in pre.outer_iter().enumerate() {
+        for &i in top_indices(row, k, |i| dead[i], &mut order) {
+            z[[r, i]] = row[i];
+            mask[[r, i]] = true;
+        }
+    }
+    (z, mask)
+}
+
+/// The indices of the `k` largest values of `row` among those `keep` admits,
+/// ranked by value (descending) then index (ascending); unordered within the top k.
+pub(super) fn top_indices<'o, F: Real>(
+    row: ArrayView1<'_, F>,
+    k: usize,
+    keep: impl Fn(usize) -> bool,
+    order: &'o mut Vec<usize>,
+) -> &'o [usize] {
+    order.clear();
+    order.extend((0..row.len()).filter(|&i| keep(i)));
+    let k = k.min(order.len());
+    if k == 0 {
+        return &order[..0];
+    }
+    // NaN ranks lowest, so the comparison is a total order.
+    let key = |i: usize| {
+        let v = row[i];
+        if v.is_nan() {
+            F::neg_infinity()
+        } else {
+            v
+        }
+    };
+    let cmp = |a: &usize, b: &usize| {
+        key(*b)
+            .partial_cmp(&key(*a))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(b))
+    };
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, cmp);
+    }
+    &order[..k]
+}

@@ -1,0 +1,321 @@
+//! The sparse path for TopK and BatchTopK: only the encoder is a dense product.
+//!
+//! 1. Encode slab by slab (faer) and keep, per row, the active latents (index and
+//!    value) and the AuxK latents (index and pre-activation): compressed rows.
+//! 2. Per row, in parallel over fixed chunks of rows: `x̂` as a gather over the active
+//!    rows of `W_dec`, the error, `∂L/∂x̂`, and `∂L/∂pre` at the active latents
+//!    (one dot product each); likewise `ê`, `∂L/∂ê` and `∂L/∂pre` at the AuxK latents.
+//! 3. Transpose the compressed rows into per-latent lists (in row order) and, in
+//!    parallel over blocks of latents, add up `∂W_dec[i] = Σ_b f_bi ∂x̂_b (+ AuxK)`,
+//!    `∂W_enc[:, i] = Σ_b ∂pre_bi x_in_b` and `∂b_enc[i] = Σ_b ∂pre_bi`.
+//!
+//! Every sum runs in a fixed order, so the result does not depend on the threads.
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use super::{
+    batch_threshold, centred_input, centring_grad, encode, select, Grads, Real, Setup, Sums,
+};
+use crate::Architecture;
+
+/// Rows encoded at once (rounded up to whole chunks).
+const SLAB_ROWS: usize = 1024;
+/// Latents per parallel work item of step 3.
+const LATENT_BLOCK: usize = 32;
+
+/// The selected latents of a chunk of rows, as compressed rows.
+struct Selection<F> {
+    /// `rows + 1` offsets into `idx`/`val`.
+    start: Vec<usize>,
+    idx: Vec<u32>,
+    /// Active feature values (positive).
+    val: Vec<F>,
+    /// `rows + 1` offsets into `aux_idx`/`aux_val`.
+    aux_start: Vec<usize>,
+    aux_idx: Vec<u32>,
+    /// Pre-activations of the AuxK latents.
+    aux_val: Vec<F>,
+}
+
+/// Step 2's results for a chunk: `∂L/∂pre` at each selected latent, and sums.
+struct RowGrads<F> {
+    d_act: Vec<F>,
+    d_aux: Vec<F>,
+    sse: f64,
+    aux_sse: f64,
+}
+
+/// One nonzero of `∂L/∂pre`, listed under its latent.
+#[derive(Clone, Copy)]
+struct Entry<F> {
+    row: u32,
+    /// The feature value (active) or pre-activation (AuxK): weight of `∂x̂`/`∂ê`.
+    coef: F,
+    /// `∂L/∂pre` at this row and latent.
+    grad: F,
+    aux: bool,
+}
+
+pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums, Grads<F>) {
+    let p = s.p;
+    let (d_in, d_sae) = p.w_enc.dim();
+    let rows = x.nrows();
+    let chunk = s.spec.chunk_rows.max(1);
+    let x_in = centred_input(p, x, s.spec.apply_b_dec_to_input); // (rows, d_in)
+    let aux = s.aux;
+
+    // 1. Encode and select.
+    let mut batch_t = F::zero();
+    let mut sel: Vec<Selection<F>> = Vec::with_capacity(rows.div_ceil(chunk));
+    match s.spec.architecture {
+        Architecture::BatchTopK { k } => {
+            let pre = encode(p, x_in.view()); // (rows, d_sae)
+            batch_t = batch_threshold(&[pre.view()], k);
+            let t = batch_t;
+            sel.par_extend(
+                pre.axis_chunks_iter(Axis(0), chunk)
+                    .into_par_iter()
+                    .map(|c| compress(c, |row, out| above(row, t, out), aux)),
+            );
+        }
+        arch => {
+            let k = match arch {
+                Architecture::TopK { k } => k,
+                _ => 0,
+            };
+            let slab = SLAB_ROWS.div_ceil(chunk) * chunk;
+            for xs in x_in.axis_chunks_iter(Axis(0), slab) {
+                let pre = encode(p, xs); // (slab, d_sae)
+                sel.par_extend(
+                    pre.axis_chunks_iter(Axis(0), chunk)
+                        .into_par_iter()
+                        .map(|c| compress(c, |row, out| top_k_positive(row, k, out), aux)),
+                );
+            }
+        }
+    }
+
+    // 2. Per row: reconstruction, errors and ∂L/∂pre at the selected latents.
+    let mut d_x_hat = Array2::<F>::zeros((rows, d_in)); // (rows, d_in)
+    let mut d_e_hat = Array2::<F>::zeros((rows, if aux.is_some() { d_in } else { 0 })); // (rows, d_in | 0)
+    let two_inv_b = F::of(2.0) * s.inv_b;
+    let aux_c = aux.map_or(F::zero(), |a| F::of(2.0 * a.weight) * s.inv_b);
+    let row_grads: Vec<RowGrads<F>> = sel
+        .par_iter()
+        .zip(x.axis_chunks_iter(Axis(0), chunk).into_par_iter())
+        .zip(d_x_hat.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter())
+        .zip(d_e_hat.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter())
+        .map(|(((sel, xc), mut dx), mut de)| {
+            let mut out = RowGrads {
+                d_act: Vec::with_capacity(sel.idx.len()),
+                d_aux: Vec::with_capacity(sel.aux_idx.len()),
+                sse: 0.0,
+                aux_sse: 0.0,
+            };
+            for r in 0..xc.nrows() {
+                let (a0, a1) = (sel.start[r], sel.start[r + 1]);
+                let mut err = dx.row_mut(r); // x̂, then x̂ − x, then ∂L/∂x̂ (d_in)
+                err.assign(&p.b_dec);
+                for (&i, &v) in sel.idx[a0..a1].iter().zip(&sel.val[a0..a1]) {
+                    err.scaled_add(v, &p.w_dec.row(i as usize));
+                }
+                err -= &xc.row(r);
+                out.sse += sum_sq(err.view());
+                if aux.is_some() {
+                    let (z0, z1) = (sel.aux_start[r], sel.aux_start[r + 1]);
+                    let mut diff = de.row_mut(r); // ê − e = ê + err, then ∂L/∂ê (d_in)
+                    diff.assign(&err);
+                    for (&i, &z) in sel.aux_idx[z0..z1].iter().zip(&sel.aux_val[z0..z1]) {
+                        diff.scaled_add(z, &p.w_dec.row(i as usize));
+                    }
+                    out.aux_sse += sum_sq(diff.view());
+                    diff *= aux_c;
+                    for &i in &sel.aux_idx[z0..z1] {
+                        out.d_aux.push(diff.dot(&p.w_dec.row(i as usize)));
+                    }
+                }
+                err *= two_inv_b;
+                for &i in &sel.idx[a0..a1] {
+                    out.d_act.push(err.dot(&p.w_dec.row(i as usize)));
+                }
+            }
+            out
+        })
+        .collect();
+
+    // 3. Per latent, in row order.
+    let mut offsets = vec![0usize; d_sae + 1];
+    let mut fired = vec![false; d_sae];
+    let (mut active, mut min_active, mut sse, mut aux_sse) = (0usize, f64::INFINITY, 0.0, 0.0);
+    for (sel, rg) in sel.iter().zip(&row_grads) {
+        for &i in sel.idx.iter().chain(&sel.aux_idx) {
+            offsets[i as usize + 1] += 1;
+        }
+        for (&i, &v) in sel.idx.iter().zip(&sel.val) {
+            fired[i as usize] = true;
+            min_active = min_active.min(v.as_f64());
+        }
+        active += sel.idx.len();
+        sse += rg.sse;
+        aux_sse += rg.aux_sse;
+    }
+    for i in 0..d_sae {
+        offsets[i + 1] += offsets[i];
+    }
+    let blank = Entry {
+        row: 0,
+        coef: F::zero(),
+        grad: F::zero(),
+        aux: false,
+    };
+    let mut entries = vec![blank; offsets[d_sae]];
+    let mut next = offsets.clone();
+    let mut row0 = 0usize;
+    for (sel, rg) in sel.iter().zip(&row_grads) {
+        let n_rows = sel.start.len() - 1;
+        for r in 0..n_rows {
+            let row = (row0 + r) as u32;
+            let act = (sel.start[r]..sel.start[r + 1]).map(|j| (j, false));
+            let auxs = (sel.aux_start[r]..sel.aux_start[r + 1]).map(|j| (j, true));
+            for (j, is_aux) in act.chain(auxs) {
+                let (i, coef, grad) = if is_aux {
+                    (sel.aux_idx[j], sel.aux_val[j], rg.d_aux[j])
+                } else {
+                    (sel.idx[j], sel.val[j], rg.d_act[j])
+                };
+                let slot = &mut next[i as usize];
+                entries[*slot] = Entry {
+                    row,
+                    coef,
+                    grad,
+                    aux: is_aux,
+                };
+                *slot += 1;
+            }
+        }
+        row0 += n_rows;
+    }
+
+    let mut g = Grads::zeros(d_in, d_sae, false);
+    let (x_in, d_x_hat, d_e_hat) = (x_in.view(), d_x_hat.view(), d_e_hat.view());
+    g.w_dec
+        .axis_chunks_iter_mut(Axis(0), LATENT_BLOCK)
+        .into_par_iter()
+        .zip(
+            g.w_enc
+                .axis_chunks_iter_mut(Axis(1), LATENT_BLOCK)
+                .into_par_iter(),
+        )
+        .zip(
+            g.b_enc
+                .axis_chunks_iter_mut(Axis(0), LATENT_BLOCK)
+                .into_par_iter(),
+        )
+        .enumerate()
+        .for_each(|(blk, ((mut g_dec, mut g_enc), mut g_benc))| {
+            let i0 = blk * LATENT_BLOCK;
+            let nb = g_dec.nrows();
+            if offsets[i0] == offsets[i0 + nb] {
+                return;
+            }
+            let mut tile = Array2::<F>::zeros((nb, d_in)); // ∂W_enc[:, i0..]ᵀ (nb, d_in)
+            for j in 0..nb {
+                let mut dec_row = g_dec.row_mut(j);
+                let mut enc_row = tile.row_mut(j);
+                let mut g_b = F::zero();
+                for e in &entries[offsets[i0 + j]..offsets[i0 + j + 1]] {
+                    let b = e.row as usize;
+                    let src = if e.aux {
+                        d_e_hat.row(b)
+                    } else {
+                        d_x_hat.row(b)
+                    };
+                    dec_row.scaled_add(e.coef, &src);
+                    enc_row.scaled_add(e.grad, &x_in.row(b));
+                    g_b += e.grad;
+                }
+                g_benc[j] = g_b;
+            }
+            g_enc.assign(&tile.t());
+        });
+    g.b_dec = d_x_hat.sum_axis(Axis(0));
+    if s.spec.apply_b_dec_to_input {
+        centring_grad(p, &g.b_enc, &mut g.b_dec);
+    }
+    let sums = Sums {
+        sse,
+        weighted_l1: 0.0,
+        aux_sse,
+        active,
+        fired,
+        min_active,
+        batch_threshold: batch_t.as_f64(),
+    };
+    (sums, g)
+}
+
+/// Compressed rows of a chunk of pre-activations `(rows, d_sae)`: `pick` writes a
+/// row's active `(index, value)` pairs; AuxK's `k` largest dead latents follow.
+fn compress<F: Real>(
+    pre: ArrayView2<'_, F>,
+    pick: impl Fn(ArrayView1<'_, F>, &mut Vec<(u32, F)>),
+    aux: Option<super::ResolvedAux<'_>>,
+) -> Selection<F> {
+    let rows = pre.nrows();
+    let mut sel = Selection {
+        start: Vec::with_capacity(rows + 1),
+        idx: Vec::new(),
+        val: Vec::new(),
+        aux_start: Vec::with_capacity(rows + 1),
+        aux_idx: Vec::new(),
+        aux_val: Vec::new(),
+    };
+    sel.start.push(0);
+    sel.aux_start.push(0);
+    let mut picked = Vec::new();
+    let mut heap = Vec::new();
+    for row in pre.outer_iter() {
+        pick(row, &mut picked);
+        picked.sort_unstable_by_key(|&(i, _)| i);
+        sel.idx.extend(picked.iter().map(|&(i, _)| i));
+        sel.val.extend(picked.iter().map(|&(_, v)| v));
+        sel.start.push(sel.idx.len());
+        if let Some(a) = aux {
+            let dead = row.iter().copied().enumerate().filter(|&(i, _)| a.dead[i]);
+            select::top_k(dead, a.k, &mut heap);
+            heap.sort_unstable_by_key(|&(_, i)| i);
+            sel.aux_idx.extend(heap.iter().map(|&(_, i)| i));
+            sel.aux_val
+                .extend(heap.iter().map(|&(_, i)| row[i as usize]));
+        }
+        sel.aux_start.push(sel.aux_idx.len());
+    }
+    sel
+}
+
+/// TopK: the `k` largest pre-activations of the row that are positive.
+fn top_k_positive<F: Real>(row: ArrayView1<'_, F>, k: usize, out: &mut Vec<(u32, F)>) {
+    let mut heap = Vec::with_capacity(k);
+    select::top_k(row.iter().copied().enumerate(), k, &mut heap);
+    out.clear();
+    out.extend(
+        heap.iter()
+            .map(|&(_, i)| (i, row[i as usize]))
+            .filter(|&(_, v)| v > F::zero()),
+    );
+}
+
+/// BatchTopK: the positive pre-activations at or above the batch threshold `t`.
+fn above<F: Real>(row: ArrayView1<'_, F>, t: F, out: &mut Vec<(u32, F)>) {
+    out.clear();
+    out.extend(
+        row.iter()
+            .enumerate()
+            .filter(|&(_, &v)| v > F::zero() && v >= t)
+            .map(|(i, &v)| (i as u32, v)),
+    );
+}
+
+fn sum_sq<F: Real>(a: ArrayView1<'_, F>) -> f64 {
+    a.iter().map(|v| v.as_f64() * v.as_f64()).sum()
+}
