@@ -22,7 +22,7 @@ One run does, deterministically for its seeds:
     clause in front, OUT/agreement/context/) and the `hard_*` families (OUT/agreement/hard/:
     subject-verb distance and attractor positions vary, so no single relative position finds
     the subject);
- 6. saves the first seed's model in HF layout (config.json, model.safetensors, tokenizer.json),
+ 6. saves the model of the --keep seed (default: the first of --seeds) in HF layout (config.json,
     exports OUT/model.onnx (hooks only) and OUT/model_logits.onnx (with logits) with
     export_onnx.py, writes OUT/corpus.txt (sentences for SAE training), OUT/results.json and
     OUT/CARD.md.
@@ -54,8 +54,8 @@ FAMILIES = make_agreement.FAMILIES
 
 
 # -- data --------------------------------------------------------------------------------------
-def generate_corpus(n: int, seed: int, heldout) -> list[str]:
-    gen = sva_grammar.Generator(random.Random(f"corpus-{seed}"), heldout)
+def generate_corpus(n: int, seed: int, heldout, rc_pp: float = sva_grammar.RC_PP) -> list[str]:
+    gen = sva_grammar.Generator(random.Random(f"corpus-{seed}"), heldout, rc_pp)
     return [gen.sentence() for _ in range(n)]
 
 
@@ -345,19 +345,36 @@ def control_verdict(r: dict) -> str:
             f" — {verdict}.")
 
 
+def table(rows: list[dict], names: list[str], splits) -> str:
+    """A markdown table of accuracies: one line per run and split, one column per family."""
+    head = "| model | seed | split | " + " | ".join(names) + " |\n"
+    head += "|---|---|---|" + "---|" * len(names) + "\n"
+    for run in rows:
+        for split in splits:
+            head += (f"| {run['n_layer']}-layer | {run['seed']} | {split} | "
+                     + " | ".join(f"{100 * run['final'][split][f]:.1f}%"
+                                  if f in run["final"][split] else "–" for f in names)
+                     + " |\n")
+    return head
+
+
+HARD_COLUMNS = [k for f in sva_grammar.HARD_FAMILIES for k in (f, f + " disagree")]
+
+
+def experiments(out: Path) -> str:
+    """Other recipes tried, from OUT/experiments/*.json (each the results.json of a run of this
+    script, weights not kept, plus a `note`): command, held-out tables, control verdict."""
+    parts = []
+    for path in sorted((out / "experiments").glob("*.json")):
+        x = json.loads(path.read_text())
+        parts.append(f"### `experiments/{path.name}`\n\n```\n{x['command']}\n```\n\n"
+                     f"{x.get('note', '')}\n\n{table(x['runs'], list(FAMILIES), ('heldout',))}\n"
+                     f"{table(x['runs'], HARD_COLUMNS, ('heldout',))}\n{control_verdict(x)}\n")
+    return "\n".join(parts) if parts else "None yet."
+
+
 def card(results: dict, out: Path) -> str:
     r = results
-
-    def table(rows, names, splits):
-        head = "| model | seed | split | " + " | ".join(names) + " |\n"
-        head += "|---|---|---|" + "---|" * len(names) + "\n"
-        for run in rows:
-            for split in splits:
-                head += (f"| {run['n_layer']}-layer | {run['seed']} | {split} | "
-                         + " | ".join(f"{100 * run['final'][split][f]:.1f}%"
-                                      if f in run["final"][split] else "–" for f in names)
-                         + " |\n")
-        return head
 
     sizes = "\n".join(f"| `{name}` | {size / 1e6:.2f} MB |" for name, size in r["files"].items())
     counts = "\n".join(f"| {f} | {c['train']} | {c['test']} |" for f, c in r["agreement"].items())
@@ -384,7 +401,8 @@ on a 2-core machine shared with other jobs. Total time {r['total_wall_s']:.0f} s
 {sum(x['cpu_s'] for x in r['runs']):.0f} s CPU.
 
 - Corpus: {r['corpus']['sentences']:,} sentences ({r['corpus']['tokens']:,} tokens), grammar seed
-  {r['grammar_seed']}, corpus seed {r['corpus_seed']}; {r['corpus']['dropped']} sentences containing a test
+  {r['grammar_seed']}, corpus seed {r['corpus_seed']}, PPs inside {100 * r.get('rc_pp', 0.25):.0f}% of object relative
+  clauses; {r['corpus']['dropped']} sentences containing a test
   prefix + answer were dropped, and a final check found {r['corpus']['leaks']} left.
 - Held out: {r['heldout_pairs']} of {r['all_pairs']} (noun, verb) pairs never agree anywhere in the
   corpus; the test splits are exactly the items on those pairs (`words.json` lists them).
@@ -422,15 +440,19 @@ side of every pair has each of them disagreeing with the subject. Items whose pr
 actor with the old ready hunters still" → seems/seem.
 
 {table(r['runs'], [f"{f}+context" for f in FAMILIES], ("heldout",))}
-{table(r['runs'], [k for f in sva_grammar.HARD_FAMILIES for k in (f, f + " disagree")], ("heldout",))}
+{table(r['runs'], HARD_COLUMNS, ("heldout",))}
 "disagree" = only the sides of the pairs whose subject disagrees in number with all other
 nouns (half of the trials); the other half is easy for any heuristic that picks some noun.
 
-The committed weights are the first {r['model']['n_layer']}-layer seed's. {control_verdict(r)}
+The committed weights are those of the {r['model']['n_layer']}-layer run with seed {r['model'].get('seed', r['runs'][0]['seed'])}. {control_verdict(r)}
 
 | run | seed | parameters | wall | CPU |
 |---|---|---|---|---|
 {runs}
+
+## Other recipes tried
+
+{experiments(out)}
 
 ## Agreement datasets (`agreement/`, from `words.json` by scripts/make_agreement.py)
 
@@ -454,8 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("datasets/tiny-gpt2"))
     p.add_argument("--sentences", type=int, default=100_000)
     p.add_argument("--grammar-seed", type=int, default=0, help="held-out pairs")
+    p.add_argument("--rc-pp", type=float, default=sva_grammar.RC_PP,
+                   help="share of object relative clauses with a PP inside")
     p.add_argument("--corpus-seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="4-layer model seeds")
+    p.add_argument("--keep", type=int, default=None,
+                   help="the seed whose model is saved (default: the first of --seeds)")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--control-layers", type=int, default=1, help="0 = no control")
     p.add_argument("--control-seeds", type=int, nargs="+", default=None,
@@ -484,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     heldout = sva_grammar.heldout_pairs(args.grammar_seed)
-    sentences = generate_corpus(args.sentences, args.corpus_seed, heldout)
+    sentences = generate_corpus(args.sentences, args.corpus_seed, heldout, args.rc_pp)
     tok = train_tokenizer(sentences, args.vocab_size)
     tok.save(str(out / "tokenizer.json"))
     words_path = out / "words.json"
@@ -524,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
         args.save_runs.mkdir(parents=True, exist_ok=True)
         for run, state in done:
             torch.save(state, args.save_runs / f"{run['n_layer']}layer_seed{run['seed']}.pt")
-    first, state = done[0]
+    keep = args.seeds[0] if args.keep is None else args.keep
+    first, state = next((run, st) for run, st in done
+                        if (run["n_layer"], run["seed"]) == (args.n_layer, keep))
     model = lean_gpt2.LeanGpt2(tok.get_vocab_size(), args.n_ctx, args.d_model, first["n_layer"],
                                args.n_head)
     model.load_state_dict(state)
@@ -553,13 +581,14 @@ def main(argv: list[str] | None = None) -> int:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "tokenizers": tokenizers.__version__},
         "threads": args.threads, "jobs": args.jobs, "grammar_seed": args.grammar_seed, "corpus_seed": args.corpus_seed,
+        "rc_pp": args.rc_pp,
         "corpus": {"sentences": len(kept), "tokens": int(len(stream)), "dropped": dropped,
                    "leaks": leaks},
         "heldout_pairs": len(heldout),
         "all_pairs": len(sva_grammar.NOUNS) * (len(sva_grammar.MAIN_VERBS) + len(sva_grammar.SAY_VERBS)),
         "vocab_size": tok.get_vocab_size(),
         "model": {"n_layer": args.n_layer, "d_model": args.d_model, "n_head": args.n_head,
-                  "n_ctx": args.n_ctx},
+                  "n_ctx": args.n_ctx, "seed": keep},
         "hf_vs_lean_max_abs_diff": hf_diff,
         "lr": args.lr, "steps": args.steps, "batch": args.batch,
         "agreement": counts, "hard_rows": {f: len(x) for f, x in hard_rows.items()},

@@ -131,3 +131,34 @@ def test_control_verdict_compares_worst_model_seed_with_best_control_seed():
     assert "11.0 points below" in text and "clearly worse" in text and "NOT" not in text
     results["runs"][3] = run(1, 1, 0.90)
     assert "NOT clearly worse" in train_tiny_gpt2.control_verdict(results)
+
+
+def test_rc_pp_sets_the_share_of_pps_inside_object_relative_clauses():
+    import re
+
+    pattern = re.compile(r"that the (\w+ ){0,2}\w+ (" + "|".join(g.PREPOSITIONS) + ") ")
+
+    def share(rc_pp):
+        gen = g.Generator(random.Random(1), HELDOUT, rc_pp)
+        sentences = [gen.sentence().lower() for _ in range(3000)]
+        return sum(bool(pattern.search(s)) for s in sentences) / len(sentences)
+
+    none, half, every = share(0.0), share(0.5), share(1.0)
+    print(f"sentences with 'that the N prep': {none:.3f} {half:.3f} {every:.3f}")
+    assert none + 0.05 < half < every - 0.05  # 0.0 still has "say that the N near ..."
+
+
+def test_card_lists_experiments_with_their_verdict(tmp_path):
+    acc = {f: 1.0 for f in train_tiny_gpt2.FAMILIES}
+    acc.update({k: 1.0 for k in train_tiny_gpt2.HARD_COLUMNS})
+    weak = {**acc, **{k: 0.8 for k in train_tiny_gpt2.HARD_COLUMNS}}
+    x = {"command": "python scripts/train_tiny_gpt2.py --rc-pp 0.5", "note": "A try.",
+         "model": {"n_layer": 4},
+         "runs": [{"n_layer": 4, "seed": 0, "final": {"heldout": acc}},
+                  {"n_layer": 1, "seed": 0, "final": {"heldout": weak}}]}
+    assert train_tiny_gpt2.experiments(tmp_path) == "None yet."
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "a.json").write_text(json.dumps(x))
+    text = train_tiny_gpt2.experiments(tmp_path)
+    assert "--rc-pp 0.5" in text and "A try." in text and "| 1-layer | 0 | heldout |" in text
+    assert "20.0 points below" in text and "NOT" not in text
