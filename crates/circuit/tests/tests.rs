@@ -1,6 +1,7 @@
 //! Integration tests of circuitry-circuit, one module per area.
 mod cli;
 mod fixtures;
+mod gpt2_edgeeval;
 mod gpt2_effects;
 mod gpt2_fixtures;
 mod gpt2_grad;

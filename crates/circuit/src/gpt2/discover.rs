@@ -1,11 +1,17 @@
 //! Circuit discovery over a whole dataset: node effects of every batch, their means,
 //! the nodes above a threshold, the edges between them, and the faithfulness sweep.
+use std::collections::BTreeMap;
+
 use circuitry_models::gpt2::Gpt2;
 use ndarray::{s, Array1, Array2};
 use serde::Serialize;
 
+use super::edgeeval::{all_edges, edges_at_least, EdgeEval};
 use super::edges::{add_edges, BatchState, EdgeSums, NodeRef};
-use super::eval::{ablated_metric, position_means, Ablation, Ends, EvalRow, Membership};
+use super::eval::{
+    ablated_metrics, case_counts, case_means, mean_of, position_means, Ablation, EdgeEvalRow, Ends,
+    EvalRow, Membership,
+};
 use super::nodes::{node_effects, prepare, Method, NodeEffects, Prepared};
 use super::pairs::PairBatch;
 use super::splice::Submodules;
@@ -198,8 +204,8 @@ pub fn sweep(
 ) -> Result<(Ends, Vec<EvalRow>)> {
     let means = position_means(&analysis.preps);
     let per_position = (aggregation == Aggregation::PerPosition).then_some(analysis.seq_max);
-    let eval = |keep: &Membership| {
-        ablated_metric(
+    let eval = |keep: &Membership| -> Result<(f64, BTreeMap<String, f64>)> {
+        let per_pair = ablated_metrics(
             model,
             subs,
             batches,
@@ -207,11 +213,17 @@ pub fn sweep(
             &means,
             keep,
             ablation,
-        )
+        )?;
+        Ok((mean_of(&per_pair), case_means(batches, &per_pair)))
     };
+    let (f_model, f_model_by_case) = eval(&Membership::filled(subs, true))?;
+    let (f_empty, f_empty_by_case) = eval(&Membership::filled(subs, false))?;
     let ends = Ends {
-        f_model: eval(&Membership::filled(subs, true))?,
-        f_empty: eval(&Membership::filled(subs, false))?,
+        f_model,
+        f_empty,
+        f_model_by_case,
+        f_empty_by_case,
+        pairs_by_case: case_counts(batches),
     };
     let scored = analysis.scored_nodes(aggregation);
     let total = scored.len();
@@ -219,8 +231,8 @@ pub fn sweep(
     for &t in thresholds {
         let nodes = select(&scored, t);
         let keep = Membership::of(subs, &nodes, per_position);
-        let f_circuit = eval(&keep)?;
-        let f_complement = eval(&keep.complement())?;
+        let (f_circuit, c_by_case) = eval(&keep)?;
+        let (f_complement, m_by_case) = eval(&keep.complement())?;
         rows.push(EvalRow {
             threshold: t,
             nodes: nodes.len(),
@@ -229,9 +241,43 @@ pub fn sweep(
             f_complement,
             faithfulness: ends.normalise(f_circuit),
             complement_faithfulness: ends.normalise(f_complement),
+            faithfulness_by_case: ends.normalise_by_case(&c_by_case),
+            complement_faithfulness_by_case: ends.normalise_by_case(&m_by_case),
         });
     }
     Ok((ends, rows))
+}
+
+/// Faithfulness of the circuit `nodes` with only the edges of `sums` whose |mean weight|
+/// is at least each threshold kept (every other edge between circuit nodes ablated,
+/// see [`super::edgeeval`]), normalised by the node sweep's `ends`. `per_position`: the
+/// prompt length when nodes are per position.
+pub fn edge_sweep(
+    eval: &EdgeEval<'_>,
+    nodes: &[NodeRef],
+    per_position: Option<usize>,
+    sums: &EdgeSums,
+    thresholds: &[f64],
+    ends: &Ends,
+) -> Result<Vec<EdgeEvalRow>> {
+    let all = all_edges(eval.subs, nodes).len();
+    let mut rows = Vec::new();
+    for &t in thresholds {
+        let _span = tracing::info_span!("edge threshold", t).entered();
+        let kept = edges_at_least(sums, t);
+        let per_pair = eval.metrics(nodes, per_position, &kept)?;
+        let f_circuit = mean_of(&per_pair);
+        rows.push(EdgeEvalRow {
+            edge_threshold: t,
+            nodes: nodes.len(),
+            edges: kept.len(),
+            edge_fraction: kept.len() as f64 / all.max(1) as f64,
+            f_circuit,
+            faithfulness: ends.normalise(f_circuit),
+            faithfulness_by_case: ends.normalise_by_case(&case_means(eval.batches, &per_pair)),
+        });
+    }
+    Ok(rows)
 }
 
 /// `count` thresholds log-spaced from `10^lo` to `10^hi`, ascending.

@@ -26,7 +26,8 @@ pub struct NodeRef {
 }
 
 impl NodeRef {
-    fn positions(&self, seq: usize) -> std::ops::Range<usize> {
+    /// The positions of a prompt of length `seq` that the node covers.
+    pub(crate) fn positions(&self, seq: usize) -> std::ops::Range<usize> {
         match self.position {
             Some(p) if p < seq => p..p + 1,
             Some(_) => 0..0,

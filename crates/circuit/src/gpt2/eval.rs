@@ -1,6 +1,8 @@
 //! Evaluation of a circuit by ablating the nodes outside it (Marks et al. 2024, §3.2):
 //! faithfulness `(F(C) − F(∅)) / (F(M) − F(∅))` and the same for the complement `M ∖ C`
 //! (completeness: near 0 when the circuit holds everything that matters).
+use std::collections::BTreeMap;
+
 use circuitry_core::HookPoint;
 use circuitry_models::gpt2::{Forward, Gpt2};
 use ndarray::{s, Array1, Array2, ArrayViewMut3};
@@ -100,7 +102,8 @@ impl Membership {
         f + e
     }
 
-    fn row(&self, p: usize) -> usize {
+    /// The membership row of position `p` (0 when nodes are summed over positions).
+    pub(crate) fn row(&self, p: usize) -> usize {
         p.min(self.err.first().map_or(1, |e| e.len()) - 1)
     }
 }
@@ -163,18 +166,35 @@ pub fn ablated_metric(
     keep: &Membership,
     ablation: Ablation,
 ) -> Result<f64> {
-    let (mut total, mut n) = (0.0f64, 0usize);
+    let per_pair = ablated_metrics(model, subs, batches, preps, means, keep, ablation)?;
+    Ok(mean_of(&per_pair))
+}
+
+/// The mean of per-batch, per-pair metrics.
+pub fn mean_of(per_pair: &[Array1<f32>]) -> f64 {
+    let n: usize = per_pair.iter().map(Array1::len).sum();
+    let total: f64 = per_pair
+        .iter()
+        .flat_map(|m| m.iter().map(|&v| f64::from(v)))
+        .sum();
+    total / n.max(1) as f64
+}
+
+/// The metric of every pair (one array per batch) with every node outside `keep`
+/// ablated.
+pub fn ablated_metrics(
+    model: &Gpt2,
+    subs: &Submodules,
+    batches: &[PairBatch],
+    preps: &[Prepared],
+    means: &[(Array2<f32>, Array2<f32>)],
+    keep: &Membership,
+    ablation: Ablation,
+) -> Result<Vec<Array1<f32>>> {
+    let mut per_pair = Vec::new();
     for (bi, (batch, prep)) in batches.iter().zip(preps).enumerate() {
         let b = batch.len();
-        let donor: Vec<usize> = match ablation {
-            Ablation::Resample { seed } => {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(bi as u64));
-                let mut perm: Vec<usize> = (0..b).collect();
-                perm.shuffle(&mut rng);
-                perm
-            }
-            _ => (0..b).collect(),
-        };
+        let donor = donor_perm(ablation, bi, b);
         let hooks = subs.hooks();
         let out = model.run_with(
             &Forward::tokens(batch.clean.view()),
@@ -202,13 +222,58 @@ pub fn ablated_metric(
             detail: "the forward was asked for logits (internal error)".into(),
         })?;
         let (m, _) = logit_diff(logits.view(), &answers(batch));
-        total += m.iter().map(|&v| f64::from(v)).sum::<f64>();
-        n += b;
+        per_pair.push(m);
     }
-    Ok(total / n.max(1) as f64)
+    Ok(per_pair)
 }
 
-fn ablate(
+/// The donor pair of each pair of batch `bi` (resample ablation: a permutation seeded by
+/// the seed and the batch index; otherwise the identity).
+pub(crate) fn donor_perm(ablation: Ablation, bi: usize, b: usize) -> Vec<usize> {
+    match ablation {
+        Ablation::Resample { seed } => {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(bi as u64));
+            let mut perm: Vec<usize> = (0..b).collect();
+            perm.shuffle(&mut rng);
+            perm
+        }
+        _ => (0..b).collect(),
+    }
+}
+
+/// The ablated value of feature `i` at position `p` of a pair whose donor is `other`.
+pub(crate) fn ablated_feature(
+    ablation: Ablation,
+    mean: &(Array2<f32>, Array2<f32>),
+    clean: &SubState,
+    other: usize,
+    p: usize,
+    i: usize,
+) -> f32 {
+    match ablation {
+        Ablation::Mean => mean.0[[p, i]],
+        Ablation::Zero => 0.0,
+        Ablation::Resample { .. } => clean.f[[other, p, i]],
+    }
+}
+
+/// The ablated error vector at position `p` of a pair whose donor is `other` (d_model).
+pub(crate) fn ablated_error(
+    ablation: Ablation,
+    mean: &(Array2<f32>, Array2<f32>),
+    clean: &SubState,
+    other: usize,
+    p: usize,
+) -> Array1<f32> {
+    match ablation {
+        Ablation::Mean => mean.1.row(p).to_owned(),
+        Ablation::Zero => Array1::zeros(mean.1.ncols()),
+        Ablation::Resample { .. } => clean.err.slice(s![other, p, ..]).to_owned(),
+    }
+}
+
+/// Set every node of `st` (submodule `s`) that is not in `keep` to its ablated value.
+pub(crate) fn ablate(
     st: &mut SubState,
     s: usize,
     keep: &Membership,
@@ -224,20 +289,13 @@ fn ablate(
         for (bi, &other) in donor.iter().enumerate().take(b) {
             for i in 0..d_sae {
                 if !feat[i] {
-                    st.f[[bi, p, i]] = match ablation {
-                        Ablation::Mean => mean.0[[p, i]],
-                        Ablation::Zero => 0.0,
-                        Ablation::Resample { .. } => clean.f[[other, p, i]],
-                    };
+                    st.f[[bi, p, i]] = ablated_feature(ablation, mean, clean, other, p, i);
                 }
             }
             if !keep.err[s][r] {
-                let mut e = st.err.slice_mut(s![bi, p, ..]);
-                match ablation {
-                    Ablation::Mean => e.assign(&mean.1.row(p)),
-                    Ablation::Zero => e.fill(0.0),
-                    Ablation::Resample { .. } => e.assign(&clean.err.slice(s![other, p, ..])),
-                }
+                st.err
+                    .slice_mut(s![bi, p, ..])
+                    .assign(&ablated_error(ablation, mean, clean, other, p));
             }
         }
     }
@@ -260,15 +318,46 @@ pub struct EvalRow {
     pub faithfulness: f64,
     /// `(F(M ∖ C) − F(∅)) / (F(M) − F(∅))` (lower = more complete).
     pub complement_faithfulness: f64,
+    /// Faithfulness per case, each case normalised by its own `F(M)` and `F(∅)`.
+    pub faithfulness_by_case: BTreeMap<String, f64>,
+    /// Complement faithfulness per case.
+    pub complement_faithfulness_by_case: BTreeMap<String, f64>,
 }
 
-/// `F(M)` and `F(∅)`, the two ends the scores are normalised by.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// One row of the edge-faithfulness table: the circuit's nodes with only the edges
+/// whose |mean weight| is at least `edge_threshold` kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EdgeEvalRow {
+    /// Edge threshold on |mean weight|.
+    pub edge_threshold: f64,
+    /// Nodes in the circuit (the default node threshold's).
+    pub nodes: usize,
+    /// Edges kept.
+    pub edges: usize,
+    /// `edges` over every edge between adjacent circuit nodes (and to the metric).
+    pub edge_fraction: f64,
+    /// Mean metric with the nodes outside the circuit and the edges outside it ablated.
+    pub f_circuit: f64,
+    /// `(F(C, E) − F(∅)) / (F(M) − F(∅))`.
+    pub faithfulness: f64,
+    /// Faithfulness per case, each case normalised by its own `F(M)` and `F(∅)`.
+    pub faithfulness_by_case: BTreeMap<String, f64>,
+}
+
+/// `F(M)` and `F(∅)`, the two ends the scores are normalised by, over all pairs and per
+/// `case` of the pairs (e.g. `singular` / `plural`: the direction of the change).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ends {
     /// Mean metric of the whole model (SAEs spliced, nothing ablated).
     pub f_model: f64,
     /// Mean metric with every node ablated.
     pub f_empty: f64,
+    /// `F(M)` per case.
+    pub f_model_by_case: BTreeMap<String, f64>,
+    /// `F(∅)` per case.
+    pub f_empty_by_case: BTreeMap<String, f64>,
+    /// Pairs per case.
+    pub pairs_by_case: BTreeMap<String, usize>,
 }
 
 impl Ends {
@@ -276,4 +365,39 @@ impl Ends {
     pub fn normalise(&self, f: f64) -> f64 {
         (f - self.f_empty) / (self.f_model - self.f_empty)
     }
+
+    /// `(F_c − F_c(∅)) / (F_c(M) − F_c(∅))` for each case `c` of `by_case`.
+    pub fn normalise_by_case(&self, by_case: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+        by_case
+            .iter()
+            .filter_map(|(c, f)| {
+                let (m, e) = (self.f_model_by_case.get(c)?, self.f_empty_by_case.get(c)?);
+                Some((c.clone(), (f - e) / (m - e)))
+            })
+            .collect()
+    }
+}
+
+/// The mean metric per `case` of the pairs, from per-batch, per-pair metrics.
+pub fn case_means(batches: &[PairBatch], per_pair: &[Array1<f32>]) -> BTreeMap<String, f64> {
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for (batch, m) in batches.iter().zip(per_pair) {
+        for (case, &v) in batch.cases.iter().zip(m) {
+            let e = sums.entry(case.clone()).or_insert((0.0, 0));
+            e.0 += f64::from(v);
+            e.1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|(c, (t, n))| (c, t / n.max(1) as f64))
+        .collect()
+}
+
+/// The number of pairs per `case`.
+pub fn case_counts(batches: &[PairBatch]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for case in batches.iter().flat_map(|b| &b.cases) {
+        *out.entry(case.clone()).or_insert(0) += 1;
+    }
+    out
 }

@@ -16,11 +16,14 @@
 //!   patching ([`Method`]);
 //! - [`edges`]: edge effects `∇_d m · ∂d/∂u · Δu` between adjacent submodules;
 //! - [`eval`]: faithfulness and completeness with mean, zero or resample ablation;
-//! - [`discover`]: the whole dataset: [`analyse`], [`select`], [`mean_edges`], [`sweep`];
+//! - [`edgeeval`]: faithfulness with the edges outside the circuit ablated too;
+//! - [`discover`]: the whole dataset: [`analyse`], [`select`], [`mean_edges`], [`sweep`],
+//!   [`edge_sweep`];
 //! - [`build`]: the [`Circuit`](crate::Circuit) graph of the result;
 //! - [`stage`]: the `circuitry-circuit gpt2` stage; [`plot`]: the faithfulness plot.
 pub mod build;
 pub mod discover;
+pub mod edgeeval;
 pub mod edges;
 pub mod eval;
 pub mod exactcheck;
@@ -30,9 +33,12 @@ pub mod plot;
 pub mod splice;
 pub mod stage;
 
-pub use discover::{analyse, mean_edges, select, sweep, Aggregation, Analysis, ScoredNode};
+pub use discover::{
+    analyse, edge_sweep, mean_edges, select, sweep, Aggregation, Analysis, ScoredNode,
+};
+pub use edgeeval::{all_edges, edges_at_least, EdgeEval, EdgeSet};
 pub use edges::{EdgeSums, NodeRef};
-pub use eval::{Ablation, EvalRow, Membership};
+pub use eval::{Ablation, EdgeEvalRow, EvalRow, Membership};
 pub use nodes::{node_effects, prepare, Method, NodeEffects, Prepared};
 pub use pairs::{check_reproduces, logit_diff, PairBatch, PairData};
 pub use splice::{SubState, Submodule, SubmoduleKind, Submodules};

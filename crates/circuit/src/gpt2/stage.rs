@@ -13,8 +13,12 @@ use circuitry_store::ActivationStore;
 use serde::Serialize;
 
 use super::build::{build_graph, label, GraphMeta, GraphParts};
-use super::discover::{analyse, log_thresholds, mean_edges, select, sweep, Aggregation};
-use super::eval::{Ablation, EvalRow};
+use super::discover::{
+    analyse, edge_sweep, log_thresholds, mean_edges, select, sweep, Aggregation,
+};
+use super::edgeeval::EdgeEval;
+use super::edges::EdgeSums;
+use super::eval::{position_means, Ablation, EdgeEvalRow, Ends, EvalRow};
 use super::nodes::Method;
 use super::pairs::{check_reproduces, PairData};
 use super::splice::{Submodule, Submodules};
@@ -125,6 +129,23 @@ pub struct Gpt2Outputs {
     pub files: BTreeMap<&'static str, Vec<u8>>,
     /// The sweep.
     pub rows: Vec<EvalRow>,
+    /// The edge sweep at the default node threshold.
+    pub edge_rows: Vec<EdgeEvalRow>,
+}
+
+/// The edge thresholds of the edge sweep: 0 (every edge kept: node ablation), 11
+/// thresholds log-spaced from 1e-4 to 10, the default `edge_threshold`, and, when edges
+/// are left at 10, the next power of ten above the largest |weight| (no edge kept).
+pub fn edge_thresholds(edge_threshold: f64, sums: &EdgeSums) -> Vec<f64> {
+    let mut t = vec![0.0, edge_threshold];
+    t.extend(log_thresholds(-4.0, 1.0, 11));
+    let max = sums.values().fold(0.0f64, |m, w| m.max(w.abs()));
+    if max >= 10.0 {
+        t.push(10f64.powf(max.log10().floor() + 1.0));
+    }
+    t.sort_by(f64::total_cmp);
+    t.dedup();
+    t
 }
 
 /// Load the SAEs: each path is an SAE directory (has `cfg.json`) or a directory whose
@@ -227,9 +248,41 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         cfg.ablation,
         &cfg.sweep,
     )?;
+    let means = position_means(&analysis.preps);
+    let edge_eval = EdgeEval {
+        model: &model,
+        subs: &subs,
+        batches: &data.batches,
+        preps: &analysis.preps,
+        means: &means,
+        ablation: cfg.ablation,
+        max_rows: cfg.max_rows,
+    };
+    let per_position = (cfg.aggregation == Aggregation::PerPosition).then_some(analysis.seq_max);
+    let edge_rows = edge_sweep(
+        &edge_eval,
+        &nodes,
+        per_position,
+        &edges,
+        &edge_thresholds(cfg.edge_threshold, &edges),
+        &ends,
+    )?;
     let mut scores = BTreeMap::new();
+    if let Some(r) = edge_rows
+        .iter()
+        .find(|r| r.edge_threshold == cfg.edge_threshold)
+    {
+        scores.insert("edge_faithfulness".to_string(), r.faithfulness);
+        if let Some(m) = min_value(&r.faithfulness_by_case) {
+            scores.insert("edge_faithfulness_min_case".to_string(), m);
+        }
+        scores.insert("edges_kept".to_string(), r.edges as f64);
+    }
     if let Some(r) = rows.iter().find(|r| r.threshold == cfg.node_threshold) {
         scores.insert("faithfulness".to_string(), r.faithfulness);
+        if let Some(m) = min_value(&r.faithfulness_by_case) {
+            scores.insert("faithfulness_min_case".to_string(), m);
+        }
         scores.insert(
             "complement_faithfulness".to_string(),
             r.complement_faithfulness,
@@ -337,18 +390,30 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     files.insert("neuronpedia.json", np_bytes);
     files.insert(
         "summary.txt",
-        summary(&circuit, &rows, &subs, &in_circuit).into_bytes(),
+        summary(
+            &circuit,
+            (&rows, &edge_rows, &ends),
+            (cfg.node_threshold, cfg.edge_threshold),
+            &subs,
+            &in_circuit,
+        )
+        .into_bytes(),
     );
-    files.insert("faithfulness.csv", csv(&rows).into_bytes());
+    files.insert("faithfulness.csv", csv(&rows, &edge_rows).into_bytes());
     let mut json = serde_json::to_vec_pretty(&serde_json::json!({
         "ablation": cfg.ablation,
         "aggregation": cfg.aggregation,
         "method": cfg.method,
         "f_model": ends.f_model,
         "f_empty": ends.f_empty,
+        "f_model_by_case": ends.f_model_by_case,
+        "f_empty_by_case": ends.f_empty_by_case,
+        "pairs_by_case": ends.pairs_by_case,
         "node_threshold": cfg.node_threshold,
+        "edge_threshold": cfg.edge_threshold,
         "all_nodes": scored.len(),
         "rows": rows,
+        "edge_rows": edge_rows,
     }))
     .map_err(|source| {
         Error::Core(circuitry_core::Error::Json {
@@ -366,6 +431,7 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         circuit,
         files,
         rows,
+        edge_rows,
     })
 }
 
@@ -402,15 +468,19 @@ fn notes(cfg: &Gpt2StageConfig) -> Vec<String> {
                 Ablation::Resample { .. } => "resample",
             }
         ),
+        "edge_faithfulness: the circuit's nodes with the edges below the edge threshold ablated too: a circuit node sees each upstream circuit node whose edge to it is not kept at that node's ablated value (its contribution to the residual stream replaced), every other consumer sees its actual value; with every edge kept it is the node faithfulness, with none F(∅).".into(),
+        "*_by_case / *_min_case: each case of the pairs (e.g. singular or plural subject in the clean prompt) normalised by its own F(M) and F(∅); the pooled F(∅) can be near 0 only because the cases' F(∅) cancel.".into(),
     ]
 }
 
-fn csv(rows: &[EvalRow]) -> String {
-    let mut s = String::from("threshold,nodes,node_fraction,f_circuit,f_complement,faithfulness,complement_faithfulness\n");
+/// The node sweep (`kind` = `node`, threshold = node threshold) and the edge sweep
+/// (`kind` = `edge`, threshold = edge threshold, at the default node threshold).
+fn csv(rows: &[EvalRow], edge_rows: &[EdgeEvalRow]) -> String {
+    let mut s = String::from("kind,threshold,nodes,node_fraction,edges,edge_fraction,f_circuit,f_complement,faithfulness,complement_faithfulness\n");
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{}",
+            "node,{},{},{},,,{},{},{},{}",
             r.threshold,
             r.nodes,
             r.node_fraction,
@@ -420,12 +490,38 @@ fn csv(rows: &[EvalRow]) -> String {
             r.complement_faithfulness
         );
     }
+    let node_fraction = |n: usize| {
+        rows.iter()
+            .find(|r| r.nodes == n)
+            .map_or(String::new(), |r| r.node_fraction.to_string())
+    };
+    for r in edge_rows {
+        let _ = writeln!(
+            s,
+            "edge,{},{},{},{},{},{},,{},",
+            r.edge_threshold,
+            r.nodes,
+            node_fraction(r.nodes),
+            r.edges,
+            r.edge_fraction,
+            r.f_circuit,
+            r.faithfulness,
+        );
+    }
     s
 }
 
+/// The smallest value of a map (`None` when empty).
+fn min_value(m: &BTreeMap<String, f64>) -> Option<f64> {
+    m.values().copied().reduce(f64::min)
+}
+
+type Sweeps<'a> = (&'a [EvalRow], &'a [EdgeEvalRow], &'a Ends);
+
 fn summary(
     c: &crate::Circuit,
-    rows: &[EvalRow],
+    (rows, edge_rows, ends): Sweeps<'_>,
+    (node_threshold, edge_threshold): (f64, f64),
     subs: &Submodules,
     nodes: &[super::discover::ScoredNode],
 ) -> String {
@@ -447,6 +543,55 @@ fn summary(
             100.0 * r.node_fraction,
             render::short(r.faithfulness),
             render::short(r.complement_faithfulness)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nedges ({} nodes; edges outside the circuit ablated too) → edges kept, faithfulness:",
+        edge_rows.first().map_or(0, |r| r.nodes)
+    );
+    for r in edge_rows {
+        let _ = writeln!(
+            s,
+            "  {:>10}  {:>6} ({:>6.2}%)  {:>8}",
+            render::short(r.edge_threshold),
+            r.edges,
+            100.0 * r.edge_fraction,
+            render::short(r.faithfulness)
+        );
+    }
+    let row = rows.iter().find(|r| r.threshold == node_threshold);
+    let edge_row = edge_rows
+        .iter()
+        .find(|r| r.edge_threshold == edge_threshold);
+    let _ = writeln!(
+        s,
+        "\nper case (each normalised by its own F(M), F(∅)) at node threshold {}, edge threshold {}:\n  {:<20} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        render::short(node_threshold),
+        render::short(edge_threshold),
+        "case",
+        "pairs",
+        "F(M)",
+        "F(∅)",
+        "faithful",
+        "complemt",
+        "edges"
+    );
+    for (case, n) in &ends.pairs_by_case {
+        let get = |m: Option<&BTreeMap<String, f64>>| {
+            m.and_then(|m| m.get(case))
+                .map_or("-".to_string(), |v| render::short(*v))
+        };
+        let _ = writeln!(
+            s,
+            "  {:<20} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            case,
+            n,
+            get(Some(&ends.f_model_by_case)),
+            get(Some(&ends.f_empty_by_case)),
+            get(row.map(|r| &r.faithfulness_by_case)),
+            get(row.map(|r| &r.complement_faithfulness_by_case)),
+            get(edge_row.map(|r| &r.faithfulness_by_case)),
         );
     }
     let mut top: Vec<_> = nodes.to_vec();
