@@ -12,11 +12,13 @@
 #   dump_f32 / dump_f16  circuitry-dump onnx writing all 12 blocks.*.hook_resid_pre, f32 / f16
 #   peer_f32 / peer_f16  transformers + torch eager (inference_mode, output_hidden_states)
 #                        writing the same rows and columns to Parquet with pyarrow (same zstd
-#                        level, BYTE_STREAM_SPLIT, shard size)
+#                        levels, BYTE_STREAM_SPLIT, statistics, shard size)
+#   bare_ort_rust        `circuitry-dump bench-ort`: the dump's own code and ORT session on the
+#                        same batches, outputs dropped instead of written (the goal's reference)
 #   bare_ort             Python onnxruntime on the same ONNX file and batches, outputs dropped
 # with the same threads everywhere (--threads, torch.set_num_threads, intra_op_num_threads),
 # repeated BENCH_REPS times in interleaved order, and prints medians and the ratios
-# dump/peer and dump/bare-ORT against the goals (>= 1.6x the peer, >= 90% of bare ORT).
+# dump/peer and dump/bare-ORT (both) against the goals (>= 1.6x the peer, >= 90% of bare ORT).
 #
 # "tokens/s" is steady state: the first batch (a warm-up), model load and tokenizing are
 # excluded on every side (see scripts/bench_dump_peer.py); end-to-end rates are printed too.
@@ -77,6 +79,8 @@ for rep in $(seq 1 "$REPS"); do
     $PY time-dump "${common[@]}" --name "dump_$dtype" --bin "$BIN" --out "$DIR/out-dump_$dtype" \
       --dtype "$dtype" --shard-rows "$SHARD_ROWS" >> "$RESULTS"
   done
+  echo "rep $rep: bare_ort_rust ($(cut -d' ' -f1-3 /proc/loadavg))"
+  $PY ort-rust "${common[@]}" --name bare_ort_rust --bin "$BIN" >> "$RESULTS"
   echo "rep $rep: bare_ort ($(cut -d' ' -f1-3 /proc/loadavg))"
   $PY ort "${common[@]}" --name bare_ort >> "$RESULTS"
   for dtype in f32 f16; do

@@ -39,7 +39,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024)
-ZSTD_LEVEL = 3  # what crates/store writes: zstd 3, BYTE_STREAM_SPLIT floats, no float dictionary
+# What crates/store writes: zstd 3 on the token columns; on the activation leaves
+# BYTE_STREAM_SPLIT, no dictionary, no statistics, zstd 1.
+ZSTD_LEVEL = 3
+ZSTD_LEVEL_ACTS = 1
 
 
 def hooks(n_layer: int) -> list[str]:
@@ -189,8 +192,11 @@ class ParquetShards:
 
         path = self.out / f"shard_{self.shards:05d}.parquet"
         leaves = [f"{n}.list.item" for n in self.names]  # the dump's leaf names (arrow-rs)
-        pq.write_table(table, path, compression="zstd", compression_level=ZSTD_LEVEL,
-                       use_dictionary=["seq", "pos", "token_id"], use_byte_stream_split=leaves,
+        tokens = ["seq", "pos", "token_id"]
+        pq.write_table(table, path, compression="zstd",
+                       compression_level={**{k: ZSTD_LEVEL for k in tokens},
+                                          **{k: ZSTD_LEVEL_ACTS for k in leaves}},
+                       use_dictionary=tokens, use_byte_stream_split=leaves, write_statistics=tokens,
                        row_group_size=self.shard_rows, use_compliant_nested_type=False)
         self.shards += 1
 
@@ -267,6 +273,17 @@ def bare_ort(args) -> dict:
     end = time.perf_counter()
     return dict(tokens=args.tokens - first_rows, seconds=end - start, wall=end - wall,
                 total_tokens=args.tokens, onnxruntime=ort.__version__)
+
+
+def bare_ort_rust(args) -> dict:
+    """`circuitry-dump bench-ort`: the dump's own session, inputs and batches (same code,
+    same session options), outputs dropped; it times its steady state itself."""
+    cmd = [str(args.bin), "bench-ort", "--model", str(args.model), "--hooks", ",".join(args.hooks),
+           "--corpus", str(args.corpus), "--context-size", str(args.context_size),
+           "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+           "--out", "unused", "--max-tokens", str(args.tokens)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def time_dump(args) -> dict:
@@ -416,6 +433,7 @@ def summarize(results: list[Path], out: Path, goals: dict) -> dict:
     for d in ("f32", "f16"):
         dump = med.get(f"dump_{d}", {}).get("tokens_per_s")
         for other, key in ((f"peer_{d}", f"dump_{d}/peer_{d}"), ("peer_f32", f"dump_{d}/peer_f32"),
+                           ("bare_ort_rust", f"dump_{d}/bare_ort_rust"),
                            ("bare_ort", f"dump_{d}/bare_ort")):
             if dump and other in med and key not in ratios:
                 ratios[key] = dump / med[other]["tokens_per_s"]
@@ -430,6 +448,7 @@ def summarize(results: list[Path], out: Path, goals: dict) -> dict:
     met, reps_meeting = {}, {}
     for d in ("f32", "f16"):
         for key, goal, label in ((f"dump_{d}/peer_{d}", goals["peer"], f"dump_{d} >= {goals['peer']}x peer_{d}"),
+                                 (f"dump_{d}/bare_ort_rust", goals["ort"], f"dump_{d} >= {goals['ort']:.0%} of bare_ort_rust"),
                                  (f"dump_{d}/bare_ort", goals["ort"], f"dump_{d} >= {goals['ort']:.0%} of bare_ort")):
             if key in ratios:
                 met[label] = ratios[key] >= goal
@@ -473,7 +492,7 @@ def main(argv=None) -> int:
     c.add_argument("out", type=Path)
     c.add_argument("--tokenizer", type=Path, required=True)
     c.add_argument("--tokens", type=int, required=True)
-    for name in ("peer", "ort", "time-dump"):
+    for name in ("peer", "ort", "ort-rust", "time-dump"):
         s = sub.add_parser(name)
         s.add_argument("--model", type=Path, required=True)
         s.add_argument("--corpus", type=Path, required=True)
@@ -483,7 +502,7 @@ def main(argv=None) -> int:
         s.add_argument("--threads", type=int, required=True)
         s.add_argument("--name", required=True)
         s.add_argument("--settings", default="{}", help="JSON recorded with the result")
-        if name != "ort":
+        if name not in ("ort", "ort-rust"):
             s.add_argument("--out", type=Path, required=True)
             s.add_argument("--dtype", choices=["f32", "f16"], required=True)
             s.add_argument("--shard-rows", type=int, required=True)
@@ -491,7 +510,7 @@ def main(argv=None) -> int:
             s.add_argument("--attn", default="sdpa", help="transformers attn_implementation")
             s.add_argument("--no-write", action="store_true",
                            help="profile: run the model and gather the rows, write nothing")
-        if name == "time-dump":
+        if name in ("time-dump", "ort-rust"):
             s.add_argument("--bin", type=Path, required=True)
             s.add_argument("--hooks", nargs="+", default=["blocks.*.hook_resid_pre"])
     k = sub.add_parser("check")
@@ -522,7 +541,7 @@ def main(argv=None) -> int:
         summarize(args.results[:-1], args.results[-1], dict(peer=args.goal_peer, ort=args.goal_ort))
     else:
         before = loadavg()
-        fn = {"peer": peer, "ort": bare_ort, "time-dump": time_dump}[args.cmd]
+        fn = {"peer": peer, "ort": bare_ort, "ort-rust": bare_ort_rust, "time-dump": time_dump}[args.cmd]
         result = fn(args)
         result.update(name=args.name, load=[before, loadavg()], settings=json.loads(args.settings))
         result["tokens_per_s"] = result["tokens"] / result["seconds"]

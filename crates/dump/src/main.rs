@@ -43,9 +43,18 @@ enum Command {
     },
     /// Dump a GPT-2 exported by scripts/export_onnx.py, run with ONNX Runtime.
     Onnx(OnnxArgs),
+    /// Benchmark reference: the `onnx` dump's inference without writing; prints JSON.
+    #[command(hide = true)]
+    BenchOrt(OnnxArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::BenchOrt(args) = cli.command {
+        let cfg = args.into_config().context("invalid arguments")?;
+        let timing = onnx::bench::bare_ort(&cfg).context("running bare ONNX Runtime")?;
+        println!("{}", serde_json::to_string(&timing)?);
+        return Ok(());
+    }
     let timer = circuitry_core::StageTimer::start("circuitry-dump");
     match cli.command {
         Command::Toy {
@@ -99,6 +108,7 @@ fn run(cli: Cli) -> Result<()> {
             let inputs: Vec<&std::path::Path> = inputs.iter().map(|p| p.as_path()).collect();
             timer.finish(&cfg, &inputs, &cfg.out, &outputs)?;
         }
+        Command::BenchOrt(_) => {}
     }
     Ok(())
 }

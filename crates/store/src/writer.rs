@@ -1,16 +1,27 @@
 //! Writing a store shard by shard, crash-safely, with resume.
+//!
+//! The caller's thread validates rows and copies them into chunks; a background
+//! thread ([`sink`]) encodes the chunks into the open shard and commits complete
+//! shards, so encoding and writing overlap the caller's next batch.
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
-use arrow::datatypes::SchemaRef;
 use circuitry_core::{atomic, fingerprint::fingerprint_path, HookPoint};
 use ndarray::{s, ArrayView2};
-use parquet::arrow::ArrowWriter;
-use parquet::file::properties::WriterProperties;
 
-use crate::meta::{shard_file_name, ShardMeta, StoreMeta, StoreSpec};
-use crate::schema::{arrow_schema, writer_properties, ShardColumns};
+use crate::meta::{ShardMeta, StoreMeta, StoreSpec};
+use crate::schema::arrow_schema;
 use crate::{Error, Result};
+
+mod sink;
+
+use sink::{Chunk, Message, Sink, CHUNK_ROWS};
+
+/// Chunks in flight between the caller and the background thread (besides the one
+/// being encoded): the caller runs at most this far ahead of the encoder.
+const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// One batch of token rows to append to a store.
 #[derive(Debug, Clone)]
@@ -44,16 +55,24 @@ impl RowBatch<'_> {
 
 /// Writes an activation store: rows are buffered and written as a shard every
 /// `shard_rows` rows (temporary name, then rename), and `meta.json` is rewritten
-/// after each shard. Dropping the writer without [`StoreWriter::finish`] loses
-/// only the buffered rows; [`StoreWriter::create`] on the same directory resumes.
+/// after each shard. Shards are encoded and written on a background thread while
+/// the caller computes more rows. Dropping the writer without
+/// [`StoreWriter::finish`] waits for the shards already complete to be written
+/// and loses only the rows of the open shard; [`StoreWriter::create`] on the same
+/// directory resumes.
 #[derive(Debug)]
 pub struct StoreWriter {
     dir: PathBuf,
-    meta: StoreMeta,
     spec: StoreSpec,
-    schema: SchemaRef,
-    props: WriterProperties,
-    buf: ShardColumns,
+    /// Rows in complete shards (committed, or handed to the background thread).
+    rows_done: u64,
+    /// Rows of the open shard accepted so far.
+    shard_fill: usize,
+    /// Rows of the open shard not yet handed to the background thread.
+    chunk: Chunk,
+    to_sink: Option<SyncSender<Message>>,
+    recycled: Receiver<Chunk>,
+    thread: Option<JoinHandle<Result<StoreMeta>>>,
 }
 
 impl StoreWriter {
@@ -98,13 +117,29 @@ impl StoreWriter {
             }
         };
         meta.write(dir)?;
+        let rows_done = meta.n_rows;
+        let (to_sink, messages) = mpsc::sync_channel::<Message>(CHUNKS_IN_FLIGHT);
+        let (recycle, recycled) = mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT + 2);
+        let sink = Sink::new(
+            dir.to_path_buf(),
+            spec.clone(),
+            meta,
+            arrow_schema(&spec),
+            recycle,
+        );
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || sink.run(messages))
+            .map_err(|e| Error::io("starting the writer thread for", dir, e))?;
         Ok(StoreWriter {
             dir: dir.to_path_buf(),
-            schema: arrow_schema(&spec),
-            props: writer_properties(&spec),
-            buf: ShardColumns::new(spec.hooks.len()),
-            meta,
+            chunk: Chunk::new(spec.hooks.len()),
             spec,
+            rows_done,
+            shard_fill: 0,
+            to_sink: Some(to_sink),
+            recycled,
+            thread: Some(thread),
         })
     }
 
@@ -180,14 +215,16 @@ impl StoreWriter {
         Ok(meta)
     }
 
-    /// Rows already durable in complete shards (after a resume, the rows kept).
+    /// Rows in complete shards: after [`StoreWriter::create`], the rows kept from
+    /// an earlier run; later, plus the shards completed since (durable once the
+    /// writer is finished or dropped).
     pub fn rows_done(&self) -> u64 {
-        self.meta.n_rows
+        self.rows_done
     }
 
-    /// Rows accepted so far: durable rows plus buffered ones.
+    /// Rows accepted so far: rows in complete shards plus those of the open shard.
     pub fn rows_written(&self) -> u64 {
-        self.meta.n_rows + self.buf.len() as u64
+        self.rows_done + self.shard_fill as u64
     }
 
     /// The store directory.
@@ -203,18 +240,21 @@ impl StoreWriter {
         let n = batch.len();
         let mut start = 0;
         while start < n {
-            let take = (self.spec.shard_rows - self.buf.len()).min(n - start);
+            // Chunks start at fixed offsets inside a shard, whatever the batches.
+            let chunk_room = CHUNK_ROWS - self.shard_fill % CHUNK_ROWS;
+            let take = chunk_room
+                .min(self.spec.shard_rows - self.shard_fill)
+                .min(n - start);
             let end = start + take;
-            self.buf.seq.extend_from_slice(&batch.seq[start..end]);
-            self.buf.pos.extend_from_slice(&batch.pos[start..end]);
-            self.buf
-                .token_id
-                .extend_from_slice(&batch.token_id[start..end]);
+            let c = &mut self.chunk;
+            c.seq.extend_from_slice(&batch.seq[start..end]);
+            c.pos.extend_from_slice(&batch.pos[start..end]);
+            c.token_id.extend_from_slice(&batch.token_id[start..end]);
             if let (Some(ex), Some(side)) = (batch.example, batch.side) {
-                self.buf.example.extend_from_slice(&ex[start..end]);
-                self.buf.side.extend_from_slice(&side[start..end]);
+                c.example.extend_from_slice(&ex[start..end]);
+                c.side.extend_from_slice(&side[start..end]);
             }
-            for (buf, &i) in self.buf.acts.iter_mut().zip(&order) {
+            for (buf, &i) in c.acts.iter_mut().zip(&order) {
                 let rows = batch.acts[i].1.slice(s![start..end, ..]); // (take, width)
                 match rows.as_slice() {
                     Some(flat) => buf.extend_from_slice(flat),
@@ -222,8 +262,13 @@ impl StoreWriter {
                 }
             }
             start = end;
-            if self.buf.len() == self.spec.shard_rows {
-                self.flush_shard()?;
+            self.shard_fill += take;
+            if self.shard_fill == self.spec.shard_rows {
+                self.send(true)?;
+                self.rows_done += self.shard_fill as u64;
+                self.shard_fill = 0;
+            } else if self.chunk.len() == CHUNK_ROWS {
+                self.send(false)?;
             }
         }
         Ok(())
@@ -231,18 +276,63 @@ impl StoreWriter {
 
     /// Write the last partial shard and `meta.json` with `complete: true`.
     pub fn finish(mut self) -> Result<StoreMeta> {
-        if self.buf.len() > 0 {
-            self.flush_shard()?;
+        if self.shard_fill > 0 {
+            self.send(true)?;
+            self.rows_done += self.shard_fill as u64;
+            self.shard_fill = 0;
         }
-        self.meta.complete = true;
-        self.meta.write(&self.dir)?;
+        let mut meta = self.join()?;
+        meta.complete = true;
+        meta.write(&self.dir)?;
         tracing::info!(
             dir = %self.dir.display(),
-            rows = self.meta.n_rows,
-            shards = self.meta.shards.len(),
+            rows = meta.n_rows,
+            shards = meta.shards.len(),
             "activation store complete"
         );
-        Ok(self.meta)
+        Ok(meta)
+    }
+
+    /// Hand the buffered rows to the background thread; `ends_shard` commits the shard.
+    fn send(&mut self, ends_shard: bool) -> Result<()> {
+        let next = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Chunk::new(self.spec.hooks.len()));
+        let chunk = std::mem::replace(&mut self.chunk, next);
+        let sent = match &self.to_sink {
+            Some(to_sink) => to_sink.send((chunk, ends_shard)).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The background thread stopped: it failed, and says why.
+        self.join()?;
+        Err(Error::io(
+            "writing",
+            &self.dir,
+            std::io::Error::other("the store's writer thread stopped early"),
+        ))
+    }
+
+    /// Stop the background thread after it has written what it was given.
+    fn join(&mut self) -> Result<StoreMeta> {
+        drop(self.to_sink.take());
+        let Some(thread) = self.thread.take() else {
+            return Err(Error::io(
+                "writing",
+                &self.dir,
+                std::io::Error::other("the store's writer thread has already stopped"),
+            ));
+        };
+        thread.join().unwrap_or_else(|_| {
+            Err(Error::io(
+                "writing",
+                &self.dir,
+                std::io::Error::other("the store's writer thread panicked"),
+            ))
+        })
     }
 
     /// Check a batch; returns, for each spec hook, its index in `batch.acts`.
@@ -318,6 +408,9 @@ impl StoreWriter {
             order.push(i);
         }
         for (hook, acts) in &batch.acts {
+            if all_finite(acts) {
+                continue;
+            }
             for (row, values) in acts.outer_iter().enumerate() {
                 if let Some(col) = values.iter().position(|v| !v.is_finite()) {
                     return Err(Error::NonFinite {
@@ -332,32 +425,30 @@ impl StoreWriter {
         }
         Ok(order)
     }
+}
 
-    /// Write the buffered rows as the next shard and record it in `meta.json`.
-    fn flush_shard(&mut self) -> Result<()> {
-        let file = shard_file_name(self.meta.shards.len());
-        let path = self.dir.join(&file);
-        let rows = self.buf.len() as u64;
-        let batch = self.buf.take_batch(&self.spec, &self.schema, &path)?;
-        let (schema, props) = (self.schema.clone(), self.props.clone());
-        atomic::write_with(&path, |w| {
-            let mut writer =
-                ArrowWriter::try_new(w, schema, Some(props)).map_err(std::io::Error::other)?;
-            writer.write(&batch).map_err(std::io::Error::other)?;
-            writer.close().map_err(std::io::Error::other)?;
-            Ok(())
-        })?;
-        let checksum = fingerprint_path(&path)?;
-        self.meta.shards.push(ShardMeta {
-            file,
-            rows,
-            checksum,
-        });
-        self.meta.n_rows += rows;
-        self.meta.write(&self.dir)?;
-        tracing::debug!(shard = %path.display(), rows, "shard written");
-        Ok(())
+impl Drop for StoreWriter {
+    /// Let the background thread write the shards already complete, then stop it.
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.join();
+        }
     }
+}
+
+/// Whether every value is finite; vectorised (`x - x` is NaN exactly for NaN and ±inf).
+fn all_finite(acts: &ArrayView2<'_, f32>) -> bool {
+    let Some(flat) = acts.as_slice() else {
+        return acts.iter().all(|v| v.is_finite());
+    };
+    let mut acc = [0f32; 16];
+    let mut lanes = flat.chunks_exact(16);
+    for lane in &mut lanes {
+        for (a, &x) in acc.iter_mut().zip(lane) {
+            *a += x - x;
+        }
+    }
+    lanes.remainder().iter().all(|v| v.is_finite()) && acc.iter().all(|a| *a == 0.0)
 }
 
 fn check_same_dataset(dir: &Path, spec: &StoreSpec, meta: &StoreMeta) -> Result<()> {

@@ -12,16 +12,18 @@
 //! - [`sidecar`]: the sidecar and choosing hooks by name or glob.
 //! - [`runtime`]: finding `libonnxruntime`, the session.
 //! - [`text`]: tokenizer, corpus reading and packing, pairs.
+//! - [`bench`]: bare ONNX Runtime on the dump's batches (the benchmark's reference).
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use circuitry_core::{atomic, fingerprint::fingerprint_path, HookPoint};
+use circuitry_core::{atomic, fingerprint::fingerprint_path};
 use circuitry_store::{Dtype, HookMeta, RowBatch, StoreMeta, StoreSpec, StoreWriter};
-use ndarray::{s, Array2, Ix3};
+use ndarray::{s, Array2, ArrayView2, ArrayView3, Ix3};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+pub mod bench;
 pub mod cli;
 pub mod runtime;
 pub mod sidecar;
@@ -363,7 +365,8 @@ fn write_batches(
     rows_wanted: std::ops::Range<usize>,
 ) -> Result<StoreMeta> {
     let start = rows_wanted.start + writer.rows_done() as usize; // first row still to write
-    let hook_points: Vec<HookPoint> = hooks.iter().map(|h| h.hook).collect();
+                                                                 // Reused buffers for the rows of padded batches, one per hook.
+    let mut unpadded: Vec<Vec<f32>> = vec![Vec::new(); hooks.len()];
     let progress = indicatif::ProgressBar::new(rows_wanted.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tokens {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -382,26 +385,6 @@ fn write_batches(
         }
         let (ids, mask) = left_pad(batch); // (batch, seq) each
         let width = ids.ncols();
-        let mut acts: Vec<Array2<f32>> = Vec::with_capacity(hooks.len()); // each (rows, width_h)
-        graph.run(&ids, &mask, |i, values| {
-            let values = values
-                .into_dimensionality::<Ix3>()
-                .map_err(|e| Error::Ort {
-                    action: "running",
-                    path: onnx.to_path_buf(),
-                    message: format!("output {} is not (batch, seq, width): {e}", hooks[i].output),
-                })?; // (batch, seq, width_h)
-            let mut out = Array2::zeros((rows, hooks[i].width));
-            let mut r = 0;
-            for (j, seq) in batch.iter().enumerate() {
-                let n = seq.len();
-                out.slice_mut(s![r..r + n, ..])
-                    .assign(&values.slice(s![j, width - n.., ..]));
-                r += n;
-            }
-            acts.push(out);
-            Ok(())
-        })?;
         let mut cols = Columns::default();
         for (j, seq) in batch.iter().enumerate() {
             for (p, &t) in seq.iter().enumerate() {
@@ -418,23 +401,74 @@ fn write_batches(
         let from = start.saturating_sub(row);
         let to = rows.min(rows_wanted.end - row);
         let paired = seqs.pairs.is_some();
-        writer.write(RowBatch {
-            seq: &cols.seq[from..to],
-            pos: &cols.pos[from..to],
-            token_id: &cols.token_id[from..to],
-            example: paired.then(|| &cols.example[from..to]),
-            side: paired.then(|| &cols.side[from..to]),
-            acts: hook_points
-                .iter()
-                .zip(&acts)
-                .map(|(&h, a)| (h, a.slice(s![from..to, ..])))
-                .collect(),
+        graph.run(&ids, &mask, |outputs| {
+            let mut acts = Vec::with_capacity(hooks.len()); // each (rows, width_h)
+            for ((hook, values), buf) in hooks.iter().zip(outputs).zip(&mut unpadded) {
+                let values =
+                    values
+                        .view()
+                        .into_dimensionality::<Ix3>()
+                        .map_err(|e| Error::Ort {
+                            action: "running",
+                            path: onnx.to_path_buf(),
+                            message: format!(
+                                "output {} is not (batch, seq, width): {e}",
+                                hook.output
+                            ),
+                        })?; // (batch, seq, width_h)
+                let rows =
+                    unpad(values, batch, width, hook.width, buf).map_err(|e| Error::Ort {
+                        action: "running",
+                        path: onnx.to_path_buf(),
+                        message: format!("output {} has an unexpected shape: {e}", hook.output),
+                    })?; // (rows, width_h)
+                acts.push((hook.hook, rows));
+            }
+            writer.write(RowBatch {
+                seq: &cols.seq[from..to],
+                pos: &cols.pos[from..to],
+                token_id: &cols.token_id[from..to],
+                example: paired.then(|| &cols.example[from..to]),
+                side: paired.then(|| &cols.side[from..to]),
+                acts: acts
+                    .iter()
+                    .map(|(h, a)| (*h, a.slice(s![from..to, ..])))
+                    .collect(),
+            })?;
+            Ok(())
         })?;
         row += rows;
         progress.set_position((row.min(rows_wanted.end) - rows_wanted.start) as u64);
     }
     progress.finish_and_clear();
     Ok(writer.finish()?)
+}
+
+/// The rows of one output (batch, seq, width_h) at the unpadded positions, in
+/// order, as (rows, width_h): a view of ONNX Runtime's buffer when no sequence is
+/// padded, else copied into `buf` (reused from batch to batch).
+fn unpad<'a>(
+    values: ArrayView3<'a, f32>,
+    batch: &[Vec<u32>],
+    width: usize,
+    width_h: usize,
+    buf: &'a mut Vec<f32>,
+) -> std::result::Result<ArrayView2<'a, f32>, ndarray::ShapeError> {
+    let rows: usize = batch.iter().map(Vec::len).sum();
+    if rows == batch.len() * width {
+        if let Ok(flat) = values.into_shape_with_order((rows, width_h)) {
+            return Ok(flat);
+        }
+    }
+    buf.clear();
+    for (j, seq) in batch.iter().enumerate() {
+        let part = values.slice(s![j, width - seq.len().., ..]); // (len, width_h)
+        match part.as_slice() {
+            Some(flat) => buf.extend_from_slice(flat),
+            None => buf.extend(part.iter().copied()),
+        }
+    }
+    ArrayView2::from_shape((rows, width_h), &buf[..])
 }
 
 #[derive(Default)]

@@ -101,6 +101,12 @@ pub fn environment() -> Result<&'static Environment> {
     }
 }
 
+/// Whether ONNX Runtime's idle intra-op threads spin (`CIRCUITRY_ORT_SPIN=1`) or sleep
+/// (the default: the store's writer thread needs the cores meanwhile).
+fn spinning() -> bool {
+    std::env::var("CIRCUITRY_ORT_SPIN").is_ok_and(|v| v == "1")
+}
+
 /// An ONNX Runtime session on an exported graph that returns only the chosen outputs.
 #[derive(Debug)]
 pub struct Graph {
@@ -122,6 +128,9 @@ impl Graph {
             .map_err(|e| fail(e.to_string()))?
             .with_intra_threads(threads)
             .map_err(|e| fail(e.to_string()))?
+            // The store writes on its own thread meanwhile: idle ORT threads must not spin.
+            .with_intra_op_spinning(spinning())
+            .map_err(|e| fail(e.to_string()))?
             .commit_from_file(model)
             .map_err(|e| fail(e.to_string()))?;
         for name in &outputs {
@@ -138,16 +147,17 @@ impl Graph {
         })
     }
 
-    /// Run on `input_ids` and `attention_mask` (batch, seq); calls `take(i, values)` with
-    /// each chosen output `i` (batch, seq, width), in the order given to [`Graph::load`].
-    pub fn run<F>(
+    /// Run on `input_ids` and `attention_mask` (batch, seq); calls `take(values)` once
+    /// with the chosen outputs, each (batch, seq, width), in the order given to
+    /// [`Graph::load`] — views into ONNX Runtime's buffers, valid during the call.
+    pub fn run<F, T>(
         &mut self,
         input_ids: &Array2<i64>,
         attention_mask: &Array2<i64>,
-        mut take: F,
-    ) -> Result<()>
+        take: F,
+    ) -> Result<T>
     where
-        F: FnMut(usize, ArrayViewD<'_, f32>) -> Result<()>,
+        F: FnOnce(&[ArrayViewD<'_, f32>]) -> Result<T>,
     {
         let path = self.path.clone();
         let fail = |e: ort::Error| Error::Ort {
@@ -169,14 +179,15 @@ impl Graph {
                 &options,
             )
             .map_err(fail)?;
-        for (i, name) in self.outputs.iter().enumerate() {
+        let mut views = Vec::with_capacity(self.outputs.len());
+        for name in &self.outputs {
             let value = results.get(name.as_str()).ok_or_else(|| Error::Ort {
                 action: "running",
                 path: path.clone(),
                 message: format!("output {name:?} missing from the results"),
             })?;
-            take(i, value.try_extract_array::<f32>().map_err(fail)?)?;
+            views.push(value.try_extract_array::<f32>().map_err(fail)?);
         }
-        Ok(())
+        take(&views)
     }
 }
