@@ -159,8 +159,10 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
         sse += rg.sse;
         aux_sse += rg.aux_sse;
     }
-    for i in 0..d_sae {
-        offsets[i + 1] += offsets[i];
+    let mut total = 0;
+    for o in offsets.iter_mut() {
+        total += *o;
+        *o = total;
     }
     let blank = Entry {
         row: 0,
