@@ -436,7 +436,7 @@ impl Drop for StoreWriter {
     }
 }
 
-/// Whether every value is finite; vectorised (`x - x` is NaN exactly for NaN and ±inf).
+/// Whether every value is finite; vectorised (`x * 0` is NaN exactly for NaN and ±inf).
 fn all_finite(acts: &ArrayView2<'_, f32>) -> bool {
     let Some(flat) = acts.as_slice() else {
         return acts.iter().all(|v| v.is_finite());
@@ -445,7 +445,7 @@ fn all_finite(acts: &ArrayView2<'_, f32>) -> bool {
     let mut lanes = flat.chunks_exact(16);
     for lane in &mut lanes {
         for (a, &x) in acc.iter_mut().zip(lane) {
-            *a += x - x;
+            *a += x * 0.0;
         }
     }
     lanes.remainder().iter().all(|v| v.is_finite()) && acc.iter().all(|a| *a == 0.0)
