@@ -329,10 +329,11 @@ def control_verdict(r: dict) -> str:
     attractors disagree with the subject, the model's worst seed against the control's best
     seed; "clearly worse" = at least 10 points lower on average over the hard families."""
     keys = [f"{f} disagree" for f in sva_grammar.HARD_FAMILIES]
-    model = [x for x in r["runs"] if x["n_layer"] == r["model"]["n_layer"]]
-    control = [x for x in r["runs"] if x["n_layer"] != r["model"]["n_layer"]]
-    if not control or keys[0] not in control[0]["final"]["heldout"]:
-        return "No control was evaluated on the hard families."
+    done = [x for x in r["runs"] if keys[0] in x["final"]["heldout"]]  # evaluated on them
+    model = [x for x in done if x["n_layer"] == r["model"]["n_layer"]]
+    control = [x for x in done if x["n_layer"] != r["model"]["n_layer"]]
+    if not control or not model:
+        return "Model and control were not both evaluated on the hard families."
     worst = {k: min(x["final"]["heldout"][k] for x in model) for k in keys}
     best = {k: max(x["final"]["heldout"][k] for x in control) for k in keys}
     gap = sum(worst[k] - best[k] for k in keys) / len(keys)
@@ -445,6 +446,7 @@ actor with the old ready hunters still" → seems/seem.
 nouns (half of the trials); the other half is easy for any heuristic that picks some noun.
 
 The committed weights are those of the {r['model']['n_layer']}-layer run with seed {r['model'].get('seed', r['runs'][0]['seed'])}. {control_verdict(r)}
+{r.get('note', '')}
 
 | run | seed | parameters | wall | CPU |
 |---|---|---|---|---|
