@@ -22,6 +22,8 @@ pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
 pub const SPARSITY_FILE: &str = "sparsity.safetensors";
 /// Training record file name.
 pub const TRAINING_FILE: &str = "training.json";
+/// The SAELens version whose layout [`Sae::save`] writes (`metadata.sae_lens_version`).
+pub const SAELENS_FORMAT_VERSION: &str = "6.0.0";
 /// Schema version of [`TrainingRecord`].
 pub const TRAINING_RECORD_VERSION: u32 = 3;
 
@@ -43,6 +45,9 @@ struct CfgOut<'a> {
 /// SAELens's `SAEMetadata` fields (its LLM metadata keys).
 #[derive(Serialize)]
 struct MetaOut<'a> {
+    /// The SAELens format version the file follows: without it SAELens takes the
+    /// file for a pre-6.0 config and drops everything under `metadata`.
+    sae_lens_version: &'static str,
     model_name: &'a str,
     hook_name: String,
     context_size: usize,
@@ -82,6 +87,7 @@ impl Sae {
                 _ => None,
             },
             metadata: MetaOut {
+                sae_lens_version: SAELENS_FORMAT_VERSION,
                 model_name: &cfg.model_name,
                 hook_name: cfg.hook_name.to_string(),
                 context_size: cfg.context_size,

@@ -91,3 +91,37 @@ fn a_mean_centred_sae_round_trips_through_the_saelens_layout() {
     );
     assert_eq!(Sae::load(dir.path()).unwrap(), sae);
 }
+
+/// `tests/ours_fixture/` (for `scripts/saelens_load_ours.py`, which has SAELens load
+/// it) is what this code writes and computes now: each SAE saved again gives the same
+/// bytes, and encode/reconstruct give the recorded values.
+#[test]
+fn the_fixture_for_saelens_is_what_our_code_writes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ours_fixture");
+    let values: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("values.json")).unwrap()).unwrap();
+    let values = values.as_object().unwrap();
+    assert_eq!(values.len(), 5);
+    for (name, v) in values {
+        let dir = root.join(name);
+        let sae = Sae::load(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        sae.save(tmp.path()).unwrap();
+        for file in ["cfg.json", "sae_weights.safetensors"] {
+            assert_eq!(
+                std::fs::read(dir.join(file)).unwrap(),
+                std::fs::read(tmp.path().join(file)).unwrap(),
+                "{name}/{file}: rerun `cargo run --release -p circuitry-sae --example saelens_ours_fixture`"
+            );
+        }
+        let x = matrix(&v["x"]);
+        let f = sae.encode(x.view());
+        let x_hat = sae.reconstruct(x.view(), f.view());
+        let (df, dx) = (
+            max_diff(&f, &matrix(&v["feature_acts"])),
+            max_diff(&x_hat, &matrix(&v["x_hat"])),
+        );
+        println!("{name}: max |f − recorded| = {df:.2e}, max |x̂ − recorded| = {dx:.2e}");
+        assert!(df <= 1e-6 && dx <= 1e-6, "{name}");
+    }
+}

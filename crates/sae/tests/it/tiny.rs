@@ -4,23 +4,30 @@
 //! - explained variance ≥ 0.9 — a usable SAE reconstructs at least 90% of the
 //!   variance (SAELens's released GPT-2 SAEs are at 0.9 or above);
 //! - L0 ≤ d_in / 2 — a code with more active latents than half the input width
-//!   is not sparse.
+//!   is not sparse;
+//! - ce_loss_score ≥ 0.5 — splicing the SAE in at the hook must recover most of the
+//!   next-token loss that zeroing the hook destroys (SAELens's released GPT-2 SAEs
+//!   score above 0.9; 0.5 is the point where the SAE explains more than it loses).
+//!
+//! The run prints the table for the README (EV, L0, dead fraction, ce_loss_score).
 use std::path::PathBuf;
 
 use circuitry_core::HookPoint;
 use circuitry_models::gpt2::Gpt2;
+use circuitry_sae::ce::{CeBatch, CeEvaluator, CeLoss};
 use circuitry_sae::{
     evaluate, train, ActivationNormalization, Architecture, Metrics, SaeConfig, TrainConfig,
 };
-use ndarray::{Array2, Axis};
+use ndarray::{s, Array2, Axis};
 
 fn tiny_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../datasets/tiny-gpt2")
 }
 
-/// `rows` rows of `hook` for windows of 32 tokens cut from the corpus stream
-/// `<|endoftext|> s1 <|endoftext|> s2 …`, fed as the model was trained.
-fn activations(hook: HookPoint, windows: usize) -> Array2<f32> {
+/// The activations of `hook` `(windows · 32, d_model)` for windows of 32 tokens cut
+/// from the corpus stream `<|endoftext|> s1 <|endoftext|> s2 …`, fed as the model
+/// was trained, and the windows' token ids `(windows, 32)`.
+fn activations(hook: HookPoint, windows: usize) -> (Array2<f32>, Array2<u32>) {
     let dir = tiny_dir();
     let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
     let corpus = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
@@ -36,13 +43,18 @@ fn activations(hook: HookPoint, windows: usize) -> Array2<f32> {
     let out = model.forward(ids.view(), None, &[hook]).unwrap();
     let acts = &out.hooks[&hook]; // (windows, ctx, d_model)
     let d = acts.dim().2;
-    acts.to_shape((windows * ctx, d)).unwrap().to_owned()
+    (acts.to_shape((windows * ctx, d)).unwrap().to_owned(), ids)
 }
 
-fn check_floor(label: &str, m: &Metrics, d_in: usize) {
+fn check_floor(label: &str, m: &Metrics, ce: &CeLoss, d_in: usize) {
     println!(
-        "{label}: held-out EV {:.4}, L0 {:.2}, dead fraction {:.3}",
-        m.explained_variance, m.l0, m.dead_fraction
+        "| {label} | {:.4} | {:.2} | {:.3} | {:.4} (CE clean {:.4}, with SAE {:.4}, zero-ablated {:.4}) |",
+        m.explained_variance, m.l0, m.dead_fraction, ce.ce_loss_score, ce.ce_clean, ce.ce_with_sae, ce.ce_zero_ablation
+    );
+    assert!(
+        ce.ce_loss_score >= 0.5,
+        "{label}: ce_loss_score {} < 0.5",
+        ce.ce_loss_score
     );
     assert!(
         m.explained_variance >= 0.9,
@@ -55,9 +67,21 @@ fn check_floor(label: &str, m: &Metrics, d_in: usize) {
 #[test]
 fn every_architecture_beats_the_quality_floor_on_tiny_gpt2_activations() {
     let hook = HookPoint::ResidPre { layer: 2 };
-    let x = activations(hook, 320); // (10240, 64)
+    let (x, ids) = activations(hook, 320); // (10240, 64), (320, 32)
     let d_in = x.ncols();
     let (train_x, eval_x) = x.view().split_at(Axis(0), 9216);
+    // The held-out rows are whole windows (288..320): ce_loss_score on them.
+    let eval_ids = ids.slice(s![288.., ..]).to_owned(); // (32, 32)
+    let (w, len) = eval_ids.dim();
+    let batch = CeBatch {
+        counted: Array2::from_shape_fn((w, len), |(_, t)| t + 1 < len),
+        rows: Array2::from_shape_fn((w, len), |(b, t)| (b * len + t) as u64),
+        ids: eval_ids,
+    };
+    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let ce = CeEvaluator::new(&model, vec![batch]).unwrap();
+    println!("| architecture | explained variance | L0 | dead fraction | ce_loss_score |");
+    println!("|---|---|---|---|---|");
     let d_sae = 4 * d_in;
     let base = TrainConfig {
         steps: 3000,
@@ -110,7 +134,7 @@ fn every_architecture_beats_the_quality_floor_on_tiny_gpt2_activations() {
         };
         let (sae, _) = train(cfg, &tc, train_x).unwrap();
         let m = evaluate(&sae, eval_x);
-        check_floor(label, &m, d_in);
+        check_floor(label, &m, &ce.evaluate(&sae).unwrap(), d_in);
         if let Architecture::BatchTopK { k } = architecture {
             assert_eq!(
                 sae.cfg.architecture,
