@@ -93,6 +93,12 @@ fn gpt2_small_saelens_manifest_plans_pairs_and_circuits() {
         }
     }
     assert!(plan.contains("0 fresh, 8 stale"), "{plan}");
-    assert!(plan.contains("gpt2-small-res-jb"), "circuits read the SAELens SAEs: {plan}");
-    assert!(!plan.contains("circuitry-train-sae"), "nothing is trained: {plan}");
+    assert!(
+        plan.contains("gpt2-small-res-jb"),
+        "circuits read the SAELens SAEs: {plan}"
+    );
+    assert!(
+        !plan.contains("circuitry-train-sae"),
+        "nothing is trained: {plan}"
+    );
 }
