@@ -4,7 +4,9 @@
 //! [--l1-coefficient F] [--lr F] [--steps N] [--batch-size N] [--buffer-rows N]
 //! [--checkpoint-every N] [--seed N] [--eval-fraction F] [--lr-warm-up-steps N]
 //! [--lr-decay-steps N] [--l1-warm-up-steps N] [--dead-feature-window N] [--top-n N]
-//! [--tokenizer FILE] [--model-name NAME]`). Each SAE is written to `OUT/<hook name>/`.
+//! [--tokenizer FILE] [--model-name NAME] [--model DIR] [--ce-sequences N]`). Each SAE
+//! is written to `OUT/<hook name>/`; with `model` (the GPT-2 directory the store was
+//! dumped from) its `training.json` gains `ce_loss_score`.
 //! With several hooks the stage splits into one Slurm array task per hook
 //! (`--only-hook H`).
 use std::fmt;
@@ -116,6 +118,11 @@ pub struct TrainSaeParams {
     pub tokenizer: Option<Input>,
     /// Model name written to the SAE's cfg.json.
     pub model_name: Option<String>,
+    /// The GPT-2 directory the store was dumped from: adds `ce_loss_score` (the SAE
+    /// spliced into the model) to each SAE's `training.json`.
+    pub model: Option<Input>,
+    /// At most this many token windows for `ce_loss_score`.
+    pub ce_sequences: Option<usize>,
 }
 
 /// Validated `train-sae` parameters.
@@ -194,6 +201,14 @@ impl ParamGuard for TrainSaeParams {
         positive_real("lr", self.lr)?;
         positive("steps", self.steps)?;
         positive("batch_size", self.batch_size)?;
+        positive("ce_sequences", self.ce_sequences)?;
+        if self.ce_sequences.is_some() && self.model.is_none() {
+            return Err(Invalid::new(
+                "ce_sequences",
+                "`ce_sequences` is given without `model`",
+                "add `model = \"<GPT-2 directory of the dump>\"` (ce_loss_score needs it), or remove `ce_sequences`",
+            ));
+        }
         fraction("eval_fraction", self.eval_fraction)?;
         Ok(TrainSae(self))
     }
@@ -223,6 +238,9 @@ impl StageParams for TrainSae {
         let mut v = vec![("store", &self.0.store)];
         if let Some(t) = &self.0.tokenizer {
             v.push(("tokenizer", t));
+        }
+        if let Some(m) = &self.0.model {
+            v.push(("model", m));
         }
         v
     }
@@ -260,9 +278,13 @@ impl StageParams for TrainSae {
             .opt("--checkpoint-every", p.checkpoint_every)
             .opt("--dead-feature-window", p.dead_feature_window)
             .opt("--top-n", p.top_n)
-            .opt("--model-name", p.model_name.as_deref());
+            .opt("--model-name", p.model_name.as_deref())
+            .opt("--ce-sequences", p.ce_sequences);
         if let Some(t) = &p.tokenizer {
             args.input("--tokenizer", t);
+        }
+        if let Some(m) = &p.model {
+            args.input("--model", m);
         }
     }
 }
