@@ -267,7 +267,7 @@ fn one_removed_edge_matches_a_by_hand_computation() {
     let got = eval.metrics(&nodes, None, &all).unwrap();
     assert_close(
         "every edge kept, by hand",
-        &pairs(&got, &[full.clone()]),
+        &pairs(&got, std::slice::from_ref(&full)),
         1e-5,
         1e-6,
     );
@@ -278,7 +278,7 @@ fn one_removed_edge_matches_a_by_hand_computation() {
         let want = by_hand(&model, &list, &pb.clean, &answers, f, removed);
         assert_close(
             &format!("edge {removed} removed, by hand"),
-            &pairs(&got, &[want.clone()]),
+            &pairs(&got, std::slice::from_ref(&want)),
             1e-5,
             1e-6,
         );
