@@ -58,7 +58,7 @@ pub struct Gpt2Args {
     #[arg(long, value_enum, default_value_t = AggregationArg::Sum)]
     aggregation: AggregationArg,
     /// Nodes with |mean effect| above this are in the circuit.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.05)]
     node_threshold: f64,
     /// Edges with |mean weight| below this are not drawn.
     #[arg(long, default_value_t = 0.01)]
