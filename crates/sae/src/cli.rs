@@ -1,0 +1,185 @@
+//! Command-line arguments of `circuitry-train-sae` (part of the binary, not the library)
+//! and their conversion into the validated [`StageConfig`].
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use circuitry_core::HookPoint;
+use circuitry_sae::stage::{self, StageConfig};
+use circuitry_sae::{ActivationNormalization, Architecture, TrainConfig};
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ArchArg {
+    Standard,
+    Topk,
+    Batchtopk,
+    Jumprelu,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NormArg {
+    None,
+    ConstantNormRescale,
+    MeanCentre,
+}
+
+/// Train a sparse autoencoder on each --hook of an activation store, from one
+/// shuffled stream over its token rows, and write each in SAELens layout (plus
+/// feature_stats.parquet) to OUT/<hook name>/, then OUT/stage.json.
+#[derive(Debug, Parser)]
+#[command(name = "circuitry-train-sae", version)]
+pub(crate) struct Args {
+    /// Activation store directory (written by the dump stage).
+    #[arg(long)]
+    store: PathBuf,
+    /// Hook to train on, as a TransformerLens name; repeat for one SAE per hook.
+    #[arg(long, required = true)]
+    hook: Vec<String>,
+    /// Train only this hook (one of --hook; repeatable) and do not write
+    /// OUT/stage.json: for one job per hook on a cluster.
+    #[arg(long)]
+    only_hook: Vec<String>,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Expected input width: an error if a hook's width in the store differs.
+    #[arg(long)]
+    d_in: Option<usize>,
+    /// Number of SAE latents.
+    #[arg(long)]
+    d_sae: usize,
+    /// SAE architecture.
+    #[arg(long, value_enum, default_value = "standard")]
+    architecture: ArchArg,
+    /// Active latents per row (TopK, BatchTopK).
+    #[arg(long)]
+    k: Option<usize>,
+    /// Input normalisation.
+    #[arg(long, value_enum, default_value = "none")]
+    normalize_activations: NormArg,
+    /// Sparsity penalty λ: L1 (standard) or L0 (jumprelu).
+    #[arg(long)]
+    l1_coefficient: Option<f64>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Optimiser steps (the stream passes over the corpus as many times as needed).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Rows per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Rows the shuffle buffer holds (default: 16 batches).
+    #[arg(long)]
+    buffer_rows: Option<usize>,
+    /// Write a checkpoint every N steps (0: never); a rerun resumes from it.
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of rows held out for the final evaluation.
+    #[arg(long, default_value_t = 0.1)]
+    eval_fraction: f64,
+    /// Learning-rate warm-up steps (default: 100, capped at steps / 10).
+    #[arg(long)]
+    lr_warm_up_steps: Option<usize>,
+    /// Steps of linear learning-rate decay to 0 at the end (default: steps / 5).
+    #[arg(long)]
+    lr_decay_steps: Option<usize>,
+    /// Steps of linear L1 warm-up (default: steps / 10).
+    #[arg(long)]
+    l1_warm_up_steps: Option<usize>,
+    /// A latent silent for this many steps counts as dead.
+    #[arg(long)]
+    dead_feature_window: Option<usize>,
+    /// JumpReLU: initial threshold of every latent.
+    #[arg(long)]
+    jumprelu_init_threshold: Option<f64>,
+    /// JumpReLU: bandwidth of the threshold's pseudo-derivative.
+    #[arg(long)]
+    jumprelu_bandwidth: Option<f64>,
+    /// Top activating contexts kept per feature in feature_stats.parquet.
+    #[arg(long, default_value_t = 8)]
+    top_n: usize,
+    /// tokenizer.json used to decode contexts (default: token ids as text).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Model name for cfg.json (default: the store's).
+    #[arg(long)]
+    model_name: Option<String>,
+    /// GPT-2 directory the store was dumped from: adds ce_loss_score (the SAE
+    /// spliced into the model) on held-out token windows to training.json.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// At most this many token windows for ce_loss_score.
+    #[arg(long, default_value_t = stage::DEFAULT_CE_SEQUENCES)]
+    ce_sequences: usize,
+}
+
+fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {
+    names
+        .iter()
+        .map(|h| h.parse().with_context(|| format!("{flag} {h}")))
+        .collect()
+}
+
+pub(crate) fn config(a: Args) -> anyhow::Result<StageConfig> {
+    let architecture = match (a.architecture, a.k) {
+        (ArchArg::Standard, None) => Architecture::Standard,
+        (ArchArg::Jumprelu, None) => Architecture::JumpRelu,
+        (ArchArg::Standard | ArchArg::Jumprelu, Some(_)) => {
+            bail!("--k is only meaningful with --architecture topk or batchtopk")
+        }
+        (ArchArg::Topk, Some(k)) => Architecture::TopK { k },
+        (ArchArg::Batchtopk, Some(k)) => Architecture::BatchTopK { k },
+        (ArchArg::Topk | ArchArg::Batchtopk, None) => {
+            bail!("--architecture topk/batchtopk needs --k N (active latents per row)")
+        }
+    };
+    let normalize_activations = match a.normalize_activations {
+        NormArg::None => ActivationNormalization::None,
+        NormArg::ConstantNormRescale => ActivationNormalization::ConstantNormRescale,
+        NormArg::MeanCentre => ActivationNormalization::MeanCentre,
+    };
+    let d = TrainConfig::default();
+    let steps = a.steps.unwrap_or(d.steps);
+    let batch_size = a.batch_size.unwrap_or(d.batch_size);
+    let train = TrainConfig {
+        lr: a.lr.unwrap_or(d.lr),
+        l1_coefficient: a.l1_coefficient.unwrap_or(d.l1_coefficient),
+        steps,
+        batch_size,
+        seed: a.seed,
+        lr_warm_up_steps: a
+            .lr_warm_up_steps
+            .unwrap_or(d.lr_warm_up_steps.min(steps / 10)),
+        lr_decay_steps: a.lr_decay_steps.unwrap_or(steps / 5),
+        l1_warm_up_steps: a.l1_warm_up_steps.unwrap_or(steps / 10),
+        dead_feature_window: a.dead_feature_window.unwrap_or(d.dead_feature_window),
+        jumprelu_init_threshold: a
+            .jumprelu_init_threshold
+            .unwrap_or(d.jumprelu_init_threshold),
+        jumprelu_bandwidth: a.jumprelu_bandwidth.unwrap_or(d.jumprelu_bandwidth),
+        ..d
+    };
+    Ok(StageConfig {
+        store: a.store,
+        hooks: hooks(&a.hook, "--hook")?,
+        only_hooks: hooks(&a.only_hook, "--only-hook")?,
+        out: a.out,
+        d_in: a.d_in,
+        d_sae: a.d_sae,
+        architecture,
+        normalize_activations,
+        model_name: a.model_name,
+        eval_fraction: a.eval_fraction,
+        buffer_rows: a.buffer_rows.unwrap_or(16 * batch_size),
+        checkpoint_every: a.checkpoint_every,
+        top_n: a.top_n,
+        tokenizer: a.tokenizer,
+        train,
+        model: a.model,
+        ce_sequences: a.ce_sequences,
+    })
+}
