@@ -72,3 +72,12 @@ pub fn random_sae(d_in: usize, d_sae: usize, architecture: Architecture, seed: u
     }
     sae
 }
+
+/// Largest absolute difference between two arrays of the same shape.
+pub fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

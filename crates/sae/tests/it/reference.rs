@@ -6,6 +6,8 @@ use circuitry_sae::{Architecture, Sae, SaeConfig};
 use ndarray::{Array1, Array2};
 use serde_json::Value;
 
+use crate::common::max_diff;
+
 const TOLERANCE: f32 = 1e-5;
 
 fn matrix(v: &Value) -> Array2<f32> {
@@ -16,14 +18,6 @@ fn matrix(v: &Value) -> Array2<f32> {
 
 fn vector(v: &Value) -> Array1<f32> {
     Array1::from(serde_json::from_value::<Vec<f32>>(v.clone()).unwrap())
-}
-
-fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

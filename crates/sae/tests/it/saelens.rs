@@ -7,6 +7,8 @@ use circuitry_sae::{ActivationNormalization, Architecture, Sae};
 use ndarray::Array2;
 use serde_json::Value;
 
+use crate::common::max_diff;
+
 /// Both sides compute in f32 (torch on CPU, ndarray here), in different orders.
 const TOLERANCE: f32 = 1e-5;
 
@@ -18,14 +20,6 @@ fn matrix(v: &Value) -> Array2<f32> {
     let rows: Vec<Vec<f32>> = serde_json::from_value(v.clone()).unwrap();
     let (r, c) = (rows.len(), rows[0].len());
     Array2::from_shape_vec((r, c), rows.into_iter().flatten().collect()).unwrap()
-}
-
-fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
