@@ -277,7 +277,21 @@ def word_lists(heldout: set[tuple[str, str]]) -> dict:
 # clauses, a pre-verb adverb, and fronted phrases or clauses of every kind `front` draws. All
 # attractors of an item (fronted nouns included) share one number, so one of its two rows has
 # every other noun disagreeing with the subject.
-HARD_FAMILIES = ("hard_simple", "hard_across_pp", "hard_within_rc", "hard_across_rc")
+#
+# `hard_long` was designed after seeing where a 1-layer control trained on this grammar still
+# fails (datasets/tiny-gpt2/CARD.md): it keeps only the longest material the grammar puts
+# between subject and verb, always with the pre-verb adverb: two PPs + adverb, or an object
+# relative clause with a PP inside + adverb ("the cat near the old dogs beside the birds often",
+# "the cat that the dogs near the birds like still"), behind the same fronted material. The
+# subject and the verb slot then have 7-12 words between them, among them two
+# attractors and, in the relative clause, a verb that agrees with one of them: no fixed
+# offset, nearest noun or nearest agreeing verb finds the subject, only the structure does. Two
+# pre-verb adverbs in a row are not in the grammar, nor a PP and a relative clause on one
+# subject, so they are left out. Subject relative clauses ("the cat that likes the dogs near
+# the birds") are left out too: their verb agrees with the subject, a cue that needs no
+# structure.
+HARD_FAMILIES = ("hard_simple", "hard_across_pp", "hard_within_rc", "hard_across_rc",
+                 "hard_long")
 
 
 class HardItems:
@@ -355,6 +369,14 @@ class HardItems:
             if self.rng.random() < 0.5:
                 a_words += self.pp(a, lemma)
             words += ["that"] + a_words + [self.gen.agreeing(a_lemma, a, TRANSITIVE)]
+        elif family == "hard_long":  # two PPs, or an object RC with a PP inside; an adverb
+            if self.rng.random() < 0.5:
+                words += self.pp(a, lemma) + self.pp(a, lemma)
+            else:
+                a_lemma, a_words = self.np_(a, lemma)
+                words += (["that"] + a_words + self.pp(a, lemma)
+                          + [self.gen.agreeing(a_lemma, a, TRANSITIVE)])
+            return words + [self.rng.choice(PRE_VERB_ADVERBS)], index, subj, verb_pair, a
         if family != "hard_within_rc" and self.rng.random() < 0.3:
             words.append(self.rng.choice(PRE_VERB_ADVERBS))
         return words, index, subj, verb_pair, a

@@ -324,26 +324,60 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+CRITERION_FAMILY = "hard_long disagree"
+CRITERION_POINTS = 0.10  # the control's best seed this far below the model's worst seed
+CRITERION_SLACK = 0.01  # nowhere may the control's seed mean exceed the model's by more
+CRITERION = f"""The control counts as **clearly worse** when both hold:
+(a) on `hard_long`, on the sides where every other noun disagrees with the subject, the
+control's best seed is at least {100 * CRITERION_POINTS:.0f} points below the model's worst seed;
+(b) on no other held-out set (the four families, `+context`, the `hard_*` families and their
+"disagree" scores) is the control's mean over seeds more than {100 * CRITERION_SLACK:.0f} point
+above the model's mean over seeds (1 point is about 3 standard errors at 99% on 1000 trials).
+This criterion was written down, and committed, before `hard_long` was evaluated on any model;
+the numbers of the other sets were known then (the seed-0 model of the rc-pp 0.5 recipe scores
+98.6% on `simple`, its controls 99.8% and 100%, which is why (b) compares seed means with a
+1-point slack rather than every seed with none)."""
+
+
 def control_verdict(r: dict) -> str:
-    """What the control shows, from the numbers: on the hard families' sides where the
-    attractors disagree with the subject, the model's worst seed against the control's best
-    seed; "clearly worse" = at least 10 points lower on average over the hard families."""
-    keys = [f"{f} disagree" for f in sva_grammar.HARD_FAMILIES]
-    done = [x for x in r["runs"] if keys[0] in x["final"]["heldout"]]  # evaluated on them
-    model = [x for x in done if x["n_layer"] == r["model"]["n_layer"]]
-    control = [x for x in done if x["n_layer"] != r["model"]["n_layer"]]
-    if not control or not model:
-        return "Model and control were not both evaluated on the hard families."
-    worst = {k: min(x["final"]["heldout"][k] for x in model) for k in keys}
-    best = {k: max(x["final"]["heldout"][k] for x in control) for k in keys}
-    gap = sum(worst[k] - best[k] for k in keys) / len(keys)
-    verdict = ("clearly worse: one layer cannot find the subject when its distance from the "
-               "verb varies" if gap >= 0.10 else "NOT clearly worse")
-    per = ", ".join(f"{k.split()[0]} {100 * worst[k]:.1f}% vs {100 * best[k]:.1f}%" for k in keys)
-    return (f"Where the attractors disagree with the subject, the {control[0]['n_layer']}-layer "
-            f"control, trained the same way, is {100 * gap:.1f} points below the model on "
-            f"average over the hard families (model's worst seed vs control's best seed: {per})"
-            f" — {verdict}.")
+    """Is the control clearly worse than the model, by CRITERION? A sentence with the numbers.
+
+    (a) the model's worst seed against the control's best seed on CRITERION_FAMILY; (b) seed
+    means on every other held-out set both were evaluated on.
+    """
+    key = CRITERION_FAMILY
+    model = [x for x in r["runs"] if x["n_layer"] == r["model"]["n_layer"]]
+    control = [x for x in r["runs"] if x["n_layer"] != r["model"]["n_layer"]]
+    has = lambda runs, k: [x["final"]["heldout"][k] for x in runs if k in x["final"]["heldout"]]  # noqa: E731
+    if not has(model, key) or not has(control, key):
+        return (f"Model and control were not both evaluated on `{key.split()[0]}`, so the "
+                "criterion above cannot be applied.")
+    worst, best = min(has(model, key)), max(has(control, key))
+    gap = worst - best
+    keys = sorted({k for x in model + control for k in x["final"]["heldout"]} - {key})
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    better = [(k, mean(has(control, k)) - mean(has(model, k))) for k in keys
+              if has(model, k) and has(control, k)]
+    better = [(k, d) for k, d in better if d > CRITERION_SLACK]
+    ok = gap >= CRITERION_POINTS - 1e-9 and not better
+    ahead = max(((k, mean(has(control, k)) - mean(has(model, k))) for k in keys
+                 if has(model, k) and has(control, k)), key=lambda kd: kd[1], default=None)
+    text = (f"By the criterion above: (a) on `{key.split()[0]}` where the attractors disagree, the "
+            f"model's worst seed scores {100 * worst:.1f}% and the "
+            f"{control[0]['n_layer']}-layer control's best seed {100 * best:.1f}%, "
+            f"{100 * gap:.1f} points lower (needed: {100 * CRITERION_POINTS:.0f}); (b) ")
+    if better:
+        text += "the control's seed mean is more than 1 point above the model's on " + ", ".join(
+            f"{k} (+{100 * d:.1f})" for k, d in better)
+    elif ahead is not None and ahead[1] > 0:
+        text += (f"the control's seed mean is nowhere more than {100 * CRITERION_SLACK:.0f} point "
+                 f"above the model's (most: {ahead[0]}, +{100 * ahead[1]:.1f})")
+    else:
+        text += "the control's seed mean is nowhere above the model's"
+    verdict = ("the control IS clearly worse: one layer cannot find the subject when its distance "
+               "from the verb and the material in between vary" if ok else
+               "the control is NOT clearly worse")
+    return f"{text} — {verdict}."
 
 
 def table(rows: list[dict], names: list[str], splits) -> str:
@@ -440,10 +474,29 @@ side of every pair has each of them disagreeing with the subject. Items whose pr
 (either side) occurs anywhere in the corpus are skipped. Example: "With the ready foxes, the
 actor with the old ready hunters still" → seems/seem.
 
+`hard_long` (same code path, same pairs, filters and leak check) was designed after seeing
+where a 1-layer control trained on this grammar still fails: items with a pre-verb adverb
+after two PPs or after a relative clause with a PP inside. It keeps only that, the longest
+material the grammar puts between subject and verb: two PPs + adverb, or an object relative
+clause with a PP inside + adverb, behind the same fronted material ("When the young people see
+the wolves, the happy lawyer that the happy managers beyond the busy monkeys visit still" →
+was/were). 7–12 words stand between the subject and the verb slot, two attractors
+among them (and, in the relative clause, a verb agreeing with one of them), so neither a fixed
+offset, nor the nearest noun, nor the nearest agreeing verb finds it: the model must locate
+the subject from the structure, which needs composed attention (first mark what is inside a
+PP or a relative clause, then attend past it) that one layer cannot do when the distance
+varies. Not in it, because the corpus grammar never makes them: two pre-verb adverbs in a row,
+a PP and a relative clause on the same subject. Left out on purpose: subject relative clauses
+("the cat that likes the dogs near the birds"), whose verb agrees with the subject.
+
 {table(r['runs'], [f"{f}+context" for f in FAMILIES], ("heldout",))}
 {table(r['runs'], HARD_COLUMNS, ("heldout",))}
 "disagree" = only the sides of the pairs whose subject disagrees in number with all other
 nouns (half of the trials); the other half is easy for any heuristic that picks some noun.
+
+### Is the 1-layer control clearly worse?
+
+{CRITERION}
 
 The committed weights are those of the {r['model']['n_layer']}-layer run with seed {r['model'].get('seed', r['runs'][0]['seed'])}. {control_verdict(r)}
 {r.get('note', '')}
@@ -471,6 +524,110 @@ The committed weights are those of the {r['model']['n_layer']}-layer run with se
 Model fingerprint (BLAKE3 of model.safetensors): `{r['fingerprint']}`.
 `corpus.txt`: {r['corpus_txt_lines']} corpus sentences, one a line, for SAE training.
 """
+
+
+class HfLogits(torch.nn.Module):
+    """An HF GPT2LMHeadModel called like LeanGpt2: ids (batch, seq) → logits (batch, seq, vocab)."""
+
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=ids).logits
+
+
+def evaluate_only(args, argv, log) -> int:
+    """--eval-only RUNS_DIR: evaluates the runs of an existing OUT (its results.json) again on
+    every held-out and seen set, without training, and rewrites OUT's test sets, results.json
+    and CARD.md.
+
+    The corpus is regenerated from the recipe flags (--sentences, --grammar-seed, --corpus-seed,
+    --rc-pp) for the leak check of the hard families; it must be the one OUT was made from:
+    the tokenizer trained on it must equal OUT/tokenizer.json and its sentence count after the
+    leak filter must equal results.json's, or nothing is written. Each run's weights come from
+    RUNS_DIR/{n}layer_seed{s}.pt (as --save-runs writes them) or, for the kept run when that
+    file is missing, from OUT/model.safetensors; runs with neither keep their old numbers. A
+    kept run's .pt must hold the weights of OUT/model.safetensors.
+    """
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+    from transformers import GPT2LMHeadModel
+
+    out, runs_dir = args.out, args.eval_only
+    t0 = time.time()
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        log(f"train_tiny_gpt2.py: --eval-only needs {out}/results.json of a training run: {e}")
+        return 2
+    heldout = sva_grammar.heldout_pairs(args.grammar_seed)
+    sentences = generate_corpus(args.sentences, args.corpus_seed, heldout, args.rc_pp)
+    tok = train_tokenizer(sentences, args.vocab_size)
+    if tok.to_str() != Tokenizer.from_file(str(out / "tokenizer.json")).to_str():
+        log(f"train_tiny_gpt2.py: the corpus of these flags (--sentences {args.sentences} "
+            f"--grammar-seed {args.grammar_seed} --corpus-seed {args.corpus_seed} --rc-pp "
+            f"{args.rc_pp}) does not give {out}/tokenizer.json; pass the flags of the recipe "
+            f"that made {out} ({results.get('command')})")
+        return 2
+    grams = test_strings(out / "agreement")
+    lengths = sorted({len(g) for g in grams})
+    kept = sum(not contains_any(x, grams, lengths) for x in sentences)
+    if kept != results["corpus"]["sentences"]:
+        log(f"train_tiny_gpt2.py: {kept} corpus sentences after the leak filter, "
+            f"{out}/results.json says {results['corpus']['sentences']}; wrong recipe flags?")
+        return 2
+    test_rows = load_rows(out / "agreement", "test")
+    test_rows.update(write_context_rows(out / "agreement", args.grammar_seed, heldout))
+    hard_rows = write_hard_rows(out / "agreement", args.grammar_seed, heldout, tok,
+                                corpus_text(sentences))
+    test_rows.update(hard_rows)
+    seen_rows = load_rows(out / "agreement", "train")
+    m = results["model"]
+    kept_key = (m["n_layer"], m.get("seed", results["runs"][0]["seed"]))
+    hf_state = load_file(str(out / "model.safetensors"))
+    evaluated = []
+    for run in results["runs"]:
+        key = (run["n_layer"], run["seed"])
+        path = runs_dir / f"{run['n_layer']}layer_seed{run['seed']}.pt"
+        if path.is_file():
+            model = lean_gpt2.LeanGpt2(tok.get_vocab_size(), m["n_ctx"], m["d_model"],
+                                       run["n_layer"], m["n_head"])
+            model.load_state_dict(torch.load(path, weights_only=True))
+            if key == kept_key:
+                mine = lean_gpt2.to_hf_state_dict(model)
+                differ = [k for k, v in mine.items() if not torch.equal(v, hf_state[k])]
+                if differ:
+                    log(f"train_tiny_gpt2.py: {path} is not the model in {out}/model.safetensors "
+                        f"({len(differ)} tensors differ, e.g. {differ[0]})")
+                    return 2
+            source = str(path)
+        elif key == kept_key:
+            model = HfLogits(GPT2LMHeadModel.from_pretrained(out).eval())
+            source = str(out / "model.safetensors")
+        else:
+            log(f"  {run['n_layer']}-layer seed {run['seed']}: no {path}, numbers kept as they were")
+            continue
+        final = {"heldout": accuracy(model, tok, test_rows), "seen": accuracy(model, tok, seen_rows)}
+        same = [abs(final[s][k] - v) for s in ("heldout", "seen")
+                for k, v in run["final"].get(s, {}).items() if k in final[s]]
+        log(f"  {run['n_layer']}-layer seed {run['seed']} ({source}): "
+            f"max change on sets evaluated before {max(same, default=0.0):.2g}; "
+            + " ".join(f"{f} {100 * a:.1f}%" for f, a in final["heldout"].items()))
+        run["final"] = final
+        evaluated.append({"n_layer": run["n_layer"], "seed": run["seed"], "weights": source,
+                          "max_change": max(same, default=0.0)})
+    results["hard_rows"] = {f: len(x) for f, x in hard_rows.items()}
+    results["files"] = {str(p.relative_to(out)): p.stat().st_size for p in sorted(out.rglob("*"))
+                        if p.is_file() and p.name not in ("results.json", "CARD.md")}
+    results["fingerprint"] = export_onnx.file_blake3(out / "model.safetensors")
+    results.setdefault("evaluations", []).append({
+        "command": "python scripts/train_tiny_gpt2.py " + shlex.join(
+            argv if argv is not None else sys.argv[1:]),
+        "runs": evaluated, "wall_s": time.time() - t0})
+    write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_atomic(out / "CARD.md", card(results, out))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,14 +659,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--save-runs", type=Path, default=None,
                    help="also save every run's weights here ({n}layer_seed{s}.pt, lean layout)")
+    p.add_argument("--eval-only", type=Path, default=None, metavar="RUNS_DIR",
+                   help="train nothing: evaluate the runs of OUT/results.json again, weights "
+                        "from RUNS_DIR/{n}layer_seed{s}.pt (or OUT/model.safetensors for the "
+                        "kept run), on every test set (rewritten); updates results.json, CARD.md")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
+
+    if args.eval_only is not None:
+        return evaluate_only(args, argv, log)
+    out.mkdir(parents=True, exist_ok=True)
 
     heldout = sva_grammar.heldout_pairs(args.grammar_seed)
     sentences = generate_corpus(args.sentences, args.corpus_seed, heldout, args.rc_pp)
