@@ -91,8 +91,9 @@ FAMILY_RC_VERBS = [(s, p) for s, p, _ in TRANSITIVE]
 HELDOUT_FRACTION = 0.2
 # Share of object relative clauses with a PP inside ("the cat that the dogs near the bird
 # like"). At 0.25 a 4-layer model trained for 1000 steps follows the PP noun in
-# hard_within_rc (76% held out); see datasets/tiny-gpt2/CARD.md.
-RC_PP = 0.25
+# hard_within_rc (76% held out); at 0.5 with 2000 steps it does not (the committed recipe,
+# see datasets/tiny-gpt2/CARD.md).
+RC_PP = 0.5
 
 
 def heldout_pairs(seed: int = 0) -> set[tuple[str, str]]:

@@ -26,6 +26,12 @@ One run does, deterministically for its seeds:
     exports OUT/model.onnx (hooks only) and OUT/model_logits.onnx (with logits) with
     export_onnx.py, writes OUT/corpus.txt (sentences for SAE training), OUT/results.json and
     OUT/CARD.md.
+
+    python scripts/train_tiny_gpt2.py --out datasets/tiny-gpt2 --eval-only RUNS_DIR
+
+trains nothing: it evaluates the runs of OUT/results.json again (weights saved by --save-runs
+RUNS_DIR) on every test set, written anew (e.g. after a new hard family was added), and
+rewrites OUT/results.json and OUT/CARD.md; the recipe flags must be those that made OUT.
 """
 from __future__ import annotations
 
@@ -416,6 +422,10 @@ def card(results: dict, out: Path) -> str:
     counts += "".join(f"\n| {f} | – | {n} |" for f, n in r.get("hard_rows", {}).items())
     runs = "\n".join(f"| {x['n_layer']}-layer | {x['seed']} | {x['parameters']:,} | {x['wall_s']:.0f} s "
                      f"| {x['cpu_s']:.0f} s |" for x in r["runs"])
+    evaluations = "".join(
+        "\nThen evaluated again, without training, on every test set (written anew, `hard_long` "
+        f"included), {x['wall_s']:.0f} s wall:\n\n```\n{x['command']}\n```\n"
+        for x in r.get("evaluations", []))
     return f"""# tiny-gpt2: a 4-layer GPT-2 that does subject–verb agreement
 
 The embedded default model of circuitry. Same architecture and file formats as GPT-2 (HF
@@ -429,6 +439,7 @@ prepositional phrases, relative clauses, fronted phrases and embedding clauses
 ```
 {r['command']}
 ```
+{evaluations}
 
 torch {r['versions']['torch']}, transformers {r['versions']['transformers']}, tokenizers
 {r['versions']['tokenizers']}; {r['threads']} torch thread(s) per run, {r['jobs']} run(s) in parallel
@@ -520,6 +531,8 @@ The committed weights are those of the {r['model']['n_layer']}-layer run with se
 | file | size |
 |---|---|
 {sizes}
+
+In all {sum(r['files'].values()) / 1e6:.2f} MB (without this card and results.json).
 
 Model fingerprint (BLAKE3 of model.safetensors): `{r['fingerprint']}`.
 `corpus.txt`: {r['corpus_txt_lines']} corpus sentences, one a line, for SAE training.
@@ -649,10 +662,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--n-ctx", type=int, default=64)
     p.add_argument("--vocab-size", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=2, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
     p.add_argument("--corpus-lines", type=int, default=5000, help="lines in OUT/corpus.txt")
