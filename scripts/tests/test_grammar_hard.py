@@ -224,3 +224,65 @@ def test_card_lists_experiments_with_their_verdict(tmp_path):
     text = train_tiny_gpt2.experiments(tmp_path)
     assert "--rc-pp 0.5" in text and "A try." in text and "| 1-layer | 0 | heldout |" in text
     assert "20.0 points lower" in text and "NOT" not in text
+
+
+def test_eval_only_evaluates_saved_runs_on_every_set_and_checks_the_recipe(tmp_path):
+    """--eval-only: the saved runs are evaluated on every test set (hard_long included), the
+    card and results.json are rewritten; wrong recipe flags or a kept run whose weights are not
+    OUT/model.safetensors stop it with exit code 2."""
+    import argparse
+
+    import lean_gpt2
+    import make_agreement
+    import torch
+
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    out.mkdir()
+    runs.mkdir()
+    flags = ["--sentences", "1500", "--rc-pp", "0.5", "--threads", "1"]
+    sentences = train_tiny_gpt2.generate_corpus(1500, 0, HELDOUT, 0.5)
+    tok = train_tiny_gpt2.train_tokenizer(sentences, 1000)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "words.json").write_text(json.dumps(g.word_lists(HELDOUT)))
+    make_agreement.make(out / "words.json", out / "tokenizer.json", out / "agreement", seed=0,
+                        max_train=20, max_test=20)
+    grams = train_tiny_gpt2.test_strings(out / "agreement")
+    lengths = sorted({len(x) for x in grams})
+    kept = sum(not train_tiny_gpt2.contains_any(s, grams, lengths) for s in sentences)
+    vocab = tok.get_vocab_size()
+    torch.manual_seed(0)
+    models = {(2, 0): lean_gpt2.LeanGpt2(vocab, 64, 16, 2, 2),
+              (1, 0): lean_gpt2.LeanGpt2(vocab, 64, 16, 1, 2)}
+    for (n, s), m in models.items():
+        torch.save(m.state_dict(), runs / f"{n}layer_seed{s}.pt")
+    hf, _ = train_tiny_gpt2.to_hf(models[(2, 0)].eval(), 2, vocab,
+                                  argparse.Namespace(n_ctx=64, d_model=16, n_head=2))
+    hf.save_pretrained(out)
+    old = {"simple": 0.123}
+    # the committed results.json as a template of every field the card needs
+    committed = Path(__file__).resolve().parents[2] / "datasets" / "tiny-gpt2" / "results.json"
+    results = json.loads(committed.read_text())
+    results["corpus"]["sentences"] = kept
+    results["model"] = {"n_layer": 2, "d_model": 16, "n_head": 2, "n_ctx": 64, "seed": 0}
+    results["runs"] = [{**results["runs"][0], "n_layer": n, "seed": s,
+                        "final": {"heldout": dict(old), "seen": {}}} for n, s in models]
+    results.pop("evaluations", None)
+    (out / "results.json").write_text(json.dumps(results))
+
+    assert train_tiny_gpt2.main(["--out", str(out), "--eval-only", str(runs)] + flags) == 0
+    again = json.loads((out / "results.json").read_text())
+    for run in again["runs"]:
+        assert set(run["final"]["heldout"]) >= {"simple", "hard_long", "hard_long disagree",
+                                                "across_rc+context"}
+        assert run["final"]["heldout"]["simple"] != 0.123  # evaluated again
+    assert again["hard_rows"]["hard_long"] > 0
+    assert (out / "agreement" / "hard" / "hard_long_test.jsonl").is_file()
+    assert "--eval-only" in again["evaluations"][0]["command"]
+    assert "hard_long" in (out / "CARD.md").read_text()
+
+    # a corpus the tokenizer was not trained on
+    assert train_tiny_gpt2.main(["--out", str(out), "--eval-only", str(runs), "--corpus-seed",
+                                 "1"] + flags) == 2
+    # the kept run's saved weights are not OUT/model.safetensors
+    torch.save(lean_gpt2.LeanGpt2(vocab, 64, 16, 2, 2).state_dict(), runs / "2layer_seed0.pt")
+    assert train_tiny_gpt2.main(["--out", str(out), "--eval-only", str(runs)] + flags) == 2
