@@ -15,6 +15,7 @@ use crate::meta::{ShardMeta, StoreMeta, StoreSpec};
 use crate::schema::arrow_schema;
 use crate::{Error, Result};
 
+mod pages;
 mod sink;
 
 use sink::{Chunk, Message, Sink, CHUNK_ROWS};
@@ -126,7 +127,7 @@ impl StoreWriter {
             meta,
             arrow_schema(&spec),
             recycle,
-        );
+        )?;
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || sink.run(messages))

@@ -2,32 +2,36 @@
 //! while the caller computes the next rows, and commits each complete shard
 //! (temporary name, fsync, rename, checksum, `meta.json`).
 //!
-//! The bytes of a shard depend only on its rows: the caller cuts chunks at fixed
-//! offsets inside the shard (multiples of [`CHUNK_ROWS`]), whatever its batches.
+//! Each chunk becomes one row group, written to the file at once: the small columns
+//! with parquet's column writers, the hook columns as column chunks encoded by
+//! [`super::pages`] (arrow-rs's Arrow path computes Parquet levels value by value and
+//! wraps every f16 in its own `Bytes`). The file's footer carries the Arrow schema,
+//! as `ArrowWriter` writes it, so readers see the store's Arrow types. The bytes of a
+//! shard depend only on its rows: the caller cuts chunks at fixed offsets inside the
+//! shard (multiples of [`CHUNK_ROWS`]), whatever its batches.
 use std::fs::{self, File};
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float16Array, RecordBatch, UInt32Array,
-    UInt64Array, UInt8Array,
-};
-use arrow::buffer::ScalarBuffer;
-use arrow::datatypes::{DataType, Field, SchemaRef};
-use circuitry_core::{atomic, fingerprint::fingerprint_path};
+use arrow::datatypes::{Field, SchemaRef};
+use circuitry_core::atomic;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
+use parquet::data_type::{DataType, Int32Type, Int64Type};
+use parquet::errors::ParquetError;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesPtr};
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
+use parquet::schema::types::{ColumnPath, SchemaDescPtr};
 
+use super::pages::{HookEncoder, HookValues};
 use crate::meta::{shard_file_name, Dtype, ShardMeta, StoreMeta, StoreSpec};
 use crate::{Error, Result};
 
-/// Rows per chunk handed to the background thread (and per Arrow write call).
+/// Rows per chunk handed to the background thread (and per row group).
 pub(super) const CHUNK_ROWS: usize = 1024;
 
 /// zstd level of the activation columns: level 1 compresses BYTE_STREAM_SPLIT floats
@@ -38,6 +42,16 @@ const ZSTD_LEVEL_ACTS: i32 = 1;
 /// Rows buffered on the caller's thread, column by column (activations: one
 /// row-major (rows * width,) buffer per hook, in spec order).
 pub(super) use crate::schema::ShardColumns as Chunk;
+
+// `ShardColumns::take_batch` (crate::schema) built the Arrow record batch of the
+// ArrowWriter path this writer replaced; nothing calls it now. Referenced here only so
+// the crate stays warning-free until its owner removes it (schema.rs is not this file's).
+const _: fn(
+    &mut Chunk,
+    &StoreSpec,
+    &SchemaRef,
+    &std::path::Path,
+) -> Result<arrow::array::RecordBatch> = Chunk::take_batch;
 
 /// Empty `chunk`, keeping its buffers' capacity.
 fn clear(chunk: &mut Chunk) {
@@ -57,7 +71,8 @@ pub(super) type Message = (Chunk, bool);
 /// Parquet writer settings: the store's ([`crate::schema::writer_properties`]: zstd,
 /// BYTE_STREAM_SPLIT and no dictionary on the activation leaves), and on the
 /// activation leaves no statistics (min/max of activations serve no reader and cost
-/// a comparison per value) and zstd level 1.
+/// a comparison per value) and zstd level 1 — the settings [`super::pages`] encodes
+/// the activation leaves with; parquet's column writers use them for the others.
 pub(super) fn writer_properties(spec: &StoreSpec) -> WriterProperties {
     let zstd = ZstdLevel::try_new(ZSTD_LEVEL_ACTS).unwrap_or_default();
     let mut builder = crate::schema::writer_properties(spec).into_builder();
@@ -75,26 +90,51 @@ pub(super) fn writer_properties(spec: &StoreSpec) -> WriterProperties {
     builder.build()
 }
 
+/// A file being written that hashes (BLAKE3) every byte on its way: the shard's
+/// checksum without reading the file back. Beneath a large `BufWriter`, so BLAKE3
+/// sees megabyte-sized updates (its SIMD lanes need many 1 KiB chunks at once).
+struct Hashing<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type ShardFile = SerializedFileWriter<BufWriter<Hashing<File>>>;
+
 /// The shard being written: its final path, its temporary one, its rows so far.
 struct OpenShard {
     path: PathBuf,
     tmp: PathBuf,
     rows: u64,
-    writer: ArrowWriter<BufWriter<File>>,
+    writer: ShardFile,
 }
 
 /// State of the background thread.
 pub(super) struct Sink {
-    pub dir: PathBuf,
-    pub spec: StoreSpec,
-    pub meta: StoreMeta,
-    pub schema: SchemaRef,
-    pub props: WriterProperties,
+    dir: PathBuf,
+    spec: StoreSpec,
+    meta: StoreMeta,
+    /// The Parquet schema (leaves: the small columns, then one per hook).
+    parquet: SchemaDescPtr,
+    /// The store's settings, with the Arrow schema in the footer's metadata.
+    props: WriterPropertiesPtr,
     /// Emptied chunks go back to the caller for reuse (no fresh pages per chunk).
-    pub recycle: SyncSender<Chunk>,
+    recycle: SyncSender<Chunk>,
     open: Option<OpenShard>,
     /// Reused f16 conversion buffers, one per hook.
     halves: Vec<Vec<f16>>,
+    encoder: HookEncoder,
 }
 
 impl Sink {
@@ -104,17 +144,26 @@ impl Sink {
         meta: StoreMeta,
         schema: SchemaRef,
         recycle: SyncSender<Chunk>,
-    ) -> Sink {
-        Sink {
-            props: writer_properties(&spec),
+    ) -> Result<Sink> {
+        let fail = |e| Error::parquet("preparing the writer of", &dir, e);
+        let mut props = writer_properties(&spec);
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let parquet = ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)
+            .map_err(fail)?;
+        let encoder = HookEncoder::new(ZSTD_LEVEL_ACTS).map_err(fail)?;
+        Ok(Sink {
+            parquet: Arc::new(parquet),
+            props: Arc::new(props),
             halves: vec![Vec::new(); spec.hooks.len()],
+            encoder,
             dir,
             spec,
             meta,
-            schema,
             recycle,
             open: None,
-        }
+        })
     }
 
     /// Encode messages until the caller hangs up; returns the metadata of the
@@ -137,7 +186,8 @@ impl Sink {
         result.map(|()| self.meta)
     }
 
-    /// Encode a chunk into the open shard (opening the next shard first if needed).
+    /// Write a chunk as a row group of the open shard (opening the next shard first
+    /// if needed).
     fn append(&mut self, mut chunk: Chunk) -> Result<()> {
         if chunk.len() == 0 {
             return Ok(());
@@ -145,17 +195,19 @@ impl Sink {
         if self.open.is_none() {
             self.open = Some(self.open_shard()?);
         }
-        let rows = chunk.len() as u64;
-        let path = self.dir.join(shard_file_name(self.meta.shards.len()));
-        let (batch, kept) = self.record_batch(&mut chunk, &path)?;
-        if let Some(open) = self.open.as_mut() {
-            open.writer
-                .write(&batch)
-                .map_err(|e| Error::parquet("writing", &open.tmp, e))?;
-            open.rows += rows;
-        }
-        drop(batch);
-        self.reclaim(&mut chunk, kept);
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        let written = write_row_group(
+            &mut open.writer,
+            &self.spec,
+            &self.parquet,
+            &mut self.encoder,
+            &mut self.halves,
+            &chunk,
+        );
+        written.map_err(|e| Error::parquet("writing", &open.tmp, e))?;
+        open.rows += chunk.len() as u64;
         clear(&mut chunk);
         let _ = self.recycle.try_send(chunk); // the caller may have gone or have enough
         Ok(())
@@ -165,12 +217,16 @@ impl Sink {
         let path = self.dir.join(shard_file_name(self.meta.shards.len()));
         let tmp = atomic::temp_path(&path);
         let file = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-        let writer = ArrowWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
-            self.schema.clone(),
-            Some(self.props.clone()),
-        )
-        .map_err(|e| Error::parquet("starting", &tmp, e))?;
+        let sink = BufWriter::with_capacity(
+            1 << 20,
+            Hashing {
+                inner: file,
+                hasher: blake3::Hasher::new(),
+            },
+        );
+        let writer =
+            SerializedFileWriter::new(sink, self.parquet.root_schema_ptr(), self.props.clone())
+                .map_err(|e| Error::parquet("starting", &tmp, e))?;
         Ok(OpenShard {
             path,
             tmp,
@@ -190,21 +246,27 @@ impl Sink {
             rows,
             writer,
         } = open;
-        let result = (|| -> Result<()> {
+        let result = (|| -> Result<String> {
             let buffered = writer
                 .into_inner()
                 .map_err(|e| Error::parquet("closing", &tmp, e))?;
-            let file = buffered
+            let Hashing {
+                inner: file,
+                hasher,
+            } = buffered
                 .into_inner()
                 .map_err(|e| Error::io("flushing", &tmp, e.into_error()))?;
             file.sync_all().map_err(|e| Error::io("syncing", &tmp, e))?;
-            fs::rename(&tmp, &path).map_err(|e| Error::io("renaming into place", &path, e))
+            fs::rename(&tmp, &path).map_err(|e| Error::io("renaming into place", &path, e))?;
+            Ok(hasher.finalize().to_hex().to_string())
         })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let checksum = fingerprint_path(&path)?;
+        let checksum = match result {
+            Ok(checksum) => checksum,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         self.meta.shards.push(ShardMeta {
             file: shard_file_name(self.meta.shards.len()),
             rows,
@@ -215,83 +277,60 @@ impl Sink {
         tracing::debug!(shard = %path.display(), rows, "shard written");
         Ok(())
     }
+}
 
-    /// The chunk's rows as a record batch. The activation buffers move into the
-    /// batch; the returned arrays (sharing them) give them back after the write.
-    fn record_batch(
-        &mut self,
-        chunk: &mut Chunk,
-        path: &Path,
-    ) -> Result<(RecordBatch, Vec<ArrayRef>)> {
-        let first_hook = if self.spec.paired { 5 } else { 3 };
-        if self.spec.dtype == Dtype::F32 {
-            let batch = chunk.take_batch(&self.spec, &self.schema, path)?;
-            let kept = (0..self.spec.hooks.len())
-                .filter_map(|i| {
-                    let list = batch.column(first_hook + i).as_fixed_size_list_opt()?;
-                    Some(list.values().clone())
-                })
-                .collect();
-            return Ok((batch, kept));
-        }
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt64Array::from(std::mem::take(&mut chunk.seq))),
-            Arc::new(UInt32Array::from(std::mem::take(&mut chunk.pos))),
-            Arc::new(UInt32Array::from(std::mem::take(&mut chunk.token_id))),
-        ];
-        if self.spec.paired {
-            columns.push(Arc::new(UInt32Array::from(std::mem::take(
-                &mut chunk.example,
-            ))));
-            columns.push(Arc::new(UInt8Array::from(std::mem::take(&mut chunk.side))));
-        }
-        let mut kept = Vec::with_capacity(self.spec.hooks.len());
-        for (i, h) in self.spec.hooks.iter().enumerate() {
-            let mut half = std::mem::take(&mut self.halves[i]);
-            half.clear();
-            half.resize(chunk.acts[i].len(), f16::ZERO);
-            // Round to nearest even, as f16::from_f32 (F16C instructions where present).
-            half.convert_from_f32_slice(&chunk.acts[i]);
-            let values: ArrayRef = Arc::new(Float16Array::new(ScalarBuffer::from(half), None));
-            let field = Arc::new(Field::new_list_field(DataType::Float16, false));
-            let width = i32::try_from(h.width).map_err(|_| {
-                Error::BadSpec(format!("hook {} width {} is too large", h.hook, h.width))
-            })?;
-            let list = FixedSizeListArray::try_new(field, width, values.clone(), None).map_err(
-                |source| Error::Arrow {
-                    path: path.to_path_buf(),
-                    source,
-                },
-            )?;
-            kept.push(values);
-            columns.push(Arc::new(list));
-        }
-        let batch =
-            RecordBatch::try_new(self.schema.clone(), columns).map_err(|source| Error::Arrow {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        Ok((batch, kept))
+/// Write `chunk` as the next row group of `file`: the small columns with parquet's
+/// column writers, then each hook's column chunk from `encoder` (f16 values are
+/// converted into `halves` first).
+fn write_row_group(
+    file: &mut ShardFile,
+    spec: &StoreSpec,
+    parquet: &SchemaDescPtr,
+    encoder: &mut HookEncoder,
+    halves: &mut [Vec<f16>],
+    chunk: &Chunk,
+) -> parquet::errors::Result<()> {
+    let mut group = file.next_row_group()?;
+    // Unsigned Arrow columns are stored in Parquet's signed types, bit for bit.
+    let seq: Vec<i64> = chunk.seq.iter().map(|&v| v as i64).collect();
+    write_column::<Int64Type>(&mut group, &seq)?;
+    let as_i32 = |v: &[u32]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
+    write_column::<Int32Type>(&mut group, &as_i32(&chunk.pos))?;
+    write_column::<Int32Type>(&mut group, &as_i32(&chunk.token_id))?;
+    let mut first_hook = 3;
+    if spec.paired {
+        write_column::<Int32Type>(&mut group, &as_i32(&chunk.example))?;
+        let side: Vec<i32> = chunk.side.iter().map(|&s| i32::from(s)).collect();
+        write_column::<Int32Type>(&mut group, &side)?;
+        first_hook = 5;
     }
-
-    /// Take back the activation buffers of a written batch (when no one else holds them).
-    fn reclaim(&mut self, chunk: &mut Chunk, kept: Vec<ArrayRef>) {
-        for (i, values) in kept.into_iter().enumerate() {
-            let buffer = values.to_data().buffers().first().cloned();
-            drop(values);
-            let Some(buffer) = buffer else { continue };
-            match self.spec.dtype {
-                Dtype::F32 => {
-                    if let Ok(v) = buffer.into_vec::<f32>() {
-                        chunk.acts[i] = v;
-                    }
-                }
-                Dtype::F16 => {
-                    if let Ok(v) = buffer.into_vec::<f16>() {
-                        self.halves[i] = v;
-                    }
-                }
+    for (i, h) in spec.hooks.iter().enumerate() {
+        let values = match spec.dtype {
+            Dtype::F32 => HookValues::F32(&chunk.acts[i]),
+            Dtype::F16 => {
+                let half = &mut halves[i];
+                half.clear();
+                half.resize(chunk.acts[i].len(), f16::ZERO);
+                // Round to nearest even, as f16::from_f32 (F16C instructions where present).
+                half.convert_from_f32_slice(&chunk.acts[i]);
+                HookValues::F16(half)
             }
-        }
+        };
+        let (bytes, close) = encoder.encode(&parquet.column(first_hook + i), values, h.width)?;
+        group.append_column(&bytes, close)?;
     }
+    group.close()?;
+    Ok(())
+}
+
+/// Write the next column of `group`, a required column of physical type `T`.
+fn write_column<T: DataType>(
+    group: &mut SerializedRowGroupWriter<'_, BufWriter<Hashing<File>>>,
+    values: &[T::T],
+) -> parquet::errors::Result<()> {
+    let mut column = group
+        .next_column()?
+        .ok_or_else(|| ParquetError::General("the shard schema has too few columns".into()))?;
+    column.typed::<T>().write_batch(values, None, None)?;
+    column.close()
 }
