@@ -3,12 +3,12 @@
 //! `scripts/bench_sae.sh`, which runs the PyTorch peer in the same run.
 //!
 //! `cargo run --release -p circuitry-sae --example bench_sae -- [ARCH] [STEPS]
-//! [THREADS] [BATCH] [D_IN] [D_SAE] [K]`, ARCH `standard`, `topk` or `gemm`; prints
-//! one JSON line of medians.
+//! [THREADS] [BATCH] [D_IN] [D_SAE] [K] [GEMM]`, ARCH `standard`, `topk` or `gemm`,
+//! GEMM `faer` (default), `mkl` or `auto`; prints one JSON line of medians.
 use std::time::Instant;
 
 use circuitry_core::HookPoint;
-use circuitry_sae::kernel::{pre_activations, Gemm};
+use circuitry_sae::kernel::{pre_activations_with, Backend, Gemm, GemmChoice};
 use circuitry_sae::{Architecture, SaeConfig, TrainConfig, Trainer};
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -28,6 +28,14 @@ fn main() -> anyhow::Result<()> {
     let arch = args.get(1).map_or("topk", String::as_str).to_string();
     let (steps, threads) = (arg(2, 5)?, arg(3, 2)?);
     let (batch, d_in, d_sae, k) = (arg(4, 4096)?, arg(5, 768)?, arg(6, 24576)?, arg(7, 32)?);
+    let gemm = match args.get(8).map_or("faer", String::as_str) {
+        "faer" => GemmChoice::Faer,
+        "mkl" => GemmChoice::Mkl,
+        "auto" => GemmChoice::Auto,
+        other => anyhow::bail!("unknown GEMM {other:?}: use faer, mkl or auto"),
+    };
+    let backend = Backend::resolve(gemm)?;
+    let side = backend.name();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
@@ -45,13 +53,13 @@ fn main() -> anyhow::Result<()> {
         let mut times = Vec::new();
         for _ in 0..steps + 1 {
             let t = Instant::now();
-            f32::gemm(c.view_mut(), false, x.view(), w.view(), 1.0);
+            f32::gemm(backend, c.view_mut(), false, x.view(), w.view(), 1.0);
             times.push(t.elapsed().as_secs_f64());
         }
         times.remove(0);
         let s = median(times);
         println!(
-            "{{\"side\":\"rust\",\"what\":\"sgemm\",\"seconds\":{s},\"gflops\":{}}}",
+            "{{\"side\":\"{side}\",\"what\":\"sgemm\",\"seconds\":{s},\"gflops\":{}}}",
             flop_gemm / s / 1e9
         );
         return Ok(());
@@ -69,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         lr: 1e-4,
         l1_coefficient: 1.0,
         b_dec_init: circuitry_sae::BDecInit::Zeros,
+        gemm,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(cfg, &train_cfg, x.view())?;
@@ -84,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     let mut enc_times = Vec::new();
     for _ in 0..steps.min(3) {
         let t = Instant::now();
-        let pre = pre_activations(&trainer.sae().params(), x.view(), true);
+        let pre = pre_activations_with(backend, &trainer.sae().params(), x.view(), true);
         enc_times.push(t.elapsed().as_secs_f64());
         drop(pre);
     }
@@ -96,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         flop_gemm
     };
     println!(
-        "{{\"side\":\"rust\",\"what\":\"{arch}\",\"step_s\":{step},\"tokens_per_s\":{},\"encoder_s\":{enc},\"encoder_gflops\":{},\"step_dense_gflops\":{}}}",
+        "{{\"side\":\"{side}\",\"what\":\"{arch}\",\"step_s\":{step},\"tokens_per_s\":{},\"encoder_s\":{enc},\"encoder_gflops\":{},\"step_dense_gflops\":{}}}",
         batch as f64 / step,
         flop_gemm / enc / 1e9,
         dense_flop / step / 1e9

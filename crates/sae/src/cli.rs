@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use circuitry_core::HookPoint;
 use circuitry_sae::stage::{self, StageConfig};
-use circuitry_sae::{ActivationNormalization, Architecture, TrainConfig};
+use circuitry_sae::{ActivationNormalization, Architecture, GemmChoice, TrainConfig};
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -14,6 +14,16 @@ enum ArchArg {
     Topk,
     Batchtopk,
     Jumprelu,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GemmArg {
+    /// Intel MKL when installed (scripts/setup-mkl.sh), faer otherwise.
+    Auto,
+    /// faer (always available).
+    Faer,
+    /// Intel MKL; an error (exit 2) when it is not installed.
+    Mkl,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -115,6 +125,10 @@ pub(crate) struct Args {
     /// At most this many token windows for ce_loss_score.
     #[arg(long, default_value_t = stage::DEFAULT_CE_SEQUENCES)]
     ce_sequences: usize,
+    /// Library of the dense products; MKL is loaded from $CIRCUITRY_MKL or .mkl/
+    /// (scripts/setup-mkl.sh). training.json records the one used.
+    #[arg(long, value_enum, default_value = "auto")]
+    gemm: GemmArg,
 }
 
 fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {
@@ -161,6 +175,11 @@ pub(crate) fn config(a: Args) -> anyhow::Result<StageConfig> {
             .jumprelu_init_threshold
             .unwrap_or(d.jumprelu_init_threshold),
         jumprelu_bandwidth: a.jumprelu_bandwidth.unwrap_or(d.jumprelu_bandwidth),
+        gemm: match a.gemm {
+            GemmArg::Auto => GemmChoice::Auto,
+            GemmArg::Faer => GemmChoice::Faer,
+            GemmArg::Mkl => GemmChoice::Mkl,
+        },
         ..d
     };
     Ok(StageConfig {

@@ -118,6 +118,12 @@ pub enum Error {
     /// The GPT-2 forward used for `ce_loss_score` failed (loading or running it).
     #[error(transparent)]
     Model(#[from] circuitry_models::Error),
+    /// `--gemm mkl` was asked for but Intel MKL could not be loaded.
+    #[error("{reason}")]
+    MklUnavailable {
+        /// Where it was looked for, why it failed, and how to install it.
+        reason: String,
+    },
     /// A safetensors serialisation error.
     #[error("safetensors: {0}")]
     Safetensors(#[from] safetensors::SafeTensorError),

@@ -255,6 +255,10 @@ pub struct TrainingRecord {
     /// Passes over the training rows begun (1 when fewer rows than one pass were used).
     #[serde(default)]
     pub epochs: u64,
+    /// The library that computed the dense products: `faer`, or `mkl (<MKL version>;
+    /// CNR <mode>)` (see `--gemm`); empty in records written before it was recorded.
+    #[serde(default)]
+    pub gemm: String,
 }
 
 impl TrainingRecord {
@@ -267,6 +271,9 @@ impl TrainingRecord {
         eval_rows: usize,
         eval_metrics: Option<Metrics>,
     ) -> Self {
+        let gemm = crate::Backend::resolve(train.gemm)
+            .map(|b| b.describe())
+            .unwrap_or_default();
         TrainingRecord {
             schema_version: TRAINING_RECORD_VERSION,
             tool_version: TOOL_VERSION.into(),
@@ -282,6 +289,7 @@ impl TrainingRecord {
             ce_loss: None,
             run_key: String::new(),
             epochs: 1,
+            gemm,
         }
     }
 

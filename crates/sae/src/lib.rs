@@ -57,6 +57,7 @@ pub use io::{
     save_training_outputs, TrainingRecord, CFG_FILE, SPARSITY_FILE, TRAINING_FILE,
     TRAINING_RECORD_VERSION, WEIGHTS_FILE,
 };
+pub use kernel::{Backend, GemmChoice};
 pub use metrics::{
     evaluate, evaluate_with_density, feature_density, log10_feature_density, Metrics,
     MetricsAccumulator,

@@ -30,8 +30,8 @@ use crate::stats::{self, FeatureStats};
 use crate::stream::{self, is_eval_row, HookLayout, TrainStream};
 use crate::train::{LogEntry, Trainer};
 use crate::{
-    log10_feature_density, save_training_outputs, ActivationNormalization, Architecture, Error,
-    Metrics, MetricsAccumulator, Result, Sae, SaeConfig, TrainConfig, TrainingRecord,
+    log10_feature_density, save_training_outputs, ActivationNormalization, Architecture, Backend,
+    Error, Metrics, MetricsAccumulator, Result, Sae, SaeConfig, TrainConfig, TrainingRecord,
     TRAINING_RECORD_VERSION,
 };
 
@@ -125,6 +125,8 @@ struct RunKey<'a> {
     top_n: usize,
     tokenizer: &'a Option<PathBuf>,
     train: &'a TrainConfig,
+    /// The backend `train.gemm` resolved to (`auto` may differ between machines).
+    gemm: &'static str,
     /// The model's fingerprint and the window cap, when `ce_loss_score` is computed.
     #[serde(skip_serializing_if = "Option::is_none")]
     ce: Option<(String, usize)>,
@@ -134,6 +136,9 @@ struct RunKey<'a> {
 pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
     let timer = StageTimer::start(TOOL);
     check(cfg)?;
+    // `--gemm mkl` without MKL fails here, before anything is read or written.
+    let backend = Backend::resolve(cfg.train.gemm)?;
+    tracing::info!(gemm = %backend.describe(), "dense products");
     let store = ActivationStore::open(&cfg.store)?;
     if store.n_rows() == 0 {
         return Err(Error::Empty(format!(
@@ -162,7 +167,13 @@ pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
     let mut done = Vec::new();
     let mut todo = Vec::new();
     for &hook in &selected {
-        let key = run_key(cfg, hook, &store_meta, model.as_ref().map(|m| m.1.as_str()))?;
+        let key = run_key(
+            cfg,
+            hook,
+            &store_meta,
+            model.as_ref().map(|m| m.1.as_str()),
+            backend,
+        )?;
         let dir = sae_dir(&cfg.out, hook);
         match complete_record(&dir, &key) {
             Some(record) => {
@@ -282,6 +293,7 @@ fn run_key(
     hook: HookPoint,
     store_meta: &str,
     model_fp: Option<&str>,
+    backend: Backend,
 ) -> Result<String> {
     let key = RunKey {
         tool_version: TOOL_VERSION,
@@ -296,6 +308,7 @@ fn run_key(
         top_n: cfg.top_n,
         tokenizer: &cfg.tokenizer,
         train: &cfg.train,
+        gemm: backend.name(),
         ce: model_fp.map(|fp| (fp.to_string(), cfg.ce_sequences)),
     };
     let json = serde_json::to_vec(&key).map_err(|e| Error::Checkpoint(format!("run key: {e}")))?;
@@ -474,6 +487,7 @@ fn train_hooks(
         None => vec![None; saes.len()],
     };
     let no_tokens = TokenColumns::default();
+    let gemm = Backend::resolve(cfg.train.gemm)?.describe();
     let decode = stats::decoder(cfg.tokenizer.as_deref())?;
     let mut out = Vec::with_capacity(saes.len());
     for ((((sae, history, rows_seen), fin), key), ce_loss) in
@@ -501,6 +515,7 @@ fn train_hooks(
             ce_loss,
             run_key: key,
             epochs,
+            gemm: gemm.clone(),
         };
         save_training_outputs(&dir, &record, log10_feature_density(density.view()).view())?;
         out.push(HookSummary {

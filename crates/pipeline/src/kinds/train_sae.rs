@@ -4,7 +4,8 @@
 //! [--l1-coefficient F] [--lr F] [--steps N] [--batch-size N] [--buffer-rows N]
 //! [--checkpoint-every N] [--seed N] [--eval-fraction F] [--lr-warm-up-steps N]
 //! [--lr-decay-steps N] [--l1-warm-up-steps N] [--dead-feature-window N] [--top-n N]
-//! [--tokenizer FILE] [--model-name NAME] [--model DIR] [--ce-sequences N]`). Each SAE
+//! [--tokenizer FILE] [--model-name NAME] [--model DIR] [--ce-sequences N]
+//! [--gemm auto|faer|mkl]`). Each SAE
 //! is written to `OUT/<hook name>/`; with `model` (the GPT-2 directory the store was
 //! dumped from) its `training.json` gains `ce_loss_score`.
 //! With several hooks the stage splits into one Slurm array task per hook
@@ -67,6 +68,28 @@ impl fmt::Display for SaeArchitecture {
     }
 }
 
+/// The library of the SAE trainer's dense products, as `--gemm` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaeGemm {
+    /// Intel MKL when installed (`scripts/setup-mkl.sh`), faer otherwise.
+    Auto,
+    /// faer, always available.
+    Faer,
+    /// Intel MKL; the stage fails when it is not installed.
+    Mkl,
+}
+
+impl fmt::Display for SaeGemm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SaeGemm::Auto => "auto",
+            SaeGemm::Faer => "faer",
+            SaeGemm::Mkl => "mkl",
+        })
+    }
+}
+
 /// `train-sae` parameters as written in the manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +146,8 @@ pub struct TrainSaeParams {
     pub model: Option<Input>,
     /// At most this many token windows for `ce_loss_score`.
     pub ce_sequences: Option<usize>,
+    /// Library of the dense products (`auto`, `faer`, `mkl`); default `auto`.
+    pub gemm: Option<SaeGemm>,
 }
 
 /// Validated `train-sae` parameters.
@@ -279,7 +304,8 @@ impl StageParams for TrainSae {
             .opt("--dead-feature-window", p.dead_feature_window)
             .opt("--top-n", p.top_n)
             .opt("--model-name", p.model_name.as_deref())
-            .opt("--ce-sequences", p.ce_sequences);
+            .opt("--ce-sequences", p.ce_sequences)
+            .opt("--gemm", p.gemm);
         if let Some(t) = &p.tokenizer {
             args.input("--tokenizer", t);
         }

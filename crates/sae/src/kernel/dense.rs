@@ -22,7 +22,7 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
                                                                                        // BatchTopK needs every row's pre-activations before it can pick the threshold.
     let batch_t = match s.spec.architecture {
         Architecture::BatchTopK { k } => {
-            let pre = super::pre_activations(p, x, apply); // (rows, d_sae)
+            let pre = super::pre_activations_with(s.spec.backend, p, x, apply); // (rows, d_sae)
             batch_threshold(&[pre.view()], k)
         }
         _ => F::zero(),
@@ -41,7 +41,7 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
     let two_inv_b = F::of(2.0) * s.inv_b;
     for xs in x.axis_chunks_iter(Axis(0), SLAB_ROWS) {
         let x_in = centred_input(p, xs, apply); // (rows, d_in)
-        let pre = encode(p, x_in.view()); // (rows, d_sae)
+        let pre = encode(s.spec.backend, p, x_in.view()); // (rows, d_sae)
         let acts = match s.spec.architecture {
             Architecture::TopK { k } => reference_topk(pre.view(), k),
             Architecture::BatchTopK { .. } => pre.mapv(|v| {
@@ -53,14 +53,22 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
             }),
             arch => super::activate(arch, pre.view(), s.theta.as_ref().map(|t| t.view())),
         }; // (rows, d_sae)
-        let mut err = super::decode(p, acts.view()); // x̂, then x̂ − x (rows, d_in)
+        let mut err = super::decode_with(s.spec.backend, p, acts.view()); // x̂, then x̂ − x (rows, d_in)
         err -= &xs;
         sums.sse += sum_sq(err.view());
         let d_x_hat = err.mapv(|e| e * two_inv_b); // (rows, d_in)
-        F::gemm(g.w_dec.view_mut(), true, acts.t(), d_x_hat.view(), F::one());
+        F::gemm(
+            s.spec.backend,
+            g.w_dec.view_mut(),
+            true,
+            acts.t(),
+            d_x_hat.view(),
+            F::one(),
+        );
         g.b_dec += &d_x_hat.sum_axis(Axis(0));
         let mut d_acts = Array2::zeros(acts.raw_dim()); // (rows, d_sae)
         F::gemm(
+            s.spec.backend,
             d_acts.view_mut(),
             false,
             d_x_hat.view(),
@@ -90,15 +98,29 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
         });
         if let Some(aux) = s.aux {
             let (z, selected) = aux_latents(pre.view(), aux.dead, aux.k); // (rows, d_sae) ×2
-            let mut diff = super::decode(p, z.view()); // ê + b_dec (rows, d_in)
+            let mut diff = super::decode_with(s.spec.backend, p, z.view()); // ê + b_dec (rows, d_in)
             diff -= &p.b_dec;
             diff += &err; // ê − e, since e = x − x̂ = −err
             sums.aux_sse += sum_sq(diff.view());
             let c = F::of(2.0 * aux.weight) * s.inv_b;
             let d_e_hat = diff.mapv(|v| v * c); // (rows, d_in)
-            F::gemm(g.w_dec.view_mut(), true, z.t(), d_e_hat.view(), F::one());
+            F::gemm(
+                s.spec.backend,
+                g.w_dec.view_mut(),
+                true,
+                z.t(),
+                d_e_hat.view(),
+                F::one(),
+            );
             let mut d_z = Array2::zeros(z.raw_dim()); // (rows, d_sae)
-            F::gemm(d_z.view_mut(), false, d_e_hat.view(), p.w_dec.t(), F::one());
+            F::gemm(
+                s.spec.backend,
+                d_z.view_mut(),
+                false,
+                d_e_hat.view(),
+                p.w_dec.t(),
+                F::one(),
+            );
             Zip::from(&mut d_pre)
                 .and(&d_z)
                 .and(&selected)
@@ -108,7 +130,14 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
                     }
                 });
         }
-        F::gemm(g.w_enc.view_mut(), true, x_in.t(), d_pre.view(), F::one());
+        F::gemm(
+            s.spec.backend,
+            g.w_enc.view_mut(),
+            true,
+            x_in.t(),
+            d_pre.view(),
+            F::one(),
+        );
         g.b_enc += &d_pre.sum_axis(Axis(0));
 
         for a_row in acts.outer_iter() {
@@ -120,7 +149,7 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
         }
     }
     if apply {
-        centring_grad(p, &g.b_enc, &mut g.b_dec);
+        centring_grad(s.spec.backend, p, &g.b_enc, &mut g.b_dec);
     }
     // Features are non-negative, so a latent fired iff its sum is positive.
     for (f, &a) in sums.fired.iter_mut().zip(&act_sums) {

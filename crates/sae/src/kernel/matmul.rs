@@ -1,16 +1,95 @@
-//! Dense matrix products through faer (AVX-512/AVX2 kernels picked at run time,
-//! rayon-parallel); see the README's "Speed" section for why faer.
+//! Dense matrix products, through one of two backends ([`Backend`]):
+//! - faer (always there; AVX-512/AVX2 kernels picked at run time, rayon-parallel);
+//! - Intel MKL, loaded at run time when installed ([`super::mkl`]), in blocks of the
+//!   output that rayon runs, each a sequential MKL call.
 //!
-//! Each output element is computed by one thread in a fixed order, so products do
-//! not depend on the number of threads (a test in `tests.rs` checks it).
+//! Either way each output element is computed by one thread in an order fixed by the
+//! shapes, so products do not depend on the number of threads (tests in `tests.rs`
+//! check it for both).
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::mkl::{self, Mkl, MklGemm, Operand};
+use crate::Result;
+
+/// Which backend the user asked for (`--gemm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GemmChoice {
+    /// MKL when it can be loaded, faer otherwise.
+    #[default]
+    Auto,
+    /// faer.
+    Faer,
+    /// MKL; an error when it cannot be loaded.
+    Mkl,
+}
+
+impl std::fmt::Display for GemmChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GemmChoice::Auto => "auto",
+            GemmChoice::Faer => "faer",
+            GemmChoice::Mkl => "mkl",
+        })
+    }
+}
+
+/// The library that computes dense products.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Backend {
+    /// faer.
+    #[default]
+    Faer,
+    /// A loaded MKL.
+    Mkl(&'static Mkl),
+}
+
+impl Backend {
+    /// The backend for `choice`: `Mkl` fails with [`Error::MklUnavailable`] (which
+    /// says how to install it) when MKL cannot be loaded; `Auto` falls back to faer.
+    pub fn resolve(choice: GemmChoice) -> Result<Backend> {
+        match choice {
+            GemmChoice::Faer => Ok(Backend::Faer),
+            GemmChoice::Mkl => Mkl::load().map(Backend::Mkl),
+            GemmChoice::Auto => Ok(Mkl::load().map_or(Backend::Faer, Backend::Mkl)),
+        }
+    }
+
+    /// What it is, for `training.json`: `faer`, or `mkl` with MKL's version and CNR mode.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Faer => "faer".into(),
+            Backend::Mkl(m) => format!("mkl ({}; CNR {})", m.version, m.cbwr),
+        }
+    }
+
+    /// `faer` or `mkl`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Faer => "faer",
+            Backend::Mkl(_) => "mkl",
+        }
+    }
+}
+
+impl From<Backend> for GemmChoice {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Faer => GemmChoice::Faer,
+            Backend::Mkl(_) => GemmChoice::Mkl,
+        }
+    }
+}
 
 /// `c = alpha · a b` (or `c += alpha · a b` with `accumulate`), for `f32` and `f64`.
 pub trait Gemm: Sized {
     /// `a (m, k)`, `b (k, n)`, `c (m, n)`; shapes must agree (checked by the callers).
     fn gemm(
+        backend: Backend,
         c: ArrayViewMut2<'_, Self>,
         accumulate: bool,
         a: ArrayView2<'_, Self>,
@@ -19,17 +98,110 @@ pub trait Gemm: Sized {
     );
 }
 
+/// Output blocks of an MKL product are at least this wide (each block repacks the
+/// operand it shares with the others, so narrow blocks cost memory traffic)...
+const MKL_MIN_BLOCK: usize = 512;
+/// ...and at most this many.
+const MKL_MAX_BLOCKS: usize = 64;
+
+/// The block width along an output dimension of `dim`: a function of the shape only.
+fn mkl_block(dim: usize) -> usize {
+    dim.div_ceil(MKL_MAX_BLOCKS)
+        .next_multiple_of(16)
+        .max(MKL_MIN_BLOCK)
+}
+
+/// The MKL product; `false` when the operands' layout or sizes do not suit cblas
+/// (never the case in this crate) and faer should do it.
+fn mkl_gemm<T>(
+    mkl: &Mkl,
+    mut c: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+) -> bool
+where
+    T: MklGemm + ndarray::LinalgScalar + Send + Sync,
+{
+    let (m, n) = c.dim();
+    let k = a.ncols();
+    let c_strides = c.strides();
+    let c_ok = (n <= 1 || c_strides[1] == 1) && (m <= 1 || c_strides[0] >= n.max(1) as isize);
+    let ld_c = if m <= 1 {
+        n.max(1)
+    } else {
+        c_strides[0] as usize
+    };
+    let (Some(op_a), Some(op_b)) = (
+        Operand::of(a.nrows(), a.ncols(), a.strides()),
+        Operand::of(b.nrows(), b.ncols(), b.strides()),
+    ) else {
+        return false;
+    };
+    if !c_ok || !mkl::fits(&[m, n, k, op_a.ld, op_b.ld, ld_c]) {
+        return false;
+    }
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(T::zero());
+        }
+        return true;
+    }
+    let beta = if accumulate { T::one() } else { T::zero() };
+    let by_rows = m >= n;
+    let block = mkl_block(if by_rows { m } else { n });
+    let axis = if by_rows { Axis(0) } else { Axis(1) };
+    c.axis_chunks_iter_mut(axis, block)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(i, mut cb)| {
+            let (a_b, b_b) = if by_rows {
+                (a.slice(s![i * block.., ..]), b)
+            } else {
+                (a, b.slice(s![.., i * block..]))
+            };
+            let (mb, nb) = cb.dim();
+            let (a_b, b_b) = (a_b.slice(s![..mb, ..]), b_b.slice(s![.., ..nb]));
+            // The sub-views keep their parent's strides, so the layouts still hold.
+            // SAFETY: the pointers address the views' elements with the layouts
+            // `Operand::of` derived; `cb` is this task's own block of `c`.
+            unsafe {
+                T::call(
+                    mkl,
+                    (mb, nb, k),
+                    alpha,
+                    (a_b.as_ptr(), op_a),
+                    (b_b.as_ptr(), op_b),
+                    beta,
+                    (cb.as_mut_ptr(), ld_c),
+                );
+            }
+        });
+    true
+}
+
 // Views of row- or column-major contiguous arrays go to faer without copying.
 macro_rules! impl_gemm {
     ($t:ty) => {
         impl Gemm for $t {
             fn gemm(
+                backend: Backend,
                 c: ArrayViewMut2<'_, $t>,
                 accumulate: bool,
                 a: ArrayView2<'_, $t>,
                 b: ArrayView2<'_, $t>,
                 alpha: $t,
             ) {
+                let mut c = c;
+                if let Backend::Mkl(mkl) = backend {
+                    if mkl_gemm(mkl, c.view_mut(), accumulate, a, b, alpha) {
+                        return;
+                    }
+                }
                 let (m, n) = c.dim();
                 let a_own;
                 let a_ref: MatRef<'_, $t> = match a.to_slice() {
@@ -60,7 +232,6 @@ macro_rules! impl_gemm {
                 } else {
                     Accum::Replace
                 };
-                let mut c = c;
                 match c.as_slice_mut() {
                     Some(s) => {
                         let c_mut: MatMut<'_, $t> = MatMut::from_row_major_slice_mut(s, m, n);

@@ -34,12 +34,16 @@ use crate::{Architecture, Error, Result};
 
 mod dense;
 mod matmul;
+mod mkl;
+#[cfg(test)]
+mod mkl_tests;
 mod select;
 mod sparse;
 #[cfg(test)]
 mod tests;
 
-pub use matmul::Gemm;
+pub use matmul::{Backend, Gemm, GemmChoice};
+pub use mkl::{Mkl, DEFAULT_CBWR, MKL_CBWR_ENV, MKL_ENV, MKL_LIB};
 
 /// A float type the SAE math runs in (`f32` or `f64`).
 pub trait Real: NdFloat + Gemm {
@@ -131,6 +135,8 @@ pub struct LossSpec<'a> {
     pub chunk_rows: usize,
     /// JumpReLU only: the threshold (required) and bandwidth.
     pub jump: Option<Jump<'a>>,
+    /// The library of the dense products.
+    pub backend: Backend,
 }
 
 /// Loss terms of a batch (means over its rows) and activity statistics.
@@ -155,20 +161,30 @@ pub struct LossTerms {
     pub batch_threshold: f64,
 }
 
-/// `(x − b_dec · apply) W_enc + b_enc`: `x (rows, d_in)` → `(rows, d_sae)`.
+/// `(x − b_dec · apply) W_enc + b_enc`: `x (rows, d_in)` → `(rows, d_sae)` (faer).
 pub fn pre_activations<F: Real>(
     p: &Params<'_, F>,
     x: ArrayView2<'_, F>,
     apply_b_dec_to_input: bool,
 ) -> Array2<F> {
+    pre_activations_with(Backend::Faer, p, x, apply_b_dec_to_input)
+}
+
+/// [`pre_activations`] with the dense product on `backend`.
+pub fn pre_activations_with<F: Real>(
+    backend: Backend,
+    p: &Params<'_, F>,
+    x: ArrayView2<'_, F>,
+    apply_b_dec_to_input: bool,
+) -> Array2<F> {
     let x_in = centred_input(p, x, apply_b_dec_to_input); // (rows, d_in)
-    encode(p, x_in.view())
+    encode(backend, p, x_in.view())
 }
 
 /// `x_in W_enc + b_enc` for an already centred input `x_in (rows, d_in)`.
-fn encode<F: Real>(p: &Params<'_, F>, x_in: ArrayView2<'_, F>) -> Array2<F> {
+fn encode<F: Real>(backend: Backend, p: &Params<'_, F>, x_in: ArrayView2<'_, F>) -> Array2<F> {
     let mut pre = Array2::zeros((x_in.nrows(), p.w_enc.ncols())); // (rows, d_sae)
-    F::gemm(pre.view_mut(), false, x_in, p.w_enc, F::one());
+    F::gemm(backend, pre.view_mut(), false, x_in, p.w_enc, F::one());
     Zip::from(pre.rows_mut()).par_for_each(|mut row| row += &p.b_enc);
     pre
 }
@@ -234,10 +250,19 @@ pub fn activate<F: Real>(
     }
 }
 
-/// `f W_dec + b_dec`: features `(rows, d_sae)` → reconstruction `(rows, d_in)`.
+/// `f W_dec + b_dec`: features `(rows, d_sae)` → reconstruction `(rows, d_in)` (faer).
 pub fn decode<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Array2<F> {
+    decode_with(Backend::Faer, p, f)
+}
+
+/// [`decode`] with the dense product on `backend`.
+pub fn decode_with<F: Real>(
+    backend: Backend,
+    p: &Params<'_, F>,
+    f: ArrayView2<'_, F>,
+) -> Array2<F> {
     let mut x_hat = Array2::zeros((f.nrows(), p.w_dec.ncols())); // (rows, d_in)
-    F::gemm(x_hat.view_mut(), false, f, p.w_dec, F::one());
+    F::gemm(backend, x_hat.view_mut(), false, f, p.w_dec, F::one());
     x_hat += &p.b_dec;
     x_hat
 }
@@ -403,10 +428,15 @@ fn centred_input<F: Real>(p: &Params<'_, F>, x: ArrayView2<'_, F>, apply: bool) 
 
 /// `b_dec`'s extra gradient when the input is centred by it: `x_in = x − b_dec`, so
 /// `∂/∂b_dec −= W_enc · Σ_b ∂/∂pre_b = W_enc · g_b_enc`.
-fn centring_grad<F: Real>(p: &Params<'_, F>, g_b_enc: &Array1<F>, g_b_dec: &mut Array1<F>) {
+fn centring_grad<F: Real>(
+    backend: Backend,
+    p: &Params<'_, F>,
+    g_b_enc: &Array1<F>,
+    g_b_dec: &mut Array1<F>,
+) {
     let col = g_b_enc.view().insert_axis(Axis(1)); // (d_sae, 1)
     let mut out = Array2::zeros((p.w_enc.nrows(), 1)); // (d_in, 1)
-    F::gemm(out.view_mut(), false, p.w_enc, col, F::one());
+    F::gemm(backend, out.view_mut(), false, p.w_enc, col, F::one());
     *g_b_dec -= &out.column(0);
 }
 

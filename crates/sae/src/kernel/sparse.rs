@@ -69,7 +69,7 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
     let mut sel: Vec<Selection<F>> = Vec::with_capacity(rows.div_ceil(chunk));
     match s.spec.architecture {
         Architecture::BatchTopK { k } => {
-            let pre = encode(p, x_in.view()); // (rows, d_sae)
+            let pre = encode(s.spec.backend, p, x_in.view()); // (rows, d_sae)
             batch_t = batch_threshold(&[pre.view()], k);
             let t = batch_t;
             sel.par_extend(
@@ -85,7 +85,7 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
             };
             let slab = SLAB_ROWS.div_ceil(chunk) * chunk;
             for xs in x_in.axis_chunks_iter(Axis(0), slab) {
-                let pre = encode(p, xs); // (slab, d_sae)
+                let pre = encode(s.spec.backend, p, xs); // (slab, d_sae)
                 sel.par_extend(
                     pre.axis_chunks_iter(Axis(0), chunk)
                         .into_par_iter()
@@ -242,7 +242,7 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
         });
     g.b_dec = d_x_hat.sum_axis(Axis(0));
     if s.spec.apply_b_dec_to_input {
-        centring_grad(p, &g.b_enc, &mut g.b_dec);
+        centring_grad(s.spec.backend, p, &g.b_enc, &mut g.b_dec);
     }
     let sums = Sums {
         sse,

@@ -64,6 +64,7 @@ fn spec(arch: Architecture, apply: bool, aux: Option<AuxK<'_>>, chunk_rows: usiz
         aux,
         chunk_rows,
         jump: None,
+        backend: Default::default(),
     }
 }
 

@@ -211,6 +211,7 @@ fn standard_gradients_match_finite_differences() {
         aux: None,
         chunk_rows: 4,
         jump: None,
+        backend: Default::default(),
     };
     check(&spec, "standard");
 }
@@ -224,6 +225,7 @@ fn standard_gradients_without_b_dec_subtraction() {
         aux: None,
         chunk_rows: 3,
         jump: None,
+        backend: Default::default(),
     };
     check(&spec, "standard, apply_b_dec_to_input=false");
 }
@@ -242,6 +244,7 @@ fn topk_gradients_with_auxk_match_finite_differences() {
         }),
         chunk_rows: 5,
         jump: None,
+        backend: Default::default(),
     };
     check(&spec, "topk k=3 + auxk");
 }
@@ -261,6 +264,7 @@ fn topk_auxk_scale_when_few_latents_are_dead() {
         }),
         chunk_rows: 4,
         jump: None,
+        backend: Default::default(),
     };
     check(&spec, "topk k=2 + auxk, one dead");
 }
@@ -281,6 +285,7 @@ fn batchtopk_gradients_with_auxk_match_finite_differences() {
         }),
         chunk_rows: 4,
         jump: None,
+        backend: Default::default(),
     };
     check(&spec, "batchtopk k=2 + auxk");
 }
@@ -303,6 +308,7 @@ fn jumprelu_gradients_match_finite_differences_and_the_threshold_pseudo_derivati
             threshold: &theta,
             bandwidth,
         }),
+        backend: Default::default(),
     };
     check(&spec, "jumprelu");
 

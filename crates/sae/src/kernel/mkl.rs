@@ -1,0 +1,327 @@
+//! Intel MKL's `cblas_sgemm`/`cblas_dgemm`, loaded at run time (optional).
+//!
+//! `scripts/setup-mkl.sh` installs the libraries from the `mkl` PyPI wheel into the
+//! project-local `.mkl/`. [`Mkl::load`] looks, in order, at the `CIRCUITRY_MKL`
+//! environment variable (the path of `libmkl_rt.so.3`, or the folder holding it),
+//! `.mkl/` under the current directory, and `.mkl/` at the root of the workspace this
+//! crate was built in. The library is loaded once per process and stays loaded.
+//!
+//! Threads and determinism: MKL runs in its sequential threading layer, in
+//! conditional numerical reproducibility (CNR) mode, and the callers split each
+//! product into blocks of the output whose boundaries depend only on the shapes;
+//! rayon runs the blocks. So MKL uses the trainer's (rayon's) threads, and a product
+//! is bitwise the same for any number of threads and any alignment of the arrays
+//! (tests in `tests.rs` check both).
+use std::ffi::{c_char, c_int};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::{Error, Result};
+
+/// The file [`Mkl::load`] opens.
+pub const MKL_LIB: &str = "libmkl_rt.so.3";
+/// The environment variable naming it (or its folder).
+pub const MKL_ENV: &str = "CIRCUITRY_MKL";
+/// The environment variable choosing the CNR mode (`off`, `auto`, `compatible`,
+/// `avx2`, `avx512`, each optionally `+strict`); default [`DEFAULT_CBWR`].
+pub const MKL_CBWR_ENV: &str = "CIRCUITRY_MKL_CBWR";
+/// The CNR mode used unless `CIRCUITRY_MKL_CBWR` says otherwise.
+pub const DEFAULT_CBWR: &str = "auto";
+
+const CBLAS_ROW_MAJOR: c_int = 101;
+const CBLAS_NO_TRANS: c_int = 111;
+const CBLAS_TRANS: c_int = 112;
+const MKL_THREADING_SEQUENTIAL: c_int = 1;
+const MKL_CBWR_STRICT: c_int = 0x10000;
+
+type Sgemm = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    f32,
+    *const f32,
+    c_int,
+    *const f32,
+    c_int,
+    f32,
+    *mut f32,
+    c_int,
+);
+type Dgemm = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    f64,
+    *const f64,
+    c_int,
+    *const f64,
+    c_int,
+    f64,
+    *mut f64,
+    c_int,
+);
+type SetInt = unsafe extern "C" fn(c_int) -> c_int;
+type GetVersion = unsafe extern "C" fn(*mut c_char, c_int);
+
+/// A loaded MKL: its two products and what it is.
+pub struct Mkl {
+    sgemm: Sgemm,
+    dgemm: Dgemm,
+    /// MKL's version string (`Intel(R) oneAPI Math Kernel Library Version ...`).
+    pub version: String,
+    /// The CNR mode in force, as `CIRCUITRY_MKL_CBWR` spells it.
+    pub cbwr: String,
+    /// The library file.
+    pub path: PathBuf,
+    // Keeps the library mapped for as long as the process runs.
+    _lib: libloading::Library,
+}
+
+impl std::fmt::Debug for Mkl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mkl")
+            .field("version", &self.version)
+            .field("cbwr", &self.cbwr)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+static LOADED: OnceLock<std::result::Result<Mkl, String>> = OnceLock::new();
+
+impl Mkl {
+    /// The process's MKL, loaded on first use (see the module docs for where it is
+    /// looked for). The error says where it looked and how to install it.
+    pub fn load() -> Result<&'static Mkl> {
+        LOADED
+            .get_or_init(|| Mkl::open_first().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|reason| Error::MklUnavailable {
+                reason: reason.clone(),
+            })
+    }
+
+    /// Whether MKL can be loaded (loading it if not done yet).
+    pub fn available() -> bool {
+        Mkl::load().is_ok()
+    }
+
+    fn candidates() -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Some(v) = std::env::var_os(MKL_ENV).filter(|v| !v.is_empty()) {
+            let p = PathBuf::from(v);
+            out.push(if p.is_dir() { p.join(MKL_LIB) } else { p });
+            return out;
+        }
+        out.push(Path::new(".mkl").join(MKL_LIB));
+        // crates/sae → the workspace root.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        out.push(root.join(".mkl").join(MKL_LIB));
+        out
+    }
+
+    fn open_first() -> std::result::Result<Mkl, String> {
+        let candidates = Mkl::candidates();
+        let mut tried = Vec::new();
+        for path in &candidates {
+            if !path.is_file() {
+                tried.push(format!("{} (not found)", path.display()));
+                continue;
+            }
+            match Mkl::open(path) {
+                Ok(m) => return Ok(m),
+                Err(e) => tried.push(format!("{} ({e})", path.display())),
+            }
+        }
+        Err(format!(
+            "Intel MKL ({MKL_LIB}) could not be loaded; tried {}. Install it with \
+             scripts/setup-mkl.sh (into .mkl/), or set {MKL_ENV} to the path of {MKL_LIB}; \
+             or choose --gemm faer",
+            tried.join(", ")
+        ))
+    }
+
+    fn open(path: &Path) -> std::result::Result<Mkl, String> {
+        let cbwr_name = std::env::var(MKL_CBWR_ENV).unwrap_or_else(|_| DEFAULT_CBWR.into());
+        let cbwr = cbwr_code(&cbwr_name).ok_or_else(|| {
+            format!("{MKL_CBWR_ENV}={cbwr_name:?} is not one of off, auto, compatible, avx2, avx512 (optionally +strict)")
+        })?;
+        // SAFETY: loading MKL runs its initialisers, which have no preconditions; the
+        // symbols are looked up with the C signatures of MKL's documented API.
+        unsafe {
+            let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
+            let set_layer: SetInt = *lib
+                .get::<SetInt>(b"MKL_Set_Threading_Layer\0")
+                .map_err(|e| e.to_string())?;
+            let cbwr_set: SetInt = *lib
+                .get::<SetInt>(b"MKL_CBWR_Set\0")
+                .map_err(|e| e.to_string())?;
+            let get_version: GetVersion = *lib
+                .get::<GetVersion>(b"MKL_Get_Version_String\0")
+                .map_err(|e| e.to_string())?;
+            let sgemm: Sgemm = *lib
+                .get::<Sgemm>(b"cblas_sgemm\0")
+                .map_err(|e| e.to_string())?;
+            let dgemm: Dgemm = *lib
+                .get::<Dgemm>(b"cblas_dgemm\0")
+                .map_err(|e| e.to_string())?;
+            // Both must come before any computation.
+            let layer = set_layer(MKL_THREADING_SEQUENTIAL);
+            if layer != MKL_THREADING_SEQUENTIAL {
+                return Err(format!(
+                    "MKL refused its sequential threading layer (got {layer}); is libmkl_sequential.so.3 next to {MKL_LIB}?"
+                ));
+            }
+            if let Some(mode) = cbwr {
+                let status = cbwr_set(mode);
+                if status != 0 {
+                    return Err(format!(
+                        "MKL_CBWR_Set({cbwr_name}) failed with status {status} (this CPU may not support that mode); set {MKL_CBWR_ENV}=auto"
+                    ));
+                }
+            }
+            let mut buf = vec![0 as c_char; 256];
+            get_version(buf.as_mut_ptr(), buf.len() as c_int);
+            let bytes: Vec<u8> = buf
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as u8)
+                .collect();
+            let version = String::from_utf8_lossy(&bytes).trim().to_string();
+            Ok(Mkl {
+                sgemm,
+                dgemm,
+                version,
+                cbwr: cbwr_name,
+                path: path.to_path_buf(),
+                _lib: lib,
+            })
+        }
+    }
+}
+
+/// The `MKL_CBWR_Set` code of a mode name; `Some(None)` for `off`.
+fn cbwr_code(name: &str) -> Option<Option<c_int>> {
+    let (base, strict) = match name.strip_suffix("+strict") {
+        Some(b) => (b, MKL_CBWR_STRICT),
+        None => (name, 0),
+    };
+    let code = match base {
+        "off" => return (strict == 0).then_some(None),
+        "auto" => 2,
+        "compatible" => 3,
+        "avx2" => 10,
+        "avx512" => 12,
+        _ => return None,
+    };
+    Some(Some(code | strict))
+}
+
+/// How one operand is laid out for cblas: transposed or not, and its leading
+/// dimension.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Operand {
+    pub trans: bool,
+    pub ld: usize,
+}
+
+impl Operand {
+    /// The layout of a `(rows, cols)` view with `strides`, if cblas can read it in
+    /// place (row-major with unit column stride, or its transpose).
+    pub fn of(rows: usize, cols: usize, strides: &[isize]) -> Option<Operand> {
+        let (s0, s1) = (strides[0], strides[1]);
+        if cols <= 1 || s1 == 1 {
+            let ld = if rows <= 1 {
+                cols.max(1)
+            } else {
+                s0.max(0) as usize
+            };
+            if ld >= cols.max(1) {
+                return Some(Operand { trans: false, ld });
+            }
+        }
+        if rows <= 1 || s0 == 1 {
+            let ld = if cols <= 1 {
+                rows.max(1)
+            } else {
+                s1.max(0) as usize
+            };
+            if ld >= rows.max(1) {
+                return Some(Operand { trans: true, ld });
+            }
+        }
+        None
+    }
+
+    fn code(self) -> c_int {
+        if self.trans {
+            CBLAS_TRANS
+        } else {
+            CBLAS_NO_TRANS
+        }
+    }
+}
+
+/// One MKL product on raw parts: `c (m, n) = alpha a (m, k) b (k, n) + beta c`.
+pub(super) trait MklGemm: Sized {
+    /// # Safety
+    /// The pointers must address arrays of the sizes that `m, n, k` and the
+    /// operands' layouts imply; `c` must not overlap `a` or `b`. Sizes must fit `i32`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn call(
+        mkl: &Mkl,
+        mnk: (usize, usize, usize),
+        alpha: Self,
+        a: (*const Self, Operand),
+        b: (*const Self, Operand),
+        beta: Self,
+        c: (*mut Self, usize),
+    );
+}
+
+macro_rules! impl_mkl_gemm {
+    ($t:ty, $f:ident) => {
+        impl MklGemm for $t {
+            unsafe fn call(
+                mkl: &Mkl,
+                (m, n, k): (usize, usize, usize),
+                alpha: $t,
+                a: (*const $t, Operand),
+                b: (*const $t, Operand),
+                beta: $t,
+                c: (*mut $t, usize),
+            ) {
+                (mkl.$f)(
+                    CBLAS_ROW_MAJOR,
+                    a.1.code(),
+                    b.1.code(),
+                    m as c_int,
+                    n as c_int,
+                    k as c_int,
+                    alpha,
+                    a.0,
+                    a.1.ld as c_int,
+                    b.0,
+                    b.1.ld as c_int,
+                    beta,
+                    c.0,
+                    c.1 as c_int,
+                );
+            }
+        }
+    };
+}
+
+impl_mkl_gemm!(f32, sgemm);
+impl_mkl_gemm!(f64, dgemm);
+
+/// Whether all sizes fit cblas's 32-bit integers.
+pub(super) fn fits(sizes: &[usize]) -> bool {
+    sizes.iter().all(|&s| s <= i32::MAX as usize)
+}
