@@ -220,7 +220,20 @@ fn joint_run_equals_per_hook_runs_and_reruns_skip_complete_hooks() {
 }
 
 #[test]
-fn a_killed_run_resumes_to_byte_identical_weights() {
+fn a_killed_run_resumes_to_byte_identical_weights_with_faer() {
+    resumes_to_byte_identical_weights("faer");
+}
+
+#[test]
+fn a_killed_run_resumes_to_byte_identical_weights_with_mkl() {
+    if let Err(e) = circuitry_sae::Backend::resolve(circuitry_sae::GemmChoice::Mkl) {
+        println!("skipped: MKL is not installed ({e})");
+        return;
+    }
+    resumes_to_byte_identical_weights("mkl");
+}
+
+fn resumes_to_byte_identical_weights(gemm: &str) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     make_store(&store, 1000, None);
@@ -233,6 +246,8 @@ fn a_killed_run_resumes_to_byte_identical_weights() {
         "256",
         "--checkpoint-every",
         "100",
+        "--gemm",
+        gemm,
     ];
     let extra: Vec<&str> = extra.to_vec();
     ok(train_sae(&args(s(&store), s(&whole), &extra)));
@@ -273,6 +288,11 @@ fn a_killed_run_resumes_to_byte_identical_weights() {
     );
 
     let t = ok(train_sae(&a));
+    let record = std::fs::read_to_string(killed.join(HOOK_A).join("training.json")).unwrap();
+    assert!(
+        record.contains(&format!("\"gemm\": \"{gemm}")),
+        "training.json records the backend {gemm}"
+    );
     let resumed_at: usize = t
         .lines()
         .find(|l| l.contains("resuming from checkpoint"))
@@ -429,4 +449,56 @@ fn bad_input_empty_store() {
         &[HOOK_A],
         &["holds no rows"],
     );
+}
+
+#[test]
+fn bad_input_a_model_other_than_the_stores() {
+    // The ce_loss_score reference model is not the model the synthetic store was
+    // dumped from: its fingerprint differs from the store's.
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/ce_model");
+    refused(
+        |d| make_store(d, 300, None),
+        &["--model", s(&model)],
+        &[HOOK_A],
+        &["model", "ce_model", "are not those the store", "--model"],
+    );
+}
+
+#[test]
+fn bad_input_gemm_mkl_without_mkl_says_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    make_store(&store, 300, None);
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_circuitry-train-sae"))
+        .args([
+            "--store",
+            s(&store),
+            "--out",
+            s(&out),
+            "--hook",
+            HOOK_A,
+            "--d-sae",
+            "16",
+            "--steps",
+            "20",
+            "--gemm",
+            "mkl",
+        ])
+        .env("CIRCUITRY_MKL", dir.path().join("no-mkl-here"))
+        .output()
+        .unwrap();
+    let t = text(&o);
+    println!("{t}");
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    for n in [
+        "libmkl_rt.so.3",
+        "no-mkl-here",
+        "scripts/setup-mkl.sh",
+        "--gemm faer",
+    ] {
+        assert!(t.contains(n), "expected {n:?} in: {t}");
+    }
+    assert_eq!(t.matches("error").count(), 1, "one error: {t}");
+    assert!(!out.exists(), "nothing may be written on bad input");
 }
