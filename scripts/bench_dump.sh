@@ -23,6 +23,10 @@
 # "tokens/s" is steady state: the first batch (a warm-up), model load and tokenizing are
 # excluded on every side (see scripts/bench_dump_peer.py); end-to-end rates are printed too.
 #
+# Then (BENCH_CEILING=1, the default) scripts/bench_dump_ceiling.py --parts sgemm: FLOP per
+# token of the dump's graph x this machine's sgemm rate (MLAS and torch), the most tokens/s
+# any fp32 runtime could reach, beside 1.6x the peer (target/bench/bench_dump_ceiling.json).
+#
 # Environment: BENCH_TOKENS (8192), BENCH_REPS (3), BENCH_CTX (128), BENCH_BATCH (8),
 # BENCH_THREADS (2), BENCH_SHARD_ROWS (4096), BENCH_ATTN (sdpa: the peer's transformers
 # attention), BENCH_DIR (target/bench), DUMP_BIN (use this binary instead of building one),
@@ -95,4 +99,11 @@ for dtype in f32 f16; do
   rm -rf "$DIR/out-dump_$dtype" "$DIR/out-peer_$dtype"
 done
 $PY summarize "$RESULTS" "$DIR/bench_dump.json"
+if [[ "${BENCH_CEILING:-1}" == 1 ]]; then
+  # What any fp32 runtime could reach here: FLOP per token x this machine's sgemm rate.
+  echo; echo "ceiling ($(cut -d' ' -f1-3 /proc/loadavg)):"
+  python3 scripts/bench_dump_ceiling.py --model "$MODEL" --threads "$THREADS" \
+    --batch-size "$BATCH" --context-size "$CTX" --parts sgemm \
+    --peer-json "$DIR/bench_dump.json" --out "$DIR/bench_dump_ceiling.json"
+fi
 echo "finished; $(uptime)"

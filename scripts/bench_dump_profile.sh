@@ -7,8 +7,9 @@
 # 1. perf-records a one-batch run and a full run (BENCH_TOKENS) for f32 and f16, and splits
 #    the steady-state CPU time (full minus one batch) by category: ONNX Runtime, zstd, Parquet/
 #    Arrow encoding, f16 conversion, copies, kernel page faults, ... Everything outside ONNX
-#    Runtime runs on the calling thread between two ORT runs, so it adds to the wall time
-#    one for one while ORT's thread pool waits.
+#    Runtime runs on the calling thread between two ORT runs (checks, copies into chunks) or
+#    on the store's writer thread (encoding, zstd, writing, hashing) while ORT runs: with
+#    ORT's intra-op threads on every core, it comes out of ORT's share of the CPU.
 # 2. times the dump writing ONE hook instead of 12 (the graph computes the same either way),
 #    so the difference is the cost of converting and writing 11 hooks, in wall time.
 # 3. times the Python peer without writing (torch only) beside bare ORT: how much of the
