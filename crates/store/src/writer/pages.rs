@@ -244,6 +244,98 @@ fn byte_stream_split(values: &HookValues<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{Array, AsArray, FixedSizeListArray, Float16Array, Float32Array};
+    use arrow::datatypes::{DataType, Field, Float16Type, Float32Type, Schema};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+
+    /// Write `(width, f32 or f16, values)` hook columns with [`HookEncoder`] in two row
+    /// groups and read them back with arrow-rs's reader.
+    fn round_trip(half: bool) {
+        let widths = [1usize, 3, 7];
+        let rows = [5usize, 2];
+        let dtype = if half {
+            DataType::Float16
+        } else {
+            DataType::Float32
+        };
+        let fields: Vec<Field> = widths
+            .iter()
+            .map(|&w| {
+                let item = Arc::new(Field::new_list_field(dtype.clone(), false));
+                Field::new(
+                    format!("h{w}"),
+                    DataType::FixedSizeList(item, w as i32),
+                    false,
+                )
+            })
+            .collect();
+        let schema = Schema::new(fields);
+        let mut props = WriterProperties::builder().build();
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let descr = ArrowSchemaConverter::new().convert(&schema).unwrap();
+        let mut file =
+            SerializedFileWriter::new(Vec::new(), descr.root_schema_ptr(), Arc::new(props))
+                .unwrap();
+        let mut encoder = HookEncoder::new(1).unwrap();
+        // Value i of column w, row group g: distinct, exact in f16.
+        let value = |g: usize, w: usize, i: usize| (g * 1000 + w * 100 + i) as f32 * 0.25 - 30.0;
+        for (g, &n) in rows.iter().enumerate() {
+            let mut group = file.next_row_group().unwrap();
+            for (c, &w) in widths.iter().enumerate() {
+                let v: Vec<f32> = (0..n * w).map(|i| value(g, w, i)).collect();
+                let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                let values = if half {
+                    HookValues::F16(&h)
+                } else {
+                    HookValues::F32(&v)
+                };
+                let (bytes, close) = encoder.encode(&descr.column(c), values, w).unwrap();
+                group.append_column(&bytes, close).unwrap();
+            }
+            group.close().unwrap();
+        }
+        let bytes = Bytes::from(file.into_inner().unwrap());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .with_batch_size(1000)
+            .build()
+            .unwrap();
+        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 1);
+        let batch = &batches[0];
+        assert_eq!(batch.schema().as_ref(), &schema);
+        assert_eq!(batch.num_rows(), rows.iter().sum::<usize>());
+        for (c, &w) in widths.iter().enumerate() {
+            let list: &FixedSizeListArray = batch.column(c).as_fixed_size_list();
+            assert_eq!(list.null_count(), 0);
+            let got: Vec<f32> = if half {
+                let a: &Float16Array = list.values().as_primitive::<Float16Type>();
+                a.values().iter().map(|x| x.to_f32()).collect()
+            } else {
+                let a: &Float32Array = list.values().as_primitive::<Float32Type>();
+                a.values().to_vec()
+            };
+            let want: Vec<f32> = rows
+                .iter()
+                .enumerate()
+                .flat_map(|(g, &n)| (0..n * w).map(move |i| value(g, w, i)))
+                .collect();
+            assert_eq!(got, want, "width {w}, f16 {half}");
+        }
+    }
+
+    #[test]
+    fn hook_columns_read_back_with_arrow_rs_f32() {
+        round_trip(false);
+    }
+
+    #[test]
+    fn hook_columns_read_back_with_arrow_rs_f16() {
+        round_trip(true);
+    }
 
     #[test]
     fn rle_runs_are_uleb128_count_then_value() {
