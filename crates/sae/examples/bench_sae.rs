@@ -21,6 +21,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As circuitry-train-sae does.
+    circuitry_sae::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize, default: usize| -> anyhow::Result<usize> {
         Ok(args.get(i).map_or(Ok(default), |s| s.parse())?)

@@ -18,7 +18,8 @@
 //! - [`checkpoint`]: atomic checkpoints of a run, resumed byte for byte;
 //! - [`stats`]: per-feature density and top activating contexts (`feature_stats.parquet`);
 //! - [`MetricsAccumulator`]: the metrics over a stream of rows;
-//! - [`stage`]: the `circuitry-train-sae` stage (store in, one SAE directory per hook out).
+//! - [`stage`]: the `circuitry-train-sae` stage (store in, one SAE directory per hook out);
+//! - [`keep_freed_memory`]: glibc setting that spares each step's page faults.
 //!
 //! ```
 //! use circuitry_core::HookPoint;
@@ -35,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod alloc;
 pub mod ce;
 pub mod checkpoint;
 mod config;
@@ -50,6 +52,7 @@ pub mod stats;
 pub mod stream;
 mod train;
 
+pub use alloc::keep_freed_memory;
 pub use config::{ActivationNormalization, Architecture, SaeConfig};
 pub use data::{check_finite, geometric_median};
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@ mod cli;
 use cli::{config, Args};
 
 fn main() -> ExitCode {
+    circuitry_sae::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

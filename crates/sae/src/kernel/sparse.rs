@@ -199,7 +199,12 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
     }
 
     let mut g = Grads::zeros(d_in, d_sae, false);
-    let (x_in, d_x_hat, d_e_hat) = (x_in.view(), d_x_hat.view(), d_e_hat.view());
+    // All three are standard-layout arrays made above: rows are slices.
+    let (xs, dxs, des) = (
+        x_in.as_slice().unwrap_or(&[]),
+        d_x_hat.as_slice().unwrap_or(&[]),
+        d_e_hat.as_slice().unwrap_or(&[]),
+    );
     g.w_dec
         .axis_chunks_iter_mut(Axis(0), LATENT_BLOCK)
         .into_par_iter()
@@ -224,16 +229,20 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
             for j in 0..nb {
                 let mut dec_row = g_dec.row_mut(j);
                 let mut enc_row = tile.row_mut(j);
+                let (Some(dec), Some(enc)) = (dec_row.as_slice_mut(), enc_row.as_slice_mut())
+                else {
+                    continue; // never: both are rows of standard-layout arrays
+                };
                 let mut g_b = F::zero();
                 for e in &entries[offsets[i0 + j]..offsets[i0 + j + 1]] {
                     let b = e.row as usize;
                     let src = if e.aux {
-                        d_e_hat.row(b)
+                        row_of(des, b, d_in)
                     } else {
-                        d_x_hat.row(b)
+                        row_of(dxs, b, d_in)
                     };
-                    dec_row.scaled_add(e.coef, &src);
-                    enc_row.scaled_add(e.grad, &x_in.row(b));
+                    axpy(dec, e.coef, src);
+                    axpy(enc, e.grad, row_of(xs, b, d_in));
                     g_b += e.grad;
                 }
                 g_benc[j] = g_b;
@@ -298,7 +307,11 @@ fn compress<F: Real>(
 /// TopK: the `k` largest pre-activations of the row that are positive.
 fn top_k_positive<F: Real>(row: ArrayView1<'_, F>, k: usize, out: &mut Vec<(u32, F)>) {
     let mut heap = Vec::with_capacity(k);
-    select::top_k(row.iter().copied().enumerate(), k, &mut heap);
+    match row.as_slice() {
+        // The k largest positive values are the positive ones among the k largest.
+        Some(values) => select::top_k_above(values, k, F::zero(), &mut heap),
+        None => select::top_k(row.iter().copied().enumerate(), k, &mut heap),
+    }
     out.clear();
     out.extend(
         heap.iter()
@@ -316,6 +329,19 @@ fn above<F: Real>(row: ArrayView1<'_, F>, t: F, out: &mut Vec<(u32, F)>) {
             .filter(|&(_, &v)| v > F::zero() && v >= t)
             .map(|(i, &v)| (i as u32, v)),
     );
+}
+
+/// Row `b` of a row-major `(rows, d)` array held in `m`.
+fn row_of<F>(m: &[F], b: usize, d: usize) -> &[F] {
+    m.get(b * d..(b + 1) * d).unwrap_or(&[])
+}
+
+/// `dst += a · src`, elementwise (as ndarray's `scaled_add`, on slices so that it
+/// vectorises).
+fn axpy<F: Real>(dst: &mut [F], a: F, src: &[F]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += a * s;
+    }
 }
 
 fn sum_sq<F: Real>(a: ArrayView1<'_, F>) -> f64 {

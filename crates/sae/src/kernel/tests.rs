@@ -253,3 +253,31 @@ fn heap_top_k_matches_sorting() {
         assert_eq!(got, want, "case {case}: k {k}, row {row}");
     }
 }
+
+#[test]
+fn blocked_top_k_above_a_floor_matches_sorting() {
+    // Long rows (several 64-value blocks, ragged ends), ties, NaNs, and floors that
+    // leave fewer than k values.
+    let mut r = ChaCha8Rng::seed_from_u64(4);
+    let mut order = Vec::new();
+    let mut heap = Vec::new();
+    for case in 0..300 {
+        let n = r.random_range(1..700);
+        let row: Vec<f32> = (0..n)
+            .map(|_| match r.random_range(0..60) {
+                0 => f32::NAN,
+                1..=20 => r.random_range(-6i32..7) as f32,
+                _ => r.random_range(-3.0f32..3.0),
+            })
+            .collect();
+        let k = r.random_range(0..40);
+        let floor = [0.0f32, -1.0, 2.5][case % 3];
+        let arr = Array1::from(row.clone());
+        let mut want = dense::top_indices(arr.view(), k, |i| row[i] > floor, &mut order).to_vec();
+        want.sort_unstable();
+        select::top_k_above(&row, k, floor, &mut heap);
+        let mut got: Vec<usize> = heap.iter().map(|&(_, i)| i as usize).collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "case {case}: k {k}, floor {floor}, n {n}");
+    }
+}
