@@ -2,9 +2,11 @@
 # Set up a fresh machine for circuitry, idempotently (fast when already done):
 #   - Python packages for scripts/ and their tests (scripts/requirements.txt)
 #   - the ONNX Runtime shared library in .ort/ (scripts/setup-ort.sh)
-#   - Debian packages the tests use (chromium for the HTML viewer test, Slurm for the
-#     cluster tests) when SETUP_APT=1 or running in CI
-# Usage: scripts/setup.sh
+#   - with SETUP_MKL=1 (CI sets it): Intel MKL in .mkl/ (scripts/setup-mkl.sh, a 220 MB
+#     download), which circuitry-train-sae uses for its dense products when present
+#     (faster than the built-in faer; optional, its tests skip without it)
+# Debian packages for some tests (chromium, Slurm) are installed by .ci/run.
+# Usage: scripts/setup.sh        (SETUP_MKL=1 scripts/setup.sh to add MKL)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,3 +23,6 @@ if [[ ! -e $STAMP ]]; then
 fi
 
 log "ONNX Runtime: $(scripts/setup-ort.sh)"
+if [[ "${SETUP_MKL:-0}" == 1 ]]; then
+    log "Intel MKL: $(scripts/setup-mkl.sh)"
+fi
