@@ -3,7 +3,9 @@
 # scripts/bench_dump.sh; run that first: it makes the model and the corpus). Not a test.
 #
 #   scripts/bench_dump_ab.sh OLD_BIN NEW_BIN       # BENCH_REPS (3), BENCH_TOKENS (8192), ...
+#   OLD_ENV="CIRCUITRY_WRITER_NICE=0" scripts/bench_dump_ab.sh BIN BIN   # one binary, two settings
 #
+# OLD_ENV / NEW_ENV: space-separated VAR=value pairs set for the OLD / NEW runs only.
 # Each repetition times, one after the other: OLD f32, NEW f32, OLD f16, NEW f16 (steady
 # state: a run of BENCH_TOKENS minus a run of one batch, as bench_dump.sh) and NEW's
 # `bench-ort` (bare ORT, the dump's own session); ratios are taken within a repetition, so
@@ -32,12 +34,14 @@ cp "$1" "$DIR/ab/old"
 cp "$2" "$DIR/ab/new"
 common=(--model "$MODEL" --corpus "$CORPUS" --tokens "$TOKENS" --context-size "$CTX"
         --batch-size "$BATCH" --threads "$THREADS" --settings '{}')
-echo "A/B: $1 vs $2; $TOKENS tokens, $REPS reps; $(uptime)"
+echo "A/B: $1 (${OLD_ENV:-}) vs $2 (${NEW_ENV:-}); $TOKENS tokens, $REPS reps; $(uptime)"
 : > "$OUT"
 for rep in $(seq 1 "$REPS"); do
   for dtype in f32 f16; do
     for which in old new; do
-      $PY time-dump "${common[@]}" --name "${which}_$dtype" --bin "$DIR/ab/$which" \
+      if [[ $which == old ]]; then extra=${OLD_ENV:-}; else extra=${NEW_ENV:-}; fi
+      # shellcheck disable=SC2086
+      env $extra $PY time-dump "${common[@]}" --name "${which}_$dtype" --bin "$DIR/ab/$which" \
         --out "$DIR/ab/out" --dtype "$dtype" --shard-rows "$SHARD_ROWS" >> "$OUT"
     done
   done

@@ -130,7 +130,10 @@ impl StoreWriter {
         )?;
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || sink.run(messages))
+            .spawn(move || {
+                sink::yield_cores();
+                sink.run(messages)
+            })
             .map_err(|e| Error::io("starting the writer thread for", dir, e))?;
         Ok(StoreWriter {
             dir: dir.to_path_buf(),
