@@ -2,6 +2,7 @@
 //! train with it; for TopK and BatchTopK it is the reference the sparse path is
 //! tested against (its top-k selection is a separate, sort-based implementation).
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
+use rayon::prelude::*;
 
 use super::{
     batch_threshold, centred_input, centring_grad, encode, sum_sq, Grads, Real, Setup, Sums,
@@ -39,6 +40,7 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
         batch_threshold: batch_t.as_f64(),
     };
     let two_inv_b = F::of(2.0) * s.inv_b;
+    let chunk = s.spec.chunk_rows.max(1);
     for xs in x.axis_chunks_iter(Axis(0), SLAB_ROWS) {
         let x_in = centred_input(p, xs, apply); // (rows, d_in)
         let pre = encode(s.spec.backend, p, x_in.view()); // (rows, d_sae)
@@ -78,10 +80,21 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
 
         if let Some(norms) = &norms {
             let lam_b = lambda * s.inv_b;
-            for (a_row, mut d_row) in acts.outer_iter().zip(d_acts.outer_iter_mut()) {
-                sums.weighted_l1 += a_row.dot(norms).as_f64();
-                d_row.scaled_add(lam_b, norms);
-            }
+            // Per fixed chunk of rows in parallel, then added in chunk order.
+            let parts: Vec<f64> = acts
+                .axis_chunks_iter(Axis(0), chunk)
+                .into_par_iter()
+                .zip(d_acts.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter())
+                .map(|(a, mut d)| {
+                    let mut l1 = 0.0;
+                    for (a_row, mut d_row) in a.outer_iter().zip(d.outer_iter_mut()) {
+                        l1 += a_row.dot(norms).as_f64();
+                        d_row.scaled_add(lam_b, norms);
+                    }
+                    l1
+                })
+                .collect();
+            sums.weighted_l1 += parts.iter().sum::<f64>();
         }
         if let (Some(theta), Some(jump), Some(g_t)) = (&s.theta, s.spec.jump, g.threshold.as_mut())
         {
@@ -138,14 +151,29 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
             d_pre.view(),
             F::one(),
         );
-        g.b_enc += &d_pre.sum_axis(Axis(0));
+        g.b_enc += &column_sums(d_pre.view(), chunk);
 
-        for a_row in acts.outer_iter() {
-            act_sums += &a_row;
-            for &a in a_row.iter().filter(|&&a| a > F::zero()) {
-                sums.active += 1;
-                sums.min_active = sums.min_active.min(a.as_f64());
-            }
+        // Activity per fixed chunk of rows in parallel, combined in chunk order.
+        let parts: Vec<(Array1<F>, usize, f64)> = acts
+            .axis_chunks_iter(Axis(0), chunk)
+            .into_par_iter()
+            .map(|a| {
+                let mut sum = Array1::<F>::zeros(a.ncols()); // (d_sae)
+                let (mut active, mut min_active) = (0usize, f64::INFINITY);
+                for a_row in a.outer_iter() {
+                    sum += &a_row;
+                    for &v in a_row.iter().filter(|&&v| v > F::zero()) {
+                        active += 1;
+                        min_active = min_active.min(v.as_f64());
+                    }
+                }
+                (sum, active, min_active)
+            })
+            .collect();
+        for (sum, active, min_active) in parts {
+            act_sums += &sum;
+            sums.active += active;
+            sums.min_active = sums.min_active.min(min_active);
         }
     }
     if apply {
@@ -166,6 +194,19 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
         }
     }
     (sums, g)
+}
+
+/// Column sums of `a (rows, cols)`: per fixed chunk of rows in parallel, then added
+/// in chunk order (the same for any number of threads).
+fn column_sums<F: Real>(a: ArrayView2<'_, F>, chunk: usize) -> Array1<F> {
+    let parts: Vec<Array1<F>> = a
+        .axis_chunks_iter(Axis(0), chunk)
+        .into_par_iter()
+        .map(|c| c.sum_axis(Axis(0)))
+        .collect();
+    parts
+        .into_iter()
+        .fold(Array1::zeros(a.ncols()), |acc, p| acc + p)
 }
 
 /// JumpReLU: θ's pseudo-derivatives, from the reconstruction through −(θ/ε)K and
