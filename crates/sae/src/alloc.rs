@@ -4,8 +4,9 @@
 //! and frees them at its end. glibc serves allocations above 32 MB with `mmap` and
 //! returns them to the kernel on `free`, so every step pays page faults and page
 //! zeroing for all of them again (a tenth of a TopK step at d_sae 24576). With
-//! [`keep_freed_memory`] they come from the heap and freed memory stays for reuse;
-//! peak memory is unchanged (the same arrays are live at the peak).
+//! [`keep_freed_memory`] they come from the heap and freed memory stays for reuse.
+//! The same arrays are live at the peak, so the peak should not change, but memory
+//! freed late in a run is returned to the system only at exit.
 
 /// Make glibc's `malloc` serve large allocations from the heap and never trim it
 /// (process-wide; a no-op on other C libraries). Call it at the start of `main`,
