@@ -7,12 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, FixedSizeListArray, Float16Array, Float32Array, RecordBatch, UInt32Array,
-    UInt64Array, UInt8Array,
-};
+use arrow::array::{Array, FixedSizeListArray, Float16Array, Float32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use half::f16;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -116,51 +112,6 @@ impl ShardColumns {
 
     pub fn len(&self) -> usize {
         self.seq.len()
-    }
-
-    /// Turn the buffered rows into a record batch with `schema`, leaving `self` empty.
-    pub fn take_batch(
-        &mut self,
-        spec: &StoreSpec,
-        schema: &SchemaRef,
-        path: &Path,
-    ) -> Result<RecordBatch> {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(UInt64Array::from(std::mem::take(&mut self.seq))),
-            Arc::new(UInt32Array::from(std::mem::take(&mut self.pos))),
-            Arc::new(UInt32Array::from(std::mem::take(&mut self.token_id))),
-        ];
-        if spec.paired {
-            columns.push(Arc::new(UInt32Array::from(std::mem::take(
-                &mut self.example,
-            ))));
-            columns.push(Arc::new(UInt8Array::from(std::mem::take(&mut self.side))));
-        }
-        for (h, acts) in spec.hooks.iter().zip(self.acts.iter_mut()) {
-            let flat = std::mem::take(acts); // (rows * width,)
-            let values: ArrayRef = match spec.dtype {
-                Dtype::F32 => Arc::new(Float32Array::from(flat)),
-                Dtype::F16 => Arc::new(Float16Array::from(
-                    flat.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(),
-                )),
-            };
-            let field = Arc::new(Field::new_list_field(value_type(spec.dtype), false));
-            let width = i32::try_from(h.width).map_err(|_| {
-                Error::BadSpec(format!("hook {} width {} is too large", h.hook, h.width))
-            })?;
-            let list =
-                FixedSizeListArray::try_new(field, width, values, None).map_err(|source| {
-                    Error::Arrow {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                })?;
-            columns.push(Arc::new(list));
-        }
-        RecordBatch::try_new(schema.clone(), columns).map_err(|source| Error::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })
     }
 }
 

@@ -43,16 +43,6 @@ const ZSTD_LEVEL_ACTS: i32 = 1;
 /// row-major (rows * width,) buffer per hook, in spec order).
 pub(super) use crate::schema::ShardColumns as Chunk;
 
-// `ShardColumns::take_batch` (crate::schema) built the Arrow record batch of the
-// ArrowWriter path this writer replaced; nothing calls it now. Referenced here only so
-// the crate stays warning-free until its owner removes it (schema.rs is not this file's).
-const _: fn(
-    &mut Chunk,
-    &StoreSpec,
-    &SchemaRef,
-    &std::path::Path,
-) -> Result<arrow::array::RecordBatch> = Chunk::take_batch;
-
 /// Empty `chunk`, keeping its buffers' capacity.
 fn clear(chunk: &mut Chunk) {
     chunk.seq.clear();
