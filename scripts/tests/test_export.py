@@ -159,3 +159,38 @@ def test_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="model.safetensors"):
         (tmp_path / "config.json").write_text("{}")
         export_onnx.export(tmp_path, tmp_path / "x.onnx")
+
+
+def test_hooks_keep_only_the_chosen_outputs_and_prune_the_graph(random_gpt2, tmp_path):
+    full, pruned = tmp_path / "full.onnx", tmp_path / "resid.onnx"
+    export_onnx.export(random_gpt2, full)
+    meta = export_onnx.export(random_gpt2, pruned, hooks=["blocks.*.hook_resid_pre"])
+    keep = [f"blocks.{layer}.hook_resid_pre" for layer in range(N_LAYER)]
+    s_full = ort.InferenceSession(str(full), providers=["CPUExecutionProvider"])
+    s_pruned = ort.InferenceSession(str(pruned), providers=["CPUExecutionProvider"])
+    assert [o.name for o in s_pruned.get_outputs()] == keep
+    assert [o["name"] for o in meta["outputs"]] == keep
+    assert json.loads(Path(str(pruned) + ".json").read_text()) == meta
+    # The last block is no longer computed: fewer nodes (its MatMuls are gone).
+    import onnx
+    n_full = len(onnx.load(str(full)).graph.node)
+    n_pruned = len(onnx.load(str(pruned)).graph.node)
+    print(f"nodes: full {n_full}, pruned {n_pruned}")
+    assert n_pruned < n_full
+    ids, mask = batch_with_left_padding()
+    feed = {"input_ids": ids, "attention_mask": mask}
+    want = dict(zip([o.name for o in s_full.get_outputs()], s_full.run(None, feed)))
+    got = dict(zip(keep, s_pruned.run(None, feed)))
+    real = mask.astype(bool)
+    worst = max(float(np.abs(got[n][real] - want[n][real]).max()) for n in keep)
+    print(f"pruned vs full: max abs diff {worst:.2e}")
+    assert worst <= 1e-6
+
+
+def test_hooks_glob_matching_nothing_is_a_clear_error(random_gpt2, tmp_path, capsys):
+    out = tmp_path / "x.onnx"
+    code = export_onnx.main([str(random_gpt2), str(out), "--hooks", "blocks.*.hook_resid_mid"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "blocks.*.hook_resid_mid" in err and "blocks.0.hook_resid_pre" in err
+    assert not out.exists() and not Path(str(out) + ".json").exists()

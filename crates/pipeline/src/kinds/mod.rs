@@ -23,7 +23,7 @@ pub use circuit::{Circuit, CircuitAblation, CircuitAggregation, CircuitMethod, C
 pub use circuit_toy::{CircuitToy, CircuitToyParams};
 pub use dump::{Dump, DumpParams, StoreDtype};
 pub use dump_toy::{DumpToy, DumpToyParams, NounSet};
-pub use train_sae::{SaeArchitecture, TrainSae, TrainSaeParams};
+pub use train_sae::{SaeArchitecture, SaeGemm, TrainSae, TrainSaeParams};
 pub use train_toy::{TrainToy, TrainToyParams};
 
 /// Every stage kind a manifest may name, in the order they are listed to users.
