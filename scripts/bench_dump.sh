@@ -28,7 +28,8 @@
 # any fp32 runtime could reach, beside 1.6x the peer (target/bench/bench_dump_ceiling.json).
 #
 # Environment: BENCH_TOKENS (8192), BENCH_REPS (3), BENCH_CTX (128), BENCH_BATCH (8),
-# BENCH_THREADS (2), BENCH_SHARD_ROWS (4096), BENCH_ATTN (sdpa: the peer's transformers
+# BENCH_THREADS (2), BENCH_SHARD_ROWS (4096), BENCH_GRAPH (full, or pruned: the ORT sides
+# run an export with --hooks 'blocks.*.hook_resid_pre'), BENCH_ATTN (sdpa: the peer's transformers
 # attention), BENCH_DIR (target/bench), DUMP_BIN (use this binary instead of building one),
 # CARGO_TARGET_DIR (honoured by the build), ORT_DYLIB_PATH (default .ort/libonnxruntime.so,
 # made by scripts/setup-ort.sh when missing). Needs the Python packages of
@@ -67,29 +68,46 @@ cp "$BIN" "$DIR/circuitry-dump"
 BIN=$DIR/circuitry-dump
 
 $PY make-model "$MODEL" --seed 0
+# BENCH_GRAPH=pruned: the ORT sides run a graph exported with `--hooks
+# 'blocks.*.hook_resid_pre'` (only the dumped outputs; the last block is not computed),
+# as a user dumping only resid_pre would export it. The peer is unchanged.
+GRAPH=${BENCH_GRAPH:-full}
+ORT_MODEL=$MODEL
+if [[ "$GRAPH" == pruned ]]; then
+  ORT_MODEL=$DIR/gpt2-small-random-resid
+  if [[ ! -f "$ORT_MODEL/model.onnx.json" ]]; then
+    mkdir -p "$ORT_MODEL"
+    for f in config.json model.safetensors tokenizer.json; do
+      ln -sf "$(realpath "$MODEL/$f")" "$ORT_MODEL/$f"
+    done
+    python3 scripts/export_onnx.py "$MODEL" "$ORT_MODEL/model.onnx" --hooks 'blocks.*.hook_resid_pre'
+  fi
+elif [[ "$GRAPH" != full ]]; then
+  echo "bench_dump.sh: BENCH_GRAPH must be full or pruned, not '$GRAPH'" >&2; exit 2
+fi
 [[ -f "$CORPUS" ]] || $PY make-corpus datasets/tiny-gpt2/corpus.txt "$CORPUS" \
   --tokenizer "$MODEL/tokenizer.json" --tokens "$TOKENS"
 
-settings=$(printf '{"tokens": %d, "context_size": %d, "batch_size": %d, "threads": %d, "shard_rows": %d, "peer_attn": "%s", "reps": %d, "nproc": %d, "model": "random GPT-2 small shape, seed 0", "hooks": "blocks.*.hook_resid_pre (12)"}' \
-  "$TOKENS" "$CTX" "$BATCH" "$THREADS" "$SHARD_ROWS" "$ATTN" "$REPS" "$(nproc)")
-common=(--model "$MODEL" --corpus "$CORPUS" --tokens "$TOKENS" --context-size "$CTX"
+settings=$(printf '{"tokens": %d, "context_size": %d, "batch_size": %d, "threads": %d, "shard_rows": %d, "peer_attn": "%s", "reps": %d, "nproc": %d, "model": "random GPT-2 small shape, seed 0", "hooks": "blocks.*.hook_resid_pre (12)", "ort_graph": "%s"}' \
+  "$TOKENS" "$CTX" "$BATCH" "$THREADS" "$SHARD_ROWS" "$ATTN" "$REPS" "$(nproc)" "$GRAPH")
+common=(--corpus "$CORPUS" --tokens "$TOKENS" --context-size "$CTX"
         --batch-size "$BATCH" --threads "$THREADS" --settings "$settings")
 
-echo "benchmark: $TOKENS tokens, context $CTX, batch $BATCH, $THREADS threads, $REPS reps; $(uptime)"
+echo "benchmark: $TOKENS tokens, context $CTX, batch $BATCH, $THREADS threads, $REPS reps, ORT graph $GRAPH; $(uptime)"
 : > "$RESULTS"
 for rep in $(seq 1 "$REPS"); do
   for dtype in f32 f16; do
     echo "rep $rep: dump_$dtype ($(cut -d' ' -f1-3 /proc/loadavg))"
-    $PY time-dump "${common[@]}" --name "dump_$dtype" --bin "$BIN" --out "$DIR/out-dump_$dtype" \
+    $PY time-dump --model "$ORT_MODEL" "${common[@]}" --name "dump_$dtype" --bin "$BIN" --out "$DIR/out-dump_$dtype" \
       --dtype "$dtype" --shard-rows "$SHARD_ROWS" >> "$RESULTS"
   done
   echo "rep $rep: bare_ort_rust ($(cut -d' ' -f1-3 /proc/loadavg))"
-  $PY ort-rust "${common[@]}" --name bare_ort_rust --bin "$BIN" >> "$RESULTS"
+  $PY ort-rust --model "$ORT_MODEL" "${common[@]}" --name bare_ort_rust --bin "$BIN" >> "$RESULTS"
   echo "rep $rep: bare_ort ($(cut -d' ' -f1-3 /proc/loadavg))"
-  $PY ort "${common[@]}" --name bare_ort >> "$RESULTS"
+  $PY ort --model "$ORT_MODEL" "${common[@]}" --name bare_ort >> "$RESULTS"
   for dtype in f32 f16; do
     echo "rep $rep: peer_$dtype ($(cut -d' ' -f1-3 /proc/loadavg))"
-    $PY peer "${common[@]}" --name "peer_$dtype" --out "$DIR/out-peer_$dtype" --dtype "$dtype" \
+    $PY peer --model "$MODEL" "${common[@]}" --name "peer_$dtype" --out "$DIR/out-peer_$dtype" --dtype "$dtype" \
       --shard-rows "$SHARD_ROWS" --attn "$ATTN" >> "$RESULTS"
   done
 done
