@@ -10,7 +10,10 @@ mod cli;
 use cli::{config, Args};
 
 fn main() -> ExitCode {
-    circuitry_sae::keep_freed_memory();
+    // Opt-in: faster steps for large SAEs, but the heap then keeps its holes (alloc.rs).
+    if std::env::var_os("CIRCUITRY_KEEP_FREED_MEMORY").is_some_and(|v| v == "1") {
+        circuitry_sae::keep_freed_memory();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -89,7 +89,9 @@ pub fn read_checked(
     shard: usize,
     first_row: u64,
 ) -> Result<Vec<Array2<f32>>> {
+    // The reader's decoding buffers are freed on return: give their pages back (alloc.rs).
     let arrays = store.read_shard_hooks(shard, &layout.names())?; // per hook (rows, width)
+    crate::alloc::release_freed_memory();
     for (a, &(hook, _)) in arrays.iter().zip(&layout.hooks) {
         if let Some(((r, col), &value)) = a.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(Error::NonFiniteRow {
