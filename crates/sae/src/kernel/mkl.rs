@@ -156,21 +156,11 @@ impl Mkl {
         // symbols are looked up with the C signatures of MKL's documented API.
         unsafe {
             let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
-            let set_layer: SetInt = *lib
-                .get::<SetInt>(b"MKL_Set_Threading_Layer\0")
-                .map_err(|e| e.to_string())?;
-            let cbwr_set: SetInt = *lib
-                .get::<SetInt>(b"MKL_CBWR_Set\0")
-                .map_err(|e| e.to_string())?;
-            let get_version: GetVersion = *lib
-                .get::<GetVersion>(b"MKL_Get_Version_String\0")
-                .map_err(|e| e.to_string())?;
-            let sgemm: Sgemm = *lib
-                .get::<Sgemm>(b"cblas_sgemm\0")
-                .map_err(|e| e.to_string())?;
-            let dgemm: Dgemm = *lib
-                .get::<Dgemm>(b"cblas_dgemm\0")
-                .map_err(|e| e.to_string())?;
+            let set_layer: SetInt = symbol(&lib, b"MKL_Set_Threading_Layer\0")?;
+            let cbwr_set: SetInt = symbol(&lib, b"MKL_CBWR_Set\0")?;
+            let get_version: GetVersion = symbol(&lib, b"MKL_Get_Version_String\0")?;
+            let sgemm: Sgemm = symbol(&lib, b"cblas_sgemm\0")?;
+            let dgemm: Dgemm = symbol(&lib, b"cblas_dgemm\0")?;
             // Both must come before any computation.
             let layer = set_layer(MKL_THREADING_SEQUENTIAL);
             if layer != MKL_THREADING_SEQUENTIAL {
@@ -324,4 +314,16 @@ impl_mkl_gemm!(f64, dgemm);
 /// Whether all sizes fit cblas's 32-bit integers.
 pub(super) fn fits(sizes: &[usize]) -> bool {
     sizes.iter().all(|&s| s <= i32::MAX as usize)
+}
+
+/// The function `name` (NUL-terminated) of `lib`, as the pointer type `T`.
+///
+/// # Safety
+/// `T` must be the C signature of that symbol.
+unsafe fn symbol<T: Copy>(
+    lib: &libloading::Library,
+    name: &[u8],
+) -> std::result::Result<T, String> {
+    // SAFETY: the caller vouches for the signature.
+    unsafe { lib.get::<T>(name).map(|f| *f).map_err(|e| e.to_string()) }
 }
