@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{runtime, sequences, sidecar::Sidecar, text::Tok, OnnxDumpConfig};
+use super::OnnxDumpConfig;
 use crate::Result;
 
 /// Timing of [`bare_ort`]: steady state is everything after the first batch.
@@ -25,16 +25,9 @@ pub struct BareOrtTiming {
 /// writing nothing.
 pub fn bare_ort(cfg: &OnnxDumpConfig) -> Result<BareOrtTiming> {
     let wall = Instant::now();
-    let onnx = cfg.onnx_path();
-    let sidecar = Sidecar::read(&onnx)?;
-    let hooks = sidecar.choose(&cfg.hooks, &onnx)?;
-    let tok = Tok::load(&cfg.tokenizer_path())?;
-    let seqs = sequences(cfg, &tok, sidecar.n_ctx)?;
-    let mut graph = runtime::Graph::load(
-        &onnx,
-        cfg.threads,
-        hooks.iter().map(|h| h.output.clone()).collect(),
-    )?;
+    let super::Prepared {
+        seqs, mut graph, ..
+    } = super::prepare(cfg)?;
     let (mut steady, mut tokens, mut total) = (None, 0, 0);
     let mut checksum = 0.0f32;
     for batch in seqs.ids.chunks(cfg.batch_size) {

@@ -198,7 +198,19 @@ pub fn dump_part(cfg: &OnnxDumpConfig, part: Part) -> Result<StoreMeta> {
     dump_with(cfg, Some(part))
 }
 
-fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
+/// What a run over `cfg`'s input needs, checked: the graph file, its sidecar, the
+/// chosen hooks, the tokenizer, the sequences and the loaded session.
+struct Prepared {
+    onnx: PathBuf,
+    sidecar: Sidecar,
+    hooks: Vec<sidecar::ChosenHook>,
+    tok: Tok,
+    seqs: Sequences,
+    graph: runtime::Graph,
+}
+
+/// Read and check everything [`dump`] and [`bench::bare_ort`] run on.
+fn prepare(cfg: &OnnxDumpConfig) -> Result<Prepared> {
     let onnx = cfg.onnx_path();
     let sidecar = Sidecar::read(&onnx)?;
     let hooks = sidecar.choose(&cfg.hooks, &onnx)?;
@@ -212,11 +224,30 @@ fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
         });
     }
     let seqs = sequences(cfg, &tok, sidecar.n_ctx)?;
-    let mut graph = runtime::Graph::load(
+    let graph = runtime::Graph::load(
         &onnx,
         cfg.threads,
         hooks.iter().map(|h| h.output.clone()).collect(),
     )?;
+    Ok(Prepared {
+        onnx,
+        sidecar,
+        hooks,
+        tok,
+        seqs,
+        graph,
+    })
+}
+
+fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
+    let Prepared {
+        onnx,
+        sidecar,
+        hooks,
+        tok,
+        seqs,
+        mut graph,
+    } = prepare(cfg)?;
 
     let spec = StoreSpec {
         hooks: hooks
@@ -228,7 +259,7 @@ fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {
             .collect(),
         dtype: cfg.dtype,
         model_fingerprint: sidecar.fingerprint.hex.clone(),
-        tokenizer_fingerprint: Some(fingerprint_path(&tok_path)?),
+        tokenizer_fingerprint: Some(fingerprint_path(&cfg.tokenizer_path())?),
         context_size: seqs.context_size,
         paired: seqs.pairs.is_some(),
         shard_rows: cfg.shard_rows,
