@@ -42,7 +42,7 @@ WORK="$(mktemp -d "$MKL_DIR/.download.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 echo "setup-mkl.sh: downloading mkl==$MKL_VERSION wheel from PyPI (about 220 MB)" >&2
-if ! "${PIP[@]}" download --quiet --no-deps --only-binary=:all: "mkl==$MKL_VERSION" -d "$WORK" >&2; then
+if ! "${PIP[@]}" download --quiet --no-cache-dir --no-deps --only-binary=:all: "mkl==$MKL_VERSION" -d "$WORK" >&2; then
     echo "setup-mkl.sh: could not download the mkl==$MKL_VERSION wheel; check network/pip, or set CIRCUITRY_MKL to an existing libmkl_rt.so.3" >&2
     exit 2
 fi

@@ -18,7 +18,7 @@ command -v python3 >/dev/null || { echo "setup.sh: python3 not found; install Py
 STAMP="$ROOT/target/.setup-python-$(python3 -c 'import hashlib,sys;print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest()[:16])' scripts/requirements.txt)"
 if [[ ! -e $STAMP ]]; then
     log "installing Python packages (scripts/requirements.txt; torch is large, about 2 minutes)"
-    python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+    python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir -r scripts/requirements.txt
     mkdir -p "$ROOT/target" && touch "$STAMP"
 fi
 
