@@ -29,6 +29,7 @@
 //!   `∂f/∂θ = −(θ/ε) K((pre − θ)/ε)`, `∂H/∂θ = −(1/ε) K((pre − θ)/ε)`; no
 //!   gradient reaches `pre` through `H` (straight-through, as in the paper).
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, NdFloat, Zip};
+use rayon::prelude::*;
 
 use crate::{Architecture, Error, Result};
 
@@ -41,6 +42,7 @@ mod select;
 mod sparse;
 #[cfg(test)]
 mod tests;
+mod vector;
 
 pub use matmul::{Backend, Gemm, GemmChoice};
 pub use mkl::{Mkl, DEFAULT_CBWR, MKL_CBWR_ENV, MKL_ENV, MKL_LIB};
@@ -51,6 +53,12 @@ pub trait Real: NdFloat + Gemm {
     fn of(x: f64) -> Self;
     /// Convert to `f64`.
     fn as_f64(self) -> f64;
+    /// The maximum of every group of 32 consecutive values of `row` into `out` (the
+    /// last group may be short), NaN ignored: the first pass of TopK's selection.
+    /// `f32` uses AVX-512 or AVX when the CPU has them.
+    fn group_maxima(row: &[Self], out: &mut [Self]) {
+        select::group_maxima_scalar(row, out);
+    }
 }
 
 impl Real for f32 {
@@ -59,6 +67,9 @@ impl Real for f32 {
     }
     fn as_f64(self) -> f64 {
         self as f64
+    }
+    fn group_maxima(row: &[Self], out: &mut [Self]) {
+        select::group_maxima_f32(row, out);
     }
 }
 
@@ -182,10 +193,15 @@ pub fn pre_activations_with<F: Real>(
 }
 
 /// `x_in W_enc + b_enc` for an already centred input `x_in (rows, d_in)`.
+/// The output starts as `b_enc` in every row and the product is added to it, so the
+/// `(rows, d_sae)` array is written once before the product instead of zeroed before
+/// and read and written again after it.
 fn encode<F: Real>(backend: Backend, p: &Params<'_, F>, x_in: ArrayView2<'_, F>) -> Array2<F> {
-    let mut pre = Array2::zeros((x_in.nrows(), p.w_enc.ncols())); // (rows, d_sae)
-    F::gemm(backend, pre.view_mut(), false, x_in, p.w_enc, F::one());
-    Zip::from(pre.rows_mut()).par_for_each(|mut row| row += &p.b_enc);
+    let mut pre = Array2::uninit((x_in.nrows(), p.w_enc.ncols())); // (rows, d_sae)
+    Zip::from(pre.rows_mut()).par_for_each(|row| p.b_enc.assign_to(row));
+    // SAFETY: every row was just written with `b_enc` (same length, d_sae).
+    let mut pre = unsafe { pre.assume_init() };
+    F::gemm(backend, pre.view_mut(), true, x_in, p.w_enc, F::one());
     pre
 }
 
@@ -208,12 +224,19 @@ pub fn activate<F: Real>(
         }
         Architecture::TopK { k } => {
             let mut out = Array2::zeros(pre.raw_dim()); // (rows, d_sae)
-            Zip::from(out.rows_mut())
-                .and(pre.rows())
-                .par_for_each(|mut out_row, row| {
-                    let mut heap = Vec::with_capacity(k);
-                    select::top_k(row.iter().copied().enumerate(), k, &mut heap);
-                    for &(_, i) in &heap {
+            out.axis_iter_mut(Axis(0))
+                .into_par_iter()
+                .zip(pre.axis_iter(Axis(0)).into_par_iter())
+                .for_each_init(select::Scratch::default, |scratch, (mut out_row, row)| {
+                    // ReLU after TopK keeps the positive values among the k largest:
+                    // the k largest of the positive values.
+                    match row.as_slice() {
+                        Some(values) => select::top_k_above(values, k, F::zero(), scratch),
+                        None => {
+                            select::top_k(row.iter().copied().enumerate(), k, &mut scratch.heap)
+                        }
+                    }
+                    for &(_, i) in &scratch.heap {
                         out_row[i as usize] = relu(row[i as usize]);
                     }
                 });

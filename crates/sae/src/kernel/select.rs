@@ -1,4 +1,6 @@
 //! Choosing the largest pre-activations of a row.
+use std::cmp::Ordering;
+
 use super::Real;
 
 /// The indices of the `k` largest `(index, value)` pairs of `items`, ranked by value
@@ -65,57 +67,145 @@ fn sift_down<F: Real>(heap: &mut [(F, u32)]) {
     }
 }
 
-/// Values per block whose maximum is compared with the heap's root at once.
-const BLOCK: usize = 64;
-/// Lanes of the running block maximum (vectorised).
-const LANES: usize = 16;
+/// Values per group whose maximum is taken in the first pass (two AVX-512 vectors of
+/// `f32`).
+const GROUP: usize = 32;
 
-/// The indices of the `k` largest values of `row` that are above `floor`, ranked as
-/// [`top_k`] ranks them; unordered. Equal to `top_k` over the values above `floor`:
-/// a block of values whose maximum cannot enter the heap (it is at most `floor`, or
-/// at most the heap's root once the heap is full) is skipped after one comparison.
-pub(crate) fn top_k_above<F: Real>(row: &[F], k: usize, floor: F, heap: &mut Vec<(F, u32)>) {
-    heap.clear();
-    if k == 0 {
-        return;
-    }
-    let mut bar = floor;
-    for (b, block) in row.chunks(BLOCK).enumerate() {
-        // `block_max` ignores NaN (it ranks lowest), and `bar` is never NaN.
-        if block.len() == BLOCK && block_max(block) <= bar {
-            continue;
-        }
-        for (j, &v) in block.iter().enumerate() {
-            // NaN ranks lowest: it never enters.
-            if v.is_nan() || v <= floor {
-                continue;
-            }
-            let i = (b * BLOCK + j) as u32;
-            if heap.len() < k {
-                heap.push((v, i));
-                sift_up(heap);
-                if heap.len() == k {
-                    bar = if heap[0].0 > floor { heap[0].0 } else { floor };
-                }
-            } else if v > heap[0].0 {
-                heap[0] = (v, i);
-                sift_down(heap);
-                bar = heap[0].0;
-            }
+/// Reusable buffers of [`top_k_above`].
+#[derive(Debug)]
+pub(crate) struct Scratch<F> {
+    /// The selected `(value, index)` pairs (unordered), read by the caller.
+    pub(crate) heap: Vec<(F, u32)>,
+    maxima: Vec<F>,
+    order: Vec<F>,
+}
+
+impl<F> Default for Scratch<F> {
+    fn default() -> Self {
+        Scratch {
+            heap: Vec::new(),
+            maxima: Vec::new(),
+            order: Vec::new(),
         }
     }
 }
 
-/// The largest value of a full block (NaNs ignored), lane by lane so that it
-/// vectorises.
-fn block_max<F: Real>(block: &[F]) -> F {
-    let mut lanes = [F::neg_infinity(); LANES];
-    for chunk in block.chunks_exact(LANES) {
-        for (m, &v) in lanes.iter_mut().zip(chunk) {
-            *m = if v > *m { v } else { *m };
+/// The indices of the `k` largest values of `row` that are above `floor`, ranked as
+/// [`top_k`] ranks them, into `scratch.heap` (unordered). Equal to `top_k` over the
+/// values above `floor`, in two passes:
+///
+/// 1. the maximum of every group of [`GROUP`] values (vectorised: AVX-512 or AVX2
+///    when the CPU has it), and `τ`, the `k`-th largest of those maxima that are
+///    above `floor`. The `k` groups with the largest maxima hold `k` values `≥ τ`, so
+///    the `k`-th largest value of the row is `≥ τ`: every selected value is `≥ τ`;
+/// 2. only the groups whose maximum is `≥ τ` (about `k` of them) are scanned, their
+///    values `≥ τ` and above `floor` go through the heap of [`top_k`].
+///
+/// NaN ranks lowest: it never enters, and a group's maximum ignores it.
+pub(crate) fn top_k_above<F: Real>(row: &[F], k: usize, floor: F, scratch: &mut Scratch<F>) {
+    scratch.heap.clear();
+    if k == 0 || row.is_empty() {
+        return;
+    }
+    let groups = row.len().div_ceil(GROUP);
+    scratch.maxima.clear();
+    scratch.maxima.resize(groups, F::neg_infinity());
+    F::group_maxima(row, &mut scratch.maxima);
+    scratch.order.clear();
+    scratch
+        .order
+        .extend(scratch.maxima.iter().copied().filter(|&m| m > floor));
+    let tau = if scratch.order.len() > k {
+        // The k-th largest maximum above the floor (no NaN among the maxima).
+        let (_, kth, _) = scratch
+            .order
+            .select_nth_unstable_by(k - 1, |a, b| b.partial_cmp(a).unwrap_or(Ordering::Equal));
+        *kth
+    } else {
+        // Fewer than k groups reach above the floor: every value above it is taken.
+        F::neg_infinity()
+    };
+    let candidates = scratch
+        .maxima
+        .iter()
+        .enumerate()
+        .filter(|&(_, &m)| m > floor && m >= tau)
+        .flat_map(|(g, _)| {
+            let start = g * GROUP;
+            row[start..(start + GROUP).min(row.len())]
+                .iter()
+                .enumerate()
+                .map(move |(j, &v)| (start + j, v))
+        })
+        .filter(|&(_, v)| v > floor && v >= tau);
+    top_k(candidates, k, &mut scratch.heap);
+}
+
+/// The maximum of every group of [`GROUP`] values of `row` into `out` (one per group,
+/// the last group may be short); NaN is ignored (a group of NaNs gives −∞).
+pub(crate) fn group_maxima_scalar<F: Real>(row: &[F], out: &mut [F]) {
+    for (m, group) in out.iter_mut().zip(row.chunks(GROUP)) {
+        *m = group
+            .iter()
+            .fold(F::neg_infinity(), |a, &v| if v > a { v } else { a });
+    }
+}
+
+/// [`group_maxima_scalar`] for `f32`, with AVX-512 or AVX2 when the CPU has them
+/// (the same results: the maximum is exact whatever the order).
+pub(crate) fn group_maxima_f32(row: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            unsafe { simd::maxima_avx512(row, out) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked just above).
+            unsafe { simd::maxima_avx(row, out) };
+            return;
         }
     }
-    lanes
-        .iter()
-        .fold(F::neg_infinity(), |a, &b| if b > a { b } else { a })
+    group_maxima_scalar(row, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{group_maxima_scalar, GROUP};
+    use std::arch::x86_64::*;
+
+    /// Full groups with AVX-512, the short last one scalar. `max_ps(v, acc)` returns
+    /// `acc` when `v` is NaN, and `acc` starts at −∞, so NaN is ignored.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn maxima_avx512(row: &[f32], out: &mut [f32]) {
+        let full = row.len() / GROUP;
+        for (g, m) in out.iter_mut().enumerate().take(full) {
+            let p = row[g * GROUP..].as_ptr();
+            // SAFETY: group g is full: GROUP = 32 values from p are in `row`.
+            let (a, b) = unsafe { (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))) };
+            let acc = _mm512_max_ps(b, _mm512_max_ps(a, _mm512_set1_ps(f32::NEG_INFINITY)));
+            *m = _mm512_reduce_max_ps(acc);
+        }
+        group_maxima_scalar(&row[full * GROUP..], &mut out[full..]);
+    }
+
+    /// As [`maxima_avx512`], with four 8-lane AVX vectors per group.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn maxima_avx(row: &[f32], out: &mut [f32]) {
+        let full = row.len() / GROUP;
+        for (g, m) in out.iter_mut().enumerate().take(full) {
+            let p = row[g * GROUP..].as_ptr();
+            let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+            for l in 0..GROUP / 8 {
+                // SAFETY: group g is full: GROUP values from p are in `row`.
+                acc = _mm256_max_ps(unsafe { _mm256_loadu_ps(p.add(8 * l)) }, acc);
+            }
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` holds 8 f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+            *m = lanes.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        }
+        group_maxima_scalar(&row[full * GROUP..], &mut out[full..]);
+    }
 }

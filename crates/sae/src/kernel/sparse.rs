@@ -14,7 +14,7 @@ use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use super::{
-    batch_threshold, centred_input, centring_grad, encode, select, Grads, Real, Setup, Sums,
+    batch_threshold, centred_input, centring_grad, encode, select, vector, Grads, Real, Setup, Sums,
 };
 use crate::Architecture;
 
@@ -89,7 +89,10 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
                 sel.par_extend(
                     pre.axis_chunks_iter(Axis(0), chunk)
                         .into_par_iter()
-                        .map(|c| compress(c, |row, out| top_k_positive(row, k, out), aux)),
+                        .map(|c| {
+                            let mut scratch = select::Scratch::default();
+                            compress(c, |row, out| top_k_positive(row, k, &mut scratch, out), aux)
+                        }),
                 );
             }
         }
@@ -100,43 +103,59 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
     let mut d_e_hat = Array2::<F>::zeros((rows, if aux.is_some() { d_in } else { 0 })); // (rows, d_in | 0)
     let two_inv_b = F::of(2.0) * s.inv_b;
     let aux_c = aux.map_or(F::zero(), |a| F::of(2.0 * a.weight) * s.inv_b);
+    let x_std = x.as_standard_layout(); // (rows, d_in), a copy only if x is not
+    let (xs_raw, w_dec, b_dec) = (
+        x_std.as_slice().unwrap_or(&[]),
+        p.w_dec.as_standard_layout(),
+        p.b_dec.to_vec(),
+    );
+    let w_dec = w_dec.as_slice().unwrap_or(&[]); // (d_sae, d_in)
     let row_grads: Vec<RowGrads<F>> = sel
         .par_iter()
-        .zip(x.axis_chunks_iter(Axis(0), chunk).into_par_iter())
+        .enumerate()
         .zip(d_x_hat.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter())
         .zip(d_e_hat.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter())
-        .map(|(((sel, xc), mut dx), mut de)| {
+        .map(|(((c, sel), mut dx), mut de)| {
             let mut out = RowGrads {
                 d_act: Vec::with_capacity(sel.idx.len()),
                 d_aux: Vec::with_capacity(sel.aux_idx.len()),
                 sse: 0.0,
                 aux_sse: 0.0,
             };
-            for r in 0..xc.nrows() {
+            let (dx, de) = (
+                dx.as_slice_mut().unwrap_or(&mut []),
+                de.as_slice_mut().unwrap_or(&mut []),
+            );
+            for r in 0..sel.start.len() - 1 {
+                let b = c * chunk + r;
                 let (a0, a1) = (sel.start[r], sel.start[r + 1]);
-                let mut err = dx.row_mut(r); // x̂, then x̂ − x, then ∂L/∂x̂ (d_in)
-                err.assign(&p.b_dec);
+                // x̂, then x̂ − x, then ∂L/∂x̂ (d_in)
+                let err = &mut dx[r * d_in..(r + 1) * d_in];
+                err.copy_from_slice(&b_dec);
                 for (&i, &v) in sel.idx[a0..a1].iter().zip(&sel.val[a0..a1]) {
-                    err.scaled_add(v, &p.w_dec.row(i as usize));
+                    vector::axpy(err, v, row_of(w_dec, i as usize, d_in));
                 }
-                err -= &xc.row(r);
-                out.sse += sum_sq(err.view());
+                vector::sub_assign(err, row_of(xs_raw, b, d_in));
+                out.sse += vector::sum_sq(err);
                 if aux.is_some() {
                     let (z0, z1) = (sel.aux_start[r], sel.aux_start[r + 1]);
-                    let mut diff = de.row_mut(r); // ê − e = ê + err, then ∂L/∂ê (d_in)
-                    diff.assign(&err);
+                    // ê − e = ê + err, then ∂L/∂ê (d_in)
+                    let diff = &mut de[r * d_in..(r + 1) * d_in];
+                    diff.copy_from_slice(err);
                     for (&i, &z) in sel.aux_idx[z0..z1].iter().zip(&sel.aux_val[z0..z1]) {
-                        diff.scaled_add(z, &p.w_dec.row(i as usize));
+                        vector::axpy(diff, z, row_of(w_dec, i as usize, d_in));
                     }
-                    out.aux_sse += sum_sq(diff.view());
-                    diff *= aux_c;
+                    out.aux_sse += vector::sum_sq(diff);
+                    vector::scale(diff, aux_c);
                     for &i in &sel.aux_idx[z0..z1] {
-                        out.d_aux.push(diff.dot(&p.w_dec.row(i as usize)));
+                        out.d_aux
+                            .push(vector::dot(diff, row_of(w_dec, i as usize, d_in)));
                     }
                 }
-                err *= two_inv_b;
+                vector::scale(err, two_inv_b);
                 for &i in &sel.idx[a0..a1] {
-                    out.d_act.push(err.dot(&p.w_dec.row(i as usize)));
+                    out.d_act
+                        .push(vector::dot(err, row_of(w_dec, i as usize, d_in)));
                 }
             }
             out
@@ -241,8 +260,8 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
                     } else {
                         row_of(dxs, b, d_in)
                     };
-                    axpy(dec, e.coef, src);
-                    axpy(enc, e.grad, row_of(xs, b, d_in));
+                    vector::axpy(dec, e.coef, src);
+                    vector::axpy(enc, e.grad, row_of(xs, b, d_in));
                     g_b += e.grad;
                 }
                 g_benc[j] = g_b;
@@ -269,7 +288,7 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
 /// row's active `(index, value)` pairs; AuxK's `k` largest dead latents follow.
 fn compress<F: Real>(
     pre: ArrayView2<'_, F>,
-    pick: impl Fn(ArrayView1<'_, F>, &mut Vec<(u32, F)>),
+    mut pick: impl FnMut(ArrayView1<'_, F>, &mut Vec<(u32, F)>),
     aux: Option<super::ResolvedAux<'_>>,
 ) -> Selection<F> {
     let rows = pre.nrows();
@@ -305,16 +324,22 @@ fn compress<F: Real>(
 }
 
 /// TopK: the `k` largest pre-activations of the row that are positive.
-fn top_k_positive<F: Real>(row: ArrayView1<'_, F>, k: usize, out: &mut Vec<(u32, F)>) {
-    let mut heap = Vec::with_capacity(k);
+fn top_k_positive<F: Real>(
+    row: ArrayView1<'_, F>,
+    k: usize,
+    scratch: &mut select::Scratch<F>,
+    out: &mut Vec<(u32, F)>,
+) {
     match row.as_slice() {
         // The k largest positive values are the positive ones among the k largest.
-        Some(values) => select::top_k_above(values, k, F::zero(), &mut heap),
-        None => select::top_k(row.iter().copied().enumerate(), k, &mut heap),
+        Some(values) => select::top_k_above(values, k, F::zero(), scratch),
+        None => select::top_k(row.iter().copied().enumerate(), k, &mut scratch.heap),
     }
     out.clear();
     out.extend(
-        heap.iter()
+        scratch
+            .heap
+            .iter()
             .map(|&(_, i)| (i, row[i as usize]))
             .filter(|&(_, v)| v > F::zero()),
     );
@@ -334,16 +359,4 @@ fn above<F: Real>(row: ArrayView1<'_, F>, t: F, out: &mut Vec<(u32, F)>) {
 /// Row `b` of a row-major `(rows, d)` array held in `m`.
 fn row_of<F>(m: &[F], b: usize, d: usize) -> &[F] {
     m.get(b * d..(b + 1) * d).unwrap_or(&[])
-}
-
-/// `dst += a · src`, elementwise (as ndarray's `scaled_add`, on slices so that it
-/// vectorises).
-fn axpy<F: Real>(dst: &mut [F], a: F, src: &[F]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d += a * s;
-    }
-}
-
-fn sum_sq<F: Real>(a: ArrayView1<'_, F>) -> f64 {
-    a.iter().map(|v| v.as_f64() * v.as_f64()).sum()
 }

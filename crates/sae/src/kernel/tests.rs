@@ -255,12 +255,12 @@ fn heap_top_k_matches_sorting() {
 }
 
 #[test]
-fn blocked_top_k_above_a_floor_matches_sorting() {
-    // Long rows (several 64-value blocks, ragged ends), ties, NaNs, and floors that
+fn two_pass_top_k_above_a_floor_matches_sorting() {
+    // Long rows (several 32-value groups, ragged ends), ties, NaNs, and floors that
     // leave fewer than k values.
     let mut r = ChaCha8Rng::seed_from_u64(4);
     let mut order = Vec::new();
-    let mut heap = Vec::new();
+    let mut scratch = select::Scratch::default();
     for case in 0..300 {
         let n = r.random_range(1..700);
         let row: Vec<f32> = (0..n)
@@ -271,13 +271,49 @@ fn blocked_top_k_above_a_floor_matches_sorting() {
             })
             .collect();
         let k = r.random_range(0..40);
-        let floor = [0.0f32, -1.0, 2.5][case % 3];
+        let floor = [0.0f32, -1.0, 2.5, f32::NEG_INFINITY][case % 4];
         let arr = Array1::from(row.clone());
         let mut want = dense::top_indices(arr.view(), k, |i| row[i] > floor, &mut order).to_vec();
         want.sort_unstable();
-        select::top_k_above(&row, k, floor, &mut heap);
-        let mut got: Vec<usize> = heap.iter().map(|&(_, i)| i as usize).collect();
+        select::top_k_above(&row, k, floor, &mut scratch);
+        let mut got: Vec<usize> = scratch.heap.iter().map(|&(_, i)| i as usize).collect();
         got.sort_unstable();
         assert_eq!(got, want, "case {case}: k {k}, floor {floor}, n {n}");
+    }
+}
+
+#[test]
+fn vectorised_group_maxima_equal_the_scalar_ones() {
+    // f32 takes AVX-512 or AVX on CPUs that have them; NaNs anywhere in a group, whole
+    // groups of NaN, infinities, ragged last groups.
+    let mut r = ChaCha8Rng::seed_from_u64(5);
+    for case in 0..400 {
+        let n = r.random_range(0..300);
+        let row: Vec<f32> = (0..n)
+            .map(|_| match r.random_range(0..40) {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2 => f32::NEG_INFINITY,
+                _ => r.random_range(-3.0f32..3.0),
+            })
+            .collect();
+        let row = if case % 10 == 0 {
+            vec![f32::NAN; n]
+        } else {
+            row
+        };
+        let groups = n.div_ceil(32);
+        let (mut want, mut got) = (vec![0f32; groups], vec![0f32; groups]);
+        select::group_maxima_scalar(&row, &mut want);
+        <f32 as Real>::group_maxima(&row, &mut got);
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "case {case}: n {n}"
+        );
+        assert!(
+            want.iter().all(|v| !v.is_nan()),
+            "case {case}: NaN must be ignored"
+        );
     }
 }

@@ -237,7 +237,13 @@ impl Trainer {
 /// `1 − mse / (mean squared distance to the batch mean)`, both per row.
 fn batch_explained_variance(batch: ArrayView2<'_, f32>, mse: f64) -> f64 {
     let rows = batch.nrows() as f64;
-    let mean = batch.mapv(f64::from).sum_axis(Axis(0)) / rows; // (d_in)
+    let mut mean = vec![0f64; batch.ncols()]; // (d_in)
+    for r in batch.outer_iter() {
+        for (m, &v) in mean.iter_mut().zip(r) {
+            *m += f64::from(v);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= rows);
     let sst: f64 = batch
         .outer_iter()
         .map(|r| {

@@ -1,0 +1,75 @@
+//! Slice kernels of the sparse path, compiled for AVX-512 and AVX2 as well
+//! as the baseline target and picked at run time (`multiversion`).
+//!
+//! Every kernel does the same IEEE operations in the same order whatever the target:
+//! Rust never fuses `a * b + c`, and the reductions keep [`LANES`] explicit partial
+//! sums that are added up in a fixed order at the end. So the results are bitwise
+//! the same on every CPU, only faster where the vectors are wider.
+use multiversion::multiversion;
+
+use super::Real;
+
+/// Partial sums of the reductions: one AVX-512 vector of `f32`.
+const LANES: usize = 16;
+
+/// `dst += a · src`, elementwise.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+pub(crate) fn axpy<F: Real>(dst: &mut [F], a: F, src: &[F]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += a * s;
+    }
+}
+
+/// `Σ a_i b_i`, in [`LANES`] partial sums.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+pub(crate) fn dot<F: Real>(a: &[F], b: &[F]) -> F {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [F::zero(); LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += x * y;
+    }
+    acc.iter().fold(F::zero(), |s, &v| s + v)
+}
+
+/// `Σ v_i²` in `f64`, in [`LANES`] partial sums.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+pub(crate) fn sum_sq<F: Real>(a: &[F]) -> f64 {
+    let mut acc = [0f64; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for x in chunks {
+        for l in 0..LANES {
+            let v = x[l].as_f64();
+            acc[l] += v * v;
+        }
+    }
+    for (l, &x) in rest.iter().enumerate() {
+        let v = x.as_f64();
+        acc[l] += v * v;
+    }
+    acc.iter().sum()
+}
+
+/// `dst = a − b`, elementwise.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+pub(crate) fn sub_assign<F: Real>(dst: &mut [F], b: &[F]) {
+    for (d, &s) in dst.iter_mut().zip(b) {
+        *d -= s;
+    }
+}
+
+/// `dst *= a`, elementwise.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+pub(crate) fn scale<F: Real>(dst: &mut [F], a: F) {
+    for d in dst.iter_mut() {
+        *d *= a;
+    }
+}
