@@ -8,8 +8,11 @@
 //! The same arrays are live at the peak, so the peak should not change. Without
 //! trimming, though, the heap keeps every hole that reading shards of different sizes
 //! leaves, and peak RSS crept up with the number of shards read (59.9 / 69.3 / 76.9 MB
-//! on 1 / 8 / 32 shards); [`release_freed_memory`] after each shard read hands the
-//! free pages back, once per shard rather than once per step.
+//! on 1 / 8 / 32 shards, together with a second cause since fixed: the feature
+//! statistics read every row's token); [`release_freed_memory`] after each shard read
+//! hands the free pages back, once per shard rather than once per step.
+//! `circuitry-train-sae` calls [`keep_freed_memory`] unless
+//! `CIRCUITRY_KEEP_FREED_MEMORY=0`.
 
 /// Make glibc's `malloc` serve large allocations from the heap and never trim it
 /// (process-wide; a no-op on other C libraries). Call it at the start of `main`,

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use circuitry_core::HookPoint;
 use circuitry_models::gpt2::{Forward, Gpt2};
-use circuitry_store::TokenColumns;
+use circuitry_store::{ActivationStore, TokenColumns};
 use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut3, Axis};
 use serde::{Deserialize, Serialize};
 
@@ -100,8 +100,125 @@ pub fn windows(
     let picked: Vec<&Window> = (0..take)
         .map(|i| &candidates[i * candidates.len() / take.max(1)])
         .collect();
+    batches(&picked, &counted_row, batch_size)
+}
+
+/// [`windows`] over `store`, reading its token columns shard by shard in two passes
+/// (count the candidate windows, then keep the picked ones), so that memory grows
+/// with the windows picked and one shard, not with the store. The same windows as
+/// `windows(&store.read_tokens()?, ..)`, which it falls back to when the store's
+/// sequences are not runs of consecutive rows in increasing `seq` order with
+/// increasing positions (the dump always writes them so).
+pub fn windows_from_store(
+    store: &ActivationStore,
+    counted_row: impl Fn(u64) -> bool,
+    max_sequences: usize,
+    batch_size: usize,
+) -> Result<Vec<CeBatch>> {
+    let shards = store.meta().shards.len();
+    let streamed = windows_streamed(
+        || (0..shards).map(|s| Ok(store.read_shard_tokens(s)?)),
+        &counted_row,
+        max_sequences,
+        batch_size,
+    )?;
+    match streamed {
+        Some(b) => Ok(b),
+        None => Ok(windows(
+            &store.read_tokens()?,
+            counted_row,
+            max_sequences,
+            batch_size,
+        )),
+    }
+}
+
+/// [`windows`] over token columns that `chunks()` yields in row order (each call
+/// starts again from the first row); `None` when the sequences are not runs of
+/// consecutive rows in increasing `seq` order with increasing positions.
+pub fn windows_streamed<I>(
+    chunks: impl Fn() -> I,
+    counted_row: &impl Fn(u64) -> bool,
+    max_sequences: usize,
+    batch_size: usize,
+) -> Result<Option<Vec<CeBatch>>>
+where
+    I: Iterator<Item = Result<TokenColumns>>,
+{
+    // Pass 1: count the candidates.
+    let mut count = 0usize;
+    if !scan_runs(chunks(), counted_row, |_| count += 1)? {
+        return Ok(None);
+    }
+    let take = max_sequences.min(count);
+    let wanted: Vec<usize> = (0..take).map(|i| i * count / take.max(1)).collect();
+    // Pass 2: keep the picked ones.
+    let (mut ordinal, mut next, mut kept) = (0usize, 0usize, Vec::with_capacity(take));
+    scan_runs(chunks(), counted_row, |w| {
+        if wanted.get(next) == Some(&ordinal) {
+            kept.push(w);
+            next += 1;
+        }
+        ordinal += 1;
+    })?;
+    let picked: Vec<&Window> = kept.iter().collect();
+    Ok(Some(batches(&picked, counted_row, batch_size)))
+}
+
+/// Call `found` with every candidate window (positions `0..n`, `n ≥ 2`, a counted
+/// row before the last) in row order; `false` when the rows are not laid out as
+/// [`windows_streamed`] needs.
+fn scan_runs<I>(
+    chunks: I,
+    counted_row: &impl Fn(u64) -> bool,
+    mut found: impl FnMut(Window),
+) -> Result<bool>
+where
+    I: Iterator<Item = Result<TokenColumns>>,
+{
+    // The current run: its seq, its rows, and whether a row before its last counts.
+    let mut run: Option<(u64, Window, bool)> = None;
+    let mut finish = |run: Option<(u64, Window, bool)>| {
+        if let Some((_, w, counted_early)) = run {
+            let contiguous = w.iter().enumerate().all(|(i, t)| t.0 as usize == i);
+            if contiguous && w.len() >= 2 && counted_early {
+                found(w);
+            }
+        }
+    };
+    let mut row = 0u64;
+    for chunk in chunks {
+        let t = chunk?;
+        for ((&seq, &pos), &tok) in t.seq.iter().zip(&t.pos).zip(&t.token_id) {
+            match run.as_mut() {
+                Some((s, w, early)) if *s == seq => {
+                    if w.last().is_some_and(|last| pos < last.0) {
+                        return Ok(false); // positions out of order
+                    }
+                    *early |= w.last().is_some_and(|last| counted_row(last.2));
+                    w.push((pos, tok, row));
+                }
+                Some((s, _, _)) if seq < *s => return Ok(false), // seq not increasing
+                _ => {
+                    finish(run.take());
+                    run = Some((seq, vec![(pos, tok, row)], false));
+                }
+            }
+            row += 1;
+        }
+    }
+    finish(run);
+    Ok(true)
+}
+
+/// The picked windows grouped by length into batches of at most `batch_size`.
+fn batches(
+    picked: &[&Window],
+    counted_row: &impl Fn(u64) -> bool,
+    batch_size: usize,
+) -> Vec<CeBatch> {
     let mut by_len: BTreeMap<usize, Vec<&Window>> = BTreeMap::new();
-    for w in picked {
+    for &w in picked {
         by_len.entry(w.len()).or_default().push(w);
     }
     let mut out = Vec::new();

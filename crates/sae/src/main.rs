@@ -10,8 +10,8 @@ mod cli;
 use cli::{config, Args};
 
 fn main() -> ExitCode {
-    // Opt-in: faster steps for large SAEs, but the heap then keeps its holes (alloc.rs).
-    if std::env::var_os("CIRCUITRY_KEEP_FREED_MEMORY").is_some_and(|v| v == "1") {
+    // Spares each step's page faults (alloc.rs); CIRCUITRY_KEEP_FREED_MEMORY=0 turns it off.
+    if std::env::var_os("CIRCUITRY_KEEP_FREED_MEMORY").is_none_or(|v| v != "0") {
         circuitry_sae::keep_freed_memory();
     }
     tracing_subscriber::fmt()

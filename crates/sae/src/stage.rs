@@ -15,18 +15,19 @@
 //! An SAE depends only on its own hook's configuration and the store, never on
 //! which other hooks share the run, so per-hook runs and one joint run give the
 //! same bytes.
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use circuitry_core::{fingerprint, HookPoint, StageTimer, TOOL_VERSION};
 use circuitry_models::gpt2::Gpt2;
-use circuitry_store::{ActivationStore, TokenColumns, META_FILE};
+use circuitry_store::{ActivationStore, META_FILE};
 use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::ce::{self, CeEvaluator, CeLoss};
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION};
-use crate::stats::{self, FeatureStats};
+use crate::stats::{self, ContextTokens, FeatureStats};
 use crate::stream::{self, is_eval_row, HookLayout, TrainStream};
 use crate::train::{LogEntry, Trainer};
 use crate::{
@@ -452,18 +453,13 @@ fn train_hooks(
     }
     let epochs = stream.epoch() + 1;
     let saes: Vec<(Sae, Vec<LogEntry>, u64)> = trainers.into_iter().map(Trainer::finish).collect();
-    let tokens = if cfg.top_n > 0 || model.is_some() {
-        Some(store.read_tokens()?)
-    } else {
-        None
-    };
-    let ce_windows = match (model, &tokens) {
-        (Some(_), Some(t)) => {
+    let ce_windows = match model {
+        Some(_) => {
             let (seed, frac) = (cfg.train.seed, cfg.eval_fraction);
             let counted = |row| frac == 0.0 || is_eval_row(seed, frac, row);
-            ce::windows(t, counted, cfg.ce_sequences, CE_BATCH)
+            ce::windows_from_store(store, counted, cfg.ce_sequences, CE_BATCH)?
         }
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     let check_rows: Vec<u64> = ce_windows
         .first()
@@ -486,7 +482,16 @@ fn train_hooks(
         }
         None => vec![None; saes.len()],
     };
-    let no_tokens = TokenColumns::default();
+    // Tokens of the rows the feature contexts show, read shard by shard.
+    let wanted: BTreeSet<u64> = finals
+        .iter()
+        .flat_map(|fin| fin.stats.context_rows())
+        .collect();
+    let context_tokens = if wanted.is_empty() {
+        ContextTokens::default()
+    } else {
+        ContextTokens::read(store, &wanted)?
+    };
     let gemm = Backend::resolve(cfg.train.gemm)?.describe();
     let decode = stats::decoder(cfg.tokenizer.as_deref())?;
     let mut out = Vec::with_capacity(saes.len());
@@ -495,8 +500,7 @@ fn train_hooks(
     {
         let dir = sae_dir(&cfg.out, sae.cfg.hook_name);
         sae.save(&dir)?;
-        fin.stats
-            .write(&dir, tokens.as_ref().unwrap_or(&no_tokens), &*decode)?;
+        fin.stats.write(&dir, &context_tokens, &*decode)?;
         let (train_metrics, train_density) = fin.train.finish();
         let eval = (fin.eval.rows() > 0).then(|| fin.eval.finish());
         let density = eval.as_ref().map_or(&train_density, |e| &e.1);

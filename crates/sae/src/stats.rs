@@ -8,6 +8,7 @@
 //! u64 (store row); `top_left` list of utf8 (up to [`LEFT_TOKENS`] tokens before, same
 //! window); `top_token` list of utf8; `top_right` list of utf8 (up to
 //! [`RIGHT_TOKENS`] after).
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use arrow::array::{
     UInt32Array, UInt64Builder,
 };
 use circuitry_core::atomic;
-use circuitry_store::TokenColumns;
+use circuitry_store::{ActivationStore, TokenColumns};
 use ndarray::ArrayView2;
 use parquet::arrow::ArrowWriter;
 
@@ -80,12 +81,22 @@ impl FeatureStats {
         self.rows += f.nrows() as u64;
     }
 
+    /// The store rows whose tokens the contexts of the top activations need: each
+    /// top row with [`LEFT_TOKENS`] rows before and [`RIGHT_TOKENS`] after it.
+    pub fn context_rows(&self) -> BTreeSet<u64> {
+        let mut rows = BTreeSet::new();
+        for &(_, r) in self.top.iter().flatten() {
+            rows.extend(r.saturating_sub(LEFT_TOKENS as u64)..=r + RIGHT_TOKENS as u64);
+        }
+        rows
+    }
+
     /// Write `dir/feature_stats.parquet` atomically, decoding contexts from `tokens`
-    /// (the store's token columns) with `decode`.
+    /// (the tokens of at least [`FeatureStats::context_rows`]) with `decode`.
     pub fn write(
         &self,
         dir: &Path,
-        tokens: &TokenColumns,
+        tokens: &ContextTokens,
         decode: &dyn Fn(&[u32]) -> String,
     ) -> Result<()> {
         let d_sae = self.count.len();
@@ -106,33 +117,33 @@ impl FeatureStats {
         let mut left = ListBuilder::new(StringBuilder::new());
         let mut token = ListBuilder::new(StringBuilder::new());
         let mut right = ListBuilder::new(StringBuilder::new());
-        let n_tokens = tokens.token_id.len();
         for top in &self.top {
             for &(a, row) in top {
                 acts.values().append_value(a);
                 rows.values().append_value(row);
-                let r = usize::try_from(row).unwrap_or(usize::MAX);
-                if r >= n_tokens {
+                let Some(&(seq, tok)) = tokens.rows.get(&row) else {
                     return Err(Error::Empty(format!(
-                        "store row {row} has no token (the store has {n_tokens} token rows)"
+                        "store row {row} has no token (the store has {} token rows)",
+                        tokens.n_rows
                     )));
+                };
+                let same = |j: u64| tokens.rows.get(&j).filter(|t| t.0 == seq).map(|t| t.1);
+                let mut before = Vec::new();
+                let mut j = row;
+                while j > 0 && row - j < LEFT_TOKENS as u64 {
+                    match same(j - 1) {
+                        Some(t) => before.push(t),
+                        None => break,
+                    }
+                    j -= 1;
                 }
-                let same = |j: usize| tokens.seq[j] == tokens.seq[r];
-                let mut lo = r;
-                while lo > 0 && r - lo < LEFT_TOKENS && same(lo - 1) {
-                    lo -= 1;
-                }
-                let mut hi = r + 1;
-                while hi < n_tokens && hi - r <= RIGHT_TOKENS && same(hi) {
-                    hi += 1;
-                }
-                left.values().append_value(decode(&tokens.token_id[lo..r]));
-                token
-                    .values()
-                    .append_value(decode(&tokens.token_id[r..r + 1]));
-                right
-                    .values()
-                    .append_value(decode(&tokens.token_id[r + 1..hi]));
+                before.reverse();
+                let after: Vec<u32> = (row + 1..=row + RIGHT_TOKENS as u64)
+                    .map_while(same)
+                    .collect();
+                left.values().append_value(decode(&before));
+                token.values().append_value(decode(&[tok]));
+                right.values().append_value(decode(&after));
             }
             acts.append(true);
             rows.append(true);
@@ -166,6 +177,53 @@ impl FeatureStats {
         writer.close().map_err(|e| parquet_err(e.to_string()))?;
         atomic::write_bytes(&path, &bytes)?;
         Ok(())
+    }
+}
+
+/// The sequence and token of just the store rows that feature contexts need (see
+/// [`FeatureStats::context_rows`]): memory grows with the number of top activations,
+/// not with the store.
+#[derive(Debug, Clone, Default)]
+pub struct ContextTokens {
+    /// Store row → (sequence, token id).
+    rows: HashMap<u64, (u64, u32)>,
+    /// Rows in the store.
+    n_rows: u64,
+}
+
+impl ContextTokens {
+    /// Read the `wanted` rows' tokens from `store`, one shard at a time.
+    pub fn read(store: &ActivationStore, wanted: &BTreeSet<u64>) -> Result<Self> {
+        let mut out = ContextTokens::default();
+        for shard in 0..store.meta().shards.len() {
+            let first = out.n_rows;
+            let n = store.meta().shards[shard].rows;
+            out.n_rows += n;
+            if wanted.range(first..first + n).next().is_none() {
+                continue;
+            }
+            let t = store.read_shard_tokens(shard)?;
+            out.keep(&t, first, wanted);
+        }
+        Ok(out)
+    }
+
+    /// The `wanted` rows of token columns whose first row is store row `first`.
+    pub fn from_columns(tokens: &TokenColumns, first: u64, wanted: &BTreeSet<u64>) -> Self {
+        let mut out = ContextTokens {
+            n_rows: first + tokens.token_id.len() as u64,
+            ..ContextTokens::default()
+        };
+        out.keep(tokens, first, wanted);
+        out
+    }
+
+    fn keep(&mut self, t: &TokenColumns, first: u64, wanted: &BTreeSet<u64>) {
+        let end = first + t.token_id.len() as u64;
+        for &r in wanted.range(first..end) {
+            let i = (r - first) as usize;
+            self.rows.insert(r, (t.seq[i], t.token_id[i]));
+        }
     }
 }
 

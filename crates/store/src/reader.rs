@@ -167,8 +167,39 @@ impl ActivationStore {
         batches.read_shard(meta)
     }
 
-    /// The token columns of every row.
+    /// The token columns of every row (16 bytes or more per row: for large stores,
+    /// read shard by shard with [`ActivationStore::read_shard_tokens`]).
     pub fn read_tokens(&self) -> Result<TokenColumns> {
+        let paired = self.meta.paired;
+        let mut out = TokenColumns {
+            example: paired.then(Vec::new),
+            side: paired.then(Vec::new),
+            ..Default::default()
+        };
+        for shard in 0..self.meta.shards.len() {
+            let t = self.read_shard_tokens(shard)?;
+            out.seq.extend(t.seq);
+            out.pos.extend(t.pos);
+            out.token_id.extend(t.token_id);
+            if let (Some(ex), Some(side), Some(t_ex), Some(t_side)) =
+                (out.example.as_mut(), out.side.as_mut(), t.example, t.side)
+            {
+                ex.extend(t_ex);
+                side.extend(t_side);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The token columns of the rows of shard `shard` (0-based; its first row is the
+    /// sum of the rows of the shards before it).
+    pub fn read_shard_tokens(&self, shard: usize) -> Result<TokenColumns> {
+        let meta = self.meta.shards.get(shard).ok_or_else(|| {
+            Error::BadBatch(format!(
+                "shard {shard} does not exist; the store has {} shards",
+                self.meta.shards.len()
+            ))
+        })?;
         let paired = self.meta.paired;
         let mut names = vec![
             (schema::SEQ, DataType::UInt64),
@@ -184,44 +215,42 @@ impl ActivationStore {
             side: paired.then(Vec::new),
             ..Default::default()
         };
-        for shard in &self.meta.shards {
-            let path = self.dir.join(&shard.file);
-            for batch in read_columns(&path, shard, &names)? {
-                let col = |name: &str| {
-                    batch
-                        .column_by_name(name)
-                        .ok_or_else(|| Error::ShardMismatch {
-                            path: path.clone(),
-                            reason: format!("column {name} missing from the projection"),
-                        })
-                };
-                out.seq.extend(primitive_values::<UInt64Type>(
-                    col(schema::SEQ)?,
-                    "seq",
+        let path = self.dir.join(&meta.file);
+        for batch in read_columns(&path, meta, &names)? {
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| Error::ShardMismatch {
+                        path: path.clone(),
+                        reason: format!("column {name} missing from the projection"),
+                    })
+            };
+            out.seq.extend(primitive_values::<UInt64Type>(
+                col(schema::SEQ)?,
+                "seq",
+                &path,
+            )?);
+            out.pos.extend(primitive_values::<UInt32Type>(
+                col(schema::POS)?,
+                "pos",
+                &path,
+            )?);
+            out.token_id.extend(primitive_values::<UInt32Type>(
+                col(schema::TOKEN_ID)?,
+                "token_id",
+                &path,
+            )?);
+            if let (Some(ex), Some(side)) = (out.example.as_mut(), out.side.as_mut()) {
+                ex.extend(primitive_values::<UInt32Type>(
+                    col(schema::EXAMPLE)?,
+                    "example",
                     &path,
                 )?);
-                out.pos.extend(primitive_values::<UInt32Type>(
-                    col(schema::POS)?,
-                    "pos",
+                side.extend(primitive_values::<UInt8Type>(
+                    col(schema::SIDE)?,
+                    "side",
                     &path,
                 )?);
-                out.token_id.extend(primitive_values::<UInt32Type>(
-                    col(schema::TOKEN_ID)?,
-                    "token_id",
-                    &path,
-                )?);
-                if let (Some(ex), Some(side)) = (out.example.as_mut(), out.side.as_mut()) {
-                    ex.extend(primitive_values::<UInt32Type>(
-                        col(schema::EXAMPLE)?,
-                        "example",
-                        &path,
-                    )?);
-                    side.extend(primitive_values::<UInt8Type>(
-                        col(schema::SIDE)?,
-                        "side",
-                        &path,
-                    )?);
-                }
             }
         }
         Ok(out)

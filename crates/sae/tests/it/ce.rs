@@ -151,3 +151,72 @@ fn windows_are_rebuilt_from_the_token_columns() {
     assert_eq!(capped.len(), 1);
     assert_eq!(capped[0].ids.nrows(), 1);
 }
+
+#[test]
+fn streamed_windows_equal_the_in_memory_ones_for_any_shard_split() {
+    // Sequences as the dump writes them (consecutive rows, increasing seq, positions
+    // 0..n), some too short, one with a gap, one starting at position 1; split into
+    // chunks at every possible boundary pattern; a cap that keeps evenly spaced ones.
+    let mut tokens = TokenColumns::default();
+    let lens = [3usize, 1, 4, 2, 5, 3, 2, 6, 1, 3];
+    for (seq, &n) in lens.iter().enumerate() {
+        for p in 0..n {
+            let pos = match seq {
+                2 if p == 3 => 5, // a gap
+                5 => p + 1,       // does not start at 0
+                _ => p,
+            };
+            tokens.seq.push(seq as u64 * 3);
+            tokens.pos.push(pos as u32);
+            tokens.token_id.push((seq * 100 + p) as u32);
+        }
+    }
+    let rows = tokens.token_id.len();
+    let counted = |row: u64| row % 4 != 1;
+    let chunk_of = |a: usize, b: usize| TokenColumns {
+        seq: tokens.seq[a..b].to_vec(),
+        pos: tokens.pos[a..b].to_vec(),
+        token_id: tokens.token_id[a..b].to_vec(),
+        ..Default::default()
+    };
+    for cap in [100, 3, 1, 0] {
+        let want = ce::windows(&tokens, counted, cap, 2);
+        for split in 1..=rows {
+            let cuts: Vec<usize> = (0..rows).step_by(split).chain([rows]).collect();
+            let chunks = || {
+                cuts.windows(2)
+                    .map(|c| Ok(chunk_of(c[0], c[1])))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+            };
+            let got = ce::windows_streamed(chunks, &counted, cap, 2)
+                .unwrap()
+                .expect("the layout the dump writes streams");
+            assert_eq!(got, want, "cap {cap}, chunks of {split} rows");
+        }
+    }
+    assert!(!ce::windows(&tokens, counted, 100, 2).is_empty());
+
+    // Sequences out of order, or positions out of order: not streamable (the stage
+    // then reads every token column, as `windows` does).
+    let shuffled = TokenColumns {
+        seq: vec![1, 0, 1, 0],
+        pos: vec![0, 0, 1, 1],
+        token_id: vec![1, 2, 3, 4],
+        ..Default::default()
+    };
+    let one = || vec![Ok(shuffled.clone())].into_iter();
+    assert!(ce::windows_streamed(one, &|_| true, 10, 8)
+        .unwrap()
+        .is_none());
+    let backwards = TokenColumns {
+        seq: vec![0, 0, 0],
+        pos: vec![1, 0, 2],
+        token_id: vec![1, 2, 3],
+        ..Default::default()
+    };
+    let one = || vec![Ok(backwards.clone())].into_iter();
+    assert!(ce::windows_streamed(one, &|_| true, 10, 8)
+        .unwrap()
+        .is_none());
+}
