@@ -21,20 +21,22 @@ use std::path::{Path, PathBuf};
 use circuitry_core::{fingerprint, HookPoint, StageTimer, TOOL_VERSION};
 use circuitry_models::gpt2::Gpt2;
 use circuitry_store::{ActivationStore, META_FILE};
-use ndarray::{s, Array2, Axis};
+use ndarray::s;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::ce::{self, CeEvaluator, CeLoss};
 use crate::checkpoint::{self, CheckpointMeta, CHECKPOINT_VERSION};
-use crate::stats::{self, ContextTokens, FeatureStats};
+use crate::stats::{self, ContextTokens};
 use crate::stream::{self, is_eval_row, HookLayout, TrainStream};
 use crate::train::{LogEntry, Trainer};
 use crate::{
     log10_feature_density, save_training_outputs, ActivationNormalization, Architecture, Backend,
-    Error, Metrics, MetricsAccumulator, Result, Sae, SaeConfig, TrainConfig, TrainingRecord,
-    TRAINING_RECORD_VERSION,
+    Error, Metrics, Result, Sae, SaeConfig, TrainConfig, TrainingRecord, TRAINING_RECORD_VERSION,
 };
+
+mod evaluate;
+use evaluate::{check_reproduces, final_pass};
 
 /// The stage binary's name, recorded in `stage.json`.
 pub const TOOL: &str = "circuitry-train-sae";
@@ -536,106 +538,6 @@ fn train_hooks(
         })?;
     }
     Ok(out)
-}
-
-struct Final {
-    train: MetricsAccumulator,
-    eval: MetricsAccumulator,
-    stats: FeatureStats,
-    /// The rows of `check_rows`, `(rows, d_in)`.
-    check: Array2<f32>,
-}
-
-/// Check that the model's clean forward on the first `ce_loss_score` batch
-/// reproduces the stored activations of `hook` (`stored`: `(rows, width)` in the
-/// batch's row order).
-fn check_reproduces(
-    ev: &CeEvaluator<'_>,
-    hook: HookPoint,
-    stored: &Array2<f32>,
-    store: &Path,
-) -> Result<()> {
-    if stored.nrows() == 0 {
-        return Ok(());
-    }
-    let got = ev.activations(0, hook)?; // (windows, len, width)
-    let (b, s, w) = got.dim();
-    let mut diff = 0.0f32;
-    let mut scale = 0.0f32;
-    for (g, x) in got.iter().zip(stored.iter()) {
-        diff = diff.max((g - x).abs());
-        scale = scale.max(x.abs());
-    }
-    if stored.dim() != (b * s, w) || diff > REPRODUCTION_TOLERANCE * scale.max(1.0) {
-        return Err(Error::config(
-            "model",
-            hook,
-            format!(
-                "the model's forward on the token windows rebuilt from {} differs from the stored activations by up to {diff:.3e} (tolerance {REPRODUCTION_TOLERANCE:.1e} × max(1, {scale:.3})); the store was dumped with other positions or another tokenization — re-run the dump, or drop --model",
-                store.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// One pass over the store in row order: metrics on training and held-out rows,
-/// and feature statistics over all rows, for every SAE.
-fn final_pass(
-    cfg: &StageConfig,
-    store: &ActivationStore,
-    layout: &HookLayout,
-    saes: &[(Sae, Vec<LogEntry>, u64)],
-    check_rows: &[u64],
-) -> Result<Vec<Final>> {
-    let mut finals: Vec<Final> = saes
-        .iter()
-        .map(|(sae, _, _)| Final {
-            train: MetricsAccumulator::new(sae.cfg.d_in, sae.cfg.d_sae),
-            eval: MetricsAccumulator::new(sae.cfg.d_in, sae.cfg.d_sae),
-            stats: FeatureStats::new(sae.cfg.d_sae, cfg.top_n),
-            check: Array2::zeros((check_rows.len(), sae.cfg.d_in)),
-        })
-        .collect();
-    let mut first = 0u64;
-    for shard in 0..store.meta().shards.len() {
-        let arrays = stream::read_checked(store, layout, shard, first)?; // per hook (rows, width)
-        let n = arrays.first().map_or(0, |a| a.nrows());
-        let eval: Vec<bool> = (0..n)
-            .map(|r| is_eval_row(cfg.train.seed, cfg.eval_fraction, first + r as u64))
-            .collect();
-        finals
-            .par_iter_mut()
-            .zip(saes.par_iter())
-            .zip(arrays.par_iter())
-            .for_each(|((fin, (sae, _, _)), x)| {
-                for (j, &r) in check_rows.iter().enumerate() {
-                    if (first..first + n as u64).contains(&r) {
-                        fin.check.row_mut(j).assign(&x.row((r - first) as usize));
-                    }
-                }
-                for (c, chunk) in x.axis_chunks_iter(Axis(0), EVAL_CHUNK).enumerate() {
-                    let start = c * EVAL_CHUNK;
-                    let f = sae.encode(chunk); // (rows, d_sae)
-                    let x_hat = sae.reconstruct(chunk, f.view()); // (rows, d_in)
-                    fin.stats.add(f.view(), first + start as u64);
-                    for (want_eval, acc) in [(false, &mut fin.train), (true, &mut fin.eval)] {
-                        let idx: Vec<usize> = (0..chunk.nrows())
-                            .filter(|&r| eval[start + r] == want_eval)
-                            .collect();
-                        if !idx.is_empty() {
-                            acc.add(
-                                chunk.select(Axis(0), &idx).view(),
-                                x_hat.select(Axis(0), &idx).view(),
-                                f.select(Axis(0), &idx).view(),
-                            );
-                        }
-                    }
-                }
-            });
-        first += n as u64;
-    }
-    Ok(finals)
 }
 
 /// The directory the stage writes the SAE for `hook` to.
