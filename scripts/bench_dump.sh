@@ -37,18 +37,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOKENS=${BENCH_TOKENS:-8192}
-REPS=${BENCH_REPS:-3}
-CTX=${BENCH_CTX:-128}
-BATCH=${BENCH_BATCH:-8}
-THREADS=${BENCH_THREADS:-2}
-SHARD_ROWS=${BENCH_SHARD_ROWS:-4096}
+source scripts/bench_dump_env.sh
 ATTN=${BENCH_ATTN:-sdpa}
-DIR=${BENCH_DIR:-target/bench}
-MODEL=$DIR/gpt2-small-random
-CORPUS=$DIR/corpus-$TOKENS.txt
 RESULTS=$DIR/bench_dump.jsonl
-PY="python3 scripts/bench_dump_peer.py"
 export TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false
 
 if [[ -z "${ORT_DYLIB_PATH:-}" ]]; then

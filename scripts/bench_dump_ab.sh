@@ -14,17 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $# -eq 2 ]] || { echo "usage: $0 OLD_BIN NEW_BIN" >&2; exit 2; }
-TOKENS=${BENCH_TOKENS:-8192}
-REPS=${BENCH_REPS:-3}
-CTX=${BENCH_CTX:-128}
-BATCH=${BENCH_BATCH:-8}
-THREADS=${BENCH_THREADS:-2}
-SHARD_ROWS=${BENCH_SHARD_ROWS:-4096}
-DIR=${BENCH_DIR:-target/bench}
-MODEL=$DIR/gpt2-small-random
-CORPUS=$DIR/corpus-$TOKENS.txt
+source scripts/bench_dump_env.sh
 OUT=$DIR/bench_dump_ab.jsonl
-PY="python3 scripts/bench_dump_peer.py"
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
 for f in "$MODEL/model.onnx" "$CORPUS"; do
   [[ -f "$f" ]] || { echo "error: $f is missing; run scripts/bench_dump.sh first" >&2; exit 2; }

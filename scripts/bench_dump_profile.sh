@@ -20,18 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOKENS=${BENCH_TOKENS:-8192}
-CTX=${BENCH_CTX:-128}
-BATCH=${BENCH_BATCH:-8}
-THREADS=${BENCH_THREADS:-2}
-SHARD_ROWS=${BENCH_SHARD_ROWS:-4096}
-DIR=${BENCH_DIR:-target/bench}
+source scripts/bench_dump_env.sh
 HZ=${BENCH_PERF_HZ:-250}
-MODEL=$DIR/gpt2-small-random
-CORPUS=$DIR/corpus-$TOKENS.txt
 BIN=$DIR/circuitry-dump
 OUT=$DIR/bench_dump_profile.jsonl
-PY="python3 scripts/bench_dump_peer.py"
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so}
 for f in "$BIN" "$MODEL/model.onnx" "$CORPUS"; do
   [[ -f "$f" ]] || { echo "error: $f is missing; run scripts/bench_dump.sh first" >&2; exit 2; }

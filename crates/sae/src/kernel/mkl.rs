@@ -226,27 +226,10 @@ impl Operand {
     /// place (row-major with unit column stride, or its transpose).
     pub fn of(rows: usize, cols: usize, strides: &[isize]) -> Option<Operand> {
         let (s0, s1) = (strides[0], strides[1]);
-        if cols <= 1 || s1 == 1 {
-            let ld = if rows <= 1 {
-                cols.max(1)
-            } else {
-                s0.max(0) as usize
-            };
-            if ld >= cols.max(1) {
-                return Some(Operand { trans: false, ld });
-            }
+        if let Some(ld) = row_major_ld(rows, cols, s0, s1) {
+            return Some(Operand { trans: false, ld });
         }
-        if rows <= 1 || s0 == 1 {
-            let ld = if cols <= 1 {
-                rows.max(1)
-            } else {
-                s1.max(0) as usize
-            };
-            if ld >= rows.max(1) {
-                return Some(Operand { trans: true, ld });
-            }
-        }
-        None
+        row_major_ld(cols, rows, s1, s0).map(|ld| Operand { trans: true, ld })
     }
 
     fn code(self) -> c_int {
@@ -256,6 +239,20 @@ impl Operand {
             CBLAS_NO_TRANS
         }
     }
+}
+
+/// The leading dimension of a `(rows, cols)` view with row stride `s_row` and column
+/// stride `s_col`, if it is row-major with unit column stride (or degenerate).
+fn row_major_ld(rows: usize, cols: usize, s_row: isize, s_col: isize) -> Option<usize> {
+    if cols > 1 && s_col != 1 {
+        return None;
+    }
+    let ld = if rows <= 1 {
+        cols.max(1)
+    } else {
+        s_row.max(0) as usize
+    };
+    (ld >= cols.max(1)).then_some(ld)
 }
 
 /// One MKL product on raw parts: `c (m, n) = alpha a (m, k) b (k, n) + beta c`.
