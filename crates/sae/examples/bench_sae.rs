@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p circuitry-sae --example bench_sae -- [ARCH] [STEPS]
 //! [THREADS] [BATCH] [D_IN] [D_SAE] [K] [GEMM]`, ARCH `standard`, `topk` or `gemm`,
-//! GEMM `faer` (default), `mkl` or `auto`; prints one JSON line of medians.
+//! GEMM `faer` (default), `mkl`, `mkl-prefilter` (TopK's exact bf16 prefilter) or
+//! `auto`; prints one JSON line of medians.
 use std::time::Instant;
 
 use circuitry_core::HookPoint;
@@ -30,14 +31,23 @@ fn main() -> anyhow::Result<()> {
     let arch = args.get(1).map_or("topk", String::as_str).to_string();
     let (steps, threads) = (arg(2, 5)?, arg(3, 2)?);
     let (batch, d_in, d_sae, k) = (arg(4, 4096)?, arg(5, 768)?, arg(6, 24576)?, arg(7, 32)?);
-    let gemm = match args.get(8).map_or("faer", String::as_str) {
-        "faer" => GemmChoice::Faer,
-        "mkl" => GemmChoice::Mkl,
-        "auto" => GemmChoice::Auto,
-        other => anyhow::bail!("unknown GEMM {other:?}: use faer, mkl or auto"),
+    let gemm_arg = args.get(8).map_or("faer", String::as_str);
+    let (gemm, prefilter) = match gemm_arg {
+        "faer" => (GemmChoice::Faer, false),
+        "mkl" => (GemmChoice::Mkl, false),
+        "mkl-prefilter" => (GemmChoice::Mkl, true),
+        "auto" => (GemmChoice::Auto, false),
+        other => anyhow::bail!("unknown GEMM {other:?}: use faer, mkl, mkl-prefilter or auto"),
     };
     let backend = Backend::resolve(gemm)?;
-    let side = backend.name();
+    if prefilter && !circuitry_sae::kernel::topk_prefilter_available(backend) {
+        anyhow::bail!("the TopK bf16 prefilter does not run here (needs MKL and AVX512-BF16)");
+    }
+    let side = if prefilter {
+        "mkl-prefilter"
+    } else {
+        backend.name()
+    };
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
@@ -80,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         l1_coefficient: 1.0,
         b_dec_init: circuitry_sae::BDecInit::Zeros,
         gemm,
+        topk_prefilter: prefilter,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(cfg, &train_cfg, x.view())?;

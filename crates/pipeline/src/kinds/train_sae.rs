@@ -5,7 +5,7 @@
 //! [--checkpoint-every N] [--seed N] [--eval-fraction F] [--lr-warm-up-steps N]
 //! [--lr-decay-steps N] [--l1-warm-up-steps N] [--dead-feature-window N] [--top-n N]
 //! [--tokenizer FILE] [--model-name NAME] [--model DIR] [--ce-sequences N]
-//! [--gemm auto|faer|mkl]`). Each SAE
+//! [--gemm auto|faer|mkl] [--topk-prefilter BOOL]`). Each SAE
 //! is written to `OUT/<hook name>/`; with `model` (the GPT-2 directory the store was
 //! dumped from) its `training.json` gains `ce_loss_score`.
 //! With several hooks the stage splits into one Slurm array task per hook
@@ -148,6 +148,8 @@ pub struct TrainSaeParams {
     pub ce_sequences: Option<usize>,
     /// Library of the dense products (`auto`, `faer`, `mkl`); default `auto`.
     pub gemm: Option<SaeGemm>,
+    /// TopK: the exact bf16 prefilter where it runs (MKL, AVX512-BF16); default `true`.
+    pub topk_prefilter: Option<bool>,
 }
 
 /// Validated `train-sae` parameters.
@@ -305,7 +307,8 @@ impl StageParams for TrainSae {
             .opt("--top-n", p.top_n)
             .opt("--model-name", p.model_name.as_deref())
             .opt("--ce-sequences", p.ce_sequences)
-            .opt("--gemm", p.gemm);
+            .opt("--gemm", p.gemm)
+            .opt("--topk-prefilter", p.topk_prefilter);
         if let Some(t) = &p.tokenizer {
             args.input("--tokenizer", t);
         }

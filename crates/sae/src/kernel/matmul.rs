@@ -111,19 +111,24 @@ fn mkl_block(dim: usize) -> usize {
         .max(MKL_MIN_BLOCK)
 }
 
-/// The MKL product; `false` when the operands' layout or sizes do not suit cblas
-/// (never the case in this crate) and faer should do it.
-fn mkl_gemm<T>(
+/// The MKL product, in parallel blocks of `c`; `false` when this MKL lacks it or the
+/// operands' layout or sizes do not suit cblas (never the case in this crate), and
+/// another library should do it.
+pub(super) fn mkl_gemm<T>(
     mkl: &Mkl,
-    mut c: ArrayViewMut2<'_, T>,
+    mut c: ArrayViewMut2<'_, T::Out>,
     accumulate: bool,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
-    alpha: T,
+    alpha: T::Out,
 ) -> bool
 where
-    T: MklGemm + ndarray::LinalgScalar + Send + Sync,
+    T: MklGemm + Send + Sync,
+    T::Out: ndarray::LinalgScalar + Send + Sync,
 {
+    if !T::supported(mkl) {
+        return false;
+    }
     let (m, n) = c.dim();
     let k = a.ncols();
     let c_strides = c.strides();
@@ -147,11 +152,15 @@ where
     }
     if k == 0 {
         if !accumulate {
-            c.fill(T::zero());
+            c.fill(<T::Out as num_traits::Zero>::zero());
         }
         return true;
     }
-    let beta = if accumulate { T::one() } else { T::zero() };
+    let beta = if accumulate {
+        <T::Out as num_traits::One>::one()
+    } else {
+        <T::Out as num_traits::Zero>::zero()
+    };
     let by_rows = m >= n;
     let block = mkl_block(if by_rows { m } else { n });
     let axis = if by_rows { Axis(0) } else { Axis(1) };

@@ -66,6 +66,23 @@ type Dgemm = unsafe extern "C" fn(
     *mut f64,
     c_int,
 );
+/// `cblas_gemm_bf16bf16f32`: bf16 operands (as their bits), f32 accumulation and output.
+type GemmBf16 = unsafe extern "C" fn(
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    f32,
+    *const u16,
+    c_int,
+    *const u16,
+    c_int,
+    f32,
+    *mut f32,
+    c_int,
+);
 type SetInt = unsafe extern "C" fn(c_int) -> c_int;
 type GetVersion = unsafe extern "C" fn(*mut c_char, c_int);
 
@@ -73,6 +90,8 @@ type GetVersion = unsafe extern "C" fn(*mut c_char, c_int);
 pub struct Mkl {
     sgemm: Sgemm,
     dgemm: Dgemm,
+    /// Absent from MKL releases before 2020.
+    gemm_bf16: Option<GemmBf16>,
     /// MKL's version string (`Intel(R) oneAPI Math Kernel Library Version ...`).
     pub version: String,
     /// The CNR mode in force, as `CIRCUITRY_MKL_CBWR` spells it.
@@ -105,6 +124,11 @@ impl Mkl {
             .map_err(|reason| Error::MklUnavailable {
                 reason: reason.clone(),
             })
+    }
+
+    /// Whether this MKL has `cblas_gemm_bf16bf16f32` (MKL 2020 and later).
+    pub fn has_bf16_gemm(&self) -> bool {
+        self.gemm_bf16.is_some()
     }
 
     /// Whether MKL can be loaded (loading it if not done yet).
@@ -161,6 +185,7 @@ impl Mkl {
             let get_version: GetVersion = symbol(&lib, b"MKL_Get_Version_String\0")?;
             let sgemm: Sgemm = symbol(&lib, b"cblas_sgemm\0")?;
             let dgemm: Dgemm = symbol(&lib, b"cblas_dgemm\0")?;
+            let gemm_bf16: Option<GemmBf16> = symbol(&lib, b"cblas_gemm_bf16bf16f32\0").ok();
             // Both must come before any computation.
             let layer = set_layer(MKL_THREADING_SEQUENTIAL);
             if layer != MKL_THREADING_SEQUENTIAL {
@@ -187,6 +212,7 @@ impl Mkl {
             Ok(Mkl {
                 sgemm,
                 dgemm,
+                gemm_bf16,
                 version,
                 cbwr: cbwr_name,
                 path: path.to_path_buf(),
@@ -255,36 +281,49 @@ fn row_major_ld(rows: usize, cols: usize, s_row: isize, s_col: isize) -> Option<
     (ld >= cols.max(1)).then_some(ld)
 }
 
-/// One MKL product on raw parts: `c (m, n) = alpha a (m, k) b (k, n) + beta c`.
+/// One MKL product on raw parts: `c (m, n) = alpha a (m, k) b (k, n) + beta c`, with
+/// operands of type `Self` and output of type `Out`.
 pub(super) trait MklGemm: Sized {
+    /// The output's (and `alpha`'s, `beta`'s) type.
+    type Out;
+    /// Whether this MKL has the product.
+    fn supported(mkl: &Mkl) -> bool;
     /// # Safety
     /// The pointers must address arrays of the sizes that `m, n, k` and the
     /// operands' layouts imply; `c` must not overlap `a` or `b`. Sizes must fit `i32`.
+    /// [`MklGemm::supported`] must be true.
     #[allow(clippy::too_many_arguments)]
     unsafe fn call(
         mkl: &Mkl,
         mnk: (usize, usize, usize),
-        alpha: Self,
+        alpha: Self::Out,
         a: (*const Self, Operand),
         b: (*const Self, Operand),
-        beta: Self,
-        c: (*mut Self, usize),
+        beta: Self::Out,
+        c: (*mut Self::Out, usize),
     );
 }
 
 macro_rules! impl_mkl_gemm {
-    ($t:ty, $f:ident) => {
+    ($t:ty, $out:ty, $bits:ty, $get:expr) => {
         impl MklGemm for $t {
+            type Out = $out;
+            fn supported(mkl: &Mkl) -> bool {
+                $get(mkl).is_some()
+            }
             unsafe fn call(
                 mkl: &Mkl,
                 (m, n, k): (usize, usize, usize),
-                alpha: $t,
+                alpha: $out,
                 a: (*const $t, Operand),
                 b: (*const $t, Operand),
-                beta: $t,
-                c: (*mut $t, usize),
+                beta: $out,
+                c: (*mut $out, usize),
             ) {
-                (mkl.$f)(
+                let Some(f) = $get(mkl) else {
+                    return; // never: the caller checked `supported`
+                };
+                f(
                     CBLAS_ROW_MAJOR,
                     a.1.code(),
                     b.1.code(),
@@ -292,9 +331,9 @@ macro_rules! impl_mkl_gemm {
                     n as c_int,
                     k as c_int,
                     alpha,
-                    a.0,
+                    a.0.cast::<$bits>(),
                     a.1.ld as c_int,
-                    b.0,
+                    b.0.cast::<$bits>(),
                     b.1.ld as c_int,
                     beta,
                     c.0,
@@ -305,8 +344,10 @@ macro_rules! impl_mkl_gemm {
     };
 }
 
-impl_mkl_gemm!(f32, sgemm);
-impl_mkl_gemm!(f64, dgemm);
+impl_mkl_gemm!(f32, f32, f32, |m: &Mkl| Some(m.sgemm));
+impl_mkl_gemm!(f64, f64, f64, |m: &Mkl| Some(m.dgemm));
+// `half::bf16` is `repr(transparent)` over its `u16` bits, as MKL takes them.
+impl_mkl_gemm!(half::bf16, f32, u16, |m: &Mkl| m.gemm_bf16);
 
 /// Whether all sizes fit cblas's 32-bit integers.
 pub(super) fn fits(sizes: &[usize]) -> bool {

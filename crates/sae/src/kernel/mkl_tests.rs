@@ -195,6 +195,7 @@ fn mkl_loss_and_gradients_match_faer() {
             chunk_rows: 64,
             jump: None,
             backend,
+            topk_prefilter: false,
         };
         let (t_f, g_f) = loss_and_grads(&p, x.view(), &spec(Backend::Faer)).unwrap();
         let (t_m, g_m) = loss_and_grads(&p, x.view(), &spec(mkl)).unwrap();
@@ -214,4 +215,73 @@ fn mkl_loss_and_gradients_match_faer() {
         assert!(d_loss < 1e-5 && d_enc < 1e-4 && d_dec < 1e-4);
     }
     assert!(Mkl::available());
+}
+
+/// TopK with the bf16 prefilter (MKL's bf16 product, AMX or AVX512-BF16) against the
+/// `f32` encoder: the same latents in every row, so the same loss and gradients up to
+/// the `f32` rounding of the pre-activations (two summation orders).
+#[test]
+fn topk_prefilter_selects_what_the_f32_encoder_selects() {
+    let Some(mkl) = mkl() else { return };
+    if !super::topk_prefilter_available(mkl) {
+        eprintln!("skipped: this CPU has no AVX512-BF16 (or this MKL no bf16 product)");
+        return;
+    }
+    let (rows, d_in, d_sae) = (700, 96, 3000);
+    let w_enc = normal((d_in, d_sae), 21) * 0.1;
+    let w_dec = normal((d_sae, d_in), 22) * 0.1;
+    let b_enc = normal((1, d_sae), 23).row(0).to_owned() * 0.05;
+    let b_dec = normal((1, d_in), 24).row(0).to_owned() * 0.1;
+    let x = normal((rows, d_in), 25);
+    let p = Params {
+        w_enc: w_enc.view(),
+        b_enc: b_enc.view(),
+        w_dec: w_dec.view(),
+        b_dec: b_dec.view(),
+    };
+    for dead in [
+        vec![false; d_sae],
+        (0..d_sae).map(|i| i % 11 == 4).collect(),
+    ] {
+        let spec = |topk_prefilter| LossSpec {
+            architecture: Architecture::TopK { k: 24 },
+            apply_b_dec_to_input: true,
+            l1_coefficient: 0.0,
+            aux: Some(AuxK {
+                dead: &dead,
+                k_aux: 48,
+                coefficient: 1.0 / 32.0,
+            }),
+            chunk_rows: 128,
+            jump: None,
+            backend: mkl,
+            topk_prefilter,
+        };
+        let (t_f, g_f) = loss_and_grads(&p, x.view(), &spec(false)).unwrap();
+        let (t_p, g_p) = loss_and_grads(&p, x.view(), &spec(true)).unwrap();
+        let max_diff = |a: &Array2<f32>, b: &Array2<f32>| {
+            a.iter()
+                .zip(b)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let (d_enc, d_dec) = (
+            max_diff(&g_p.w_enc, &g_f.w_enc),
+            max_diff(&g_p.w_dec, &g_f.w_dec),
+        );
+        let d_loss = (t_p.total - t_f.total).abs() / t_f.total.abs();
+        let n_dead = dead.iter().filter(|d| **d).count();
+        eprintln!(
+            "{n_dead} dead: l0 {} vs {}, fired {} vs {}; loss rel diff {d_loss:.2e}, max |ΔW_enc grad| {d_enc:.2e}, max |ΔW_dec grad| {d_dec:.2e}",
+            t_p.l0,
+            t_f.l0,
+            t_p.fired.iter().filter(|f| **f).count(),
+            t_f.fired.iter().filter(|f| **f).count(),
+        );
+        assert_eq!(t_p.l0, t_f.l0);
+        assert_eq!(t_p.fired, t_f.fired, "the same latents fire");
+        assert!(d_loss < 1e-6 && d_enc < 1e-5 && d_dec < 1e-5);
+        // The pre-activations were summed in another order: the prefilter ran.
+        assert!(d_loss > 0.0 || d_enc > 0.0, "the prefilter did not run");
+    }
 }

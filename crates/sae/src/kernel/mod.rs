@@ -38,6 +38,7 @@ mod matmul;
 mod mkl;
 #[cfg(test)]
 mod mkl_tests;
+mod prefilter;
 mod select;
 mod sparse;
 #[cfg(test)]
@@ -46,6 +47,7 @@ mod vector;
 
 pub use matmul::{Backend, Gemm, GemmChoice};
 pub use mkl::{Mkl, DEFAULT_CBWR, MKL_CBWR_ENV, MKL_ENV, MKL_LIB};
+pub use prefilter::available as topk_prefilter_available;
 
 /// A float type the SAE math runs in (`f32` or `f64`).
 pub trait Real: NdFloat + Gemm {
@@ -59,6 +61,10 @@ pub trait Real: NdFloat + Gemm {
     fn group_maxima(row: &[Self], out: &mut [Self]) {
         select::group_maxima_scalar(row, out);
     }
+    /// The slice as `f32`, if `Self` is `f32` (the bf16 prefilter runs in `f32` only).
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
+    /// `f32` values as `Self` (a move for `f32`).
+    fn from_f32_vec(values: Vec<f32>) -> Vec<Self>;
 }
 
 impl Real for f32 {
@@ -71,6 +77,12 @@ impl Real for f32 {
     fn group_maxima(row: &[Self], out: &mut [Self]) {
         select::group_maxima_f32(row, out);
     }
+    fn as_f32(values: &[Self]) -> Option<&[f32]> {
+        Some(values)
+    }
+    fn from_f32_vec(values: Vec<f32>) -> Vec<Self> {
+        values
+    }
 }
 
 impl Real for f64 {
@@ -79,6 +91,12 @@ impl Real for f64 {
     }
     fn as_f64(self) -> f64 {
         self
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn from_f32_vec(values: Vec<f32>) -> Vec<Self> {
+        values.into_iter().map(f64::from).collect()
     }
 }
 
@@ -148,6 +166,10 @@ pub struct LossSpec<'a> {
     pub jump: Option<Jump<'a>>,
     /// The library of the dense products.
     pub backend: Backend,
+    /// TopK, `f32`: select with the exact bf16 prefilter when
+    /// [`topk_prefilter_available`] (MKL and a CPU with AVX512-BF16); otherwise
+    /// ignored. The selected latents are those of the `f32` encoder.
+    pub topk_prefilter: bool,
 }
 
 /// Loss terms of a batch (means over its rows) and activity statistics.

@@ -69,7 +69,7 @@ fn sift_down<F: Real>(heap: &mut [(F, u32)]) {
 
 /// Values per group whose maximum is taken in the first pass (two AVX-512 vectors of
 /// `f32`).
-const GROUP: usize = 32;
+pub(crate) const GROUP: usize = 32;
 
 /// Reusable buffers of [`top_k_above`].
 #[derive(Debug)]

@@ -14,7 +14,8 @@ use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use super::{
-    batch_threshold, centred_input, centring_grad, encode, select, vector, Grads, Real, Setup, Sums,
+    batch_threshold, centred_input, centring_grad, encode, prefilter, select, vector, Grads, Real,
+    Setup, Sums,
 };
 use crate::Architecture;
 
@@ -24,17 +25,69 @@ const SLAB_ROWS: usize = 1024;
 const LATENT_BLOCK: usize = 32;
 
 /// The selected latents of a chunk of rows, as compressed rows.
-struct Selection<F> {
+pub(super) struct Selection<F> {
     /// `rows + 1` offsets into `idx`/`val`.
-    start: Vec<usize>,
-    idx: Vec<u32>,
+    pub(super) start: Vec<usize>,
+    pub(super) idx: Vec<u32>,
     /// Active feature values (positive).
-    val: Vec<F>,
+    pub(super) val: Vec<F>,
     /// `rows + 1` offsets into `aux_idx`/`aux_val`.
-    aux_start: Vec<usize>,
-    aux_idx: Vec<u32>,
+    pub(super) aux_start: Vec<usize>,
+    pub(super) aux_idx: Vec<u32>,
     /// Pre-activations of the AuxK latents.
-    aux_val: Vec<F>,
+    pub(super) aux_val: Vec<F>,
+}
+
+impl<F: Real> Selection<F> {
+    /// Empty, with room for `rows` rows.
+    pub(super) fn with_rows(rows: usize) -> Self {
+        let mut start = Vec::with_capacity(rows + 1);
+        start.push(0);
+        let mut aux_start = Vec::with_capacity(rows + 1);
+        aux_start.push(0);
+        Selection {
+            start,
+            idx: Vec::new(),
+            val: Vec::new(),
+            aux_start,
+            aux_idx: Vec::new(),
+            aux_val: Vec::new(),
+        }
+    }
+
+    /// Appends a row: its active `(latent, value)` pairs and, with AuxK, its AuxK
+    /// `(latent, pre-activation)` pairs; both are sorted by latent here.
+    pub(super) fn push_row(
+        &mut self,
+        active: &mut [(u32, F)],
+        with_aux: bool,
+        aux: &mut [(u32, F)],
+    ) {
+        active.sort_unstable_by_key(|&(i, _)| i);
+        self.idx.extend(active.iter().map(|&(i, _)| i));
+        self.val.extend(active.iter().map(|&(_, v)| v));
+        self.start.push(self.idx.len());
+        if with_aux {
+            aux.sort_unstable_by_key(|&(i, _)| i);
+            self.aux_idx.extend(aux.iter().map(|&(i, _)| i));
+            self.aux_val.extend(aux.iter().map(|&(_, v)| v));
+        }
+        self.aux_start.push(self.aux_idx.len());
+    }
+}
+
+impl Selection<f32> {
+    /// The same rows in `F` (a move for `f32`).
+    pub(super) fn into_real<F: Real>(self) -> Selection<F> {
+        Selection {
+            start: self.start,
+            idx: self.idx,
+            val: F::from_f32_vec(self.val),
+            aux_start: self.aux_start,
+            aux_idx: self.aux_idx,
+            aux_val: F::from_f32_vec(self.aux_val),
+        }
+    }
 }
 
 /// Step 2's results for a chunk: `∂L/∂pre` at each selected latent, and sums.
@@ -84,16 +137,28 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
                 _ => 0,
             };
             let slab = SLAB_ROWS.div_ceil(chunk) * chunk;
-            for xs in x_in.axis_chunks_iter(Axis(0), slab) {
-                let pre = encode(s.spec.backend, p, xs); // (slab, d_sae)
-                sel.par_extend(
-                    pre.axis_chunks_iter(Axis(0), chunk)
-                        .into_par_iter()
-                        .map(|c| {
-                            let mut scratch = select::Scratch::default();
-                            compress(c, |row, out| top_k_positive(row, k, &mut scratch, out), aux)
-                        }),
-                );
+            // TopK: the bf16 prefilter when it applies, else every pre-activation in f32.
+            let prefiltered = match arch {
+                Architecture::TopK { .. } => prefilter::select_topk(s, x_in.view(), k, chunk),
+                _ => None,
+            };
+            match prefiltered {
+                Some(rows) => sel = rows,
+                None => {
+                    for xs in x_in.axis_chunks_iter(Axis(0), slab) {
+                        let pre = encode(s.spec.backend, p, xs); // (slab, d_sae)
+                        sel.par_extend(pre.axis_chunks_iter(Axis(0), chunk).into_par_iter().map(
+                            |c| {
+                                let mut scratch = select::Scratch::default();
+                                compress(
+                                    c,
+                                    |row, out| top_k_positive(row, k, &mut scratch, out),
+                                    aux,
+                                )
+                            },
+                        ));
+                    }
+                }
             }
         }
     }
@@ -291,34 +356,19 @@ fn compress<F: Real>(
     mut pick: impl FnMut(ArrayView1<'_, F>, &mut Vec<(u32, F)>),
     aux: Option<super::ResolvedAux<'_>>,
 ) -> Selection<F> {
-    let rows = pre.nrows();
-    let mut sel = Selection {
-        start: Vec::with_capacity(rows + 1),
-        idx: Vec::new(),
-        val: Vec::new(),
-        aux_start: Vec::with_capacity(rows + 1),
-        aux_idx: Vec::new(),
-        aux_val: Vec::new(),
-    };
-    sel.start.push(0);
-    sel.aux_start.push(0);
+    let mut sel = Selection::with_rows(pre.nrows());
     let mut picked = Vec::new();
     let mut heap = Vec::new();
+    let mut aux_pairs = Vec::new();
     for row in pre.outer_iter() {
         pick(row, &mut picked);
-        picked.sort_unstable_by_key(|&(i, _)| i);
-        sel.idx.extend(picked.iter().map(|&(i, _)| i));
-        sel.val.extend(picked.iter().map(|&(_, v)| v));
-        sel.start.push(sel.idx.len());
+        aux_pairs.clear();
         if let Some(a) = aux {
             let dead = row.iter().copied().enumerate().filter(|&(i, _)| a.dead[i]);
             select::top_k(dead, a.k, &mut heap);
-            heap.sort_unstable_by_key(|&(_, i)| i);
-            sel.aux_idx.extend(heap.iter().map(|&(_, i)| i));
-            sel.aux_val
-                .extend(heap.iter().map(|&(_, i)| row[i as usize]));
+            aux_pairs.extend(heap.iter().map(|&(_, i)| (i, row[i as usize])));
         }
-        sel.aux_start.push(sel.aux_idx.len());
+        sel.push_row(&mut picked, aux.is_some(), &mut aux_pairs);
     }
     sel
 }

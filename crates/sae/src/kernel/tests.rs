@@ -65,6 +65,7 @@ fn spec(arch: Architecture, apply: bool, aux: Option<AuxK<'_>>, chunk_rows: usiz
         chunk_rows,
         jump: None,
         backend: Default::default(),
+        topk_prefilter: false,
     }
 }
 

@@ -494,7 +494,14 @@ fn train_hooks(
     } else {
         ContextTokens::read(store, &wanted)?
     };
-    let gemm = Backend::resolve(cfg.train.gemm)?.describe();
+    let backend = Backend::resolve(cfg.train.gemm)?;
+    let mut gemm = backend.describe();
+    if matches!(cfg.architecture, Architecture::TopK { .. })
+        && cfg.train.topk_prefilter
+        && crate::kernel::topk_prefilter_available(backend)
+    {
+        gemm.push_str("; TopK bf16 prefilter");
+    }
     let decode = stats::decoder(cfg.tokenizer.as_deref())?;
     let mut out = Vec::with_capacity(saes.len());
     for ((((sae, history, rows_seen), fin), key), ce_loss) in

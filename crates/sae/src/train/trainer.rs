@@ -137,6 +137,7 @@ impl Trainer {
             aux,
             chunk_rows: self.cfg.chunk_rows,
             backend: self.backend,
+            topk_prefilter: self.cfg.topk_prefilter,
             jump: theta.as_ref().map(|t| kernel::Jump {
                 threshold: t,
                 bandwidth: self.cfg.jumprelu_bandwidth,

@@ -212,6 +212,7 @@ fn standard_gradients_match_finite_differences() {
         chunk_rows: 4,
         jump: None,
         backend: Default::default(),
+        topk_prefilter: false,
     };
     check(&spec, "standard");
 }
@@ -226,6 +227,7 @@ fn standard_gradients_without_b_dec_subtraction() {
         chunk_rows: 3,
         jump: None,
         backend: Default::default(),
+        topk_prefilter: false,
     };
     check(&spec, "standard, apply_b_dec_to_input=false");
 }
@@ -245,6 +247,7 @@ fn topk_gradients_with_auxk_match_finite_differences() {
         chunk_rows: 5,
         jump: None,
         backend: Default::default(),
+        topk_prefilter: false,
     };
     check(&spec, "topk k=3 + auxk");
 }
@@ -265,6 +268,7 @@ fn topk_auxk_scale_when_few_latents_are_dead() {
         chunk_rows: 4,
         jump: None,
         backend: Default::default(),
+        topk_prefilter: false,
     };
     check(&spec, "topk k=2 + auxk, one dead");
 }
@@ -286,6 +290,7 @@ fn batchtopk_gradients_with_auxk_match_finite_differences() {
         chunk_rows: 4,
         jump: None,
         backend: Default::default(),
+        topk_prefilter: false,
     };
     check(&spec, "batchtopk k=2 + auxk");
 }
@@ -309,6 +314,7 @@ fn jumprelu_gradients_match_finite_differences_and_the_threshold_pseudo_derivati
             bandwidth,
         }),
         backend: Default::default(),
+        topk_prefilter: false,
     };
     check(&spec, "jumprelu");
 
