@@ -35,6 +35,11 @@ use super::{matmul, select, vector, Backend, Gemm, Real, Setup};
 const SLAB_ROWS: usize = 1024;
 /// Latents per parallel work item of the transpose.
 const TRANSPOSE_BLOCK: usize = 64;
+/// Below these widths the `f32` product is cheap and the prefilter's set-up (a
+/// transpose and a bf16 copy of `W_enc` per step) does not pay: the caller encodes in
+/// `f32`.
+const MIN_D_IN: usize = 64;
+const MIN_D_SAE: usize = 1024;
 /// Above this share of dead latents the `f32` product over their columns costs as much
 /// as the bf16 prefilter saves: the caller encodes in `f32` instead.
 const MAX_DEAD_SHARE: f64 = 0.25;
@@ -171,8 +176,8 @@ impl<'a> Weights<'a> {
 
 /// TopK's compressed rows for `x_in (rows, d_in)`, in chunks of `chunk` rows, or `None`
 /// when the prefilter does not apply (not `f32`, not enabled, not [`available`], a
-/// non-contiguous operand, non-finite norms, or too many dead latents): the caller then
-/// encodes in `f32`.
+/// small SAE, a non-contiguous operand, non-finite norms, or too many dead latents):
+/// the caller then encodes in `f32`.
 pub(super) fn select_topk<F: Real>(
     s: &Setup<'_, '_, F>,
     x_in: ArrayView2<'_, F>,
@@ -187,6 +192,9 @@ pub(super) fn select_topk<F: Real>(
     }
     let p = s.p;
     let (d_in, d_sae) = p.w_enc.dim();
+    if d_in < MIN_D_IN || d_sae < MIN_D_SAE {
+        return None;
+    }
     let w_enc = F::as_f32(p.w_enc.as_slice()?)?; // (d_in, d_sae)
     let b_enc = F::as_f32(p.b_enc.as_slice()?)?; // (d_sae)
     let x_all = F::as_f32(x_in.as_slice()?)?; // (rows, d_in)
