@@ -5,7 +5,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
 use super::{
-    batch_threshold, centred_input, centring_grad, encode, sum_sq, Grads, Real, Setup, Sums,
+    batch_threshold, centred_input, centring_grad, encode, sum_sq, vector, Grads, Real, Setup, Sums,
 };
 use crate::Architecture;
 
@@ -78,37 +78,27 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
             F::one(),
         );
 
-        if let Some(norms) = &norms {
-            let lam_b = lambda * s.inv_b;
-            // Per fixed chunk of rows in parallel, then added in chunk order.
-            let parts: Vec<f64> = acts
-                .axis_chunks_iter(Axis(0), chunk)
-                .into_par_iter()
-                .zip(d_acts.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter())
-                .map(|(a, mut d)| {
-                    let mut l1 = 0.0;
-                    for (a_row, mut d_row) in a.outer_iter().zip(d.outer_iter_mut()) {
-                        l1 += a_row.dot(norms).as_f64();
-                        d_row.scaled_add(lam_b, norms);
-                    }
-                    l1
-                })
-                .collect();
-            sums.weighted_l1 += parts.iter().sum::<f64>();
-        }
         if let (Some(theta), Some(jump), Some(g_t)) = (&s.theta, s.spec.jump, g.threshold.as_mut())
         {
             sums.weighted_l1 +=
                 threshold_grad(s, theta.view(), jump.bandwidth, &pre, &d_acts, g_t) as f64;
         }
-
-        // Gradient reaches the pre-activation only where the latent is active.
+        // One pass over the rows: the L1 term and its gradient (standard), the mask of
+        // inactive latents, and the activity statistics.
         let mut d_pre = d_acts; // (rows, d_sae)
-        Zip::from(&mut d_pre).and(&acts).par_for_each(|d, &a| {
-            if a <= F::zero() {
-                *d = F::zero()
-            }
-        });
+        let lam_b = lambda * s.inv_b;
+        let parts: Vec<RowPass<F>> = acts
+            .axis_chunks_iter(Axis(0), chunk)
+            .into_par_iter()
+            .zip(d_pre.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter())
+            .map(|(a, d)| row_pass(a, d, norms.as_ref().map(|n| (n, lam_b))))
+            .collect();
+        for part in parts {
+            sums.weighted_l1 += part.l1;
+            act_sums += &part.sum;
+            sums.active += part.active;
+            sums.min_active = sums.min_active.min(part.min_active);
+        }
         if let Some(aux) = s.aux {
             let (z, selected) = aux_latents(pre.view(), aux.dead, aux.k); // (rows, d_sae) ×2
             let mut diff = super::decode_with(s.spec.backend, p, z.view()); // ê + b_dec (rows, d_in)
@@ -152,29 +142,6 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
             F::one(),
         );
         g.b_enc += &column_sums(d_pre.view(), chunk);
-
-        // Activity per fixed chunk of rows in parallel, combined in chunk order.
-        let parts: Vec<(Array1<F>, usize, f64)> = acts
-            .axis_chunks_iter(Axis(0), chunk)
-            .into_par_iter()
-            .map(|a| {
-                let mut sum = Array1::<F>::zeros(a.ncols()); // (d_sae)
-                let (mut active, mut min_active) = (0usize, f64::INFINITY);
-                for a_row in a.outer_iter() {
-                    sum += &a_row;
-                    for &v in a_row.iter().filter(|&&v| v > F::zero()) {
-                        active += 1;
-                        min_active = min_active.min(v.as_f64());
-                    }
-                }
-                (sum, active, min_active)
-            })
-            .collect();
-        for (sum, active, min_active) in parts {
-            act_sums += &sum;
-            sums.active += active;
-            sums.min_active = sums.min_active.min(min_active);
-        }
     }
     if apply {
         centring_grad(s.spec.backend, p, &g.b_enc, &mut g.b_dec);
@@ -194,6 +161,50 @@ pub(super) fn run<F: Real>(s: &Setup<'_, '_, F>, x: ArrayView2<'_, F>) -> (Sums,
         }
     }
     (sums, g)
+}
+
+/// What [`row_pass`] adds up over a chunk of rows.
+struct RowPass<F> {
+    /// `Σ_b Σ_i f_bi ‖W_dec[i]‖` (0 without norms).
+    l1: f64,
+    /// `Σ_b f_bi (d_sae)`.
+    sum: Array1<F>,
+    active: usize,
+    min_active: f64,
+}
+
+/// Over a chunk of rows of features `acts (rows, d_sae)` and their gradient
+/// `d (rows, d_sae)`: with `(norms, λ/B)`, adds `λ/B ‖W_dec[i]‖` to `d` and sums the L1
+/// term; zeroes `d` where the feature is not positive (then it is `∂L/∂pre`); adds up
+/// the features, counts the positive ones and finds their minimum. Rows in order, one
+/// row's L1 sum in `F` added to the total in `f64`.
+fn row_pass<F: Real>(
+    acts: ArrayView2<'_, F>,
+    mut d: ndarray::ArrayViewMut2<'_, F>,
+    l1: Option<(&Array1<F>, F)>,
+) -> RowPass<F> {
+    let mut out = RowPass {
+        l1: 0.0,
+        sum: Array1::zeros(acts.ncols()),
+        active: 0,
+        min_active: f64::INFINITY,
+    };
+    let sum = out.sum.as_slice_mut().unwrap_or(&mut []);
+    let norms = l1.and_then(|(n, _)| n.as_slice());
+    let lam_b = l1.map_or(F::zero(), |(_, c)| c);
+    for (a_row, mut d_row) in acts.outer_iter().zip(d.outer_iter_mut()) {
+        let (Some(a), Some(dr)) = (a_row.to_slice(), d_row.as_slice_mut()) else {
+            continue; // never: rows of standard-layout arrays
+        };
+        if let Some(n) = norms {
+            out.l1 += vector::dot(a, n).as_f64();
+            vector::axpy(dr, lam_b, n);
+        }
+        let (active, min) = vector::mask_and_count(a, dr, sum);
+        out.active += active;
+        out.min_active = out.min_active.min(min.as_f64());
+    }
+    out
 }
 
 /// Column sums of `a (rows, cols)`: per fixed chunk of rows in parallel, then added

@@ -73,3 +73,46 @@ pub(crate) fn scale<F: Real>(dst: &mut [F], a: F) {
         *d *= a;
     }
 }
+
+/// For features `a` and their gradient `g`: `sum += a`, `g = 0` where `a ≤ 0`; returns
+/// the number of positive values and their minimum (`+∞` when none), kept in
+/// [`LANES`] partial minima (the minimum does not depend on the order).
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+pub(crate) fn mask_and_count<F: Real>(a: &[F], g: &mut [F], sum: &mut [F]) -> (usize, F) {
+    let n = a.len().min(g.len()).min(sum.len());
+    let (a, g, sum) = (&a[..n], &mut g[..n], &mut sum[..n]);
+    let mut mins = [F::infinity(); LANES];
+    let mut counts = [0u32; LANES];
+    let mut step = |l: usize, v: F, d: &mut F, t: &mut F| {
+        *t += v;
+        let pos = v > F::zero();
+        if !pos {
+            *d = F::zero();
+        }
+        counts[l] += u32::from(pos);
+        if pos && v < mins[l] {
+            mins[l] = v;
+        }
+    };
+    let mut ca = a.chunks_exact(LANES);
+    let mut cg = g.chunks_exact_mut(LANES);
+    let mut cs = sum.chunks_exact_mut(LANES);
+    for ((x, d), t) in (&mut ca).zip(&mut cg).zip(&mut cs) {
+        for l in 0..LANES {
+            step(l, x[l], &mut d[l], &mut t[l]);
+        }
+    }
+    let rest = ca
+        .remainder()
+        .iter()
+        .zip(cg.into_remainder())
+        .zip(cs.into_remainder());
+    for (l, ((&v, d), t)) in rest.enumerate() {
+        step(l, v, d, t);
+    }
+    let count = counts.iter().map(|&c| c as usize).sum();
+    let min = mins
+        .iter()
+        .fold(F::infinity(), |m, &v| if v < m { v } else { m });
+    (count, min)
+}
