@@ -34,59 +34,32 @@ const CBLAS_TRANS: c_int = 112;
 const MKL_THREADING_SEQUENTIAL: c_int = 1;
 const MKL_CBWR_STRICT: c_int = 0x10000;
 
-type Sgemm = unsafe extern "C" fn(
+/// A cblas product `(layout, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+/// ldc)` with operands of type `T` and output (and `alpha`, `beta`) of type `O`.
+type Cblas<T, O> = unsafe extern "C" fn(
     c_int,
     c_int,
     c_int,
     c_int,
     c_int,
     c_int,
-    f32,
-    *const f32,
+    O,
+    *const T,
     c_int,
-    *const f32,
+    *const T,
     c_int,
-    f32,
-    *mut f32,
-    c_int,
-);
-type Dgemm = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    f64,
-    *const f64,
-    c_int,
-    *const f64,
-    c_int,
-    f64,
-    *mut f64,
+    O,
+    *mut O,
     c_int,
 );
+type Sgemm = Cblas<f32, f32>;
+type Dgemm = Cblas<f64, f64>;
 /// `cblas_gemm_bf16bf16f32`: bf16 operands (as their bits), f32 accumulation and output.
-type GemmBf16 = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    f32,
-    *const u16,
-    c_int,
-    *const u16,
-    c_int,
-    f32,
-    *mut f32,
-    c_int,
-);
+type GemmBf16 = Cblas<u16, f32>;
 type SetInt = unsafe extern "C" fn(c_int) -> c_int;
 type GetVersion = unsafe extern "C" fn(*mut c_char, c_int);
 
-/// A loaded MKL: its two products and what it is.
+/// A loaded MKL: its products and what it is.
 pub struct Mkl {
     sgemm: Sgemm,
     dgemm: Dgemm,
