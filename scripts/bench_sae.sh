@@ -21,10 +21,10 @@ TOPK_BACKENDS="faer"
 if "$BIN" gemm 1 1 16 16 16 1 mkl >/dev/null 2>&1; then
     BACKENDS="faer mkl"
     TOPK_BACKENDS="faer mkl"
-    if "$BIN" topk 1 1 64 16 128 4 mkl-prefilter >/dev/null 2>&1; then
+    if "$BIN" topk 1 1 64 "$D_IN" "$D_SAE" 4 mkl-prefilter >/dev/null 2>&1; then
         TOPK_BACKENDS="faer mkl mkl-prefilter"
     else
-        echo "no AVX512-BF16 here: TopK without the bf16 prefilter"
+        echo "TopK bf16 prefilter not used here (needs MKL, AVX512-BF16, d_in >= 64, d_sae >= 1024)"
     fi
 else
     echo "MKL not installed (scripts/setup-mkl.sh): faer only"

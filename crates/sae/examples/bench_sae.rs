@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("unknown GEMM {other:?}: use faer, mkl, mkl-prefilter or auto"),
     };
     let backend = Backend::resolve(gemm)?;
-    if prefilter && !circuitry_sae::kernel::topk_prefilter_available(backend) {
+    if prefilter && !circuitry_sae::kernel::topk_prefilter_available(backend, d_in, d_sae) {
         anyhow::bail!("the TopK bf16 prefilter does not run here (needs MKL and AVX512-BF16)");
     }
     let side = if prefilter {

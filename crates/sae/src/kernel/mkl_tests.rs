@@ -223,11 +223,11 @@ fn mkl_loss_and_gradients_match_faer() {
 #[test]
 fn topk_prefilter_selects_what_the_f32_encoder_selects() {
     let Some(mkl) = mkl() else { return };
-    if !super::topk_prefilter_available(mkl) {
+    let (rows, d_in, d_sae) = (700, 96, 3000);
+    if !super::topk_prefilter_available(mkl, d_in, d_sae) {
         eprintln!("skipped: this CPU has no AVX512-BF16 (or this MKL no bf16 product)");
         return;
     }
-    let (rows, d_in, d_sae) = (700, 96, 3000);
     let w_enc = normal((d_in, d_sae), 21) * 0.1;
     let w_dec = normal((d_sae, d_in), 22) * 0.1;
     let b_enc = normal((1, d_sae), 23).row(0).to_owned() * 0.05;
@@ -291,11 +291,11 @@ fn topk_prefilter_selects_what_the_f32_encoder_selects() {
 #[test]
 fn topk_training_with_the_prefilter_is_deterministic_and_tracks_f32() {
     let Some(mkl) = mkl() else { return };
-    if !super::topk_prefilter_available(mkl) {
+    let (rows, d_in, d_sae) = (256, 64, 1024);
+    if !super::topk_prefilter_available(mkl, d_in, d_sae) {
         eprintln!("skipped: this CPU has no AVX512-BF16 (or this MKL no bf16 product)");
         return;
     }
-    let (rows, d_in, d_sae) = (256, 64, 1024);
     let x = normal((rows, d_in), 31);
     let train = |topk_prefilter: bool| {
         let mut cfg = crate::SaeConfig::new(

@@ -167,7 +167,7 @@ pub struct LossSpec<'a> {
     /// The library of the dense products.
     pub backend: Backend,
     /// TopK, `f32`: select with the exact bf16 prefilter when
-    /// [`topk_prefilter_available`] (MKL and a CPU with AVX512-BF16); otherwise
+    /// [`topk_prefilter_available`] (MKL, a CPU with AVX512-BF16, a wide SAE); otherwise
     /// ignored. The selected latents are those of the `f32` encoder.
     pub topk_prefilter: bool,
 }

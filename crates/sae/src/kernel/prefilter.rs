@@ -38,20 +38,24 @@ const TRANSPOSE_BLOCK: usize = 64;
 /// Below these widths the `f32` product is cheap and the prefilter's set-up (a
 /// transpose and a bf16 copy of `W_enc` per step) does not pay: the caller encodes in
 /// `f32`.
-const MIN_D_IN: usize = 64;
-const MIN_D_SAE: usize = 1024;
+pub const MIN_D_IN: usize = 64;
+/// See [`MIN_D_IN`].
+pub const MIN_D_SAE: usize = 1024;
 /// Above this share of dead latents the `f32` product over their columns costs as much
 /// as the bf16 prefilter saves: the caller encodes in `f32` instead.
 const MAX_DEAD_SHARE: f64 = 0.25;
 
-/// Whether TopK training here can use the prefilter: `backend` is MKL with
-/// `cblas_gemm_bf16bf16f32`, and the CPU has AVX512-BF16 (without it MKL emulates bf16
-/// products, slower than `f32`).
-pub fn available(backend: Backend) -> bool {
-    match backend {
+/// Whether TopK training of an SAE of `d_in × d_sae` uses the prefilter here: `backend`
+/// is MKL with `cblas_gemm_bf16bf16f32`, the CPU has AVX512-BF16 (without it MKL
+/// emulates bf16 products, slower than `f32`), and the SAE is at least
+/// [`MIN_D_IN`] × [`MIN_D_SAE`]. (A step with more than a quarter of its latents dead
+/// still encodes in `f32`.)
+pub fn available(backend: Backend, d_in: usize, d_sae: usize) -> bool {
+    let hardware = match backend {
         Backend::Mkl(mkl) => mkl.has_bf16_gemm() && cpu_has_bf16(),
         Backend::Faer => false,
-    }
+    };
+    hardware && d_in >= MIN_D_IN && d_sae >= MIN_D_SAE
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -176,7 +180,7 @@ impl<'a> Weights<'a> {
 
 /// TopK's compressed rows for `x_in (rows, d_in)`, in chunks of `chunk` rows, or `None`
 /// when the prefilter does not apply (not `f32`, not enabled, not [`available`], a
-/// small SAE, a non-contiguous operand, non-finite norms, or too many dead latents):
+/// non-contiguous operand, non-finite norms, or too many dead latents):
 /// the caller then encodes in `f32`.
 pub(super) fn select_topk<F: Real>(
     s: &Setup<'_, '_, F>,
@@ -187,12 +191,9 @@ pub(super) fn select_topk<F: Real>(
     let Backend::Mkl(mkl) = s.spec.backend else {
         return None;
     };
-    if !s.spec.topk_prefilter || !available(s.spec.backend) {
-        return None;
-    }
     let p = s.p;
     let (d_in, d_sae) = p.w_enc.dim();
-    if d_in < MIN_D_IN || d_sae < MIN_D_SAE {
+    if !s.spec.topk_prefilter || !available(s.spec.backend, d_in, d_sae) {
         return None;
     }
     let w_enc = F::as_f32(p.w_enc.as_slice()?)?; // (d_in, d_sae)
@@ -218,8 +219,9 @@ pub(super) fn select_topk<F: Real>(
     wb.par_chunks_mut(d_sae)
         .zip(w_enc.par_chunks(d_sae))
         .for_each(|(dst, src)| dst.convert_from_f32_slice(src));
-    let wb = ArrayView2::from_shape((d_in, d_sae), &wb[..]).ok()?; // (d_in, d_sae)
-                                                                   // The dead latents' columns, as rows (n_dead, d_in).
+    // (d_in, d_sae)
+    let wb = ArrayView2::from_shape((d_in, d_sae), &wb[..]).ok()?;
+    // The dead latents' columns, as rows (n_dead, d_in).
     let w_dead = weights.wt.select(
         Axis(0),
         &weights.dead.iter().map(|&i| i as usize).collect::<Vec<_>>(),
@@ -234,10 +236,11 @@ pub(super) fn select_topk<F: Real>(
             .zip(xs.axis_iter(Axis(0)).into_par_iter())
             .for_each(|(dst, src)| dst.convert_from_f32_slice(src.as_slice().unwrap_or(&[])));
         let xb = ArrayView2::from_shape((rows, d_in), &xb[..]).ok()?; // (rows, d_in)
-        let approx = Array2::<f32>::uninit((rows, d_sae)); // (rows, d_sae)
-                                                           // SAFETY: `f32` has no invalid bit patterns and no drop, and with β = 0 MKL
-                                                           // writes every element of `approx` without reading it (checked below: when
-                                                           // the product is not done, the function returns before `approx` is read).
+                                                                      // (rows, d_sae)
+        let approx = Array2::<f32>::uninit((rows, d_sae));
+        // SAFETY: `f32` has no invalid bit patterns and no drop, and with β = 0 MKL
+        // writes every element of `approx` without reading it (checked below: when
+        // the product is not done, the function returns before `approx` is read).
         let mut approx = unsafe { approx.assume_init() };
         if !matmul::mkl_gemm::<bf16>(mkl, approx.view_mut(), false, xb, wb, 1.0) {
             return None;

@@ -495,13 +495,6 @@ fn train_hooks(
         ContextTokens::read(store, &wanted)?
     };
     let backend = Backend::resolve(cfg.train.gemm)?;
-    let mut gemm = backend.describe();
-    if matches!(cfg.architecture, Architecture::TopK { .. })
-        && cfg.train.topk_prefilter
-        && crate::kernel::topk_prefilter_available(backend)
-    {
-        gemm.push_str("; TopK bf16 prefilter");
-    }
     let decode = stats::decoder(cfg.tokenizer.as_deref())?;
     let mut out = Vec::with_capacity(saes.len());
     for ((((sae, history, rows_seen), fin), key), ce_loss) in
@@ -528,7 +521,7 @@ fn train_hooks(
             ce_loss,
             run_key: key,
             epochs,
-            gemm: gemm.clone(),
+            gemm: describe_products(backend, &sae.cfg, cfg.train.topk_prefilter),
         };
         save_training_outputs(&dir, &record, log10_feature_density(density.view()).view())?;
         out.push(HookSummary {
@@ -547,6 +540,18 @@ fn train_hooks(
     Ok(out)
 }
 
+/// `training.json`'s `gemm`: the backend, and `; TopK bf16 prefilter` where a TopK SAE of
+/// this width trained with it.
+fn describe_products(backend: Backend, sae: &SaeConfig, topk_prefilter: bool) -> String {
+    let mut gemm = backend.describe();
+    if matches!(sae.architecture, Architecture::TopK { .. })
+        && topk_prefilter
+        && crate::kernel::topk_prefilter_available(backend, sae.d_in, sae.d_sae)
+    {
+        gemm.push_str("; TopK bf16 prefilter");
+    }
+    gemm
+}
 /// The directory the stage writes the SAE for `hook` to.
 pub fn sae_dir(out: &Path, hook: HookPoint) -> PathBuf {
     out.join(hook.to_string())
