@@ -306,7 +306,7 @@ fn select_chunk(
             continue; // never: rows of standard-layout arrays
         };
         select_row(w, a, xr, e, &mut sc);
-        sel.push_row(&mut sc.picked, w.k_aux > 0, &mut sc.aux);
+        sel.push_row(&mut sc.picked, &mut sc.aux);
     }
     sel
 }
@@ -459,7 +459,7 @@ mod tests {
                 );
                 aux.clear();
                 aux.extend(heap.iter().map(|&(v, j)| (dead[j as usize], v)));
-                want.push_row(&mut picked, true, &mut aux);
+                want.push_row(&mut picked, &mut aux);
             }
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(got.start, want.start, "mode {mode}: active counts");

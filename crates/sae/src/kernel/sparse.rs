@@ -55,23 +55,17 @@ impl<F: Real> Selection<F> {
         }
     }
 
-    /// Appends a row: its active `(latent, value)` pairs and, with AuxK, its AuxK
-    /// `(latent, pre-activation)` pairs; both are sorted by latent here.
-    pub(super) fn push_row(
-        &mut self,
-        active: &mut [(u32, F)],
-        with_aux: bool,
-        aux: &mut [(u32, F)],
-    ) {
+    /// Appends a row: its active `(latent, value)` pairs and its AuxK
+    /// `(latent, pre-activation)` pairs (empty without AuxK); both are sorted by latent
+    /// here.
+    pub(super) fn push_row(&mut self, active: &mut [(u32, F)], aux: &mut [(u32, F)]) {
         active.sort_unstable_by_key(|&(i, _)| i);
         self.idx.extend(active.iter().map(|&(i, _)| i));
         self.val.extend(active.iter().map(|&(_, v)| v));
         self.start.push(self.idx.len());
-        if with_aux {
-            aux.sort_unstable_by_key(|&(i, _)| i);
-            self.aux_idx.extend(aux.iter().map(|&(i, _)| i));
-            self.aux_val.extend(aux.iter().map(|&(_, v)| v));
-        }
+        aux.sort_unstable_by_key(|&(i, _)| i);
+        self.aux_idx.extend(aux.iter().map(|&(i, _)| i));
+        self.aux_val.extend(aux.iter().map(|&(_, v)| v));
         self.aux_start.push(self.aux_idx.len());
     }
 }
@@ -368,7 +362,7 @@ fn compress<F: Real>(
             select::top_k(dead, a.k, &mut heap);
             aux_pairs.extend(heap.iter().map(|&(_, i)| (i, row[i as usize])));
         }
-        sel.push_row(&mut picked, aux.is_some(), &mut aux_pairs);
+        sel.push_row(&mut picked, &mut aux_pairs);
     }
     sel
 }
