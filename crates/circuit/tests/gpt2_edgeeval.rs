@@ -229,11 +229,6 @@ fn one_removed_edge_matches_a_by_hand_computation() {
     one_removed_edge_matches_a_by_hand_computation_on(model());
 }
 
-#[test]
-fn one_removed_edge_matches_a_by_hand_computation_llama() {
-    one_removed_edge_matches_a_by_hand_computation_on(llama_model());
-}
-
 fn one_removed_edge_matches_a_by_hand_computation_on(
     model: circuitry_models::transformer::Transformer,
 ) {

@@ -15,23 +15,24 @@ use crate::gpt2_fixtures::{assert_close, batch, llama_model, model, submodules};
 
 #[test]
 fn attribution_equals_exact_patching_for_small_changes() {
-    attribution_equals_exact_patching_for_small_changes_on(model());
+    attribution_equals_exact_patching_for_small_changes_on(model(), 0.01);
 }
 
 #[test]
 fn attribution_equals_exact_patching_for_small_changes_llama() {
-    attribution_equals_exact_patching_for_small_changes_on(llama_model());
+    // The random Llama's weights are wider: its metric is linear over a smaller range.
+    attribution_equals_exact_patching_for_small_changes_on(llama_model(), 0.002);
 }
 
-fn attribution_equals_exact_patching_for_small_changes_on(model: Transformer) {
+fn attribution_equals_exact_patching_for_small_changes_on(model: Transformer, shrink: f32) {
     let subs = submodules(&model, 24);
     let pb = batch(3, 3);
     let mut prep = prepare(&model, &subs, &pb).unwrap();
-    // Shrink every patch change to 1% so that the metric is close to linear in it.
+    // Shrink every patch change (to 1% on GPT-2) so that the metric is close to linear in it.
     for d in &mut prep.delta {
         *d = SubState {
-            f: &d.f * 0.01,
-            err: &d.err * 0.01,
+            f: &d.f * shrink,
+            err: &d.err * shrink,
         };
     }
     let attr = node_effects(&model, &subs, &pb, &prep, Method::Attribution, 4096).unwrap();
@@ -46,7 +47,8 @@ fn attribution_equals_exact_patching_for_small_changes_on(model: Transformer) {
         }
     }
     assert!(pairs.iter().filter(|(_, e)| *e != 0.0).count() > 50);
-    assert_close("attribution vs exact (1% changes)", &pairs, 0.05, 1e-7);
+    let name = format!("attribution vs exact ({}% changes)", shrink * 100.0);
+    assert_close(&name, &pairs, 0.05, 1e-7);
 }
 
 #[test]
