@@ -62,7 +62,7 @@ POSITION_IDS_RULE = "max(cumsum(attention_mask, -1) - 1, 0)"
 
 # --model: real English, <|endoftext|> (id 0) first; row 1 is shorter and left-padded.
 MODEL_TEXTS = ["The keys to the old wooden cabinet in the kitchen are",
-               "The author that the guards like"]
+               "The author that the guards like says that"]
 MODEL_SEQ = 12
 MODEL_PAD = 4
 MODEL_LAYERS = (0, 1, 14, 29)
