@@ -278,15 +278,17 @@ def check_llama_export(model, onnx_path: Path, ids, mask, logits: bool, tol: flo
     got = dict(zip(names, session.run(None, {"input_ids": ids, "attention_mask": mask})))
     want = llama_reference_hooks(model, ids, mask, logits)
     real = mask.astype(bool)
-    worst = 0.0
+    worst, worst_abs, largest = 0.0, 0.0, 0.0
     for name in names:
         assert got[name].shape == want[name].shape, name
         assert np.isfinite(got[name][real]).all(), name
         scale = max(1.0, float(np.abs(want[name][real]).max())) if rel else 1.0
-        diff = float(np.abs(got[name][real] - want[name][real]).max()) / scale
-        worst = max(worst, diff)
-        assert diff <= tol, f"{name}: {diff} > {tol}"
-    print(f"max {'relative ' if rel else ''}|ort - torch| over {len(names)} outputs: {worst:.2e}")
+        diff = float(np.abs(got[name][real] - want[name][real]).max())
+        worst, worst_abs = max(worst, diff / scale), max(worst_abs, diff)
+        largest = max(largest, float(np.abs(want[name][real]).max()))
+        assert diff / scale <= tol, f"{name}: {diff / scale} > {tol}"
+    print(f"max {'relative ' if rel else ''}|ort - torch| over {len(names)} outputs: {worst:.2e} "
+          f"(absolute {worst_abs:.2e}; largest |activation| {largest:.1f})")
     worst_alone = 0.0
     for b in range(ids.shape[0]):
         row = ids[b][real[b]]
@@ -364,8 +366,10 @@ def test_unsupported_model_type_is_a_clear_error(tmp_path):
 def test_smollm2_onnx_matches_pytorch():
     """The graph setup-model.sh exported (export_onnx.py, no logits) vs transformers, left padding.
 
-    SmolLM2's residual grows to a few hundred at some tokens, so the tolerance is relative to
-    each hook's largest magnitude (1e-4 of max(1, max |torch|))."""
+    SmolLM2's residual reaches about 24,000 at the first token (a "massive activation"), where
+    float32 rounding alone is ~1e-3, so the tolerance is relative to each hook's largest
+    magnitude: |ort - torch| <= 1e-4 * max(1, max |torch|) (measured: 7.7e-6 relative, 1.2e-2
+    absolute at 24,153)."""
     model = transformers.LlamaForCausalLM.from_pretrained(
         SMOLLM2, attn_implementation="eager", dtype=torch.float32).eval()
     ids, mask = left_padded([9, 4], model.config.vocab_size, seed=3)
