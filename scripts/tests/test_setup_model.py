@@ -58,8 +58,11 @@ def record(smollm2) -> dict:
 
 @pytest.fixture(scope="module")
 def gguf_path(record) -> Path:
-    path = Path(record["source"]["gguf"]["path"])
+    """The GGUF in the cache (setup-model.sh keeps it there, re-extracting it if needed)."""
+    spec = setup_model.MODELS["smollm2-135m"]
+    path = setup_model.cache_dir() / "gguf" / Path(spec.gguf_member).name
     assert path.is_file(), path
+    assert setup_model.sha256_file(path) == record["source"]["gguf"]["sha256"]
     return path
 
 
