@@ -164,7 +164,8 @@ def run(model: LlamaForCausalLM, input_ids, attention_mask, dtype, layers=None):
         block = inner.layers[i]
         handles.append(block.register_forward_pre_hook(
             keep_input(f"blocks.{i}.hook_resid_pre"), with_kwargs=True))
-        handles.append(block.self_attn.o_proj.register_forward_hook(keep(f"blocks.{i}.hook_attn_out")))
+        handles.append(block.self_attn.o_proj.register_forward_hook(
+            keep(f"blocks.{i}.hook_attn_out")))
         handles.append(block.post_attention_layernorm.register_forward_pre_hook(
             keep_input(f"blocks.{i}.hook_resid_mid"), with_kwargs=True))
         handles.append(block.mlp.down_proj.register_forward_pre_hook(

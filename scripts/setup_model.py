@@ -459,7 +459,8 @@ def is_done(out: Path, gguf_sha256: str) -> str | None:
             if not (out / name).is_file():
                 return f"{name} missing"
         for name in HASHED:
-            if not (out / name).is_file() or blake3_file(out / name) != rec["files"][name]["blake3"]:
+            path = out / name
+            if not path.is_file() or blake3_file(path) != rec["files"][name]["blake3"]:
                 return f"{name} differs from setup.json"
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         return f"setup.json unreadable ({e})"

@@ -297,3 +297,35 @@ def test_unknown_model_name_and_list():
     assert "unknown model 'gpt-5'" in proc.stderr and "smollm2-135m" in proc.stderr
     proc = run_setup("--list")
     assert proc.returncode == 0 and proc.stdout.startswith("smollm2-135m\t")
+
+
+def test_smollm2_golden_file_agrees_with_the_onnx_graph(smollm2):
+    """golden.safetensors (llama_golden.py --model, transformers) vs model.onnx (ORT) at the
+    hooks both have; tolerance relative to each hook's largest magnitude, as in test_export."""
+    ort = pytest.importorskip("onnxruntime")
+    from safetensors.numpy import load_file
+
+    g = load_file(str(smollm2 / "golden.safetensors"))
+    layers = (0, 1, 14, 29)
+    want = {"hook_embed", "ln_final.hook_normalized", "logits", "input_ids", "attention_mask",
+            "metric_weights", "grad.logits"}
+    for i in layers:
+        want |= {f"blocks.{i}.{h}" for h in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid",
+                                            "mlp.hook_post", "hook_mlp_out", "hook_resid_post")}
+    want |= {f"grad.blocks.{i}.hook_resid_pre" for i in (0, 14, 29)}
+    assert set(g) == want
+    ids, mask = g["input_ids"].astype(np.int64), g["attention_mask"].astype(np.int64)
+    assert ids.shape == (2, 12) and mask[0].all() and not mask[1].all()
+    assert ids[mask.astype(bool)][0] == 0  # <|endoftext|> first
+    session = ort.InferenceSession(str(smollm2 / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, {"input_ids": ids, "attention_mask": mask})))
+    real = mask.astype(bool)
+    worst = 0.0
+    for name in names:
+        if name in g:
+            scale = max(1.0, float(np.abs(g[name][real]).max()))
+            worst = max(worst, float(np.abs(got[name][real] - g[name][real]).max()) / scale)
+    print(f"golden.safetensors vs model.onnx: max relative diff {worst:.2e}")
+    assert worst <= 1e-4
+    assert all(np.isfinite(v).all() for v in g.values())
