@@ -194,9 +194,9 @@ def test_tokenizer_json_equals_transformers_gguf_tokenizer(smollm2, gguf_path):
 
 # --- bad input (no download) ------------------------------------------------------------------
 
-def write_gguf(path: Path, arch: str = "llama", tensor_type=None) -> Path:
+def write_gguf(path: Path, arch: str = "llama", tensor_type=None, extra=None) -> Path:
     """A tiny GGUF: 1 layer, d 32, 2 heads, ff 64, vocab 8; F32 tensors unless `tensor_type`
-    (raw bytes of that type for ffn_up)."""
+    (raw bytes of that type for ffn_up); `extra(writer)` adds or overrides metadata."""
     w = gguf.GGUFWriter(str(path), arch)
     d, ff, vocab = 32, 64, 8
     w.add_block_count(1)
@@ -208,6 +208,8 @@ def write_gguf(path: Path, arch: str = "llama", tensor_type=None) -> Path:
     w.add_layer_norm_rms_eps(1e-5)
     w.add_tokenizer_model("gpt2")
     w.add_token_list([f"t{i}" for i in range(vocab)])
+    if extra is not None:
+        extra(w)
     rng = np.random.default_rng(0)
     shapes = {"token_embd.weight": (vocab, d), "output_norm.weight": (d,),
               "blk.0.attn_norm.weight": (d,), "blk.0.attn_q.weight": (d, d),
@@ -254,6 +256,27 @@ def test_unsupported_quantisation_type_is_refused(tmp_path):
     kind = gguf.GGMLQuantizationType.IQ4_NL
     path = write_gguf(tmp_path / "iq4.gguf", tensor_type=kind)
     expect_bad(tmp_path, path, str(path), "blk.0.ffn_up.weight", "IQ4_NL", "Q4_1", "Q8_0")
+
+
+def test_rope_scaling_is_refused(tmp_path):
+    def linear_scaling(w):
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(4.0)
+
+    path = write_gguf(tmp_path / "scaled.gguf", extra=linear_scaling)
+    expect_bad(tmp_path, path, str(path), "rope scaling", "rope_scaling must be null")
+
+
+def test_non_bpe_tokenizer_is_refused(tmp_path):
+    path = tmp_path / "spm.gguf"  # a Llama GGUF with a SentencePiece ("llama") tokenizer
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_tokenizer_model("llama")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    expect_bad(tmp_path, path, str(path), "tokenizer model 'llama' is not supported", "'gpt2'")
 
 
 def test_truncated_gguf_is_refused(tmp_path):
