@@ -195,15 +195,16 @@ impl Pipeline {
     pub(crate) fn stage_error(&self, stage: &Stage, message: &str) -> ManifestError {
         let message = message.trim();
         let message = message.strip_prefix("error: ").unwrap_or(message);
+        let at = |key: &str| {
+            stage
+                .keys_at
+                .iter()
+                .find(|(k, _)| k == key && !matches!(k.as_str(), "name" | "kind"))
+                .map(|(_, at)| at.clone())
+        };
         let location = flags_in(message)
-            .find_map(|flag| {
-                let key = flag.replace('-', "_");
-                stage
-                    .keys_at
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, at)| at.clone())
-            })
+            .find_map(|flag| at(&flag.replace('-', "_")))
+            .or_else(|| assigned_keys(message).find_map(at))
             .unwrap_or_else(|| stage.name_at.clone());
         ManifestError {
             file: self.manifest.clone(),
@@ -670,6 +671,18 @@ fn flags_in(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The words written as `word = ...` in `text` (`invalid parameter noise = 5`).
+fn assigned_keys(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices(" =").filter_map(move |(i, _)| {
+        let before = &text[..i];
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |j| j + 1);
+        let word = &before[start..];
+        (!word.is_empty()).then_some(word)
+    })
+}
+
 /// The directory of the manifest, `.` when it has none.
 fn base_dir_of(manifest: &Path) -> PathBuf {
     match manifest.parent() {
@@ -733,6 +746,12 @@ mod tests {
         );
         assert!(shown.contains("7 | noise = 5.0\n"), "{shown}");
         assert!(!shown.contains("fix:"), "{shown}");
+        let e = p.stage_error(stage, "invalid parameter noise = 5: must be in [0, 0.15]");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:7:9: stage m: invalid parameter noise = 5"),
+            "{e}"
+        );
         let e = p.stage_error(stage, "out of memory: needs 9 GB");
         assert!(
             e.to_string()
