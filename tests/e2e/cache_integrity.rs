@@ -36,7 +36,7 @@ fn outputs(run: &Path) -> Vec<(String, Vec<u8>)> {
                 .into_owned();
             if path.is_dir() {
                 walk(root, &path, out);
-            } else if rel != ".lock" && !(rel.ends_with(".log") && !rel.contains('/')) {
+            } else if rel.contains('/') || !(rel == ".lock" || rel.ends_with(".log")) {
                 let mut bytes = fs::read(&path).unwrap();
                 if rel.ends_with("/stage.json") {
                     let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();

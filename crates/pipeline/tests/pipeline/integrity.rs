@@ -302,6 +302,56 @@ fn plan_does_not_wait_for_a_running_pipeline() {
     assert!(wait_until_dead(stage), "stage process {stage} survived");
 }
 
+/// `submit` takes the same lock: while a run works in the run directory, it exits 2
+/// naming the run, before writing or submitting anything.
+#[test]
+fn submit_while_a_run_holds_the_run_directory_exits_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    fx.manifest("toy.toml", &toy_manifest());
+    // A stand-in sbatch that records being called; it must never be.
+    let sbatch = fx.bin().join("sbatch");
+    let called = fx.path("sbatch.called");
+    fs::write(
+        &sbatch,
+        format!("#!/bin/sh\ntouch '{}'\necho 1\n", called.display()),
+    )
+    .unwrap();
+    fs::set_permissions(&sbatch, fs::Permissions::from_mode(0o755)).unwrap();
+    let pid_file = fx.path("stage.pid");
+    let mut child = spawn(
+        &fx,
+        &["run", TOY],
+        &[
+            ("CIRCUITRY_FAKE_SLEEP", &format!("model:{LONG_SLEEP}")),
+            ("CIRCUITRY_FAKE_PID_FILE", pid_file.to_str().unwrap()),
+        ],
+    );
+    let stage = wait_for_pid(&pid_file);
+    let path = format!(
+        "{}:{}",
+        fx.bin().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let submit = fx.circuitry_env(&["submit", TOY], &[("PATH", &path)]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(wait_until_dead(stage), "stage process {stage} survived");
+    assert_eq!(submit.code, 2, "{}", submit.all());
+    let want = format!(
+        "error: run directory runs/toy is in use by pid {} on ",
+        child.id()
+    );
+    assert!(submit.stderr.starts_with(&want), "{}", submit.stderr);
+    assert!(
+        submit.stderr.contains("(circuitry run)"),
+        "{}",
+        submit.stderr
+    );
+    assert!(!called.exists(), "sbatch was called");
+    assert!(!fx.path("runs/toy/slurm").exists());
+}
+
 /// Issue 15, item 2: a SIGKILLed `circuitry run` left its stage binary running as an
 /// orphan beside the next run. Now the stage dies with it, and the re-run resumes
 /// and ends with the outputs of an uninterrupted run, byte for byte: every file in
