@@ -51,12 +51,9 @@ impl RunDirLock {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
-                let mut holder = String::new();
-                // A holder that has not written its record yet reads as empty.
-                let _ = file.read_to_string(&mut holder);
                 return Err(Error::Locked {
                     run_dir: shown.to_path_buf(),
-                    holder: describe_holder(holder.trim()),
+                    holder: describe_holder(&read_record(&mut file)),
                 });
             }
             Err(e) => return Err(Error::io("locking", &path, io::Error::from(e))),
@@ -76,6 +73,31 @@ impl RunDirLock {
         write(&mut file).map_err(|e| Error::io("writing", &path, e))?;
         Ok(RunDirLock { _file: file })
     }
+}
+
+impl Drop for RunDirLock {
+    /// Clear the record, so that it never names a process that has finished (after a
+    /// crash it does until the next holder overwrites it).
+    fn drop(&mut self) {
+        let _ = self._file.set_len(0);
+    }
+}
+
+/// The holder's record. A holder writes it right after taking the lock: an empty
+/// file is read again for up to 200 ms before giving up.
+fn read_record(file: &mut File) -> String {
+    let mut record = String::new();
+    for _ in 0..40 {
+        record.clear();
+        if file.seek(SeekFrom::Start(0)).is_ok() && file.read_to_string(&mut record).is_ok() {
+            let trimmed = record.trim();
+            if !trimmed.is_empty() {
+                return trimmed.to_string();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    String::new()
 }
 
 fn describe_holder(record: &str) -> String {
