@@ -108,7 +108,8 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
             eprintln!("all {n} {} fresh, nothing to run", stages_noun(n));
             return Ok(RunReport::default());
         }
-        check_stages(pipeline, &plan, bins, false)?;
+        // Like `plan`, a dry run shows the plan on a machine without the binaries.
+        check_stages(pipeline, &plan, bins, true)?;
         eprintln!("{plan}");
         eprintln!("would run:");
         for stage in plan.stale() {

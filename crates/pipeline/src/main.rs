@@ -80,7 +80,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if matches!(cli.command, Cmd::Run { .. } | Cmd::Submit { .. }) {
+    // Only `run` waits on stage processes; `submit` and the others keep the default
+    // (a signal ends them at once).
+    if matches!(cli.command, Cmd::Run { dry_run: false, .. }) {
         // Stopped by a signal, the runner stops its stage and puts its previous
         // output back before exiting.
         if let Err(e) = catch_stop_signals() {

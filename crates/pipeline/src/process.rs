@@ -4,7 +4,9 @@
 //! - Every stage process gets `PR_SET_PDEATHSIG = SIGKILL`: when the runner dies, even
 //!   by SIGKILL, the kernel kills its stage process, so no orphan keeps writing beside
 //!   the next run. The runner could die between `fork` and the `prctl`; the child then
-//!   checks that its parent is still the runner and refuses to start otherwise.
+//!   checks that its parent is still the runner and refuses to start otherwise. (The
+//!   signal comes when the *thread* that started the child ends; the runner starts
+//!   and waits for each stage on one thread, which outlives the stage.)
 //! - [`catch_stop_signals`] (called by the `circuitry` binary) replaces the default
 //!   "terminate" of SIGINT, SIGTERM and SIGHUP by a handler that records the signal
 //!   and forwards SIGTERM to the running stage process. The runner then sees the stage
