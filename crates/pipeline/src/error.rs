@@ -163,6 +163,18 @@ pub enum Error {
         /// Whether the stage's previous output was put back.
         restored: bool,
     },
+    /// `circuitry run` while jobs of a Slurm submission of the same run directory are
+    /// pending or running.
+    #[error(
+        "jobs of the latest Slurm submission of this run directory are still pending or \
+         running ({}); a local run would write beside them: wait for them (`circuitry \
+         status MANIFEST`) or cancel them (`circuitry cancel MANIFEST`), then run again",
+        jobs.join(", ")
+    )]
+    SlurmJobsActive {
+        /// `stage: job state` for each active job.
+        jobs: Vec<String>,
+    },
     /// A file system operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -202,6 +214,7 @@ impl Error {
                 | Error::NotSubmitted { .. }
                 | Error::StillActive { .. }
                 | Error::Locked { .. }
+                | Error::SlurmJobsActive { .. }
                 | Error::StageRejected { .. }
         )
     }

@@ -123,6 +123,11 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         &pipeline.display_path(pipeline.run_dir()),
         "circuitry run",
     )?;
+    // Jobs of a Slurm submission write into the same folders without the lock.
+    let active = crate::slurm::active_jobs(pipeline);
+    if !active.is_empty() {
+        return Err(Error::SlurmJobsActive { jobs: active });
+    }
     outputs::recover_leftovers(pipeline)?;
     let mut checker = Checker::new(pipeline);
     let plan = Plan::build(pipeline, &forced, &mut checker)?;

@@ -469,6 +469,32 @@ fn check_previous_done(pipeline: &Pipeline) -> Result<()> {
     }
 }
 
+/// The jobs of the latest submission that are still pending or running, as
+/// `stage: state`, for `circuitry run` (which must not write beside them). Empty when
+/// there was no submission, or when Slurm cannot be asked (no `scontrol` on this
+/// machine, or the controller does not answer): then only a debug log says so.
+pub(crate) fn active_jobs(pipeline: &Pipeline) -> Vec<String> {
+    let jobs = match JobsFile::read(pipeline) {
+        Ok(jobs) => jobs,
+        Err(Error::NotSubmitted { .. }) => return Vec::new(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the Slurm jobs file; not checking for active jobs");
+            return Vec::new();
+        }
+    };
+    match status::query_all(&jobs) {
+        Ok(states) => states
+            .into_iter()
+            .filter(|(_, s)| matches!(s, JobState::Pending { .. } | JobState::Running))
+            .map(|(what, s)| format!("{what}: {s}"))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot ask Slurm about the latest submission; not checking for active jobs");
+            Vec::new()
+        }
+    }
+}
+
 /// Fail with [`Error::SlurmMissing`] unless `program` is on PATH.
 pub(crate) fn find_program(program: &str, action: &'static str) -> Result<()> {
     let found = std::env::var_os("PATH")

@@ -352,6 +352,59 @@ fn submit_while_a_run_holds_the_run_directory_exits_2() {
     assert!(!fx.path("runs/toy/slurm").exists());
 }
 
+/// Slurm jobs write into the run directory without holding its lock: while jobs of
+/// the latest submission are pending or running, `run` exits 2 and runs nothing.
+/// (A stand-in `scontrol` answers for the recorded job.)
+#[test]
+fn run_while_slurm_jobs_of_the_run_directory_are_active_exits_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    fx.manifest("toy.toml", &toy_manifest());
+    fs::create_dir_all(fx.path("runs/toy/slurm")).unwrap();
+    let jobs = serde_json::json!({
+        "pipeline": "toy",
+        "manifest": fx.path(TOY),
+        "submitted_unix": 0,
+        "stages": [{
+            "stage": "acts",
+            "job": "41",
+            "script": fx.path("runs/toy/slurm/acts.sbatch"),
+            "log": fx.path("runs/toy/slurm/logs/acts-41.out"),
+            "array": null
+        }]
+    });
+    fs::write(fx.path("runs/toy/slurm/jobs.json"), jobs.to_string()).unwrap();
+    let scontrol = fx.bin().join("scontrol");
+    let answer = |state: &str| {
+        fs::write(
+            &scontrol,
+            format!("#!/bin/sh\necho 'JobId=41 JobName=toy.acts JobState={state} Reason=None ExitCode=0:0'\n"),
+        )
+        .unwrap();
+        fs::set_permissions(&scontrol, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let path = format!(
+        "{}:{}",
+        fx.bin().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    answer("RUNNING");
+    let run = fx.circuitry_env(&["run", TOY], &[("PATH", &path)]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.starts_with(
+            "error: jobs of the latest Slurm submission of this run directory are still pending or running (acts"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(fx.ran().is_empty());
+    answer("COMPLETED");
+    let run = fx.circuitry_env(&["run", TOY], &[("PATH", &path)]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(fx.ran(), ALL);
+}
+
 /// Issue 15, item 2: a SIGKILLed `circuitry run` left its stage binary running as an
 /// orphan beside the next run. Now the stage dies with it, and the re-run resumes
 /// and ends with the outputs of an uninterrupted run, byte for byte: every file in
