@@ -141,7 +141,7 @@ def test_second_run_is_a_verified_no_op(smollm2):
     proc = run_setup("smollm2-135m")
     assert proc.returncode == 0, proc.stderr
     assert "already set up" in proc.stderr
-    assert Path(proc.stdout.strip()) == smollm2
+    assert Path(proc.stdout.strip()).resolve() == smollm2.resolve()
     assert {p.name: p.stat().st_mtime_ns for p in smollm2.iterdir()} == before
 
 

@@ -36,7 +36,7 @@ pub enum AblationArg {
 
 #[derive(Debug, clap::Args)]
 pub struct Gpt2Args {
-    /// GPT-2 model directory (config.json, model.safetensors).
+    /// Model directory, GPT-2 or Llama (config.json, model.safetensors).
     #[arg(long)]
     model: PathBuf,
     /// SAE directory, or a directory of SAE directories; repeat for more.

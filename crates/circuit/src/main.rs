@@ -3,7 +3,7 @@
 //! `circuitry-circuit toy --model DIR --sae DIR --store DIR --out DIR` builds the seed's
 //! toy circuit and writes circuit.json, circuit.dot, circuit.svg, summary.txt and, last,
 //! stage.json. `circuitry-circuit gpt2 --model DIR --sae DIR... --store DIR --out DIR`
-//! finds, evaluates and draws a sparse feature circuit of GPT-2 on paired prompts.
+//! finds, evaluates and draws a sparse feature circuit of a GPT-2 or Llama model on paired prompts.
 //! Bad input: one error line, exit code 2, nothing written.
 mod cli_gpt2;
 
@@ -31,7 +31,8 @@ struct Cli {
 enum Command {
     /// The toy agreement network's circuit: inputs → hidden → SAE features → outputs.
     Toy(ToyArgs),
-    /// A GPT-2 sparse feature circuit on paired prompts (Marks et al. 2024).
+    /// A sparse feature circuit of a GPT-2 or Llama model on paired prompts (Marks et al. 2024).
+    #[command(visible_alias = "lm")]
     Gpt2(Box<cli_gpt2::Gpt2Args>),
 }
 
@@ -102,7 +103,7 @@ fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
     let cfg = args.into_config()?;
     let _span = tracing::info_span!("circuit_gpt2", out = %cfg.out.display()).entered();
     let summary = run_gpt2_stage(&cfg, timer)
-        .with_context(|| format!("building the GPT-2 circuit into {}", cfg.out.display()))?;
+        .with_context(|| format!("building the circuit into {}", cfg.out.display()))?;
     print!("{summary}");
     Ok(())
 }

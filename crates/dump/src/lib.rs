@@ -5,7 +5,7 @@
 //!
 //! - [`toy`]: the seed recipe's toy agreement network — encoded subject nouns in,
 //!   `toy.hook_input`, `toy.hook_hidden` and `toy.hook_logits` out.
-//! - [`onnx`]: a GPT-2 exported by `scripts/export_onnx.py`, run with ONNX Runtime over
+//! - [`onnx`]: a GPT-2 or Llama model exported by `scripts/export_onnx.py`, run with ONNX Runtime over
 //!   a text corpus (packed into windows) or paired agreement prompts, writing any of
 //!   its hook outputs chosen by name or glob.
 //!

@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         shard_rows: usize,
     },
-    /// Dump a GPT-2 exported by scripts/export_onnx.py, run with ONNX Runtime.
+    /// Dump a GPT-2 or Llama model exported by scripts/export_onnx.py, run with ONNX Runtime.
     Onnx(OnnxArgs),
     /// Benchmark reference: the `onnx` dump's inference without writing; prints JSON.
     #[command(hide = true)]

@@ -8,7 +8,7 @@
 //!
 //! (1: the reconstruction loses nothing the model uses; 0: as bad as zeroing the
 //! hook). The three cross-entropies are means over the same counted positions of
-//! the same token windows, run through the Rust GPT-2 ([`circuitry_models::gpt2`]):
+//! the same token windows, run through the Rust model ([`circuitry_models::transformer`], GPT-2 or Llama):
 //! clean, with `Sae::forward` of the activation spliced in at every position of the
 //! hook, and with the hook set to zero at every position.
 //!

@@ -1,4 +1,5 @@
-//! Sparse feature circuits on GPT-2 (Marks et al. 2024, "Sparse Feature Circuits").
+//! Sparse feature circuits (Marks et al. 2024, "Sparse Feature Circuits") on any model the
+//! models crate loads (GPT-2 and Llama families; the module keeps its first name).
 //!
 //! SAEs are spliced at chosen submodules (`hook_resid_pre`/`hook_resid_post`,
 //! `hook_attn_out`, `hook_mlp_out`): the activation becomes `decode(f) + error`, and the

@@ -1,4 +1,4 @@
-//! Dump a GPT-2 exported by `scripts/export_onnx.py` with ONNX Runtime.
+//! Dump a GPT-2 or Llama model exported by `scripts/export_onnx.py` with ONNX Runtime.
 //!
 //! A model folder holds `model.onnx`, its sidecar `model.onnx.json` (graph outputs ↔
 //! hook names, widths, `n_ctx`, vocabulary, the weights' fingerprint) and
