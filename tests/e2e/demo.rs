@@ -16,15 +16,20 @@ fn demo_pipeline_ends_in_a_faithful_gpt2_circuit_and_reruns_nothing() {
     let run = dir.path().join("run");
 
     for circuit in ["toy_circuit", "circuit_simple"] {
-        for file in ["circuit.json", "circuit.svg", "circuit.html", "summary.txt", "stage.json"] {
+        for file in [
+            "circuit.json",
+            "circuit.svg",
+            "circuit.html",
+            "summary.txt",
+            "stage.json",
+        ] {
             let path = run.join(circuit).join(file);
             assert!(path.is_file(), "{} missing", path.display());
         }
     }
-    let circuit: serde_json::Value = serde_json::from_slice(
-        &fs::read(run.join("circuit_simple/circuit.json")).unwrap(),
-    )
-    .unwrap();
+    let circuit: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("circuit_simple/circuit.json")).unwrap())
+            .unwrap();
     let scores = &circuit["scores"];
     let faithfulness = scores["faithfulness"].as_f64().unwrap();
     let min_case = scores["faithfulness_min_case"].as_f64().unwrap();
@@ -45,5 +50,8 @@ fn demo_pipeline_ends_in_a_faithful_gpt2_circuit_and_reruns_nothing() {
 
     let second = run_ok(Command::new(bin("circuitry")).arg("run").arg(&manifest));
     let second = text(&second);
-    assert!(second.contains("all 8 stages fresh, nothing to run"), "{second}");
+    assert!(
+        second.contains("all 8 stages fresh, nothing to run"),
+        "{second}"
+    );
 }
