@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
-"""Export a local Hugging Face GPT-2 checkpoint to ONNX with one output per hook point.
+"""Export a local Hugging Face GPT-2 or Llama checkpoint to ONNX with one output per hook point.
 
     python scripts/export_onnx.py MODEL_DIR OUT.onnx [--logits] [--hooks GLOB ...]
 
 MODEL_DIR holds `config.json` and `model.safetensors` (gpt2, distilgpt2, gpt2-medium, a
-`save_pretrained` folder, ...). The graph has
+`save_pretrained` folder, ...; or a `LlamaForCausalLM` folder such as models/smollm2-135m made
+by scripts/setup-model.sh). The family is chosen from config.json's `model_type` ("gpt2" or
+"llama"). The graph has
 
   inputs   input_ids       int64 (batch, seq)
            attention_mask  int64 (batch, seq)   1 = real token, 0 = padding (left or right)
   outputs  blocks.L.hook_resid_pre   float32 (batch, seq, d_model)  input of block L, every L
-           blocks.L.hook_attn_out    float32 (batch, seq, d_model)  attn.c_proj output (bias incl.)
-           blocks.L.hook_mlp_out     float32 (batch, seq, d_model)  mlp.c_proj output (bias incl.)
-           blocks.{n-1}.hook_resid_post float32 (batch, seq, d_model)  final residual, BEFORE ln_f
+           blocks.L.hook_attn_out    float32 (batch, seq, d_model)  GPT-2: attn.c_proj output
+                                     (bias incl.); Llama: self_attn.o_proj output
+           blocks.L.hook_mlp_out     float32 (batch, seq, d_model)  GPT-2: mlp.c_proj output
+                                     (bias incl.); Llama: mlp.down_proj output
+           blocks.{n-1}.hook_resid_post float32 (batch, seq, d_model)  final residual, BEFORE
+                                     the final norm (GPT-2 ln_f, Llama model.norm)
            logits                    float32 (batch, seq, vocab)    only with --logits
 
 in this order: for each layer L, resid_pre, attn_out, mlp_out; then the final resid_post; then
 logits. Batch and sequence axes are dynamic (seq up to n_ctx). Position ids are computed inside
 the graph from the mask, `max(cumsum(mask) - 1, 0)`, as Hugging Face generation does, so left
-padding gives the same activations at real tokens as no padding. Outputs at padded positions
-are meaningless and must never be used.
+padding gives the same activations at real tokens as no padding (for Llama these are the RoPE
+positions). Attention is transformers' eager implementation. Outputs at padded positions are
+meaningless and must never be used.
 
 The outputs are captured by forward hooks on the Hugging Face modules inside a wrapper module,
 so their names do not depend on the exporter's node names.
@@ -33,8 +39,8 @@ Beside OUT.onnx the script writes the sidecar `OUT.onnx.json` (same path plus `.
 
   {
     "format": "circuitry-onnx-hooks", "version": 1,
-    "model_type": "gpt2", "n_layer": 4, "d_model": 64, "n_head": 4, "n_ctx": 64,
-    "vocab_size": 745, "logits": false,
+    "model_type": "gpt2", "family": "gpt2", "n_layer": 4, "d_model": 64, "n_head": 4,
+    "n_kv_head": 4, "n_ctx": 64, "vocab_size": 745, "bos_token_id": 0 | null, "logits": false,
     "fingerprint": {"algorithm": "blake3", "file": "model.safetensors", "hex": "<64 hex>"},
     "tokenizer_fingerprint": {"algorithm": "blake3", "file": "tokenizer.json", "hex": "..."} | null,
     "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "seq"]},
@@ -43,6 +49,11 @@ Beside OUT.onnx the script writes the sidecar `OUT.onnx.json` (same path plus `.
     "outputs": [{"name": "blocks.0.hook_resid_pre", "hook": "blocks.0.hook_resid_pre",
                  "dtype": "float32", "shape": ["batch", "seq", 64], "width": 64}, ...]
   }
+
+`model_type` is config.json's; `family` is "gpt2" or "llama" (the forward the graph implements);
+`n_kv_head` is the number of key/value heads (= n_head for GPT-2; fewer with grouped-query
+attention); `n_ctx` is n_positions (GPT-2) or max_position_embeddings (Llama); `bos_token_id` is
+config.json's (null when absent).
 
 The fingerprint is BLAKE3 (hex) of the model.safetensors bytes: what
 `circuitry_core::fingerprint::fingerprint_path` gives for that file.
@@ -85,7 +96,28 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-class HookedGpt2(nn.Module):
+class _HookStore(nn.Module):
+    """Records hook activations of one forward through forward hooks on the HF modules."""
+
+    def __init__(self):
+        super().__init__()
+        self._store: dict[str, torch.Tensor] = {}
+
+    def _save_input(self, name):
+        # Pre-hook with kwargs: the residual is the first argument, positional or `hidden_states`.
+        def hook(_module, args, kwargs):
+            self._store[name] = args[0] if args else kwargs["hidden_states"]
+
+        return hook
+
+    def _save_output(self, name):
+        def hook(_module, _args, output):
+            self._store[name] = output
+
+        return hook
+
+
+class HookedGpt2(_HookStore):
     """Runs a Hugging Face GPT2LMHeadModel and returns the hook activations as a tuple.
 
     Forward hooks on the HF modules record the activations of one call; `forward` returns them
@@ -97,27 +129,15 @@ class HookedGpt2(nn.Module):
         self.model = model
         self.logits = logits
         self.n_layer = model.config.n_layer
-        self._store: dict[str, torch.Tensor] = {}
         transformer = model.transformer
         for layer, block in enumerate(transformer.h):
-            block.register_forward_pre_hook(self._save_input(f"blocks.{layer}.hook_resid_pre"))
+            block.register_forward_pre_hook(
+                self._save_input(f"blocks.{layer}.hook_resid_pre"), with_kwargs=True)
             block.attn.c_proj.register_forward_hook(self._save_output(f"blocks.{layer}.hook_attn_out"))
             block.mlp.c_proj.register_forward_hook(self._save_output(f"blocks.{layer}.hook_mlp_out"))
         transformer.ln_f.register_forward_pre_hook(
-            self._save_input(f"blocks.{self.n_layer - 1}.hook_resid_post")
+            self._save_input(f"blocks.{self.n_layer - 1}.hook_resid_post"), with_kwargs=True
         )
-
-    def _save_input(self, name):
-        def hook(_module, args, kwargs=None):
-            self._store[name] = args[0]
-
-        return hook
-
-    def _save_output(self, name):
-        def hook(_module, _args, output):
-            self._store[name] = output
-
-        return hook
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         # input_ids, attention_mask: (batch, seq) int64
@@ -136,21 +156,98 @@ class HookedGpt2(nn.Module):
         return tuple(results)
 
 
-def load_model(model_dir: Path) -> nn.Module:
-    """A GPT2LMHeadModel from a local folder, in eval mode with eager attention."""
-    from transformers import GPT2LMHeadModel
+class HookedLlama(_HookStore):
+    """Runs a Hugging Face LlamaForCausalLM and returns the hook activations as a tuple.
 
+    resid_pre[L] is the input of decoder layer L, attn_out[L] the output of self_attn.o_proj,
+    mlp_out[L] the output of mlp.down_proj (no biases in SmolLM2, included when present), the
+    final resid_post the input of model.norm. RoPE positions come from the mask.
+    """
+
+    def __init__(self, model: nn.Module, logits: bool):
+        super().__init__()
+        self.model = model
+        self.logits = logits
+        self.n_layer = model.config.num_hidden_layers
+        inner = model.model
+        for layer, block in enumerate(inner.layers):
+            block.register_forward_pre_hook(
+                self._save_input(f"blocks.{layer}.hook_resid_pre"), with_kwargs=True)
+            block.self_attn.o_proj.register_forward_hook(
+                self._save_output(f"blocks.{layer}.hook_attn_out"))
+            block.mlp.down_proj.register_forward_hook(
+                self._save_output(f"blocks.{layer}.hook_mlp_out"))
+        inner.norm.register_forward_pre_hook(
+            self._save_input(f"blocks.{self.n_layer - 1}.hook_resid_post"), with_kwargs=True
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        # input_ids, attention_mask: (batch, seq) int64
+        self._store = {}
+        position_ids = position_ids_from_mask(attention_mask)  # (batch, seq)
+        out = self.model.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        )
+        results = [self._store[name] for name in hook_names(self.n_layer, False)]
+        if self.logits:
+            results.append(self.model.lm_head(out.last_hidden_state))  # (batch, seq, vocab)
+        self._store = {}
+        return tuple(results)
+
+
+# config.json model_type -> (family, transformers class name, hooked wrapper)
+FAMILIES = {
+    "gpt2": ("gpt2", "GPT2LMHeadModel", HookedGpt2),
+    "llama": ("llama", "LlamaForCausalLM", HookedLlama),
+}
+
+
+def model_type_of(model_dir: Path) -> str:
+    """config.json's model_type; SystemExit naming the file and the supported types otherwise."""
     for name in ("config.json", "model.safetensors"):
         if not (model_dir / name).is_file():
             raise SystemExit(
                 f"export_onnx.py: {model_dir / name} not found; MODEL_DIR must be a Hugging Face "
-                "GPT-2 folder with config.json and model.safetensors (save_pretrained layout)"
+                "GPT-2 or Llama folder with config.json and model.safetensors (save_pretrained "
+                "layout)"
             )
-    model = GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation="eager")
-    if model.config.model_type != "gpt2":
-        raise SystemExit(f"export_onnx.py: {model_dir}/config.json: model_type is "
-                         f"{model.config.model_type!r}, expected 'gpt2'")
+    try:
+        model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise SystemExit(f"export_onnx.py: {model_dir / 'config.json'}: not a JSON object ({e})")
+    if model_type not in FAMILIES:
+        raise SystemExit(
+            f"export_onnx.py: {model_dir / 'config.json'}: model_type is {model_type!r}; "
+            f"supported: {', '.join(repr(k) for k in FAMILIES)} (a GPT2LMHeadModel or "
+            "LlamaForCausalLM folder)"
+        )
+    return model_type
+
+
+def load_model(model_dir: Path) -> nn.Module:
+    """A GPT2LMHeadModel or LlamaForCausalLM from a local folder, eval mode, eager attention."""
+    import transformers
+
+    model_type = model_type_of(model_dir)
+    cls = getattr(transformers, FAMILIES[model_type][1])
+    model = cls.from_pretrained(model_dir, attn_implementation="eager", dtype=torch.float32)
     return model.eval()
+
+
+def wrap(model: nn.Module, logits: bool) -> nn.Module:
+    """The hooked wrapper of `model`'s family (see FAMILIES)."""
+    return FAMILIES[model.config.model_type][2](model, logits)
+
+
+def n_layers_of(config) -> int:
+    return config.n_layer if config.model_type == "gpt2" else config.num_hidden_layers
+
+
+def n_ctx_of(config) -> int:
+    return config.n_positions if config.model_type == "gpt2" else config.max_position_embeddings
 
 
 def file_blake3(path: Path) -> str:
@@ -162,9 +259,15 @@ def file_blake3(path: Path) -> str:
 
 
 def sidecar(model_dir: Path, config, logits: bool) -> dict:
-    d_model = config.n_embd
+    family = FAMILIES[config.model_type][0]
+    if family == "gpt2":
+        n_layer, d_model, n_head = config.n_layer, config.n_embd, config.n_head
+        n_kv_head = n_head
+    else:
+        n_layer, d_model = config.num_hidden_layers, config.hidden_size
+        n_head, n_kv_head = config.num_attention_heads, config.num_key_value_heads
     outputs = []
-    for name in hook_names(config.n_layer, logits):
+    for name in hook_names(n_layer, logits):
         width = config.vocab_size if name == "logits" else d_model
         outputs.append({"name": name, "hook": name, "dtype": "float32",
                         "shape": ["batch", "seq", width], "width": width})
@@ -172,12 +275,15 @@ def sidecar(model_dir: Path, config, logits: bool) -> dict:
     return {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
-        "model_type": "gpt2",
-        "n_layer": config.n_layer,
+        "model_type": config.model_type,
+        "family": family,
+        "n_layer": n_layer,
         "d_model": d_model,
-        "n_head": config.n_head,
-        "n_ctx": config.n_positions,
+        "n_head": n_head,
+        "n_kv_head": n_kv_head,
+        "n_ctx": n_ctx_of(config),
         "vocab_size": config.vocab_size,
+        "bos_token_id": config.bos_token_id,
         "logits": logits,
         "fingerprint": {"algorithm": "blake3", "file": "model.safetensors",
                         "hex": file_blake3(model_dir / "model.safetensors")},
@@ -209,16 +315,18 @@ def export(model_dir: Path, out: Path, logits: bool = False,
     `hooks`: globs of the outputs to keep (all when None); the graph is pruned to them."""
     model_dir = Path(model_dir)
     out = Path(out)
+    model_type_of(model_dir)  # a clear error before anything is loaded
     model = load_model(model_dir)
-    all_names = hook_names(model.config.n_layer, logits)
+    n_layer = n_layers_of(model.config)
+    all_names = hook_names(n_layer, logits)
     keep = select_hooks(all_names, hooks) if hooks else all_names
-    wrapper = HookedGpt2(model, logits).eval()
-    n_ctx = model.config.n_positions
+    wrapper = wrap(model, logits).eval()
+    n_ctx = n_ctx_of(model.config)
     seq = min(8, n_ctx)
     input_ids = torch.zeros((2, seq), dtype=torch.int64)
     attention_mask = torch.ones((2, seq), dtype=torch.int64)
     attention_mask[0, :2] = 0  # a left-padded example, so the mask path is traced
-    names = hook_names(model.config.n_layer, logits)
+    names = all_names
     batch = torch.export.Dim("batch", min=1)
     seq_dim = torch.export.Dim("seq", min=1, max=n_ctx)
     dyn = {"input_ids": {0: batch, 1: seq_dim}, "attention_mask": {0: batch, 1: seq_dim}}
@@ -255,7 +363,7 @@ def export(model_dir: Path, out: Path, logits: bool = False,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", type=Path, help="HF GPT-2 folder (config.json, model.safetensors)")
+    parser.add_argument("model_dir", type=Path, help="HF GPT-2 or Llama folder (config.json, model.safetensors)")
     parser.add_argument("out", type=Path, help="output .onnx path; the sidecar is OUT.json")
     parser.add_argument("--logits", action="store_true", help="also output logits (bigger, slower)")
     parser.add_argument("--hooks", nargs="+", metavar="GLOB",

@@ -1,6 +1,7 @@
 //! End-to-end tests: the stage binaries run as processes, as users run them.
 //! Build the binaries first: `cargo build --release --workspace --bins` (scripts/test.sh).
 
+mod cache_integrity;
 mod demo;
 mod gpt2_small_manifest;
 mod slurm;

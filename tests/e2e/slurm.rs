@@ -231,6 +231,62 @@ fn failed_stage_cancels_dependents_and_resubmission_runs_only_stale_stages() {
     assert!(again.contains("nothing to run"), "{again}");
 }
 
+/// Issue 15, item 1, through Slurm: a forced resubmission of a complete dump used to
+/// delete its stage.json and have the job refuse the complete store. Now `submit`
+/// moves the output aside and the job replaces it; a job that fails puts the
+/// previous output back, whole.
+#[test]
+fn forced_resubmission_replaces_a_complete_stage_and_a_failed_job_restores_it() {
+    let Some(conf) = cluster() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = awkward_dir(tmp.path());
+    let manifest = private_manifest("toy.toml", &dir);
+    let mut local = Command::new(bin("circuitry"));
+    run_ok(local.arg("run").arg(&manifest));
+    let acts = dir.join("run/acts");
+    let shards = |d: &Path| -> Vec<Vec<u8>> {
+        [
+            "shard_00000.parquet",
+            "shard_00001.parquet",
+            "meta.json",
+            "stage.json",
+        ]
+        .iter()
+        .map(|f| fs::read(d.join(f)).unwrap())
+        .collect()
+    };
+    let before = shards(&acts);
+
+    ok(circuitry(conf, &["submit", "--force", "acts"], &manifest));
+    let status = wait_for_jobs(conf, &manifest);
+    assert!(!status.contains("failed"), "{status}");
+    assert!(!dir.join("run/.acts.old").exists());
+    assert_eq!(
+        shards(&acts)[..3],
+        before[..3],
+        "the re-dumped store differs"
+    );
+    let again = ok(circuitry(conf, &["run"], &manifest));
+    assert!(again.contains("nothing to run"), "{again}");
+
+    let before = shards(&acts);
+    let good = fs::read_to_string(&manifest).unwrap();
+    let bad = good.replacen("model = \"@model\"", "model = \"@model/missing\"", 1);
+    fs::write(&manifest, &bad).unwrap();
+    ok(circuitry(conf, &["submit"], &manifest));
+    let status = wait_for_jobs(conf, &manifest);
+    assert!(status.contains("failed"), "{status}");
+    assert!(!dir.join("run/.acts.old").exists());
+    assert_eq!(
+        shards(&acts),
+        before,
+        "the failed job did not put acts back"
+    );
+    fs::write(&manifest, &good).unwrap();
+    let again = ok(circuitry(conf, &["run"], &manifest));
+    assert!(again.contains("nothing to run"), "{again}");
+}
+
 /// The tiny GPT-2 pipeline as shipped (4000-row shards, without its circuit stages)
 /// through Slurm, with the
 /// corpus dump split into a 3-task job array (and the SAE stage into one array task

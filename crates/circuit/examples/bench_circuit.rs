@@ -1,12 +1,18 @@
 //! Benchmark (not a test): time per example of integrated-gradient node effects and of
-//! edges on a randomly initialised GPT-2 of GPT-2 small's shape with random SAEs at
-//! every resid_pre / attn_out / mlp_out, as a multiple of one forward + backward pass
-//! of the same batch.
+//! edges on a randomly initialised model (GPT-2 small's shape by default, or
+//! SmolLM2-135M's with `--family llama`) with random SAEs at every resid_pre / attn_out /
+//! mlp_out (`--subs all`) or at every resid_pre only (`--subs resid`), as a multiple of
+//! one forward + backward pass of the same batch; and the time of one *spliced pass*:
+//! a forward that captures and encodes every SAE's hook, the backward from the metric,
+//! and the gradient at every feature (`∂m/∂x · W_decᵀ`) and error term — what
+//! `scripts/bench_circuit_peer.py` does in PyTorch with the SAEs spliced into the model
+//! (`scripts/bench_circuit.sh` runs both and prints the ratio).
 //!
 //! ```text
 //! cargo run --release -p circuitry-circuit --example bench_circuit -- \
-//!     [--layers 12] [--d-model 768] [--heads 12] [--vocab 50257] [--d-sae 3072] \
-//!     [--batch 2] [--seq 10] [--ig-steps 10] [--edge-nodes 16] [--reps 3]
+//!     [--family gpt2|llama] [--layers 12] [--d-model 768] [--heads 12] [--kv-heads H] \
+//!     [--d-mlp 4·d] [--vocab 50257] [--d-sae 3072] [--subs all|resid] \
+//!     [--batch 2] [--seq 10] [--ig-steps 10] [--edge-nodes 16] [--reps 3] [--only-pass 1]
 //! ```
 //!
 //! Threads: rayon's default (all cores), or `RAYON_NUM_THREADS=N`.
@@ -21,14 +27,19 @@ use circuitry_circuit::gpt2::edges::{add_edges, BatchState};
 use circuitry_circuit::gpt2::{
     node_effects, prepare, EdgeSums, Method, NodeRef, PairBatch, Submodule, Submodules,
 };
-use circuitry_core::{Gpt2Config, HookPoint};
-use circuitry_models::gpt2::{Backward, Forward, Gpt2};
+use circuitry_core::{Family, HookPoint, ModelConfig};
+use circuitry_models::transformer::{Backward, Forward, Transformer};
 use circuitry_sae::{Sae, SaeConfig};
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 struct Args {
+    family: Family,
+    kv_heads: Option<usize>,
+    d_mlp: Option<usize>,
+    resid_only: bool,
+    only_pass: bool,
     layers: usize,
     d_model: usize,
     heads: usize,
@@ -43,6 +54,11 @@ struct Args {
 
 fn parse() -> anyhow::Result<Args> {
     let mut a = Args {
+        family: Family::Gpt2,
+        kv_heads: None,
+        d_mlp: None,
+        resid_only: false,
+        only_pass: false,
         layers: 12,
         d_model: 768,
         heads: 12,
@@ -59,10 +75,25 @@ fn parse() -> anyhow::Result<Args> {
         let [flag, value] = pair else {
             anyhow::bail!("flags take one value each; got {argv:?}");
         };
+        match (flag.as_str(), value.as_str()) {
+            ("--family", "gpt2") => a.family = Family::Gpt2,
+            ("--family", "llama") => a.family = Family::Llama,
+            ("--family", v) => anyhow::bail!("--family {v}: expected gpt2 or llama"),
+            ("--subs", "all") => a.resid_only = false,
+            ("--subs", "resid") => a.resid_only = true,
+            ("--subs", v) => anyhow::bail!("--subs {v}: expected all or resid"),
+            _ => {}
+        }
+        if matches!(flag.as_str(), "--family" | "--subs") {
+            continue;
+        }
         let v: usize = value
             .parse()
             .map_err(|e| anyhow::anyhow!("{flag} {value}: {e}"))?;
         match flag.as_str() {
+            "--kv-heads" => a.kv_heads = Some(v),
+            "--d-mlp" => a.d_mlp = Some(v),
+            "--only-pass" => a.only_pass = v != 0,
             "--layers" => a.layers = v,
             "--d-model" => a.d_model = v,
             "--heads" => a.heads = v,
@@ -86,19 +117,34 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let a = parse()?;
-    let config: Gpt2Config = serde_json::from_value(serde_json::json!({
-        "n_layer": a.layers, "n_head": a.heads, "n_embd": a.d_model,
-        "n_positions": 1024, "vocab_size": a.vocab,
-    }))?;
+    let config = ModelConfig {
+        family: a.family,
+        n_layer: a.layers,
+        d_model: a.d_model,
+        n_head: a.heads,
+        n_kv_head: a.kv_heads.unwrap_or(a.heads),
+        d_mlp: a.d_mlp.unwrap_or(4 * a.d_model),
+        vocab_size: a.vocab,
+        n_ctx: 2048,
+        norm_eps: 1e-5,
+        rope_theta: (a.family == Family::Llama).then_some(100_000.0),
+        attention_bias: a.family == Family::Gpt2,
+        mlp_bias: a.family == Family::Gpt2,
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let model = Gpt2::random(config, &mut rng)?;
+    let model = Transformer::random(config, &mut rng)?;
     let mut list = Vec::new();
     for layer in 0..a.layers {
-        for hook in [
-            HookPoint::ResidPre { layer },
-            HookPoint::AttnOut { layer },
-            HookPoint::MlpOut { layer },
-        ] {
+        let hooks = if a.resid_only {
+            vec![HookPoint::ResidPre { layer }]
+        } else {
+            vec![
+                HookPoint::ResidPre { layer },
+                HookPoint::AttnOut { layer },
+                HookPoint::MlpOut { layer },
+            ]
+        };
+        for hook in hooks {
             let mut sae = Sae::new_init(SaeConfig::new(a.d_model, a.d_sae, hook), &mut rng);
             sae.w_enc.mapv_inplace(|v| v * 4.0);
             list.push(Submodule::new(sae)?);
@@ -124,7 +170,8 @@ fn main() -> anyhow::Result<()> {
     };
     let max_rows = 1 << 20;
     println!(
-        "random GPT-2: {} layers, d_model {}, vocab {}; {} SAEs of {} latents; batch {} × {} tokens; RAYON_NUM_THREADS={}",
+        "random {}: {} layers, d_model {}, vocab {}; {} SAEs of {} latents; batch {} × {} tokens; RAYON_NUM_THREADS={}",
+        a.family,
         a.layers,
         a.d_model,
         a.vocab,
@@ -153,6 +200,49 @@ fn main() -> anyhow::Result<()> {
         unit.push(t.elapsed().as_secs_f64());
     }
     let unit = median(unit);
+
+    // The spliced pass: forward capturing every SAE's hook, metric, backward to the
+    // hooks, encode each hook and take the gradient at its features (∂m/∂x · W_decᵀ);
+    // the gradient at the error term is ∂m/∂x itself.
+    let hooks = subs.hooks();
+    let answers: Vec<(u32, u32)> = batch
+        .clean_answer
+        .iter()
+        .copied()
+        .zip(batch.patch_answer.iter().copied())
+        .collect();
+    let mut spliced = Vec::new();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        let out = model.run(&Forward::tokens(clean.view()).capture(&hooks).trace(true))?;
+        let logits = out
+            .logits
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no logits"))?;
+        let (_metric, d_logits) = circuitry_circuit::gpt2::logit_diff(logits.view(), &answers);
+        let trace = out
+            .trace
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no trace from the forward pass"))?;
+        let grads = model.backward(trace, &Backward::from_logits(d_logits.view()).want(&hooks))?;
+        let mut check = 0.0f32;
+        for sub in subs.all() {
+            let x = &out.hooks[&sub.hook];
+            let enc = sub.encode(x.view())?;
+            let g = sub.feature_grad(grads[&sub.hook].view());
+            check += g.sum() + enc.f.sum();
+        }
+        std::hint::black_box(check);
+        spliced.push(t.elapsed().as_secs_f64());
+    }
+    let spliced = median(spliced);
+    println!(
+        "spliced pass (forward + backward, gradients at every feature and error): {spliced:.4} s per batch (median of {})",
+        a.reps
+    );
+    if a.only_pass {
+        return Ok(());
+    }
 
     let method = Method::IntegratedGradients { steps: a.ig_steps };
     let mut ig = Vec::new();

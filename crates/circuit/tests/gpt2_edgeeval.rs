@@ -8,10 +8,10 @@ use circuitry_circuit::gpt2::{
     all_edges, logit_diff, prepare, Ablation, EdgeEval, EdgeSet, Membership, Method, NodeRef,
 };
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Forward, Gpt2};
+use circuitry_models::transformer::{Forward, Transformer};
 use ndarray::{s, Array1, Array2, Array3, Axis};
 
-use crate::gpt2_fixtures::{assert_close, batch, model, submodules};
+use crate::gpt2_fixtures::{assert_close, batch, llama_model, model, submodules};
 
 fn flat(per_batch: &[Array1<f32>]) -> Vec<f64> {
     per_batch
@@ -28,7 +28,17 @@ fn pairs(got: &[Array1<f32>], want: &[Array1<f32>]) -> Vec<(f64, f64)> {
 /// per-position nodes, mean and resample ablation.
 #[test]
 fn all_edges_is_node_ablation_and_no_edges_is_the_empty_circuit() {
-    let model = model();
+    all_edges_is_node_ablation_and_no_edges_is_the_empty_circuit_on(model());
+}
+
+#[test]
+fn all_edges_is_node_ablation_and_no_edges_is_the_empty_circuit_llama() {
+    all_edges_is_node_ablation_and_no_edges_is_the_empty_circuit_on(llama_model());
+}
+
+fn all_edges_is_node_ablation_and_no_edges_is_the_empty_circuit_on(
+    model: circuitry_models::transformer::Transformer,
+) {
     let subs = submodules(&model, 16);
     let batches = vec![batch(4, 11), batch(3, 12)];
     let analysis = analyse(&model, &subs, &batches, Method::Attribution, 4096).unwrap();
@@ -124,7 +134,7 @@ fn strongest(prep_f: &Array3<f32>) -> usize {
 /// with the edge `removed` (0: R0/a → A0/j, 1: A0/j → M0/k, 2: M0/k → R1/r,
 /// 3: R1/r → metric, 4: none) ablated.
 fn by_hand(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &[&circuitry_circuit::gpt2::Submodule],
     ids: &Array2<u32>,
     answers: &[(u32, u32)],
@@ -216,7 +226,12 @@ fn by_hand(
 /// metric) gives the by-hand value; removing it changes the metric.
 #[test]
 fn one_removed_edge_matches_a_by_hand_computation() {
-    let model = model();
+    one_removed_edge_matches_a_by_hand_computation_on(model());
+}
+
+fn one_removed_edge_matches_a_by_hand_computation_on(
+    model: circuitry_models::transformer::Transformer,
+) {
     let subs = submodules(&model, 16);
     let pb = batch(4, 21);
     let prep = prepare(&model, &subs, &pb).unwrap();
@@ -309,14 +324,14 @@ fn resid_only_edges_run_the_blocks_in_between() {
             let h = HookPoint::ResidPre { layer };
             Submodule::new(crate::gpt2_fixtures::sae(
                 h,
-                c.n_embd,
+                c.d_model,
                 16,
                 200 + layer as u64,
             ))
             .unwrap()
         })
         .collect();
-    let subs = Submodules::new(list, c.n_embd, c.n_layer).unwrap();
+    let subs = Submodules::new(list, c.d_model, c.n_layer).unwrap();
     let pb = batch(4, 31);
     let prep = prepare(&model, &subs, &pb).unwrap();
     let means = position_means(std::slice::from_ref(&prep));

@@ -1,11 +1,12 @@
-//! Fixtures of the GPT-2 circuit tests: the tiny random GPT-2 of the models crate
-//! (`crates/models/tests/data/gpt2_tiny_random`, 2 blocks, d_model 32, vocab 100),
-//! random SAEs on every resid_pre / attn_out / mlp_out, and a batch of pairs.
+//! Fixtures of the circuit tests: the tiny random GPT-2 and Llama of the models crate
+//! (`crates/models/tests/data/{gpt2,llama}_tiny_random`, 2 blocks, d_model 32, vocab
+//! 100; the Llama has 4 query heads over 2 key/value heads), random SAEs on every
+//! resid_pre / attn_out / mlp_out, and a batch of pairs.
 use std::path::{Path, PathBuf};
 
 use circuitry_circuit::gpt2::{PairBatch, Submodule, Submodules};
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 use circuitry_sae::{Sae, SaeConfig};
 use ndarray::{Array2, Array3, ArrayView3};
 use rand::{Rng, SeedableRng};
@@ -15,8 +16,17 @@ pub fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/data/gpt2_tiny_random")
 }
 
-pub fn model() -> Gpt2 {
-    Gpt2::load(&model_dir()).unwrap()
+pub fn model() -> Transformer {
+    Transformer::load(&model_dir()).unwrap()
+}
+
+pub fn llama_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/data/llama_tiny_random")
+}
+
+/// The tiny random Llama (`scripts/llama_golden.py`).
+pub fn llama_model() -> Transformer {
+    Transformer::load(&llama_model_dir()).unwrap()
 }
 
 pub fn hooks(n_layer: usize) -> Vec<HookPoint> {
@@ -41,14 +51,14 @@ pub fn sae(hook: HookPoint, d_in: usize, d_sae: usize, seed: u64) -> Sae {
     sae
 }
 
-pub fn submodules(model: &Gpt2, d_sae: usize) -> Submodules {
+pub fn submodules(model: &Transformer, d_sae: usize) -> Submodules {
     let c = model.config();
     let list = hooks(c.n_layer)
         .into_iter()
         .enumerate()
-        .map(|(k, h)| Submodule::new(sae(h, c.n_embd, d_sae, 100 + k as u64)).unwrap())
+        .map(|(k, h)| Submodule::new(sae(h, c.d_model, d_sae, 100 + k as u64)).unwrap())
         .collect();
-    Submodules::new(list, c.n_embd, c.n_layer).unwrap()
+    Submodules::new(list, c.d_model, c.n_layer).unwrap()
 }
 
 /// `n` pairs of length 5 whose prompts differ at positions 2 and 3.

@@ -4,16 +4,16 @@
 use circuitry_circuit::gpt2::edges::{add_edges, BatchState, EdgeSums, NodeRef};
 use circuitry_circuit::gpt2::{node_effects, prepare, Method, SubState, Submodule};
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Forward, Gpt2};
+use circuitry_models::transformer::{Forward, Transformer};
 use ndarray::{s, Array1, Array2, Array3, ArrayViewMut3};
 
-use crate::gpt2_fixtures::{assert_close, batch, f64s, model, submodules};
+use crate::gpt2_fixtures::{assert_close, batch, f64s, llama_model, model, submodules};
 
 const H: f64 = 1e-5;
 
 /// Σ over pairs of the metric of the f64 model with `edit` applied.
 fn metric64(
-    model: &Gpt2<f64>,
+    model: &Transformer<f64>,
     ids: &Array2<u32>,
     answers: &[(u32, u32)],
     mut edit: impl FnMut(HookPoint, ArrayViewMut3<'_, f64>),
@@ -47,7 +47,17 @@ fn decode64(sub: &Submodule, f: &Array3<f64>, err: &Array3<f64>) -> Array3<f64> 
 
 #[test]
 fn feature_and_error_gradients_match_finite_differences() {
-    let model = model();
+    feature_and_error_gradients_match_finite_differences_on(model());
+}
+
+#[test]
+fn feature_and_error_gradients_match_finite_differences_llama() {
+    feature_and_error_gradients_match_finite_differences_on(llama_model());
+}
+
+fn feature_and_error_gradients_match_finite_differences_on(
+    model: circuitry_models::transformer::Transformer,
+) {
     let m64 = model.cast::<f64>();
     let subs = submodules(&model, 24);
     let pb = batch(2, 1);
@@ -116,7 +126,17 @@ fn encode64(sub: &Submodule, x: &Array3<f64>) -> (Array3<f64>, Array3<f64>) {
 /// `left · ∂d/∂x_u · Δx_u` with the other submodules frozen at their clean values.
 #[test]
 fn edges_match_finite_differences_of_the_downstream_node() {
-    let model = model();
+    edges_match_finite_differences_of_the_downstream_node_on(model());
+}
+
+#[test]
+fn edges_match_finite_differences_of_the_downstream_node_llama() {
+    edges_match_finite_differences_of_the_downstream_node_on(llama_model());
+}
+
+fn edges_match_finite_differences_of_the_downstream_node_on(
+    model: circuitry_models::transformer::Transformer,
+) {
     let m64 = model.cast::<f64>();
     let subs = submodules(&model, 24);
     let pb = batch(1, 2);

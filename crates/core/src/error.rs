@@ -29,8 +29,8 @@ pub enum Error {
         /// The underlying error.
         source: serde_json::Error,
     },
-    /// A GPT-2 config that cannot describe a working model.
-    #[error("invalid GPT-2 config: {0}")]
+    /// A model config that cannot describe a working model.
+    #[error("invalid model config: {0}")]
     BadConfig(String),
 }
 

@@ -4,7 +4,9 @@
 //!
 //! - [`HookPoint`]: a typed TransformerLens hook name (`blocks.3.hook_resid_pre` ⇄
 //!   `HookPoint::ResidPre { layer: 3 }`), the one parser for hook names in the project;
-//! - [`Gpt2Config`]: the Hugging Face `config.json` of a GPT-2 model;
+//! - [`ModelConfig`]: one description of a decoder-only transformer of any supported
+//!   [`Family`] (GPT-2, Llama), read from a Hugging Face `config.json`
+//!   ([`Gpt2Config`], [`LlamaConfig`]);
 //! - [`StageRecord`]: the `stage.json` every stage writes last, from which the pipeline
 //!   decides freshness;
 //! - [`atomic`]: write-to-temporary-then-rename helpers, so a crash never leaves a file
@@ -24,11 +26,13 @@ mod error;
 pub mod fingerprint;
 mod gpt2;
 mod hook;
+mod model;
 mod record;
 
 pub use error::{Error, Result};
 pub use gpt2::Gpt2Config;
 pub use hook::HookPoint;
+pub use model::{Family, LlamaConfig, ModelConfig, SUPPORTED_MODEL_TYPES};
 pub use record::{StageRecord, StageTimer, STAGE_RECORD_FILE, STAGE_RECORD_VERSION};
 
 /// The version of the circuitry tools, recorded in every artifact.

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use circuitry_core::HookPoint;
 use circuitry_dump::onnx::{self, DumpInput, OnnxDumpConfig};
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 use circuitry_store::{ActivationStore, Dtype, StoreMeta};
 use ndarray::{s, Array2};
 
@@ -72,7 +72,7 @@ fn sequences(store: &ActivationStore) -> BTreeMap<u64, (Vec<u32>, usize)> {
 
 /// Max |store - Rust forward| over every hook of the store, each sequence run alone.
 fn max_diff_vs_rust(store: &ActivationStore) -> f32 {
-    let model: Gpt2 = Gpt2::load(&fixture()).unwrap();
+    let model: Transformer = Transformer::load(&fixture()).unwrap();
     let hooks = store.hooks();
     let stored: Vec<Array2<f32>> = hooks.iter().map(|&h| store.read_hook(h).unwrap()).collect(); // (rows, width)
     let mut max = 0f32;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use circuitry_core::HookPoint;
 use circuitry_dump::onnx::{self, DumpInput, OnnxDumpConfig};
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 use circuitry_store::{ActivationStore, Dtype};
 use ndarray::{s, Array2};
 
@@ -39,7 +39,7 @@ fn config(out: &Path, input: DumpInput, max_tokens: Option<usize>) -> OnnxDumpCo
 
 /// Per hook, max |store − Rust forward|, each sequence run alone without padding.
 fn diffs_vs_rust(store: &ActivationStore) -> BTreeMap<HookPoint, f32> {
-    let model: Gpt2 = Gpt2::load(&model_dir()).unwrap();
+    let model: Transformer = Transformer::load(&model_dir()).unwrap();
     let hooks = store.hooks();
     let stored: Vec<Array2<f32>> = hooks.iter().map(|&h| store.read_hook(h).unwrap()).collect(); // (rows, width)
     let tokens = store.read_tokens().unwrap();

@@ -6,8 +6,9 @@
 //!   synthetic singular/plural data set, training with a hand-written backward pass,
 //!   and Hugging Face–style safetensors I/O.
 //! - [`tensors`]: reading and writing f32 tensors in safetensors files.
-//! - [`gpt2`]: GPT-2 from Hugging Face safetensors: forward with hook capture and
-//!   interventions, and its backward pass (vector–Jacobian products).
+//! - [`transformer`]: decoder-only language models from Hugging Face safetensors, GPT-2
+//!   and Llama families behind one type: forward with hook capture and interventions,
+//!   and its backward pass (vector–Jacobian products).
 //!
 //! ```
 //! use circuitry_models::toy::{SubjectVerbAgreementNN, ToyDataset, Lexicon};
@@ -22,8 +23,8 @@
 #![deny(missing_docs)]
 
 mod error;
-pub mod gpt2;
 pub mod tensors;
 pub mod toy;
+pub mod transformer;
 
 pub use error::{Error, Result};

@@ -60,6 +60,11 @@ impl TensorFile {
         self.tensors.contains_key(name)
     }
 
+    /// The shape of a tensor, if it exists.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.shape())
+    }
+
     /// Take a tensor with exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<ArrayD<f32>> {
         let t = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {

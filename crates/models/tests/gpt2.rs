@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{replace_at, Backward, Forward, Gpt2, Scalar};
 use circuitry_models::tensors::TensorFile;
+use circuitry_models::transformer::{replace_at, Backward, Forward, Scalar, Transformer};
 use ndarray::{Array2, Array3, ArrayView3, Ix2, Ix3};
 
 fn data() -> PathBuf {
@@ -90,7 +90,7 @@ fn max_abs<A: Scalar>(a: ArrayView3<A>) -> f64 {
 
 #[test]
 fn forward_matches_transformers_at_every_hook() {
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let g = Golden::load();
     let hooks = all_hooks();
     let out = model
@@ -116,8 +116,8 @@ fn backward_matches_torch_autograd_at_every_hook() {
     let hooks = all_hooks();
     let d_logits64 = g.get3::<f64>("grad.logits", 100);
     // f64 model: the same f32 weights as torch's float64 run, so only rounding differs.
-    let model64: Gpt2<f64> = Gpt2::load(&tiny_dir()).unwrap();
-    let model32: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model64: Transformer<f64> = Transformer::load(&tiny_dir()).unwrap();
+    let model32: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let fwd64 = Forward::tokens(g.ids.view())
         .mask(g.mask.view())
         .trace(true);
@@ -172,8 +172,8 @@ fn names_without_transformer_prefix_load_the_same_model() {
         dir.path().join("config.json"),
     )
     .unwrap();
-    let plain: Gpt2 = Gpt2::load(dir.path()).unwrap();
-    let prefixed: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let plain: Transformer = Transformer::load(dir.path()).unwrap();
+    let prefixed: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let g = Golden::load();
     let a = plain
         .forward(g.ids.view(), Some(g.mask.view()), &[])
@@ -194,7 +194,7 @@ fn max_diff<A: Scalar>(a: &Array3<A>, b: &Array3<A>) -> f64 {
 
 #[test]
 fn residual_stream_adds_up_across_blocks() {
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let g = Golden::load();
     let hooks = all_hooks();
     let out = model
@@ -218,7 +218,7 @@ fn residual_stream_adds_up_across_blocks() {
 
 #[test]
 fn running_from_a_cached_resid_pre_reproduces_later_hooks() {
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let g = Golden::load();
     let hooks = all_hooks();
     let full = model
@@ -250,7 +250,7 @@ fn running_from_a_cached_resid_pre_reproduces_later_hooks() {
 
 #[test]
 fn left_padding_does_not_change_activations_at_tokens() {
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let g = Golden::load();
     let hooks = all_hooks();
     let padded = model
@@ -272,7 +272,7 @@ fn left_padding_does_not_change_activations_at_tokens() {
 
 #[test]
 fn patching_resid_pre_with_another_run_gives_that_runs_logits() {
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let clean = ndarray::array![[5u32, 17, 3, 99]];
     let patch = ndarray::array![[5u32, 17, 4, 98]];
     let hook = HookPoint::ResidPre { layer: 1 };
@@ -305,7 +305,7 @@ fn an_sae_style_splice_with_its_error_term_changes_nothing_and_errors_propagate(
             MyError::Model(e)
         }
     }
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let ids = ndarray::array![[5u32, 17, 3, 99, 42]];
     let hook = HookPoint::AttnOut { layer: 0 };
     let w = Array2::from_shape_fn((32, 4), |(i, j)| ((i * 7 + j * 3) % 5) as f32 * 0.1); // (d, d_sae)
@@ -348,7 +348,7 @@ fn an_sae_style_splice_with_its_error_term_changes_nothing_and_errors_propagate(
 
 #[test]
 fn capture_without_logits_stops_early_and_skips_the_unembedding() {
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let ids = ndarray::array![[5u32, 17, 3]];
     let hooks = [HookPoint::ResidPre { layer: 1 }];
     let out = model
@@ -360,7 +360,7 @@ fn capture_without_logits_stops_early_and_skips_the_unembedding() {
 
 #[test]
 fn bad_inputs_are_clear_errors() {
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let err = |ids: Array2<u32>, mask: Option<Array2<u8>>, hooks: &[HookPoint]| {
         model
             .forward(ids.view(), mask.as_ref().map(|m| m.view()), hooks)
@@ -374,7 +374,7 @@ fn bad_inputs_are_clear_errors() {
     );
     let e = err(Array2::zeros((1, 17)), None, &[]);
     assert!(
-        e.contains("sequence length 17") && e.contains("n_positions = 16"),
+        e.contains("sequence length 17") && e.contains("context is 16 positions"),
         "{e}"
     );
     let e = err(Array2::zeros((1, 4)), Some(Array2::ones((1, 3))), &[]);
@@ -412,7 +412,9 @@ fn missing_or_misshapen_tensors_name_the_tensor_and_the_file() {
         dir.path().join("config.json"),
     )
     .unwrap();
-    let e = Gpt2::<f32>::load(dir.path()).unwrap_err().to_string();
+    let e = Transformer::<f32>::load(dir.path())
+        .unwrap_err()
+        .to_string();
     println!("{e}");
     assert!(
         e.contains("transformer.h.1.ln_2.bias") && e.contains("it has: transformer."),
@@ -429,7 +431,9 @@ fn missing_or_misshapen_tensors_name_the_tensor_and_the_file() {
     let cfg = std::fs::read_to_string(tiny_dir().join("config.json")).unwrap();
     let cfg = cfg.replace("\"n_positions\": 16", "\"n_positions\": 64");
     std::fs::write(dir.path().join("config.json"), cfg).unwrap();
-    let e = Gpt2::<f32>::load(dir.path()).unwrap_err().to_string();
+    let e = Transformer::<f32>::load(dir.path())
+        .unwrap_err()
+        .to_string();
     println!("{e}");
     assert!(
         e.contains("transformer.wpe.weight") && e.contains("[64, 32]") && e.contains("[16, 32]"),
@@ -440,13 +444,13 @@ fn missing_or_misshapen_tensors_name_the_tensor_and_the_file() {
 #[test]
 fn random_models_are_reproducible_from_their_seed() {
     use rand::SeedableRng;
-    let cfg = circuitry_core::Gpt2Config::load(&tiny_dir().join("config.json")).unwrap();
+    let cfg = circuitry_core::ModelConfig::load(&tiny_dir().join("config.json")).unwrap();
     let make = |seed| {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        Gpt2::<f32>::random(cfg.clone(), &mut rng).unwrap()
+        Transformer::<f32>::random(cfg.clone(), &mut rng).unwrap()
     };
     let ids = ndarray::array![[1u32, 2, 3]];
-    let logits = |m: &Gpt2| m.forward(ids.view(), None, &[]).unwrap().logits.unwrap();
+    let logits = |m: &Transformer| m.forward(ids.view(), None, &[]).unwrap().logits.unwrap();
     let (a, b, c) = (make(1), make(1), make(2));
     assert_eq!(logits(&a).dim(), (1, 3, 100));
     assert_eq!(logits(&a), logits(&b));

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Backward, Forward, Gpt2};
+use circuitry_models::transformer::{Backward, Forward, Transformer};
 use ndarray::{array, Array2, Array3, ArrayViewMut3};
 use ndarray_rand::RandomExt;
 use rand::{Rng, SeedableRng};
@@ -14,9 +14,9 @@ use rand_distr::StandardNormal;
 
 const EPS: f64 = 1e-5;
 
-fn model() -> Gpt2<f64> {
+fn model() -> Transformer<f64> {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gpt2_tiny_random");
-    Gpt2::load(&dir).unwrap()
+    Transformer::load(&dir).unwrap()
 }
 
 /// A left-padded batch: (ids, mask), each (batch, seq).

@@ -111,6 +111,70 @@ pub enum Error {
         /// `stage: job state` for each active job.
         jobs: Vec<String>,
     },
+    /// Another `circuitry run` or `submit` holds the run directory's lock.
+    #[error(
+        "run directory {run_dir} is in use by {holder}: two runs at once would overwrite \
+         each other's outputs; wait for that run to finish (or stop it), then run again"
+    )]
+    Locked {
+        /// The run directory, as shown to the user.
+        run_dir: PathBuf,
+        /// Who holds it: `pid N on HOST since TIME (COMMAND)`.
+        holder: String,
+    },
+    /// A stage binary refused the stage's options: when asked with `--check-only`
+    /// before anything ran, or when the stage exited with status 2 while running.
+    #[error("{at}{}", log.as_ref().map_or(String::new(), |l| format!("\n  the stage's output is in {}", l.display())))]
+    StageRejected {
+        /// The refusal, located at the stage in the manifest.
+        at: Box<ManifestError>,
+        /// The stage's log, when it ran.
+        log: Option<PathBuf>,
+    },
+    /// `BINARY ... --check-only` ended neither with 0 nor with a refusal (status 2).
+    #[error(
+        "checking stage `{stage}`: `{program} ... --check-only` ended with {status}{}",
+        tail_block(tail)
+    )]
+    CheckFailed {
+        /// The stage.
+        stage: String,
+        /// The binary.
+        program: String,
+        /// How it ended.
+        status: String,
+        /// Its last lines of output.
+        tail: Vec<String>,
+    },
+    /// The runner was asked to stop (SIGINT, SIGTERM, SIGHUP).
+    #[error(
+        "stopped by {}{}; run the same command again to continue",
+        crate::process::signal_name(*signal),
+        stage.as_ref().map_or(String::new(), |s| format!(
+            " while stage `{s}` ran: it was stopped and {}",
+            if *restored { "its previous output put back" } else { "its partial output kept (a re-run resumes it)" }
+        ))
+    )]
+    Interrupted {
+        /// The signal number.
+        signal: i32,
+        /// The stage that was running.
+        stage: Option<String>,
+        /// Whether the stage's previous output was put back.
+        restored: bool,
+    },
+    /// `circuitry run` while jobs of a Slurm submission of the same run directory are
+    /// pending or running.
+    #[error(
+        "jobs of the latest Slurm submission of this run directory are still pending or \
+         running ({}); a local run would write beside them: wait for them (`circuitry \
+         status MANIFEST`) or cancel them (`circuitry cancel MANIFEST`), then run again",
+        jobs.join(", ")
+    )]
+    SlurmJobsActive {
+        /// `stage: job state` for each active job.
+        jobs: Vec<String>,
+    },
     /// A file system operation failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -149,7 +213,21 @@ impl Error {
                 | Error::SlurmMissing { .. }
                 | Error::NotSubmitted { .. }
                 | Error::StillActive { .. }
+                | Error::Locked { .. }
+                | Error::SlurmJobsActive { .. }
+                | Error::StageRejected { .. }
         )
+    }
+
+    /// The exit status of the `circuitry` binary for this error: 2 for bad input
+    /// ([`is_bad_input`](Self::is_bad_input)), 128 + the signal when stopped by one,
+    /// 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Interrupted { signal, .. } => u8::try_from(128 + signal).unwrap_or(1),
+            e if e.is_bad_input() => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -227,7 +305,11 @@ impl fmt::Display for ManifestError {
                 "^".repeat(loc.width.max(1))
             )?;
         }
-        write!(f, "\n  fix: {}", self.problem.fix())
+        let fix = self.problem.fix();
+        if !fix.is_empty() {
+            write!(f, "\n  fix: {fix}")?;
+        }
+        Ok(())
     }
 }
 
@@ -326,6 +408,15 @@ pub enum Problem {
     /// The manifest has no `[[stage]]`.
     #[error("the manifest has no stages")]
     NoStages,
+    /// A stage binary refused the stage's options (its own one-line message, which
+    /// says what to change).
+    #[error("stage {stage}: {message}")]
+    StageRejected {
+        /// The stage.
+        stage: String,
+        /// The binary's message, without its `error: ` prefix.
+        message: String,
+    },
 }
 
 impl Problem {
@@ -365,6 +456,8 @@ impl Problem {
             Problem::InvalidValue { fix, .. } => fix.clone(),
             Problem::Unreadable { .. } => "check the manifest's path and permissions".into(),
             Problem::NoStages => "add at least one [[stage]] table".into(),
+            // The binary's message names the fix itself.
+            Problem::StageRejected { .. } => String::new(),
         }
     }
 }

@@ -10,7 +10,9 @@
 //!   raw parameters, their checks, and the command line of each stage binary;
 //! - [`StageCommand`]: what to run for a stage: binary, arguments, directory;
 //! - [`Plan`], [`Freshness`]: which stages are stale and why, from their `stage.json`;
-//! - [`run_local`]: runs the stale stages as processes, in order;
+//! - [`run_local`]: runs the stale stages as processes, in order, holding the run
+//!   directory's lock ([`RunDirLock`]), after each stale stage's binary accepted its
+//!   options ([`check_stages`], `--check-only`);
 //! - [`slurm`]: submits the stale stages to Slurm as chained jobs (`circuitry submit`),
 //!   with their state (`circuitry status`) and cancellation (`circuitry cancel`);
 //!   resources come from the manifest's `[slurm]` table ([`SlurmConfig`]).
@@ -45,8 +47,20 @@
 //!
 //! See [`Freshness`] and [`StaleReason`]. A stage named with `--force` re-runs; its dependents
 //! then re-run only if its outputs changed (they compare the fingerprints their
-//! `stage.json` recorded for their inputs with the new content). The runner removes
-//! a stale stage's `stage.json` before running it, so a crash leaves it stale.
+//! `stage.json` recorded for their inputs with the new content).
+//!
+//! ## Guarantees
+//!
+//! - **Atomic stage outputs on re-run.** A stage whose folder holds a completed
+//!   output (`stage.json`) is run into a fresh folder while the old one waits in
+//!   `RUN_DIR/.<stage>.old`; the old one is deleted when the stage succeeds and put
+//!   back when it fails or the runner is stopped by SIGINT/SIGTERM/SIGHUP. A folder
+//!   without `stage.json` (an interrupted run) is resumed in place.
+//! - **One writer per run directory**: `run` and `submit` hold `flock(RUN_DIR/.lock)`;
+//!   a second one exits 2 naming the holder.
+//! - **Stage processes die with the runner** (`PR_SET_PDEATHSIG`), SIGKILL included.
+//! - **Options checked before anything runs**: every stale stage's binary is asked
+//!   with `--check-only` first; a refusal is reported at the stage in the manifest.
 //!
 //! ```
 //! use circuitry_pipeline::Pipeline;
@@ -65,18 +79,25 @@
 //! ```
 #![deny(missing_docs)]
 
+mod check;
 mod command;
 mod error;
 mod freshness;
 pub mod kinds;
 mod local;
+mod lock;
 mod manifest;
+mod outputs;
 mod plan;
+mod process;
 pub mod slurm;
 
+pub use check::{check_stages, CheckOutcome, CHECK_ONLY_FLAG};
 pub use command::{shell_quote, StageCommand};
 pub use error::{Error, Location, ManifestError, Problem, Result};
 pub use freshness::{diff_args, ArgChange, Freshness, StaleReason};
 pub use local::{run_local, BinDirs, RunOptions, RunReport, BIN_DIR_ENV};
+pub use lock::{RunDirLock, LOCK_FILE};
 pub use manifest::{ArrayPlan, Input, Pipeline, SlurmConfig, SlurmResources, Stage};
 pub use plan::{Plan, PlannedStage};
+pub use process::catch_stop_signals;

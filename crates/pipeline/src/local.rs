@@ -1,17 +1,21 @@
 //! The local runner: each stale stage runs as its own process, in dependency order.
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
 use circuitry_core::STAGE_RECORD_FILE;
 
+use crate::check::{check_stages, refusal_line};
 use crate::freshness::{Checker, Upstream};
+use crate::lock::RunDirLock;
+use crate::outputs::{self, Prepared};
 use crate::plan::forced_stages;
+use crate::process::{caught, stage_process, RunningChild};
 use crate::{Error, Freshness, Pipeline, Plan, Result, StageCommand};
 
 /// The environment variable naming the one directory to take stage binaries from.
@@ -90,20 +94,22 @@ pub struct RunReport {
 /// of its binary found in `bins`, streaming their output and writing it to
 /// `RUN_DIR/<stage>.log`. Stops at the first failure; downstream stages do not run.
 /// Progress goes to stderr.
+///
+/// Holds the run directory's lock ([`RunDirLock`]) throughout; checks every stale
+/// stage's options with its binary's `--check-only` before running anything; runs a
+/// stage whose folder holds a completed output into a fresh folder and puts the old
+/// one back if the stage fails (see the crate docs, "Guarantees").
 pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> Result<RunReport> {
     let forced = forced_stages(pipeline, &options.force)?;
-    let mut checker = Checker::new(pipeline);
-    let plan = Plan::build(pipeline, &forced, &mut checker)?;
     let n = pipeline.stages().len();
-    if plan.is_fresh() {
-        let noun = if n == 1 { "stage" } else { "stages" };
-        eprintln!("all {n} {noun} fresh, nothing to run");
-        return Ok(RunReport {
-            ran: Vec::new(),
-            fresh: plan.stages.iter().map(|s| s.name.clone()).collect(),
-        });
-    }
     if options.dry_run {
+        let plan = Plan::new(pipeline, &options.force)?;
+        if plan.is_fresh() {
+            eprintln!("all {n} {} fresh, nothing to run", stages_noun(n));
+            return Ok(RunReport::default());
+        }
+        // Like `plan`, a dry run shows the plan on a machine without the binaries.
+        check_stages(pipeline, &plan, bins, true)?;
         eprintln!("{plan}");
         eprintln!("would run:");
         for stage in plan.stale() {
@@ -111,12 +117,35 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         }
         return Ok(RunReport::default());
     }
-    // Find every binary that will be needed before starting anything.
+    let run_dir = pipeline.resolve(pipeline.run_dir());
+    let _lock = RunDirLock::acquire(
+        &run_dir,
+        &pipeline.display_path(pipeline.run_dir()),
+        "circuitry run",
+    )?;
+    // Jobs of a Slurm submission write into the same folders without the lock.
+    let active = crate::slurm::active_jobs(pipeline);
+    if !active.is_empty() {
+        return Err(Error::SlurmJobsActive { jobs: active });
+    }
+    outputs::recover_leftovers(pipeline)?;
+    let mut checker = Checker::new(pipeline);
+    let plan = Plan::build(pipeline, &forced, &mut checker)?;
+    if plan.is_fresh() {
+        for stage in pipeline.stages() {
+            outputs::commit(&pipeline.resolve(&pipeline.stage_dir(stage)))?;
+        }
+        eprintln!("all {n} {} fresh, nothing to run", stages_noun(n));
+        return Ok(RunReport {
+            ran: Vec::new(),
+            fresh: plan.stages.iter().map(|s| s.name.clone()).collect(),
+        });
+    }
+    // Find every binary, and have each check its options, before starting anything.
     for planned in plan.stale() {
         find_binary(bins, &planned.name, &planned.command.program)?;
     }
-    let run_dir = pipeline.resolve(pipeline.run_dir());
-    fs::create_dir_all(&run_dir).map_err(|e| Error::io("creating", &run_dir, e))?;
+    check_stages(pipeline, &plan, bins, false)?;
 
     let start = Instant::now();
     let width = pipeline
@@ -130,8 +159,16 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
     for (i, stage) in pipeline.stages().iter().enumerate() {
         let _span = tracing::info_span!("stage", name = stage.name(), kind = stage.params().kind())
             .entered();
+        if let Some(signal) = caught() {
+            return Err(Error::Interrupted {
+                signal,
+                stage: None,
+                restored: false,
+            });
+        }
         let tag = format!("[{}/{n}] {:width$}", i + 1, stage.name());
         let upstream_ran = stage.upstream().iter().any(|&d| states[d] == Upstream::Ran);
+        let out_dir = pipeline.resolve(&pipeline.stage_dir(stage));
         let reasons = match checker.assess(i, &states, forced[i])? {
             Freshness::Fresh => {
                 let note = if upstream_ran {
@@ -140,6 +177,7 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
                     ""
                 };
                 eprintln!("{tag}  fresh{note}");
+                outputs::commit(&out_dir)?;
                 report.fresh.push(stage.name().into());
                 states.push(Upstream::Fresh);
                 continue;
@@ -150,23 +188,65 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         let binary = find_binary(bins, stage.name(), &command.program)?;
         eprintln!("{tag}  {}", Freshness::Stale(reasons));
         eprintln!("  $ {command}");
-        let out_dir = pipeline.resolve(&pipeline.stage_dir(stage));
-        remove_record(&out_dir)?;
+        let prepared = outputs::prepare(&out_dir)?;
+        if let Prepared::MovedAside { old } = &prepared {
+            tracing::info!(old = %old.display(), "completed output moved aside");
+        }
         let log = run_dir.join(format!("{}.log", stage.name()));
         let stage_start = Instant::now();
         tracing::info!(binary = %binary.display(), "starting");
         let log_shown =
             pipeline.display_path(&pipeline.run_dir().join(format!("{}.log", stage.name())));
-        run_process(stage.name(), &binary, &command, &log, log_shown)?;
-        states.push(Upstream::Ran);
+        let outcome = run_process(&binary, &command, &log, &log_shown).and_then(|end| {
+            if let Some(signal) = caught() {
+                if !end.status.success() {
+                    return Err(Error::Interrupted {
+                        signal,
+                        stage: Some(stage.name().into()),
+                        restored: matches!(prepared, Prepared::MovedAside { .. }),
+                    });
+                }
+            }
+            if end.status.code() == Some(2) {
+                let message = refusal_line(&end.stderr_tail.join("\n"))
+                    .unwrap_or_else(|| format!("`{}` exited with status 2", command.program));
+                return Err(Error::StageRejected {
+                    at: Box::new(pipeline.stage_error(stage, &message)),
+                    log: Some(log_shown.clone()),
+                });
+            }
+            if !end.status.success() {
+                return Err(Error::StageFailed {
+                    stage: stage.name().into(),
+                    program: command.program.clone(),
+                    status: end.status.to_string(),
+                    log: log_shown.clone(),
+                    tail: end.tail,
+                });
+            }
+            if !out_dir.join(STAGE_RECORD_FILE).is_file() {
+                return Err(Error::NoStageRecord {
+                    stage: stage.name().into(),
+                    program: command.program.clone(),
+                    dir: out_dir.clone(),
+                });
+            }
+            Ok(())
+        });
         checker.forget(&pipeline.stage_dir(stage));
-        if !out_dir.join(STAGE_RECORD_FILE).is_file() {
-            return Err(Error::NoStageRecord {
-                stage: stage.name().into(),
-                program: command.program,
-                dir: out_dir,
-            });
+        if let Err(e) = outcome {
+            if let Err(restore) = outputs::roll_back(&out_dir, &prepared) {
+                eprintln!(
+                    "warning: stage `{}` failed and its previous output could not be put \
+                     back ({restore}); it is in {}",
+                    stage.name(),
+                    outputs::old_dir(&out_dir).display()
+                );
+            }
+            return Err(e);
         }
+        outputs::commit(&out_dir)?;
+        states.push(Upstream::Ran);
         let seconds = stage_start.elapsed().as_secs_f64();
         tracing::info!(seconds, "finished");
         eprintln!("{tag}  done in {seconds:.1} s");
@@ -190,8 +270,16 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
     Ok(report)
 }
 
+fn stages_noun(n: usize) -> &'static str {
+    if n == 1 {
+        "stage"
+    } else {
+        "stages"
+    }
+}
+
 /// The path of `program`, or the error naming it, where it was looked for, and the fix.
-fn find_binary(bins: &BinDirs, stage: &str, program: &str) -> Result<PathBuf> {
+pub(crate) fn find_binary(bins: &BinDirs, stage: &str, program: &str) -> Result<PathBuf> {
     bins.find(program).ok_or_else(|| Error::MissingBinary {
         stage: stage.into(),
         program: program.into(),
@@ -199,69 +287,68 @@ fn find_binary(bins: &BinDirs, stage: &str, program: &str) -> Result<PathBuf> {
     })
 }
 
-/// Remove a stale stage's old `stage.json` before it runs, so that a crash
-/// mid-stage leaves the stage stale.
-fn remove_record(out_dir: &Path) -> Result<()> {
-    let path = out_dir.join(STAGE_RECORD_FILE);
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("removing", path, e)),
-        _ => Ok(()),
-    }
+/// How a stage process ended.
+struct ProcessEnd {
+    status: ExitStatus,
+    /// Its last lines (stdout and stderr).
+    tail: Vec<String>,
+    /// Its last stderr lines.
+    stderr_tail: Vec<String>,
 }
 
-/// Run one stage process, streaming its stdout and stderr through and into `log`.
-/// Errors name the log as `log_shown`.
+/// Run one stage process, streaming its stdout and stderr through and into `log`
+/// (named `log_shown` in errors). Fails only when the process cannot be run.
 fn run_process(
-    stage: &str,
     binary: &Path,
     command: &StageCommand,
     log: &Path,
-    log_shown: PathBuf,
-) -> Result<()> {
-    let log_file = File::create(log).map_err(|e| Error::io("creating", log, e))?;
-    let mut child = Command::new(binary)
-        .args(&command.args)
-        .current_dir(&command.cwd)
+    log_shown: &Path,
+) -> Result<ProcessEnd> {
+    let log_file = File::create(log).map_err(|e| Error::io("creating", log_shown, e))?;
+    let mut child = stage_process(binary, command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::io("starting", binary, e))?;
+    let running = RunningChild::register(child.id());
     let log_file = Arc::new(Mutex::new(log_file));
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         let (log_file, tail) = (Arc::clone(&log_file), Arc::clone(&tail));
         pumps.push(thread::spawn(move || {
-            pump(out, io::stdout(), &log_file, &tail)
+            pump(out, io::stdout(), &log_file, &[&tail])
         }));
     }
     if let Some(err) = child.stderr.take() {
-        let (log_file, tail) = (Arc::clone(&log_file), Arc::clone(&tail));
+        let (log_file, tail, stderr_tail) = (
+            Arc::clone(&log_file),
+            Arc::clone(&tail),
+            Arc::clone(&stderr_tail),
+        );
         pumps.push(thread::spawn(move || {
-            pump(err, io::stderr(), &log_file, &tail)
+            pump(err, io::stderr(), &log_file, &[&tail, &stderr_tail])
         }));
     }
     let status = child
         .wait()
         .map_err(|e| Error::io("waiting for", binary, e))?;
+    drop(running);
     for pump in pumps {
         // A pump only fails on a broken terminal or log; the stage's status decides.
         let _ = pump.join();
     }
-    if status.success() {
-        return Ok(());
-    }
-    let tail = tail
-        .lock()
-        .map(|t| t.iter().cloned().collect())
-        .unwrap_or_default();
-    Err(Error::StageFailed {
-        stage: stage.into(),
-        program: command.program.clone(),
-        status: status.to_string(),
-        log: log_shown,
-        tail,
+    let lines = |t: &Mutex<VecDeque<String>>| {
+        t.lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    Ok(ProcessEnd {
+        status,
+        tail: lines(&tail),
+        stderr_tail: lines(&stderr_tail),
     })
 }
 
@@ -270,7 +357,7 @@ fn pump(
     from: impl Read,
     mut to: impl Write,
     log: &Mutex<File>,
-    tail: &Mutex<VecDeque<String>>,
+    tails: &[&Mutex<VecDeque<String>>],
 ) -> io::Result<()> {
     let mut reader = BufReader::new(from);
     let mut line = Vec::new();
@@ -286,11 +373,16 @@ fn pump(
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end();
-        if let (false, Ok(mut tail)) = (text.is_empty(), tail.lock()) {
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
+        if text.is_empty() {
+            continue;
+        }
+        for tail in tails {
+            if let Ok(mut tail) = tail.lock() {
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(text.to_string());
             }
-            tail.push_back(text.to_string());
         }
     }
 }

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use circuitry_pipeline::slurm::{self, SubmitOptions};
-use circuitry_pipeline::{run_local, BinDirs, Pipeline, Plan, RunOptions};
+use circuitry_pipeline::{
+    catch_stop_signals, check_stages, run_local, BinDirs, CheckOutcome, Pipeline, Plan, RunOptions,
+};
 use clap::{Parser, Subcommand};
 
 /// Run circuitry pipelines: each stage of a manifest runs as its own process, and
@@ -78,6 +80,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Only `run` waits on stage processes; `submit` and the others keep the default
+    // (a signal ends them at once).
+    if matches!(cli.command, Cmd::Run { dry_run: false, .. }) {
+        // Stopped by a signal, the runner stops its stage and puts its previous
+        // output back before exiting.
+        if let Err(e) = catch_stop_signals() {
+            eprintln!("warning: cannot catch stop signals ({e}); a stopped run may leave a stage's previous output in RUN_DIR/.STAGE.old");
+        }
+    }
     let result = match &cli.command {
         Cmd::Run {
             manifest,
@@ -99,10 +110,26 @@ fn main() -> ExitCode {
                 pipeline.display_path(pipeline.run_dir()).display()
             );
             println!("{plan}");
+            let checks = check_stages(&pipeline, &plan, &BinDirs::from_env(), true);
             for stage in plan.stale() {
                 println!("  $ {}", stage.command);
+                let outcome = checks.as_ref().ok().and_then(|c| {
+                    c.iter()
+                        .find(|(name, _)| *name == stage.name)
+                        .map(|(_, o)| o)
+                });
+                match outcome {
+                    Some(CheckOutcome::Accepted(Some(info))) => println!("    check: {info}"),
+                    Some(CheckOutcome::Unavailable) => {
+                        println!("    check: not available (the binary has no --check-only)")
+                    }
+                    Some(CheckOutcome::NoBinary) => {
+                        println!("    check: skipped (`{}` not found)", stage.command.program)
+                    }
+                    _ => {}
+                }
             }
-            Ok(())
+            checks.map(|_| ())
         }),
         Cmd::Submit {
             manifest,
@@ -131,7 +158,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+            ExitCode::from(e.exit_code())
         }
     }
 }

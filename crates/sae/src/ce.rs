@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Forward, Gpt2};
+use circuitry_models::transformer::{Forward, Transformer};
 use circuitry_store::{ActivationStore, TokenColumns};
 use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut3, Axis};
 use serde::{Deserialize, Serialize};
@@ -267,7 +267,7 @@ enum Splice<'a> {
 /// cross-entropy is computed once.
 #[derive(Debug)]
 pub struct CeEvaluator<'m> {
-    model: &'m Gpt2,
+    model: &'m Transformer,
     batches: Vec<CeBatch>,
     clean: f64,
     tokens: u64,
@@ -275,7 +275,7 @@ pub struct CeEvaluator<'m> {
 
 impl<'m> CeEvaluator<'m> {
     /// Run the clean model over `batches`; an error when they count no position.
-    pub fn new(model: &'m Gpt2, batches: Vec<CeBatch>) -> Result<Self> {
+    pub fn new(model: &'m Transformer, batches: Vec<CeBatch>) -> Result<Self> {
         let tokens: u64 = batches.iter().map(CeBatch::tokens).sum();
         if tokens == 0 {
             return Err(Error::Empty(

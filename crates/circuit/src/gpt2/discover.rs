@@ -2,7 +2,7 @@
 //! the nodes above a threshold, the edges between them, and the faithfulness sweep.
 use std::collections::BTreeMap;
 
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 use ndarray::{s, Array1, Array2};
 use serde::Serialize;
 
@@ -50,7 +50,7 @@ pub struct Analysis {
 
 /// Node effects of every batch with `method`.
 pub fn analyse(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &Submodules,
     batches: &[PairBatch],
     method: Method,
@@ -168,7 +168,7 @@ pub fn select(scored: &[ScoredNode], threshold: f64) -> Vec<NodeRef> {
 
 /// Mean edge weights over pairs between `nodes` (and from them to the metric).
 pub fn mean_edges(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &Submodules,
     batches: &[PairBatch],
     analysis: &Analysis,
@@ -194,7 +194,7 @@ pub fn mean_edges(
 /// Faithfulness and completeness of the circuits at each threshold.
 #[allow(clippy::too_many_arguments)]
 pub fn sweep(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &Submodules,
     batches: &[PairBatch],
     analysis: &Analysis,

@@ -40,7 +40,7 @@
 use std::collections::BTreeSet;
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Forward, Gpt2};
+use circuitry_models::transformer::{Forward, Transformer};
 use ndarray::{s, Array1, Array2, Array3, ArrayView3, ArrayViewMut3};
 
 use super::edges::{EdgeSums, NodeRef};
@@ -131,7 +131,7 @@ impl Plan {
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeEval<'a> {
     /// The model.
-    pub model: &'a Gpt2,
+    pub model: &'a Transformer,
     /// Its spliced submodules.
     pub subs: &'a Submodules,
     /// The pairs.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Backward, Forward, Gpt2};
+use circuitry_models::transformer::{Backward, Forward, Transformer};
 use ndarray::{s, Array2, Array3, ArrayView3};
 
 use super::nodes::{NodeEffects, Prepared};
@@ -54,7 +54,7 @@ pub struct BatchState<'a> {
 /// `effects.grad` gives `∇m` at each submodule (the left vector); Jacobians are taken
 /// at the clean prompts; `max_rows` bounds batch·seq of one pass.
 pub fn add_edges(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &Submodules,
     state: BatchState<'_>,
     nodes: &[NodeRef],
@@ -118,7 +118,7 @@ pub fn add_edges(
             let k = group.len();
             let ids = repeat_rows(batch.clean.view(), k);
             let out = model.run(&Forward::tokens(ids.view()).logits(false).trace(true))?;
-            let dm = model.config().n_embd;
+            let dm = model.config().d_model;
             let mut seed = Array3::<f32>::zeros((k * b, seq, dm));
             for (j, node) in group.iter().enumerate() {
                 let mut part = seed.slice_mut(s![j * b..(j + 1) * b, .., ..]);

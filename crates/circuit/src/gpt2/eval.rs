@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Forward, Gpt2};
+use circuitry_models::transformer::{Forward, Transformer};
 use ndarray::{s, Array1, Array2, ArrayViewMut3};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -158,7 +158,7 @@ pub fn position_means(preps: &[Prepared]) -> Vec<(Array2<f32>, Array2<f32>)> {
 
 /// The mean metric over all pairs with every node outside `keep` ablated.
 pub fn ablated_metric(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &Submodules,
     batches: &[PairBatch],
     preps: &[Prepared],
@@ -183,7 +183,7 @@ pub fn mean_of(per_pair: &[Array1<f32>]) -> f64 {
 /// The metric of every pair (one array per batch) with every node outside `keep`
 /// ablated.
 pub fn ablated_metrics(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &Submodules,
     batches: &[PairBatch],
     preps: &[Prepared],

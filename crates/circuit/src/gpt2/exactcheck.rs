@@ -1,6 +1,6 @@
 //! How well a method's node effects agree with exact activation patching: Pearson r
 //! over nodes (mean effects) and over single (pair, position, node) entries.
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 
 use super::discover::{analyse, pearson, Analysis};
 use super::nodes::Method;
@@ -23,7 +23,7 @@ pub struct ExactAgreement {
 
 /// Compare `cfg.method` with exact patching on the first `n` pairs of `batches`.
 pub fn compare(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &Submodules,
     batches: &[PairBatch],
     cfg: &Gpt2StageConfig,

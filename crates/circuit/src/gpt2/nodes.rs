@@ -1,7 +1,7 @@
 //! Node effects of SAE features and SAE error nodes on the metric, for a batch of pairs:
 //! attribution patching, integrated gradients and exact activation patching.
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Backward, Forward, Gpt2};
+use circuitry_models::transformer::{Backward, Forward, Transformer};
 use ndarray::{s, Array2, Array3, ArrayViewMut3, Axis};
 
 use super::pairs::{answers, logit_diff, repeat_rows, PairBatch};
@@ -55,7 +55,7 @@ pub struct Prepared {
 
 /// Run the clean prompts (with a backward pass from the metric) and the patch prompts,
 /// and encode every submodule's activations.
-pub fn prepare(model: &Gpt2, subs: &Submodules, batch: &PairBatch) -> Result<Prepared> {
+pub fn prepare(model: &Transformer, subs: &Submodules, batch: &PairBatch) -> Result<Prepared> {
     let n_layer = model.config().n_layer;
     let mut hooks = subs.hooks();
     let resid: Vec<HookPoint> = (0..n_layer)
@@ -93,7 +93,7 @@ pub fn prepare(model: &Gpt2, subs: &Submodules, batch: &PairBatch) -> Result<Pre
             .collect::<Result<_>>()?,
     };
     for sub in subs.all() {
-        let get = |out: &circuitry_models::gpt2::Gpt2Output<f32>| {
+        let get = |out: &circuitry_models::transformer::Output<f32>| {
             out.hooks.get(&sub.hook).cloned().ok_or_else(no_logits)
         };
         let c = sub.encode(get(&clean)?.view())?;
@@ -129,7 +129,7 @@ pub struct NodeEffects {
 
 /// Effects of every node of every submodule on the batch's metric.
 pub fn node_effects(
-    model: &Gpt2,
+    model: &Transformer,
     subs: &Submodules,
     batch: &PairBatch,
     prep: &Prepared,
@@ -171,7 +171,7 @@ pub fn node_effects(
 /// The mean gradient at `sub`'s hook over the path `clean + k/N · delta`, `k < N`,
 /// with the submodule spliced as `decode(f) + err` and everything else left to run.
 pub fn ig_grad(
-    model: &Gpt2,
+    model: &Transformer,
     sub: &Submodule,
     batch: &PairBatch,
     clean: &SubState,
@@ -231,7 +231,7 @@ struct Variant {
 /// Exact effects: every (pair, position, node) whose patch value differs is patched
 /// alone, the model run from the clean `resid_pre` of the submodule's block.
 fn exact(
-    model: &Gpt2,
+    model: &Transformer,
     sub: &Submodule,
     batch: &PairBatch,
     prep: &Prepared,

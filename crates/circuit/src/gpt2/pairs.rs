@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::{Forward, Gpt2};
+use circuitry_models::transformer::{Forward, Transformer};
 use circuitry_store::ActivationStore;
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3};
 use serde::Deserialize;
@@ -271,7 +271,7 @@ pub const REPRODUCTION_TOLERANCE: f32 = 2e-3;
 /// Check that the Rust forward of `model` on a batch's prompts reproduces the cached
 /// activations; the error names the hook, the largest difference and the likely cause.
 pub fn check_reproduces(
-    model: &Gpt2,
+    model: &Transformer,
     batch: &PairBatch,
     cached: &Cached,
     store_dir: &Path,
@@ -318,7 +318,7 @@ fn max_diff(a: ArrayView3<'_, f32>, b: ArrayView3<'_, f32>) -> (f32, f32) {
 }
 
 /// The per-pair metric on clean prompts with no edit (batch).
-pub fn clean_metric(model: &Gpt2, batch: &PairBatch) -> Result<Array1<f32>> {
+pub fn clean_metric(model: &Transformer, batch: &PairBatch) -> Result<Array1<f32>> {
     let out = model.run(&Forward::tokens(batch.clean.view()))?;
     let logits = out.logits.ok_or_else(|| Error::Missing {
         what: "logits".into(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use circuitry_core::fingerprint::fingerprint_path;
 use circuitry_core::{atomic, StageTimer, TOOL_VERSION};
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 use circuitry_sae::{Sae, CFG_FILE};
 use circuitry_store::ActivationStore;
 use serde::Serialize;
@@ -183,7 +183,7 @@ pub fn load_saes(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Sae)>> {
 /// Read and cross-check the inputs, find and evaluate the circuit, render it. Writes
 /// nothing.
 pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
-    let model: Gpt2 = Gpt2::load(&cfg.model)?;
+    let model: Transformer = Transformer::load(&cfg.model)?;
     let saes = load_saes(&cfg.saes)?;
     let mut sae_fps = BTreeMap::new();
     let mut sae_dirs = BTreeMap::new();
@@ -194,7 +194,7 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         list.push(Submodule::new(sae)?);
     }
     let c = model.config();
-    let subs = Submodules::new(list, c.n_embd, c.n_layer)?;
+    let subs = Submodules::new(list, c.d_model, c.n_layer)?;
     let store = ActivationStore::open(&cfg.store)?;
     let have = store.hooks();
     let hooks: Vec<_> = subs

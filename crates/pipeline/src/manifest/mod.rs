@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use crate::error::{ManifestError, Problem};
+use crate::error::{Location, ManifestError, Problem};
 use crate::kinds::{self, ArgsBuilder, KindError, StageParams};
 use crate::{Error, Result, StageCommand};
 
@@ -38,6 +38,10 @@ pub struct Stage {
     name: String,
     params: Box<dyn StageParams>,
     upstream: Vec<usize>,
+    /// Where its `name` value stands in the manifest.
+    name_at: Location,
+    /// Where each of its other keys' values stands, by key.
+    keys_at: Vec<(String, Location)>,
 }
 
 impl Stage {
@@ -68,6 +72,7 @@ struct PipelineTable {
 /// A stage as parsed, before the graph is checked.
 struct ParsedStage<'a> {
     name: String,
+    name_span: Range<usize>,
     header: Range<usize>,
     table: &'a DeTable<'a>,
     params: Box<dyn StageParams>,
@@ -182,6 +187,33 @@ impl Pipeline {
     /// How `circuitry submit` runs `stage`: one job, or a job array then one job.
     pub fn array_plan(&self, stage: &Stage) -> ArrayPlan {
         self.slurm.array_plan(&stage.name, stage.params.split())
+    }
+
+    /// A stage binary's refusal of `stage`'s options, located in the manifest: at the
+    /// value of the first key whose flag (`--top-paths` for `top_paths`) `message`
+    /// names, else at the stage's name. A leading `error: ` of the message is dropped.
+    pub(crate) fn stage_error(&self, stage: &Stage, message: &str) -> ManifestError {
+        let message = message.trim();
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        let at = |key: &str| {
+            stage
+                .keys_at
+                .iter()
+                .find(|(k, _)| k == key && !matches!(k.as_str(), "name" | "kind"))
+                .map(|(_, at)| at.clone())
+        };
+        let location = flags_in(message)
+            .find_map(|flag| at(&flag.replace('-', "_")))
+            .or_else(|| assigned_keys(message).find_map(at))
+            .unwrap_or_else(|| stage.name_at.clone());
+        ManifestError {
+            file: self.manifest.clone(),
+            location: Some(location),
+            problem: Problem::StageRejected {
+                stage: stage.name.clone(),
+                message: message.to_string(),
+            },
+        }
     }
 
     /// What to run for `stage`: its binary and arguments, run in the base directory.
@@ -306,10 +338,20 @@ impl Parser<'_> {
                     upstream[old].iter().map(|&(_, d)| position[d]).collect();
                 deps.sort_unstable();
                 deps.dedup();
+                let keys_at = stage
+                    .table
+                    .iter()
+                    .map(|(k, v)| {
+                        let key: &str = k.get_ref().as_ref();
+                        (key.to_string(), source::locate(self.text, v.span()))
+                    })
+                    .collect();
                 Some(Stage {
                     name: stage.name,
                     params: stage.params,
                     upstream: deps,
+                    name_at: source::locate(self.text, stage.name_span),
+                    keys_at,
                 })
             })
             .collect();
@@ -478,7 +520,10 @@ impl Parser<'_> {
                     },
                 ));
             }
-            first_line.insert(name.into(), source::locate(self.text, name_span).line);
+            first_line.insert(
+                name.into(),
+                source::locate(self.text, name_span.clone()).line,
+            );
             let (kind_name, kind_span) = self.string_key(table, "kind", &header)?;
             let kind = kinds::find(kind_name).ok_or_else(|| {
                 self.error(
@@ -510,6 +555,7 @@ impl Parser<'_> {
             })?;
             stages.push(ParsedStage {
                 name: name.into(),
+                name_span,
                 header,
                 table,
                 params,
@@ -609,6 +655,34 @@ impl Parser<'_> {
     }
 }
 
+/// The long flags named in `text`, without their `--`, in order: `--d-sae` → `d-sae`.
+fn flags_in(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("--").filter_map(move |(i, _)| {
+        let rest = &text[i + 2..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(rest.len());
+        let flag = &rest[..end];
+        let preceded_ok = text[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '-');
+        (preceded_ok && flag.starts_with(|c: char| c.is_ascii_alphabetic())).then_some(flag)
+    })
+}
+
+/// The words written as `word = ...` in `text` (`invalid parameter noise = 5`).
+fn assigned_keys(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices(" =").filter_map(move |(i, _)| {
+        let before = &text[..i];
+        let start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(0, |j| j + 1);
+        let word = &before[start..];
+        (!word.is_empty()).then_some(word)
+    })
+}
+
 /// The directory of the manifest, `.` when it has none.
 fn base_dir_of(manifest: &Path) -> PathBuf {
     match manifest.parent() {
@@ -648,6 +722,42 @@ mod tests {
         assert_eq!(p.display_path(p.run_dir()), PathBuf::from("runs/t"));
         let p = Pipeline::parse(Path::new("t.toml"), text).unwrap();
         assert_eq!(p.display_path(p.run_dir()), PathBuf::from("../runs/t"));
+    }
+
+    #[test]
+    fn flags_are_found_in_messages() {
+        let found: Vec<&str> =
+            flags_in("--d-sae 10 needs 8 GB; lower --d-sae or --batch-size (a--b, ---x, --)")
+                .collect();
+        assert_eq!(found, ["d-sae", "d-sae", "batch-size"]);
+    }
+
+    #[test]
+    fn stage_errors_point_at_the_named_key_or_the_stage_name() {
+        let text = "[pipeline]\nname = \"t\"\nrun_dir = \"r\"\n\
+                    [[stage]]\nname = \"m\"\nkind = \"train-toy\"\nnoise = 5.0\n";
+        let p = Pipeline::parse(Path::new("t.toml"), text).unwrap();
+        let stage = &p.stages()[0];
+        let e = p.stage_error(stage, "error: --noise 5 is too large; set --noise below 1");
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("t.toml:7:9: stage m: --noise 5 is too large; set --noise below 1\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("7 | noise = 5.0\n"), "{shown}");
+        assert!(!shown.contains("fix:"), "{shown}");
+        let e = p.stage_error(stage, "invalid parameter noise = 5: must be in [0, 0.15]");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:7:9: stage m: invalid parameter noise = 5"),
+            "{e}"
+        );
+        let e = p.stage_error(stage, "out of memory: needs 9 GB");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:5:8: stage m: out of memory"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,10 +12,11 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use circuitry_core::{atomic, STAGE_RECORD_FILE};
+use circuitry_core::atomic;
 use serde::{Deserialize, Serialize};
 
-use crate::{ArrayPlan, BinDirs, Error, Pipeline, Plan, Result, Stage};
+use crate::outputs::{self, Prepared};
+use crate::{check_stages, ArrayPlan, BinDirs, Error, Pipeline, Plan, Result, RunDirLock, Stage};
 
 mod script;
 mod status;
@@ -171,9 +172,21 @@ pub fn submit(
     }
     let dir = slurm_dir(pipeline)?;
     let logs = dir.join("logs");
+    // Held until the jobs are queued (not while they run: Slurm orders those).
+    let mut _lock = None;
     if !options.dry_run {
         find_program("sbatch", "submit")?;
+        _lock = Some(RunDirLock::acquire(
+            &pipeline.resolve(pipeline.run_dir()),
+            &pipeline.display_path(pipeline.run_dir()),
+            "circuitry submit",
+        )?);
         check_previous_done(pipeline)?;
+    }
+    // The options are checked here, on the submitting machine (memory estimates
+    // are compared with this machine's memory, not the compute node's).
+    check_stages(pipeline, &plan, bins, false)?;
+    if !options.dry_run {
         fs::create_dir_all(&logs).map_err(|e| Error::io("creating", &logs, e))?;
     }
     let mut jobs = JobsFile {
@@ -266,6 +279,8 @@ fn submit_stage(
     let mut command = pipeline.command(stage);
     command.cwd =
         std::path::absolute(&command.cwd).map_err(|e| Error::io("resolving", &command.cwd, e))?;
+    let out_dir = pipeline.resolve(&pipeline.stage_dir(stage));
+    let out_dir = std::path::absolute(&out_dir).map_err(|e| Error::io("resolving", &out_dir, e))?;
     let resources = pipeline.slurm().resources(stage.name());
     let name = job_name(pipeline.name(), stage.name());
     let base_flags = |log: String, deps: &[String]| {
@@ -287,12 +302,49 @@ fn submit_stage(
             kind: stage.params().kind(),
             manifest: pipeline.manifest(),
             command: &command,
+            out_dir: &out_dir,
             binary,
             resources: &resources,
             task,
             submitted_as,
         })
     };
+    // A completed output waits in RUN_DIR/.<stage>.old for the stage's plain job,
+    // which deletes it on success and puts it back otherwise; an incomplete one is
+    // resumed in place. Put back at once if submitting fails.
+    let prepared = if dry_run {
+        Prepared::InPlace
+    } else {
+        outputs::prepare(&out_dir)?
+    };
+    let submitted = submit_jobs(
+        pipeline,
+        stage,
+        logs,
+        dir,
+        upstream,
+        dry_run,
+        &spec,
+        &base_flags,
+    );
+    if submitted.is_err() {
+        outputs::roll_back(&out_dir, &prepared)?;
+    }
+    submitted
+}
+
+/// Submit a stage's jobs (an array first when it is split), see [`submit_stage`].
+#[allow(clippy::too_many_arguments)]
+fn submit_jobs(
+    pipeline: &Pipeline,
+    stage: &Stage,
+    logs: &Path,
+    dir: &Path,
+    upstream: &[String],
+    dry_run: bool,
+    spec: &dyn Fn(Task<'_>, &str) -> String,
+    base_flags: &dyn Fn(String, &[String]) -> Vec<String>,
+) -> Result<StageJobs> {
     let plan = pipeline.array_plan(stage);
     let mut array = None;
     let mut deps = upstream.to_vec();
@@ -328,9 +380,6 @@ fn submit_stage(
         log_pattern(logs, &format!("{}-%j.out", stage.name())),
         &deps,
     );
-    if !dry_run {
-        remove_record(&pipeline.resolve(&pipeline.stage_dir(stage)))?;
-    }
     let job = sbatch(&path, &flags, |line| spec(Task::Plain, line), dry_run)?;
     let log = logs.join(format!("{}-{job}.out", stage.name()));
     if !dry_run {
@@ -420,13 +469,29 @@ fn check_previous_done(pipeline: &Pipeline) -> Result<()> {
     }
 }
 
-/// Remove a stage's `stage.json` before it is submitted, so a failed job leaves
-/// the stage stale.
-fn remove_record(out_dir: &Path) -> Result<()> {
-    let path = out_dir.join(STAGE_RECORD_FILE);
-    match fs::remove_file(&path) {
-        Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io("removing", path, e)),
-        _ => Ok(()),
+/// The jobs of the latest submission that are still pending or running, as
+/// `stage: state`, for `circuitry run` (which must not write beside them). Empty when
+/// there was no submission, or when Slurm cannot be asked (no `scontrol` on this
+/// machine, or the controller does not answer): then only a debug log says so.
+pub(crate) fn active_jobs(pipeline: &Pipeline) -> Vec<String> {
+    let jobs = match JobsFile::read(pipeline) {
+        Ok(jobs) => jobs,
+        Err(Error::NotSubmitted { .. }) => return Vec::new(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the Slurm jobs file; not checking for active jobs");
+            return Vec::new();
+        }
+    };
+    match status::query_all(&jobs) {
+        Ok(states) => states
+            .into_iter()
+            .filter(|(_, s)| matches!(s, JobState::Pending { .. } | JobState::Running))
+            .map(|(what, s)| format!("{what}: {s}"))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot ask Slurm about the latest submission; not checking for active jobs");
+            Vec::new()
+        }
     }
 }
 

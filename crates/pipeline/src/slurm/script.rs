@@ -36,6 +36,10 @@ pub(crate) struct ScriptSpec<'a> {
     pub manifest: &'a Path,
     /// The stage's command; `cwd` must be absolute.
     pub command: &'a StageCommand,
+    /// The stage's output folder (absolute): the plain job deletes the previous output
+    /// `circuitry submit` moved aside when the stage succeeds, and puts it back when
+    /// it fails or is cancelled.
+    pub out_dir: &'a Path,
     /// The stage binary's absolute path.
     pub binary: &'a Path,
     /// Resources, written as `#SBATCH` lines.
@@ -85,13 +89,38 @@ pub(crate) fn script(spec: &ScriptSpec<'_>) -> String {
     }
     s.push_str("set -euo pipefail\n");
     let _ = writeln!(s, "cd {}", shell_quote(&spec.command.cwd.to_string_lossy()));
-    let mut line = format!("exec {}", shell_quote(&spec.binary.to_string_lossy()));
+    let mut line = shell_quote(&spec.binary.to_string_lossy()).into_owned();
     for arg in &spec.command.args {
         line.push(' ');
         line.push_str(&shell_quote(arg));
     }
     match &spec.task {
-        Task::Plain => {}
+        Task::Plain => {
+            let old = crate::outputs::old_dir(spec.out_dir);
+            let _ = writeln!(
+                s,
+                "out={}\nold={}",
+                shell_quote(&spec.out_dir.to_string_lossy()),
+                shell_quote(&old.to_string_lossy())
+            );
+            // The stage's previous output, moved aside by `circuitry submit`, is
+            // deleted when this job completes the stage and put back otherwise
+            // (failure, or scancel: bash runs the trap once the stage process ended).
+            s.push_str(
+                "restore() { if [ -d \"$old\" ] && [ ! -f \"$out/stage.json\" ]; then \
+                 rm -rf -- \"$out\" && mv -- \"$old\" \"$out\"; fi; }\n\
+                 trap 'restore; exit 143' TERM INT HUP\n\
+                 status=0\n",
+            );
+            s.push_str(&line);
+            s.push_str(
+                " || status=$?\n\
+                 if [ \"$status\" -eq 0 ] && [ -f \"$out/stage.json\" ]; then rm -rf -- \"$old\"; \
+                 else restore; fi\n\
+                 exit \"$status\"\n",
+            );
+            return s;
+        }
         Task::Part { n } => {
             let _ = write!(line, " --part \"${{SLURM_ARRAY_TASK_ID}}/{n}\"");
         }
@@ -105,6 +134,7 @@ pub(crate) fn script(spec: &ScriptSpec<'_>) -> String {
             );
         }
     }
+    s.push_str("exec ");
     s.push_str(&line);
     s.push('\n');
     s
@@ -145,6 +175,7 @@ mod tests {
             kind: "dump",
             manifest: Path::new("/m/p.toml"),
             command: cmd,
+            out_dir: Path::new("/nonexistent/acts"),
             binary: Path::new("/usr/bin/printf"),
             resources: r,
             task,
@@ -219,6 +250,70 @@ mod tests {
                 .output()
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{text}");
+        }
+    }
+
+    /// The plain job puts the previous output back when the stage fails and deletes
+    /// it when the stage writes stage.json.
+    #[test]
+    fn plain_job_restores_or_deletes_the_moved_aside_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("my acts");
+        let old = crate::outputs::old_dir(&out);
+        let r = SlurmResources::default();
+        for (program, args, want_old_back) in [
+            (
+                "sh",
+                vec![
+                    "-c".to_string(),
+                    "mkdir -p \"$0\"; echo half > \"$0/x\"; exit 3".into(),
+                ],
+                true,
+            ),
+            (
+                "sh",
+                vec![
+                    "-c".to_string(),
+                    "mkdir -p \"$0\"; echo new > \"$0/x\"; echo {} > \"$0/stage.json\"".into(),
+                ],
+                false,
+            ),
+        ] {
+            std::fs::create_dir_all(&old).unwrap();
+            std::fs::write(old.join("x"), "old\n").unwrap();
+            std::fs::write(old.join("stage.json"), "{}").unwrap();
+            let mut args = args;
+            args.push(out.to_string_lossy().into_owned());
+            let cmd = StageCommand {
+                program: program.into(),
+                args,
+                cwd: dir.path().to_path_buf(),
+            };
+            let text = script(&ScriptSpec {
+                pipeline: "p",
+                stage: "acts",
+                kind: "dump",
+                manifest: Path::new("/m/p.toml"),
+                command: &cmd,
+                out_dir: &out,
+                binary: Path::new("/bin/sh"),
+                resources: &r,
+                task: Task::Plain,
+                submitted_as: "sbatch x",
+            });
+            let path = dir.path().join("s.sh");
+            std::fs::write(&path, &text).unwrap();
+            let status = Command::new("bash").arg(&path).status().unwrap();
+            let x = std::fs::read_to_string(out.join("x")).unwrap();
+            assert!(!old.exists(), "{text}");
+            if want_old_back {
+                assert_eq!(status.code(), Some(3), "{text}");
+                assert_eq!(x, "old\n", "{text}");
+            } else {
+                assert!(status.success(), "{text}");
+                assert_eq!(x, "new\n", "{text}");
+            }
+            std::fs::remove_dir_all(&out).unwrap();
         }
     }
 

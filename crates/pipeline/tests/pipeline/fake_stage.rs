@@ -3,8 +3,19 @@
 //! A fake binary (see [`crate::util::Fixture`]) runs this test binary as
 //! `EXE fake_stage::fake_stage_entry --exact ... -- ARGS` with `CIRCUITRY_FAKE_TOOL`
 //! set to the binary it stands for. It then:
+//! - with `--check-only` (the options check the runner asks for before running
+//!   anything): appends `check STAGE` to `$CIRCUITRY_FAKE_CHECK_LOG`; answers like a binary
+//!   that predates the flag (clap's "unexpected argument", exit 2) if
+//!   `$CIRCUITRY_FAKE_NO_CHECK` is set; refuses with one line on stderr, exit 2, if
+//!   `$CIRCUITRY_FAKE_REJECT` is the stage name; otherwise prints one info line and
+//!   exits 0. It writes nothing;
 //! - appends its stage name (the last component of `--out`) to `$CIRCUITRY_FAKE_LOG`;
-//! - fails with exit status 3 if `$CIRCUITRY_FAKE_FAIL` is that stage name;
+//! - as `circuitry-dump`, refuses (exit 2) an `--out` that already holds a complete
+//!   output (`result.txt`), as the real dump refuses a complete store;
+//! - fails with exit status 3 if `$CIRCUITRY_FAKE_FAIL` is that stage name, and with
+//!   status 2 and a refusal line if `$CIRCUITRY_FAKE_REJECT_RUN` is;
+//! - if `$CIRCUITRY_FAKE_SLEEP` is `STAGE:SECONDS`, writes a partial file, its pid to
+//!   `$CIRCUITRY_FAKE_PID_FILE` and sleeps that long before finishing;
 //! - writes `result.txt` (and, as `circuitry-train-sae`, `<hook>/cfg.json`), whose
 //!   content depends only on its arguments, its inputs' content and
 //!   `$CIRCUITRY_FAKE_SALT`, so the same run writes the same bytes;
@@ -36,6 +47,26 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.get(i + 1).map(String::as_str)
 }
 
+/// The refusal line the fake prints (it names the `--top-paths` flag, which the
+/// toy manifest's circuit stage sets as `top_paths`).
+pub const REFUSAL: &str =
+    "error: --top-paths 3 asks for more paths than the circuit has; set --top-paths to at most 2";
+
+fn env_is(name: &str, stage: &str) -> bool {
+    std::env::var(name).is_ok_and(|s| s == stage)
+}
+
+fn append(log_var: &str, line: &str) {
+    if let Ok(log) = std::env::var(log_var) {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+}
+
 fn run(tool: &str, args: &[String]) -> i32 {
     let Some(out) = flag(args, "--out") else {
         eprintln!("{tool}: --out is required");
@@ -43,21 +74,56 @@ fn run(tool: &str, args: &[String]) -> i32 {
     };
     let out = Path::new(out);
     let stage = out.file_name().unwrap().to_string_lossy().into_owned();
-    if let Ok(log) = std::env::var("CIRCUITRY_FAKE_LOG") {
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        writeln!(f, "{stage}").unwrap();
+    if args.last().is_some_and(|a| a == "--check-only") {
+        append("CIRCUITRY_FAKE_CHECK_LOG", &format!("check {stage}"));
+        if std::env::var_os("CIRCUITRY_FAKE_NO_CHECK").is_some() {
+            eprintln!("error: unexpected argument '--check-only' found\n\nUsage: {tool} [OPTIONS] --out <OUT>\n\nFor more information, try '--help'.");
+            return 2;
+        }
+        if env_is("CIRCUITRY_FAKE_REJECT", &stage) {
+            eprintln!("{REFUSAL}");
+            return 2;
+        }
+        println!("{tool}: options fine, needs about 1 MB");
+        return 0;
     }
+    append("CIRCUITRY_FAKE_LOG", &stage);
     println!("{tool}: running stage {stage}");
     eprintln!("{tool}: progress on stderr");
     fs::create_dir_all(out).unwrap();
+    // Resuming, a stage discards unfinished work of an interrupted run.
+    let _ = fs::remove_file(out.join("partial.txt"));
+    // Like the real dump, refuse to write over a complete output (issue 15, item 1).
+    if tool == "circuitry-dump" && out.join("result.txt").exists() {
+        eprintln!(
+            "error: activation store {} is already complete; delete it to dump again",
+            out.display()
+        );
+        return 2;
+    }
     if std::env::var("CIRCUITRY_FAKE_FAIL").is_ok_and(|s| s == stage) {
         fs::write(out.join("partial.txt"), "half done").unwrap();
         eprintln!("{tool}: fake failure in {stage}");
         return 3;
+    }
+    if env_is("CIRCUITRY_FAKE_REJECT_RUN", &stage) {
+        fs::write(out.join("partial.txt"), "half done").unwrap();
+        eprintln!("{REFUSAL}");
+        return 2;
+    }
+    if let Some(seconds) = std::env::var("CIRCUITRY_FAKE_SLEEP")
+        .ok()
+        .and_then(|v| v.strip_prefix(&format!("{stage}:")).map(str::to_string))
+    {
+        fs::write(out.join("partial.txt"), "half done").unwrap();
+        if let Ok(file) = std::env::var("CIRCUITRY_FAKE_PID_FILE") {
+            // Written whole under a temporary name, so a reader never sees half a pid.
+            let tmp = format!("{file}.tmp");
+            fs::write(&tmp, std::process::id().to_string()).unwrap();
+            fs::rename(&tmp, &file).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_secs_f64(seconds.parse().unwrap()));
+        fs::remove_file(out.join("partial.txt")).unwrap();
     }
     let mut inputs = BTreeMap::new();
     for name in INPUT_FLAGS {

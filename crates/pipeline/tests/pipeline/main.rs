@@ -6,6 +6,7 @@
 //! running only [`fake_stage::fake_stage_entry`], which then acts as the stage: it
 //! writes outputs and a real `stage.json` (with fingerprints) like a stage binary.
 mod fake_stage;
+mod integrity;
 mod runner;
 mod slurm_table;
 mod util;

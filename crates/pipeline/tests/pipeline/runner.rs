@@ -3,7 +3,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::util::{toy_manifest, Fixture};
+use crate::util::{snapshot, toy_manifest, Fixture};
 
 const TOY: &str = "pipelines/toy.toml";
 const ALL: [&str; 4] = ["model", "acts", "sae", "circuit"];
@@ -107,6 +107,7 @@ fn changing_an_sae_option_reruns_the_sae_and_the_circuit() {
 #[test]
 fn failure_stops_dependents_and_leaves_the_stage_stale() {
     let fx = toy_after_first_run();
+    let before = snapshot(&fx.path("runs/toy/sae"));
     edit_toy(&fx, "steps = 2000", "steps = 3000");
     let run = fx.circuitry_env(&["run", TOY], &[("CIRCUITRY_FAKE_FAIL", "sae")]);
     assert_eq!(run.code, 1, "{}", run.all());
@@ -122,11 +123,14 @@ fn failure_stops_dependents_and_leaves_the_stage_stale() {
             run.stderr
         );
     }
-    // The old stage.json was removed before the stage ran.
-    assert!(!fx.path("runs/toy/sae/stage.json").exists());
+    // The completed output the failed run replaced is back, whole (the failed run's
+    // partial.txt is gone with its folder), and the stage is still stale.
+    assert_eq!(snapshot(&fx.path("runs/toy/sae")), before);
+    assert!(!fx.path("runs/toy/.sae.old").exists());
     let plan = fx.circuitry(&["plan", TOY]);
     assert!(
-        plan.stdout.contains("sae      stale: no stage.json"),
+        plan.stdout
+            .contains("sae      stale: --steps changed: 2000 → 3000"),
         "{}",
         plan.stdout
     );

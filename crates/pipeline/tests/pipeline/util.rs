@@ -34,7 +34,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Run {
+    pub fn from(output: Output) -> Run {
         Run {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -93,6 +93,12 @@ impl Fixture {
 
     /// Run `circuitry ARGS` in the fixture's directory with extra environment.
     pub fn circuitry_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        Run::from(self.command(args, env).output().unwrap())
+    }
+
+    /// The command `circuitry ARGS` in the fixture's directory, with extra
+    /// environment, to be spawned.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_circuitry"));
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -101,11 +107,17 @@ impl Fixture {
             .env_remove("CIRCUITRY_FAKE_FAIL")
             .env_remove("CIRCUITRY_FAKE_SALT")
             .env_remove("CIRCUITRY_FAKE_NO_RECORD")
+            .env_remove("CIRCUITRY_FAKE_NO_CHECK")
+            .env_remove("CIRCUITRY_FAKE_REJECT")
+            .env_remove("CIRCUITRY_FAKE_REJECT_RUN")
+            .env_remove("CIRCUITRY_FAKE_SLEEP")
+            .env_remove("CIRCUITRY_FAKE_PID_FILE")
+            .env_remove("CIRCUITRY_FAKE_CHECK_LOG")
             .env_remove("RUST_LOG");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Run::from(cmd.output().unwrap())
+        cmd
     }
 
     /// Run `circuitry ARGS` in the fixture's directory.
@@ -120,4 +132,27 @@ impl Fixture {
         let _ = fs::remove_file(&log);
         text.lines().map(String::from).collect()
     }
+}
+
+/// Every file under `dir` (relative path, bytes), sorted.
+pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    files
 }

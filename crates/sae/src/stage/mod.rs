@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use circuitry_core::{fingerprint, HookPoint, StageTimer, TOOL_VERSION};
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 use circuitry_store::{ActivationStore, META_FILE};
 use ndarray::s;
 use rayon::prelude::*;
@@ -260,7 +260,7 @@ fn check(cfg: &StageConfig) -> Result<()> {
 
 /// The model of `cfg.model` and its fingerprint, checked against the store's
 /// model fingerprint and hooks.
-fn load_model(cfg: &StageConfig, store: &ActivationStore) -> Result<Option<(Gpt2, String)>> {
+fn load_model(cfg: &StageConfig, store: &ActivationStore) -> Result<Option<(Transformer, String)>> {
     let Some(dir) = &cfg.model else {
         return Ok(None);
     };
@@ -277,7 +277,7 @@ fn load_model(cfg: &StageConfig, store: &ActivationStore) -> Result<Option<(Gpt2
             ),
         ));
     }
-    let model: Gpt2 = Gpt2::load(dir)?;
+    let model: Transformer = Transformer::load(dir)?;
     let n_layer = model.config().n_layer;
     for &hook in &cfg.hooks {
         if hook.layer().is_none_or(|l| l >= n_layer) {
@@ -343,7 +343,7 @@ fn model_name_of(store: &ActivationStore) -> String {
 fn train_hooks(
     cfg: &StageConfig,
     store: &ActivationStore,
-    model: Option<&Gpt2>,
+    model: Option<&Transformer>,
     todo: &[(HookPoint, String)],
 ) -> Result<Vec<HookSummary>> {
     let hooks: Vec<HookPoint> = todo.iter().map(|t| t.0).collect();

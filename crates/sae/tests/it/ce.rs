@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 use circuitry_sae::ce::{self, CeBatch, CeEvaluator};
 use circuitry_sae::{ActivationNormalization, Sae, SaeConfig};
 use circuitry_store::TokenColumns;
@@ -66,8 +66,8 @@ fn ce_loss_score_matches_pytorch() {
         counted: Array2::from_shape_fn((b, s), |(i, t)| counted[i][t]),
         rows: Array2::from_shape_fn((b, s), |(i, t)| (i * s + t) as u64),
     };
-    let model: Gpt2 = Gpt2::load(&dir.join("ce_model")).unwrap();
-    let d = model.config().n_embd;
+    let model: Transformer = Transformer::load(&dir.join("ce_model")).unwrap();
+    let d = model.config().d_model;
     let ev = CeEvaluator::new(&model, vec![batch]).unwrap();
     let mut max_ce_diff = 0.0f64;
     let mut max_score_diff = 0.0f64;

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use circuitry_core::HookPoint;
-use circuitry_models::gpt2::Gpt2;
+use circuitry_models::transformer::Transformer;
 use circuitry_sae::ce::{CeBatch, CeEvaluator, CeLoss};
 use circuitry_sae::{
     evaluate, train, ActivationNormalization, Architecture, Metrics, SaeConfig, TrainConfig,
@@ -39,7 +39,7 @@ fn activations(hook: HookPoint, windows: usize) -> (Array2<f32>, Array2<u32>) {
     let ctx = 32;
     assert!(stream.len() >= windows * ctx, "corpus too short");
     let ids = Array2::from_shape_fn((windows, ctx), |(w, p)| stream[w * ctx + p]); // (windows, ctx)
-    let model: Gpt2<f32> = Gpt2::load(&dir).unwrap();
+    let model: Transformer<f32> = Transformer::load(&dir).unwrap();
     let out = model.forward(ids.view(), None, &[hook]).unwrap();
     let acts = &out.hooks[&hook]; // (windows, ctx, d_model)
     let d = acts.dim().2;
@@ -78,7 +78,7 @@ fn every_architecture_beats_the_quality_floor_on_tiny_gpt2_activations() {
         rows: Array2::from_shape_fn((w, len), |(b, t)| (b * len + t) as u64),
         ids: eval_ids,
     };
-    let model: Gpt2 = Gpt2::load(&tiny_dir()).unwrap();
+    let model: Transformer = Transformer::load(&tiny_dir()).unwrap();
     let ce = CeEvaluator::new(&model, vec![batch]).unwrap();
     println!("| architecture | explained variance | L0 | dead fraction | ce_loss_score |");
     println!("|---|---|---|---|---|");

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use circuitry_core::HookPoint;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, CowArray, Ix2};
 
-use super::layers::{gelu_new, matmul, AttnCache, Block, LnCache};
-use super::{Gpt2, Scalar};
+use super::layers::{matmul, AttnCache, Block, NormCache};
+use super::{Scalar, Transformer};
 use crate::{Error, Result};
 
 /// Where a forward pass starts.
@@ -25,7 +25,7 @@ pub enum Input<'a, A> {
 }
 
 /// What to run: the input, the padding mask, the hooks to capture, and whether to
-/// compute logits and keep a [`Trace`] for [`Gpt2::backward`](super::Gpt2::backward).
+/// compute logits and keep a [`Trace`] for [`Transformer::backward`](super::Transformer::backward).
 #[derive(Debug, Clone, Copy)]
 pub struct Forward<'a, A> {
     /// Tokens or a cached residual.
@@ -102,7 +102,7 @@ impl<'a, A: Scalar> Forward<'a, A> {
 
 /// The result of a forward pass.
 #[derive(Debug, Clone)]
-pub struct Gpt2Output<A> {
+pub struct Output<A> {
     /// Logits, when asked for.
     pub logits: Option<Array3<A>>, // (batch, seq, vocab)
     /// The captured hooks, each (batch, seq, width), after any edit at that hook.
@@ -111,7 +111,7 @@ pub struct Gpt2Output<A> {
     pub trace: Option<Trace<A>>,
 }
 
-/// The intermediate values of one forward pass, for [`Gpt2::backward`](super::Gpt2::backward).
+/// The intermediate values of one forward pass, for [`Transformer::backward`](super::Transformer::backward).
 #[derive(Debug, Clone)]
 pub struct Trace<A> {
     pub(crate) start_layer: usize,
@@ -121,7 +121,7 @@ pub struct Trace<A> {
     /// One per block from `start_layer`.
     pub(crate) layers: Vec<LayerTrace<A>>,
     /// Present when the forward reached `ln_f`.
-    pub(crate) ln_f: Option<LnCache<A>>,
+    pub(crate) ln_f: Option<NormCache<A>>,
 }
 
 impl<A: Scalar> Trace<A> {
@@ -135,15 +135,15 @@ impl<A: Scalar> Trace<A> {
 
 #[derive(Debug, Clone)]
 pub(crate) struct LayerTrace<A> {
-    pub(crate) ln_1: LnCache<A>,
+    pub(crate) ln_1: NormCache<A>,
     pub(crate) attn: AttnCache<A>,
-    pub(crate) ln_2: LnCache<A>,
-    /// MLP pre-activations `c_fc(ln_2(resid_mid))`.
-    pub(crate) mlp_pre: Array2<A>, // (rows, d_mlp)
+    pub(crate) ln_2: NormCache<A>,
+    /// The MLP's input projection `w_in(ln_2(resid_mid))` (GPT-2: `c_fc`; Llama: gate | up).
+    pub(crate) mlp_pre: Array2<A>, // (rows, d_mlp) or (rows, 2 d_mlp)
 }
 
 /// An edit that replaces the activation at each hook of `values` with its value there
-/// (shapes must match). Use with [`Gpt2::run_with`].
+/// (shapes must match). Use with [`Transformer::run_with`].
 pub fn replace_at<A: Scalar>(
     values: &BTreeMap<HookPoint, Array3<A>>,
 ) -> impl FnMut(HookPoint, ArrayViewMut3<'_, A>) -> Result<()> + '_ {
@@ -187,7 +187,7 @@ impl<A: Scalar, F> Ctx<'_, A, F> {
     }
 }
 
-impl<A: Scalar> Gpt2<A> {
+impl<A: Scalar> Transformer<A> {
     /// Logits (batch, seq, vocab) and the `capture`d hooks for `input_ids` (batch, seq)
     /// with an optional padding mask (batch, seq; 1 = token, 0 = padding).
     pub fn forward(
@@ -195,14 +195,14 @@ impl<A: Scalar> Gpt2<A> {
         input_ids: ArrayView2<'_, u32>,
         attention_mask: Option<ArrayView2<'_, u8>>,
         capture: &[HookPoint],
-    ) -> Result<Gpt2Output<A>> {
+    ) -> Result<Output<A>> {
         let mut fwd = Forward::tokens(input_ids).capture(capture);
         fwd.attention_mask = attention_mask;
         self.run(&fwd)
     }
 
     /// Run `fwd` without edits.
-    pub fn run(&self, fwd: &Forward<'_, A>) -> Result<Gpt2Output<A>> {
+    pub fn run(&self, fwd: &Forward<'_, A>) -> Result<Output<A>> {
         self.run_with(fwd, |_, _| Ok::<(), Error>(()))
     }
 
@@ -211,7 +211,7 @@ impl<A: Scalar> Gpt2<A> {
     /// captured. Edits run at `hook_embed`, `hook_pos_embed` (from tokens), then per
     /// block `resid_pre`, `attn_out`, `resid_mid`, `mlp.hook_post`, `mlp_out`,
     /// `resid_post`, then `ln_final.hook_normalized`.
-    pub fn run_with<E, F>(&self, fwd: &Forward<'_, A>, mut edit: F) -> Result<Gpt2Output<A>, E>
+    pub fn run_with<E, F>(&self, fwd: &Forward<'_, A>, mut edit: F) -> Result<Output<A>, E>
     where
         E: From<Error>,
         F: FnMut(HookPoint, ArrayViewMut3<'_, A>) -> Result<(), E>,
@@ -232,14 +232,15 @@ impl<A: Scalar> Gpt2<A> {
             hooks: BTreeMap::new(),
             edit: &mut edit,
         };
-        let d = self.config.n_embd;
+        let d = self.config.d_model;
+        let pos = positions(keys.view()); // (batch, seq)
         let mut x = match fwd.input {
             Input::Tokens(ids) => {
-                let embed = self.wte_rows(ids);
-                let pos = self.wpe_rows(&positions(keys.view()));
-                let embed = ctx.hook(HookPoint::Embed, embed)?;
-                let pos = ctx.hook(HookPoint::PosEmbed, pos)?;
-                embed + pos
+                let embed = ctx.hook(HookPoint::Embed, self.wte_rows(ids))?;
+                match &self.wpe {
+                    Some(wpe) => embed + ctx.hook(HookPoint::PosEmbed, self.wpe_rows(wpe, &pos))?,
+                    None => embed,
+                }
             }
             Input::ResidPre { resid, .. } => resid.as_standard_layout().into_owned(),
         };
@@ -249,7 +250,7 @@ impl<A: Scalar> Gpt2<A> {
             if !full && ctx.done() {
                 break;
             }
-            let (y, trace) = block.forward_hooked(l, x, keys.view(), &mut ctx)?;
+            let (y, trace) = block.forward_hooked(l, x, keys.view(), pos.view(), &mut ctx)?;
             x = y;
             if fwd.trace {
                 layers.push(trace);
@@ -278,7 +279,7 @@ impl<A: Scalar> Gpt2<A> {
             layers,
             ln_f,
         });
-        Ok(Gpt2Output {
+        Ok(Output {
             logits,
             hooks: ctx.hooks,
             trace,
@@ -300,14 +301,11 @@ impl<A: Scalar> Gpt2<A> {
                 "batch and sequence must be non-empty".into(),
             ));
         }
-        if seq > self.config.n_positions {
+        if seq > self.config.n_ctx {
             return Err(bad(
                 "input",
                 format!("sequence length {seq}"),
-                format!(
-                    "the model's context is n_positions = {}",
-                    self.config.n_positions
-                ),
+                format!("the model's context is {} positions", self.config.n_ctx),
             ));
         }
         match fwd.input {
@@ -328,11 +326,11 @@ impl<A: Scalar> Gpt2<A> {
                         format!("the model has {} blocks", self.config.n_layer),
                     ));
                 }
-                if resid.dim().2 != self.config.n_embd {
+                if resid.dim().2 != self.config.d_model {
                     return Err(bad(
                         "resid_pre",
                         format!("width {}", resid.dim().2),
-                        format!("d_model is {}", self.config.n_embd),
+                        format!("d_model is {}", self.config.d_model),
                     ));
                 }
             }
@@ -368,9 +366,13 @@ impl<A: Scalar> Gpt2<A> {
             HookPoint::Embed | HookPoint::PosEmbed if !tokens => fail(format!(
                 "the run starts at blocks.{start}.hook_resid_pre, not from tokens"
             )),
+            HookPoint::PosEmbed if self.wpe.is_none() => fail(format!(
+                "a {} model has rotary positions and no hook_pos_embed",
+                self.config.family
+            )),
             HookPoint::Embed | HookPoint::PosEmbed | HookPoint::LnFinal => Ok(()),
             HookPoint::ToyInput | HookPoint::ToyHidden | HookPoint::ToyLogits => {
-                fail("a toy-model hook is not a GPT-2 hook".into())
+                fail("a toy-model hook is not a transformer hook".into())
             }
             _ => match hook.layer() {
                 Some(l) if l >= n => fail(format!("the model has blocks 0..{}", n - 1)),
@@ -384,7 +386,7 @@ impl<A: Scalar> Gpt2<A> {
 
     fn wte_rows(&self, ids: ArrayView2<'_, u32>) -> Array3<A> /* (batch, seq, d) */ {
         let (batch, seq) = ids.dim();
-        let mut out = Array3::zeros((batch, seq, self.config.n_embd));
+        let mut out = Array3::zeros((batch, seq, self.config.d_model));
         for ((b, s), &t) in ids.indexed_iter() {
             out.slice_mut(ndarray::s![b, s, ..])
                 .assign(&self.wte.row(t as usize));
@@ -392,12 +394,11 @@ impl<A: Scalar> Gpt2<A> {
         out
     }
 
-    fn wpe_rows(&self, pos: &Array2<usize>) -> Array3<A> /* (batch, seq, d) */ {
+    fn wpe_rows(&self, wpe: &Array2<A>, pos: &Array2<usize>) -> Array3<A> /* (batch, seq, d) */ {
         let (batch, seq) = pos.dim();
-        let mut out = Array3::zeros((batch, seq, self.config.n_embd));
+        let mut out = Array3::zeros((batch, seq, self.config.d_model));
         for ((b, s), &p) in pos.indexed_iter() {
-            out.slice_mut(ndarray::s![b, s, ..])
-                .assign(&self.wpe.row(p));
+            out.slice_mut(ndarray::s![b, s, ..]).assign(&wpe.row(p));
         }
         out
     }
@@ -421,8 +422,9 @@ impl<A: Scalar> Block<A> {
     fn forward_hooked<E, F>(
         &self,
         l: usize,
-        x: Array3<A>, // (batch, seq, d)
-        keys: ArrayView2<'_, bool>,
+        x: Array3<A>,                     // (batch, seq, d)
+        keys: ArrayView2<'_, bool>,       // (batch, seq)
+        positions: ArrayView2<'_, usize>, // (batch, seq)
         ctx: &mut Ctx<'_, A, F>,
     ) -> Result<(Array3<A>, LayerTrace<A>), E>
     where
@@ -431,19 +433,19 @@ impl<A: Scalar> Block<A> {
         let (batch, seq, _) = x.dim();
         let x = ctx.hook(HookPoint::ResidPre { layer: l }, x)?;
         let (a, ln_1) = self.ln_1.forward_cached(rows(&x).view());
-        let (attn_out, attn) = self.attn.forward_cached(a.view(), keys);
+        let (attn_out, attn) = self.attn.forward_cached(a.view(), keys, positions);
         let attn_out = ctx.hook(
             HookPoint::AttnOut { layer: l },
             unrows(attn_out, batch, seq),
         )?;
         let mid = ctx.hook(HookPoint::ResidMid { layer: l }, x + &attn_out)?;
         let (c, ln_2) = self.ln_2.forward_cached(rows(&mid).view());
-        let mlp_pre = self.mlp.c_fc.forward(c.view()); // (rows, d_mlp)
+        let mlp_pre = self.mlp.w_in.forward(c.view()); // (rows, d_mlp or 2 d_mlp)
         let post = ctx.hook(
             HookPoint::MlpPost { layer: l },
-            unrows(gelu_new(&mlp_pre), batch, seq),
+            unrows(self.mlp.activate(&mlp_pre), batch, seq),
         )?;
-        let mlp_out = self.mlp.c_proj.forward(rows(&post).view());
+        let mlp_out = self.mlp.w_out.forward(rows(&post).view());
         let mlp_out = ctx.hook(HookPoint::MlpOut { layer: l }, unrows(mlp_out, batch, seq))?;
         let out = ctx.hook(HookPoint::ResidPost { layer: l }, mid + &mlp_out)?;
         Ok((

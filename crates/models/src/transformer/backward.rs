@@ -6,8 +6,8 @@ use circuitry_core::HookPoint;
 use ndarray::{Array2, Array3, ArrayView3};
 
 use super::forward::{rows, unrows, Trace};
-use super::layers::{gelu_new_backward, matmul};
-use super::{Gpt2, Scalar};
+use super::layers::matmul;
+use super::{Scalar, Transformer};
 use crate::{Error, Result};
 
 /// Where gradients start and which are wanted.
@@ -116,7 +116,7 @@ fn add<A: Scalar>(a: Option<Array2<A>>, b: Option<Array2<A>>) -> Option<Array2<A
     }
 }
 
-impl<A: Scalar> Gpt2<A> {
+impl<A: Scalar> Transformer<A> {
     /// Gradients at `bwd.want` hooks (each (batch, seq, width)) of the forward pass
     /// that made `trace`.
     pub fn backward(
@@ -125,7 +125,7 @@ impl<A: Scalar> Gpt2<A> {
         bwd: &Backward<'_, A>,
     ) -> Result<BTreeMap<HookPoint, Array3<A>>> {
         let (batch, seq) = (trace.batch, trace.seq);
-        let (d, n) = (self.config.n_embd, self.config.n_layer);
+        let (d, n) = (self.config.d_model, self.config.n_layer);
         let start = trace.start_layer;
         for &hook in bwd.want.iter().chain(bwd.seeds.keys()) {
             self.check_hook(hook, start, trace.from_tokens, "backward hook")?;
@@ -199,11 +199,11 @@ impl<A: Scalar> Gpt2<A> {
             let block = &self.blocks[l];
             let t = &trace.layers[l - start];
             let d_mlp_out = walk.step(HookPoint::MlpOut { layer: l }, g.clone(), d);
-            let d_post = d_mlp_out.map(|g| block.mlp.c_proj.backward(g.view()));
-            let d_post = walk.step(HookPoint::MlpPost { layer: l }, d_post, self.config.d_mlp());
+            let d_post = d_mlp_out.map(|g| block.mlp.w_out.backward(g.view()));
+            let d_post = walk.step(HookPoint::MlpPost { layer: l }, d_post, self.config.d_mlp);
             let d_mid = d_post.map(|g| {
-                let d_pre = gelu_new_backward(&t.mlp_pre, g.view());
-                let d_ln2 = block.mlp.c_fc.backward(d_pre.view());
+                let d_pre = block.mlp.activate_backward(&t.mlp_pre, g.view());
+                let d_ln2 = block.mlp.w_in.backward(d_pre.view());
                 block.ln_2.backward(&t.ln_2, d_ln2.view())
             });
             let d_mid = walk.step(HookPoint::ResidMid { layer: l }, add(g, d_mid), d);
@@ -217,7 +217,9 @@ impl<A: Scalar> Gpt2<A> {
         let g = walk.step(HookPoint::ResidPre { layer: start }, g, d);
         if trace.from_tokens {
             walk.step(HookPoint::Embed, g.clone(), d);
-            walk.step(HookPoint::PosEmbed, g, d);
+            if self.wpe.is_some() {
+                walk.step(HookPoint::PosEmbed, g, d);
+            }
         }
         Ok(walk.grads)
     }

@@ -1,0 +1,516 @@
+//! The layers of both families, each with `forward` and the vector–Jacobian product of
+//! its forward with respect to its input (`backward`). Activations are flattened to
+//! rows: `(rows, width)` with `rows = batch * seq`.
+//!
+//! | layer | GPT-2 | Llama |
+//! |---|---|---|
+//! | [`Norm`] | LayerNorm (gain and bias) | RMSNorm (gain) |
+//! | [`Attention`] | fused `c_attn`, one key/value head per query head | `q_proj`/`k_proj`/`v_proj` fused here, grouped key/value heads, rotary positions ([`Rotary`]) |
+//! | [`Mlp`] | `c_proj(gelu_new(c_fc x))` | `down_proj(silu(gate_proj x) · up_proj x)` |
+use ndarray::linalg::general_mat_mul;
+use ndarray::parallel::prelude::*;
+use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayViewMut2, Axis, Zip};
+
+use super::Scalar;
+
+/// Fewest rows per parallel task in [`matmul`].
+const MIN_ROW_CHUNK: usize = 16;
+
+/// `x · w`, parallel over one block of rows per thread (each block packs `w` once, so
+/// fewer, larger blocks are faster).
+pub(crate) fn matmul<A: Scalar>(
+    x: ArrayView2<'_, A>, // (n, k)
+    w: ArrayView2<'_, A>, // (k, m)
+) -> Array2<A> /* (n, m) */ {
+    let mut out = Array2::zeros((x.nrows(), w.ncols()));
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = x.nrows().div_ceil(threads).max(MIN_ROW_CHUNK);
+    out.axis_chunks_iter_mut(Axis(0), chunk)
+        .into_par_iter()
+        .zip(x.axis_chunks_iter(Axis(0), chunk).into_par_iter())
+        .for_each(|(mut o, xc)| general_mat_mul(A::one(), &xc, &w, A::zero(), &mut o));
+    out
+}
+
+/// Which normalisation a [`Norm`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// `(x - mean) / sqrt(var + eps) * weight + bias` (GPT-2).
+    LayerNorm,
+    /// `x / sqrt(mean(x²) + eps) * weight` (Llama).
+    RmsNorm,
+}
+
+/// A normalisation over the last axis: LayerNorm or RMSNorm.
+#[derive(Debug, Clone)]
+pub struct Norm<A: Scalar> {
+    /// LayerNorm or RMSNorm.
+    pub kind: NormKind,
+    /// Gain.
+    pub weight: Array1<A>, // (d)
+    /// Bias (LayerNorm only).
+    pub bias: Option<Array1<A>>, // (d)
+    /// Added to the variance (or mean square).
+    pub eps: A,
+}
+
+/// What a norm's backward needs.
+#[derive(Debug, Clone)]
+pub(crate) struct NormCache<A> {
+    /// The normalised input, before gain and bias.
+    xhat: Array2<A>, // (rows, d)
+    /// `1 / sqrt(var + eps)` (or `1 / sqrt(mean(x²) + eps)`) per row.
+    rstd: Array1<A>, // (rows)
+}
+
+impl<A: Scalar> Norm<A> {
+    /// Normalise each row of `x` (rows, d).
+    pub fn forward(&self, x: ArrayView2<'_, A>) -> Array2<A> /* (rows, d) */ {
+        self.forward_cached(x).0
+    }
+
+    pub(crate) fn forward_cached(&self, x: ArrayView2<'_, A>) -> (Array2<A>, NormCache<A>) {
+        let d = A::of(x.ncols() as f64);
+        let xc = match self.kind {
+            NormKind::LayerNorm => {
+                let mean = x.sum_axis(Axis(1)) / d; // (rows)
+                &x - &mean.view().insert_axis(Axis(1)) // (rows, d)
+            }
+            NormKind::RmsNorm => x.to_owned(),
+        };
+        let var = xc.mapv(|v| v * v).sum_axis(Axis(1)) / d; // (rows)
+        let rstd = var.mapv(|v| A::one() / (v + self.eps).sqrt()); // (rows)
+        let xhat = xc * rstd.view().insert_axis(Axis(1));
+        let mut y = &xhat * &self.weight;
+        if let Some(b) = &self.bias {
+            y += b;
+        }
+        (y, NormCache { xhat, rstd })
+    }
+
+    /// LayerNorm: `dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))`; RMSNorm: the
+    /// same without the `mean(dxhat)` term; `dxhat = dy * weight`.
+    pub(crate) fn backward(&self, cache: &NormCache<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
+        let d = A::of(dy.ncols() as f64);
+        let dxhat = &dy * &self.weight; // (rows, d)
+        let mean_dx = (&dxhat * &cache.xhat).sum_axis(Axis(1)) / d; // (rows)
+        let mut dx = match self.kind {
+            NormKind::LayerNorm => {
+                let mean_d = dxhat.sum_axis(Axis(1)) / d; // (rows)
+                dxhat - mean_d.view().insert_axis(Axis(1))
+            }
+            NormKind::RmsNorm => dxhat,
+        };
+        dx = dx - &cache.xhat * &mean_dx.view().insert_axis(Axis(1));
+        dx * cache.rstd.view().insert_axis(Axis(1))
+    }
+
+    pub(crate) fn cast<B: Scalar>(&self) -> Norm<B> {
+        Norm {
+            kind: self.kind,
+            weight: self.weight.mapv(cast),
+            bias: self.bias.as_ref().map(|b| b.mapv(cast)),
+            eps: cast(self.eps),
+        }
+    }
+}
+
+/// An affine map `y = x · weight + bias`, weight stored `[in, out]` (Hugging Face's
+/// GPT-2 `Conv1D` layout; Llama's `nn.Linear` weights are transposed on loading).
+#[derive(Debug, Clone)]
+pub struct Linear<A: Scalar> {
+    /// Weight.
+    pub weight: Array2<A>, // (d_in, d_out)
+    /// Bias, when the layer has one.
+    pub bias: Option<Array1<A>>, // (d_out)
+}
+
+impl<A: Scalar> Linear<A> {
+    /// `x · weight + bias` for `x` (rows, d_in).
+    pub fn forward(&self, x: ArrayView2<'_, A>) -> Array2<A> /* (rows, d_out) */ {
+        let y = matmul(x, self.weight.view());
+        match &self.bias {
+            Some(b) => y + b,
+            None => y,
+        }
+    }
+
+    /// `dx = dy · weightᵀ` for `dy` (rows, d_out).
+    pub(crate) fn backward(&self, dy: ArrayView2<'_, A>) -> Array2<A> /* (rows, d_in) */ {
+        matmul(dy, self.weight.t())
+    }
+
+    fn cast<B: Scalar>(&self) -> Linear<B> {
+        Linear {
+            weight: self.weight.mapv(cast),
+            bias: self.bias.as_ref().map(|b| b.mapv(cast)),
+        }
+    }
+}
+
+/// Rotary position embeddings (Su et al. 2021) as Hugging Face Llama applies them: the
+/// two halves of each head, `(x₁, x₂)`, become `(x₁ cos − x₂ sin, x₂ cos + x₁ sin)` with
+/// angle `position · θ^(−2i/d_head)` for `i < d_head / 2` ("rotate half", not
+/// interleaved pairs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rotary {
+    /// The frequencies' base θ (`rope_theta`).
+    pub theta: f64,
+}
+
+/// The rotation of every row: cos and sin of its angles.
+#[derive(Debug, Clone)]
+pub(crate) struct RotaryTable<A> {
+    cos: Array2<A>, // (rows, d_head / 2)
+    sin: Array2<A>, // (rows, d_head / 2)
+}
+
+impl Rotary {
+    /// cos and sin per row for positions (batch, seq), flattened to rows.
+    ///
+    /// Angles follow Hugging Face's float32 arithmetic (`inv_freq` and `position ·
+    /// inv_freq` rounded to f32), so long positions agree with transformers.
+    pub(crate) fn table<A: Scalar>(
+        &self,
+        positions: ArrayView2<'_, usize>, // (batch, seq)
+        d_head: usize,
+    ) -> RotaryTable<A> {
+        let half = d_head / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0f32 / (self.theta as f32).powf((2 * i) as f32 / d_head as f32))
+            .collect();
+        let rows = positions.len();
+        let mut cos = Array2::zeros((rows, half));
+        let mut sin = Array2::zeros((rows, half));
+        for (r, &p) in positions.iter().enumerate() {
+            for (i, &f) in inv_freq.iter().enumerate() {
+                let angle = f64::from(p as f32 * f);
+                cos[[r, i]] = A::of(angle.cos());
+                sin[[r, i]] = A::of(angle.sin());
+            }
+        }
+        RotaryTable { cos, sin }
+    }
+}
+
+impl<A: Scalar> RotaryTable<A> {
+    /// Rotate the heads of width `d_head` in `x` (rows, n · d_head) in place; `inverse`
+    /// applies the transpose (for gradients).
+    fn apply(&self, mut x: ArrayViewMut2<'_, A>, d_head: usize, inverse: bool) {
+        let half = d_head / 2;
+        Zip::from(x.rows_mut())
+            .and(self.cos.rows())
+            .and(self.sin.rows())
+            .par_for_each(|mut row, cos, sin| {
+                for h in 0..row.len() / d_head {
+                    for i in 0..half {
+                        let (a, b) = (h * d_head + i, h * d_head + half + i);
+                        let (c, s) = (cos[i], if inverse { -sin[i] } else { sin[i] });
+                        let (x1, x2) = (row[a], row[b]);
+                        row[a] = x1 * c - x2 * s;
+                        row[b] = x2 * c + x1 * s;
+                    }
+                }
+            });
+    }
+}
+
+/// Causal multi-head self-attention with optional grouped key/value heads and rotary
+/// positions: `c_attn` gives q (`n_head` heads), k and v (`n_kv_head` heads each); query
+/// head `h` reads key/value head `h / (n_head / n_kv_head)`; `c_proj` mixes the heads.
+#[derive(Debug, Clone)]
+pub struct Attention<A: Scalar> {
+    /// Query, key and value projections, concatenated: columns `[q | k | v]`.
+    pub c_attn: Linear<A>, // (d, d + 2 d_kv)
+    /// Output projection (`c_proj`, Llama's `o_proj`).
+    pub c_proj: Linear<A>, // (d, d)
+    /// Number of query heads.
+    pub n_head: usize,
+    /// Number of key/value heads (`n_head` without grouping).
+    pub n_kv_head: usize,
+    /// Rotary embeddings of q and k (Llama); `None` for learned positions (GPT-2).
+    pub rotary: Option<Rotary>,
+}
+
+/// What attention's backward needs.
+#[derive(Debug, Clone)]
+pub(crate) struct AttnCache<A> {
+    /// q, k (rotated, when rotary) and v.
+    qkv: Array2<A>, // (rows, d + 2 d_kv)
+    probs: Array4<A>, // (batch, head, query, key)
+    rotary: Option<RotaryTable<A>>,
+}
+
+impl<A: Scalar> AttnCache<A> {
+    /// The attention pattern.
+    pub(crate) fn probs(&self) -> &Array4<A> /* (batch, head, query, key) */ {
+        &self.probs
+    }
+}
+
+impl<A: Scalar> Attention<A> {
+    /// `(d_head, d_kv, group)`: head width, key width, query heads per key/value head.
+    fn dims(&self, d: usize) -> (usize, usize, usize) {
+        let dh = d / self.n_head;
+        (dh, self.n_kv_head * dh, self.n_head / self.n_kv_head)
+    }
+
+    /// `c_proj(softmax(q kᵀ / √d_head + mask) v)` for `x` (batch·seq, d), the norm's
+    /// output. `keys` (batch, seq) says which keys may be attended to (false: padding); a
+    /// query with no allowed key (a padded one) attends causally to all keys.
+    /// `positions` (batch, seq) are the rotary positions.
+    pub(crate) fn forward_cached(
+        &self,
+        x: ArrayView2<'_, A>,             // (rows, d)
+        keys: ArrayView2<'_, bool>,       // (batch, seq)
+        positions: ArrayView2<'_, usize>, // (batch, seq)
+    ) -> (Array2<A>, AttnCache<A>) {
+        let (batch, seq) = keys.dim();
+        let d = x.ncols();
+        let (dh, dkv, group) = self.dims(d);
+        let nh = self.n_head;
+        let scale = A::one() / A::of(dh as f64).sqrt();
+        let mut qkv = self.c_attn.forward(x); // (rows, d + 2 d_kv)
+        let rotary = self.rotary.map(|r| {
+            let table = r.table::<A>(positions, dh);
+            table.apply(qkv.slice_mut(s![.., ..d + dkv]), dh, false);
+            table
+        });
+        let heads: Vec<(Array2<A>, Array2<A>)> = (0..batch * nh)
+            .into_par_iter()
+            .map(|bh| {
+                let (b, h) = (bh / nh, bh % nh);
+                let (kc, vc) = (d + (h / group) * dh, d + dkv + (h / group) * dh);
+                let rows = qkv.slice(s![b * seq..(b + 1) * seq, ..]); // (seq, d + 2 d_kv)
+                let q = rows.slice(s![.., h * dh..(h + 1) * dh]); // (seq, dh)
+                let k = rows.slice(s![.., kc..kc + dh]); // (seq, dh)
+                let v = rows.slice(s![.., vc..vc + dh]); // (seq, dh)
+                let mut p = q.dot(&k.t()) * scale; // (seq, seq)
+                masked_softmax(&mut p, keys.row(b));
+                let z = p.dot(&v); // (seq, dh)
+                (p, z)
+            })
+            .collect();
+        let mut z = Array2::zeros((batch * seq, d)); // (rows, d)
+        let mut probs = Array4::zeros((batch, nh, seq, seq));
+        for (bh, (p, zh)) in heads.into_iter().enumerate() {
+            let (b, h) = (bh / nh, bh % nh);
+            probs.slice_mut(s![b, h, .., ..]).assign(&p);
+            z.slice_mut(s![b * seq..(b + 1) * seq, h * dh..(h + 1) * dh])
+                .assign(&zh);
+        }
+        let out = self.c_proj.forward(z.view());
+        (out, AttnCache { qkv, probs, rotary })
+    }
+
+    /// Gradient w.r.t. the input `x` given `dy` (rows, d) w.r.t. the output.
+    pub(crate) fn backward(&self, cache: &AttnCache<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
+        let (batch, nh, seq, _) = cache.probs.dim();
+        let d = dy.ncols();
+        let (dh, dkv, group) = self.dims(d);
+        let scale = A::one() / A::of(dh as f64).sqrt();
+        let dz = self.c_proj.backward(dy); // (rows, d)
+        let heads: Vec<[Array2<A>; 3]> = (0..batch * nh)
+            .into_par_iter()
+            .map(|bh| {
+                let (b, h) = (bh / nh, bh % nh);
+                let (kc, vc) = (d + (h / group) * dh, d + dkv + (h / group) * dh);
+                let rows = cache.qkv.slice(s![b * seq..(b + 1) * seq, ..]);
+                let q = rows.slice(s![.., h * dh..(h + 1) * dh]); // (seq, dh)
+                let k = rows.slice(s![.., kc..kc + dh]);
+                let v = rows.slice(s![.., vc..vc + dh]);
+                let p = cache.probs.slice(s![b, h, .., ..]); // (seq, seq)
+                let dzh = dz.slice(s![b * seq..(b + 1) * seq, h * dh..(h + 1) * dh]); // (seq, dh)
+                let dp = dzh.dot(&v.t()); // (seq, seq)
+                let dv = p.t().dot(&dzh); // (seq, dh)
+                                          // softmax: dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik)
+                let row_dot = (&dp * &p).sum_axis(Axis(1)); // (seq)
+                let ds = (dp - &row_dot.insert_axis(Axis(1))) * p * scale; // (seq, seq)
+                [ds.dot(&k), ds.t().dot(&q), dv]
+            })
+            .collect();
+        let mut dqkv = Array2::zeros((batch * seq, d + 2 * dkv)); // (rows, d + 2 d_kv)
+        for (bh, [dq, dk, dv]) in heads.into_iter().enumerate() {
+            let (b, h) = (bh / nh, bh % nh);
+            let (kc, vc) = (d + (h / group) * dh, d + dkv + (h / group) * dh);
+            let r = b * seq..(b + 1) * seq;
+            dqkv.slice_mut(s![r.clone(), h * dh..(h + 1) * dh])
+                .assign(&dq);
+            // Query heads of one group share their key/value head: their gradients add.
+            let mut slot = dqkv.slice_mut(s![r.clone(), kc..kc + dh]);
+            slot += &dk;
+            let mut slot = dqkv.slice_mut(s![r, vc..vc + dh]);
+            slot += &dv;
+        }
+        if let Some(table) = &cache.rotary {
+            table.apply(dqkv.slice_mut(s![.., ..d + dkv]), dh, true);
+        }
+        self.c_attn.backward(dqkv.view())
+    }
+
+    fn cast<B: Scalar>(&self) -> Attention<B> {
+        Attention {
+            c_attn: self.c_attn.cast(),
+            c_proj: self.c_proj.cast(),
+            n_head: self.n_head,
+            n_kv_head: self.n_kv_head,
+            rotary: self.rotary,
+        }
+    }
+}
+
+/// Row-wise softmax of `scores` (query, key) over the keys `j <= i` with `keys[j]`;
+/// other entries become 0. A row with no such key uses all `j <= i`.
+fn masked_softmax<A: Scalar>(scores: &mut Array2<A>, keys: ndarray::ArrayView1<'_, bool>) {
+    for (i, mut row) in scores.outer_iter_mut().enumerate() {
+        let any = keys.iter().take(i + 1).any(|&k| k);
+        let allowed = |j: usize| j <= i && (keys[j] || !any);
+        let max = row
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| allowed(*j))
+            .fold(A::neg_infinity(), |m, (_, &v)| m.max(v));
+        let mut sum = A::zero();
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = if allowed(j) {
+                (*v - max).exp()
+            } else {
+                A::zero()
+            };
+            sum += *v;
+        }
+        row.mapv_inplace(|v| v / sum);
+    }
+}
+
+/// The MLP's nonlinearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu_new(pre)` (GPT-2); the input projection has width `d_mlp`.
+    GeluNew,
+    /// `silu(gate) · up` (Llama); the input projection is `[gate | up]`, width `2 d_mlp`.
+    SwiGlu,
+}
+
+/// The MLP: `w_out(act(w_in x))`. GPT-2: `w_in` = `c_fc`, `w_out` = `c_proj`. Llama:
+/// `w_in` = `[gate_proj | up_proj]` (fused), `w_out` = `down_proj`.
+#[derive(Debug, Clone)]
+pub struct Mlp<A: Scalar> {
+    /// Input projection.
+    pub w_in: Linear<A>, // (d, d_mlp) or (d, 2 d_mlp)
+    /// Output projection.
+    pub w_out: Linear<A>, // (d_mlp, d)
+    /// The nonlinearity between them.
+    pub act: Activation,
+}
+
+impl<A: Scalar> Mlp<A> {
+    /// `w_out(act(w_in x))` for `x` (rows, d).
+    pub fn forward(&self, x: ArrayView2<'_, A>) -> Array2<A> /* (rows, d) */ {
+        self.w_out
+            .forward(self.activate(&self.w_in.forward(x)).view())
+    }
+
+    /// `mlp.hook_post` from the input projection's output `pre` (rows, d_mlp or 2 d_mlp).
+    pub fn activate(&self, pre: &Array2<A>) -> Array2<A> /* (rows, d_mlp) */ {
+        match self.act {
+            Activation::GeluNew => gelu_new(pre),
+            Activation::SwiGlu => {
+                let m = pre.ncols() / 2;
+                let (gate, up) = (pre.slice(s![.., ..m]), pre.slice(s![.., m..]));
+                let mut out = gate.mapv(silu);
+                out *= &up;
+                out
+            }
+        }
+    }
+
+    /// Gradient at `pre` given `dy` (rows, d_mlp) at [`activate`](Self::activate)'s output.
+    pub(crate) fn activate_backward(&self, pre: &Array2<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
+        match self.act {
+            Activation::GeluNew => gelu_new_backward(pre, dy),
+            Activation::SwiGlu => {
+                let m = pre.ncols() / 2;
+                let (gate, up) = (pre.slice(s![.., ..m]), pre.slice(s![.., m..]));
+                let mut d = Array2::zeros(pre.dim()); // (rows, 2 d_mlp)
+                let (mut dg, mut du) = d.multi_slice_mut((s![.., ..m], s![.., m..]));
+                Zip::from(&mut dg)
+                    .and(&mut du)
+                    .and(&gate)
+                    .and(&up)
+                    .and(&dy)
+                    .for_each(|dg, du, &g, &u, &y| {
+                        let sig = A::one() / (A::one() + (-g).exp());
+                        *du = y * g * sig;
+                        *dg = y * u * sig * (A::one() + g * (A::one() - sig));
+                    });
+                d
+            }
+        }
+    }
+
+    fn cast<B: Scalar>(&self) -> Mlp<B> {
+        Mlp {
+            w_in: self.w_in.cast(),
+            w_out: self.w_out.cast(),
+            act: self.act,
+        }
+    }
+}
+
+/// `silu(x) = x σ(x)`.
+fn silu<A: Scalar>(x: A) -> A {
+    x / (A::one() + (-x).exp())
+}
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const GELU_C: f64 = 0.044_715;
+
+/// `gelu_new`, GPT-2's tanh approximation:
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+pub fn gelu_new<A: Scalar>(x: &Array2<A>) -> Array2<A> {
+    let (half, k, c) = (A::of(0.5), A::of(SQRT_2_OVER_PI), A::of(GELU_C));
+    x.mapv(|x| half * x * (A::one() + (k * (x + c * x * x * x)).tanh()))
+}
+
+/// `d gelu_new / dx` times `dy`, for pre-activations `x`.
+pub(crate) fn gelu_new_backward<A: Scalar>(x: &Array2<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
+    let (half, k, c) = (A::of(0.5), A::of(SQRT_2_OVER_PI), A::of(GELU_C));
+    let three_c = A::of(3.0 * GELU_C);
+    let mut dx = dy.to_owned();
+    Zip::from(&mut dx).and(x).for_each(|g, &x| {
+        let t = (k * (x + c * x * x * x)).tanh();
+        let dt = (A::one() - t * t) * k * (A::one() + three_c * x * x);
+        *g *= half * (A::one() + t) + half * x * dt;
+    });
+    dx
+}
+
+/// One transformer block: `x + attn(ln_1(x))`, then `+ mlp(ln_2(·))` (Llama's
+/// `input_layernorm` and `post_attention_layernorm` are `ln_1` and `ln_2`).
+#[derive(Debug, Clone)]
+pub struct Block<A: Scalar> {
+    /// Norm before attention.
+    pub ln_1: Norm<A>,
+    /// Causal self-attention.
+    pub attn: Attention<A>,
+    /// Norm before the MLP.
+    pub ln_2: Norm<A>,
+    /// The MLP.
+    pub mlp: Mlp<A>,
+}
+
+impl<A: Scalar> Block<A> {
+    pub(crate) fn cast<B: Scalar>(&self) -> Block<B> {
+        Block {
+            ln_1: self.ln_1.cast(),
+            attn: self.attn.cast(),
+            ln_2: self.ln_2.cast(),
+            mlp: self.mlp.cast(),
+        }
+    }
+}
+
+fn cast<A: Scalar, B: Scalar>(x: A) -> B {
+    B::of(super::to_f64(x))
+}

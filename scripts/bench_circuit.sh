@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One spliced forward + backward pass (gradients at every SAE feature and error term), ours
+# (crates/circuit/examples/bench_circuit.rs) against a PyTorch peer doing the same pass with
+# the SAEs spliced into transformers' model (scripts/bench_circuit_peer.py), in one run,
+# alternating sides, medians; prints the CPU, the load and the ratio.
+#
+#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2]
+#
+# llama: SmolLM2-135M's shape (30 layers, d_model 576, 9 heads over 3 key/value heads,
+# d_mlp 1536, vocab 49152), SAEs of 4608 latents at every resid_pre, batch 8 x 16.
+# gpt2:  GPT-2 small's shape, SAEs of 3072 latents at every resid_pre/attn_out/mlp_out,
+# batch 2 x 10. Random weights: speed does not depend on their values. Not a test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FAMILY=${1:-llama}; REPS=${2:-5}; THREADS=${3:-2}
+case $FAMILY in
+    llama) SHAPE=(--family llama --layers 30 --d-model 576 --heads 9 --kv-heads 3 --d-mlp 1536
+                  --vocab 49152 --d-sae 4608 --subs resid --batch 8 --seq 16) ;;
+    gpt2)  SHAPE=(--family gpt2 --layers 12 --d-model 768 --heads 12 --vocab 50257
+                  --d-sae 3072 --subs all --batch 2 --seq 10) ;;
+    *) echo "bench_circuit.sh: unknown family '$FAMILY' (llama or gpt2)" >&2; exit 2 ;;
+esac
+cargo build --release -q -p circuitry-circuit --example bench_circuit
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_circuit"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1); threads $THREADS"
+echo "load before: $(uptime)"
+ours=(); peer=()
+for _ in 1 2 3; do
+    o=$(RAYON_NUM_THREADS=$THREADS "$BIN" "${SHAPE[@]}" --reps "$REPS" --only-pass 1 |
+        sed -n 's/^spliced pass.*: \([0-9.]*\) s per batch.*/\1/p')
+    t=$(python3 scripts/bench_circuit_peer.py "${SHAPE[@]}" --reps "$REPS" --threads "$THREADS" |
+        python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["pass_s"])')
+    echo "ours $o s   torch $t s   ratio $(python3 -c "print(f'{$t/$o:.2f}')")x"
+    ours+=("$o"); peer+=("$t")
+done
+echo "load after:  $(uptime)"
+python3 - "${ours[*]}" "${peer[*]}" <<'PY'
+import statistics, sys
+o = [float(x) for x in sys.argv[1].split()]
+t = [float(x) for x in sys.argv[2].split()]
+print(f"median: ours {statistics.median(o):.4f} s, torch {statistics.median(t):.4f} s, "
+      f"ratio {statistics.median(t) / statistics.median(o):.2f}x "
+      f"(per-pair ratios {', '.join(f'{b / a:.2f}' for a, b in zip(o, t))})")
+PY

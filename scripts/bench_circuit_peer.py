@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""PyTorch peer of `crates/circuit/examples/bench_circuit.rs`'s *spliced pass*.
+
+A randomly initialised model of the same shape (transformers' GPT2LMHeadModel or
+LlamaForCausalLM, eager attention, float32) with a random ReLU SAE spliced at every
+`resid_pre` (and with `--subs all` at every attn_out and mlp_out as well), as Marks et
+al.'s feature-circuits code splices them: at each hook `f = relu((x - b_dec) W_enc + b_enc)`,
+`x_hat = f W_dec + b_dec`, `err = x - x_hat`, the model continues with `x_hat + err`, and
+`f` and `err` keep their gradients. One pass = that forward over a (batch, seq) batch of
+random tokens, the metric `logit(patch) - logit(clean)` at the last position summed over
+the batch, and its backward, after which every feature and error tensor has its gradient.
+
+    python3 scripts/bench_circuit_peer.py --family llama --layers 30 --d-model 576 \
+        --heads 9 --kv-heads 3 --d-mlp 1536 --vocab 49152 --d-sae 4608 --subs resid \
+        --batch 8 --seq 16 --reps 5 --threads 2
+
+Prints one JSON line: {"side": "torch", "pass_s": median seconds, ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def build(a):
+    torch.manual_seed(0)
+    if a.family == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(
+            hidden_size=a.d_model, intermediate_size=a.d_mlp or 4 * a.d_model,
+            num_hidden_layers=a.layers, num_attention_heads=a.heads,
+            num_key_value_heads=a.kv_heads or a.heads, vocab_size=a.vocab,
+            max_position_embeddings=2048, rope_theta=100000.0, tie_word_embeddings=True,
+            attn_implementation="eager",
+        )
+        model = LlamaForCausalLM(cfg)
+        blocks = model.model.layers
+    else:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        cfg = GPT2Config(
+            n_layer=a.layers, n_embd=a.d_model, n_head=a.heads, vocab_size=a.vocab,
+            n_positions=1024, n_inner=a.d_mlp, attn_implementation="eager",
+        )
+        model = GPT2LMHeadModel(cfg)
+        blocks = model.transformer.h
+    return model.eval(), blocks
+
+
+class Sae(torch.nn.Module):
+    def __init__(self, d, d_sae):
+        super().__init__()
+        self.W_enc = torch.nn.Parameter(torch.randn(d, d_sae) * 4.0 / d**0.5)
+        self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = torch.nn.Parameter(torch.randn(d_sae, d) / d_sae**0.5)
+        self.b_dec = torch.nn.Parameter(torch.zeros(d))
+
+    def splice(self, x, store):
+        f = torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+        f.retain_grad()
+        x_hat = f @ self.W_dec + self.b_dec
+        err = x - x_hat
+        err.retain_grad()
+        store.append((f, err))
+        return x_hat + err
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", choices=["gpt2", "llama"], default="gpt2")
+    for name, default in [("layers", 12), ("d-model", 768), ("heads", 12), ("kv-heads", 0),
+                          ("d-mlp", 0), ("vocab", 50257), ("d-sae", 3072), ("batch", 2),
+                          ("seq", 10), ("reps", 5), ("threads", 2)]:
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--subs", choices=["all", "resid"], default="all")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    model, blocks = build(a)
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    store: list = []
+    handles = []
+    for block in blocks:
+        sae = Sae(a.d_model, a.d_sae)
+        for prm in sae.parameters():
+            prm.requires_grad_(False)
+
+        def pre(module, args, kwargs, sae=sae):
+            if args:
+                return (sae.splice(args[0], store), *args[1:]), kwargs
+            kwargs = dict(kwargs)
+            kwargs["hidden_states"] = sae.splice(kwargs["hidden_states"], store)
+            return args, kwargs
+
+        handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+        if a.subs == "all":
+            attn = block.self_attn if a.family == "llama" else block.attn
+            mlp = block.mlp
+            for mod in (attn, mlp):
+                sae_out = Sae(a.d_model, a.d_sae)
+                for prm in sae_out.parameters():
+                    prm.requires_grad_(False)
+
+                def post(module, args, out, sae=sae_out):
+                    if isinstance(out, tuple):
+                        return (sae.splice(out[0], store), *out[1:])
+                    return sae.splice(out, store)
+
+                handles.append(mod.register_forward_hook(post))
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=g)
+    clean = torch.randint(0, a.vocab, (a.batch,), generator=g)
+    patch = torch.randint(0, a.vocab, (a.batch,), generator=g)
+
+    def one_pass():
+        store.clear()
+        # The embedding output must require grad so that autograd reaches the splices.
+        emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=emb).logits
+        last = logits[:, -1, :]
+        rows = torch.arange(a.batch)
+        metric = (last[rows, patch] - last[rows, clean]).sum()
+        metric.backward()
+        assert all(f.grad is not None and e.grad is not None for f, e in store)
+        return len(store)
+
+    n = one_pass()  # warm-up
+    times = []
+    for _ in range(a.reps):
+        t = time.perf_counter()
+        one_pass()
+        times.append(time.perf_counter() - t)
+    print(json.dumps({
+        "side": "torch", "family": a.family, "saes": n, "d_sae": a.d_sae,
+        "batch": a.batch, "seq": a.seq, "threads": a.threads,
+        "pass_s": statistics.median(times), "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
