@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Set up a fresh machine for circuitry, idempotently (fast when already done):
+# Set up a fresh machine for circuitry's tests and CI (scripts/test.sh, .ci/run),
+# idempotently (fast when already done):
 #   - Python packages for scripts/ and their tests (scripts/requirements.txt)
 #   - the ONNX Runtime shared library in .ort/ (scripts/setup-ort.sh)
 #   - with SETUP_MKL=1 (CI sets it): Intel MKL in .mkl/ (scripts/setup-mkl.sh, a 220 MB
 #     download), which circuitry-train-sae uses for its dense products when present
 #     (faster than the built-in faer; optional, its tests skip without it)
 # Debian packages for some tests (chromium, Slurm) are installed by .ci/run.
+# Running pipelines needs none of the Python packages: scripts/demo.sh calls only
+# scripts/setup-ort.sh.
 # Usage: scripts/setup.sh        (SETUP_MKL=1 scripts/setup.sh to add MKL)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -2,6 +2,7 @@
 //! Build the binaries first: `cargo build --release --workspace --bins` (scripts/test.sh).
 
 mod cache_integrity;
+mod demo;
 mod gpt2_small_manifest;
 mod slurm;
 mod sva_circuit;
