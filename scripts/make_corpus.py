@@ -3,6 +3,7 @@
 
     python3 scripts/make_corpus.py [--out datasets/corpus/english]
         [--tokenizer models/smollm2-135m/tokenizer.json] [--jobs 2] [--force]
+        [--only fortunes|man]
 
 (`scripts/make_corpus.sh` first installs or checks the Debian packages, then runs this.)
 
@@ -137,17 +138,18 @@ def dpkg_version(package: str) -> str:
     return proc.stdout
 
 
-def debian_sources() -> list[Source]:
-    """The input files of the installed packages, in a fixed (sorted) order."""
+def debian_sources(only: str | None = None) -> list[Source]:
+    """The input files of the installed packages, in a fixed (sorted) order; `only` "fortunes"
+    or "man" keeps one kind."""
     fortunes = set()
-    for pkg in FORTUNE_PACKAGES:
+    for pkg in FORTUNE_PACKAGES if only != "man" else ():
         for f in dpkg_files(pkg):
             p = Path(f)
             if (p.parent == Path("/usr/share/games/fortunes") and p.suffix not in (".dat", ".u8")
                     and p.name not in FORTUNE_SKIP and p.is_file()):
                 fortunes.add(p)
     pages = set()
-    for pkg in MAN_PACKAGES:
+    for pkg in MAN_PACKAGES if only != "fortunes" else ():
         for f in dpkg_files(pkg):
             p = Path(f)
             if MAN_PAGE.match(f) and p.is_file() and not is_redirect(p):
@@ -264,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
                     default=REPO / "models" / "smollm2-135m" / "tokenizer.json")
     ap.add_argument("--jobs", type=int, default=2, help="groff processes at once")
     ap.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    ap.add_argument("--only", choices=("fortunes", "man"),
+                    help="one source only: `--only fortunes` (about 0.5M tokens, no groff, "
+                         "seconds) is enough for smoke runs")
     args = ap.parse_args(argv)
     if not args.tokenizer.is_file():
         print(f"make_corpus.py: tokenizer {args.tokenizer} not found; run "
@@ -271,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         versions = {p: dpkg_version(p) for p in PACKAGES}
-        m = build(debian_sources(), args.out, args.tokenizer, versions, args.jobs, args.force)
+        m = build(debian_sources(args.only), args.out, args.tokenizer, versions, args.jobs,
+                  args.force)
     except SystemExit as e:
         print(e, file=sys.stderr)
         return 2

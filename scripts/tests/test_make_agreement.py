@@ -206,3 +206,19 @@ def test_smollm2_test_sets_have_500_pairs_that_pass_the_filter(family):
     assert not {r["clean_prefix"] for r in train} & {r["clean_prefix"] for r in test}
     # both directions, equally often
     assert sum(r["case"].startswith("singular") for r in test) == len(test) // 2
+
+
+@needs_smollm2
+def test_smollm2_smoke_sets_are_the_first_64_rows(tmp_path):
+    """datasets/agreement/smollm2-smoke/ (for the smoke pipeline) is what
+    `--max-train 0 --max-test 64` writes, and that is the head of each full test set."""
+    assert make_agreement.main(["--tokenizer", str(SMOLLM2_TOKENIZER), "--words", str(SMOLLM2_WORDS),
+                                "--out", str(tmp_path), "--seed", "0", "--max-train", "0",
+                                "--max-test", "64"]) == 0
+    smoke = REPO / "datasets" / "agreement" / "smollm2-smoke"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in smoke.glob("*.jsonl"))
+    for p in tmp_path.iterdir():
+        assert p.read_bytes() == (smoke / p.name).read_bytes(), p.name
+    for family in make_agreement.FAMILIES:
+        full = (SMOLLM2_DATA / f"{family}_test.jsonl").read_text().splitlines(keepends=True)
+        assert (smoke / f"{family}_test.jsonl").read_text() == "".join(full[:64])

@@ -155,5 +155,6 @@ def test_debian_sources_are_sorted_prose_files():
     assert not any(s.path.suffix in (".dat", ".u8") or s.path.name in ("art", "ascii-art")
                    for s in fortunes)
     assert not any(s.path.is_symlink() or make_corpus.is_redirect(s.path) for s in pages)
+    assert [s for s in make_corpus.debian_sources("fortunes")] == fortunes
     # name.SECTION[.gz], e.g. ld.so.8.gz
     assert all(s.path.name.removesuffix(".gz").rsplit(".", 1)[1][0].isdigit() for s in pages)
