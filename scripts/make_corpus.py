@@ -51,8 +51,9 @@ MAN_PACKAGES = ("manpages", "manpages-dev")
 PACKAGES = FORTUNE_PACKAGES + MAN_PACKAGES
 FORTUNE_SKIP = {"art", "ascii-art"}  # pictures made of characters, not prose
 MIN_WORDS = 4
-# groff: preconv (the sources are UTF-8), tbl preprocessor, man macros, UTF-8; line length 5000 ens so paragraphs stay on one
-# line; no hyphenation; -P-cbou: no SGR escapes, no overstrike bold or underline.
+# groff: preconv (the sources are UTF-8), tbl preprocessor, man macros, UTF-8 output; line
+# length 5000 ens so paragraphs stay on one line; no hyphenation; -P-cbou: no SGR escapes, no
+# overstrike bold or underline.
 GROFF = ["groff", "-k", "-Kutf-8", "-t", "-mandoc", "-Tutf8", "-rLL=5000n", "-rHY=0", "-P-cbou"]
 # tbl's rules and cell borders (U+2500-U+257F), drawn 5000 columns wide at that line length
 BOX_TO_SPACE = {c: " " for c in range(0x2500, 0x2580)}

@@ -13,9 +13,11 @@ position compares the two answer logits:
 
 A pair is right when both differences are > 0. Prints a Markdown table per family (pairs,
 accuracy, each side's accuracy, mean logit difference over both sides) and one per prompt
-`case` (subject and attractor number; accuracy of single prompts) (results: docs/benchmarks/smollm2-agreement.md). `--rows-out` writes one JSON line per row
-(family, index, both differences, right) so a circuit summary can restrict to the pairs the
-model gets right. transformers, float32, eager attention, no gradients.
+`case` (subject and attractor number; accuracy of single prompts); results in
+docs/benchmarks/smollm2-agreement.md. `--rows-out` writes one JSON line per row (family, index,
+both differences, right) so a circuit summary can restrict to the pairs the model gets right;
+`--from-rows` prints the tables again from such a file. transformers, float32, eager attention,
+no gradients.
 """
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ size	colour
 small	red
 .TE
 """
-FORTUNES_A = "The first fortune\n  has two lines.\n%\nToo short here\n%\nShared by both files, word for word.\n%\n"
+FORTUNES_A = ("The first fortune\n  has two lines.\n%\nToo short here\n%\n"
+              "Shared by both files, word for word.\n%\n")
 FORTUNES_B = "Shared by both files,   word for word.\n%\nA fortune only the second file holds.\n"
 
 
@@ -137,7 +138,8 @@ def test_second_run_is_up_to_date_and_a_damaged_corpus_is_rebuilt(inputs, tmp_pa
 
 
 def test_cli_rejects_a_missing_tokenizer(tmp_path, capsys):
-    assert make_corpus.main(["--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "no.json")]) == 2
+    argv = ["--out", str(tmp_path / "o"), "--tokenizer", str(tmp_path / "no.json")]
+    assert make_corpus.main(argv) == 2
     assert "no.json not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
