@@ -152,3 +152,73 @@ def test_grammar_never_lets_a_heldout_pair_agree():
 def test_cli_rejects_missing_tokenizer(tmp_path, capsys):
     assert make_agreement.main(["--tokenizer", str(tmp_path / "nope.json"), "--out", str(tmp_path)]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+# --- SmolLM2: the committed word lists and test sets -----------------------------------------
+SMOLLM2_TOKENIZER = REPO / "models" / "smollm2-135m" / "tokenizer.json"
+SMOLLM2_WORDS = REPO / "datasets" / "agreement" / "smollm2.json"
+SMOLLM2_DATA = REPO / "datasets" / "agreement" / "smollm2"
+needs_smollm2 = pytest.mark.skipif(
+    not SMOLLM2_TOKENIZER.is_file(),
+    reason="models/smollm2-135m/tokenizer.json not found; run scripts/setup-model.sh smollm2-135m")
+
+
+@needs_smollm2
+def test_smollm2_sets_regenerate_byte_for_byte(tmp_path):
+    """datasets/agreement/smollm2/ is exactly what the documented command writes:
+    make_agreement.py --tokenizer models/smollm2-135m/tokenizer.json
+        --words datasets/agreement/smollm2.json --out datasets/agreement/smollm2 --seed 0"""
+    assert make_agreement.main(["--tokenizer", str(SMOLLM2_TOKENIZER), "--words", str(SMOLLM2_WORDS),
+                                "--out", str(tmp_path), "--seed", "0"]) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    committed = sorted(p.name for p in SMOLLM2_DATA.glob("*.jsonl"))
+    assert written == committed
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (SMOLLM2_DATA / name).read_bytes(), name
+
+
+@needs_smollm2
+def test_smollm2_word_lists_are_single_tokens():
+    tok = tokenizers.Tokenizer.from_file(str(SMOLLM2_TOKENIZER))
+    words = make_agreement.Words(SMOLLM2_WORDS)
+    multi = [w for w in all_words(words)
+             if len(tok.encode(" " + w, add_special_tokens=False).ids) != 1]
+    assert multi == [], f"not one token with a leading space in SmolLM2: {multi}"
+
+
+@needs_smollm2
+@pytest.mark.parametrize("family", make_agreement.FAMILIES)
+def test_smollm2_test_sets_have_500_pairs_that_pass_the_filter(family):
+    tok = tokenizers.Tokenizer.from_file(str(SMOLLM2_TOKENIZER))
+
+    def n(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False).ids)
+
+    test = read(SMOLLM2_DATA / f"{family}_test.jsonl")
+    train = read(SMOLLM2_DATA / f"{family}_train.jsonl")
+    assert len(test) == 500
+    for r in test + train:
+        assert set(r) == KEYS
+        assert n(r["clean_answer"]) == n(r["patch_answer"]) == 1, r
+        assert n(r["clean_prefix"]) == n(r["patch_prefix"]), r
+        assert r["clean_prefix"] != r["patch_prefix"] and r["clean_answer"] != r["patch_answer"]
+    assert len({(r["clean_prefix"], r["clean_answer"]) for r in test}) == len(test)  # no duplicates
+    assert not {r["clean_prefix"] for r in train} & {r["clean_prefix"] for r in test}
+    # both directions, equally often
+    assert sum(r["case"].startswith("singular") for r in test) == len(test) // 2
+
+
+@needs_smollm2
+def test_smollm2_smoke_sets_are_the_first_64_rows(tmp_path):
+    """datasets/agreement/smollm2-smoke/ (for the smoke pipeline) is what
+    `--max-train 0 --max-test 64` writes, and that is the head of each full test set."""
+    assert make_agreement.main(["--tokenizer", str(SMOLLM2_TOKENIZER), "--words", str(SMOLLM2_WORDS),
+                                "--out", str(tmp_path), "--seed", "0", "--max-train", "0",
+                                "--max-test", "64"]) == 0
+    smoke = REPO / "datasets" / "agreement" / "smollm2-smoke"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in smoke.glob("*.jsonl"))
+    for p in tmp_path.iterdir():
+        assert p.read_bytes() == (smoke / p.name).read_bytes(), p.name
+    for family in make_agreement.FAMILIES:
+        full = (SMOLLM2_DATA / f"{family}_test.jsonl").read_text().splitlines(keepends=True)
+        assert (smoke / f"{family}_test.jsonl").read_text() == "".join(full[:64])
