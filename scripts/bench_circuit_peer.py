@@ -6,7 +6,8 @@ LlamaForCausalLM, eager attention, float32) with a random ReLU SAE spliced at ev
 `resid_pre` (and with `--subs all` at every attn_out and mlp_out as well), as Marks et
 al.'s feature-circuits code splices them: at each hook `f = relu((x - b_dec) W_enc + b_enc)`,
 `x_hat = f W_dec + b_dec`, `err = x - x_hat`, the model continues with `x_hat + err`, and
-`f` and `err` keep their gradients. One pass = that forward over a (batch, seq) batch of
+`f` and `err` are leaves that get their gradients (`dm/df = g W_dec^T`, `dm/derr = g` for
+the gradient g at the hook; no backward through the encoder, as ours). One pass = that forward over a (batch, seq) batch of
 random tokens, the metric `logit(patch) - logit(clean)` at the last position summed over
 the batch, and its backward, after which every feature and error tensor has its gradient.
 
@@ -61,13 +62,18 @@ class Sae(torch.nn.Module):
         self.b_dec = torch.nn.Parameter(torch.zeros(d))
 
     def splice(self, x, store):
-        f = torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
-        f.retain_grad()
-        x_hat = f @ self.W_dec + self.b_dec
-        err = x - x_hat
-        err.retain_grad()
+        # f and err are leaves, as in Marks et al. (their nnsight code sets the error's
+        # gradient and passes x_recon's gradient straight to x): with plain autograd,
+        # `x_hat + (x - x_hat)` would give f a zero gradient (the two paths cancel) and
+        # spend an extra encoder backward on it. The gradient also flows on to x, so
+        # upstream splices see every path.
+        with torch.no_grad():
+            f = torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)  # (batch, seq, d_sae)
+        f.requires_grad_(True)
+        x_hat = f @ self.W_dec + self.b_dec  # (batch, seq, d)
+        err = (x - x_hat).detach().requires_grad_(True)
         store.append((f, err))
-        return x_hat + err
+        return x_hat + err + (x - x.detach())
 
 
 def main():

@@ -27,6 +27,12 @@
 # token of the dump's graph x this machine's sgemm rate (MLAS and torch), the most tokens/s
 # any fp32 runtime could reach, beside 1.6x the peer (target/bench/bench_dump_ceiling.json).
 #
+# BENCH_MODEL=DIR (e.g. models/smollm2-135m, made by scripts/setup-model.sh smollm2-135m): an
+# existing GPT-2 or Llama HF folder with its model.onnx instead of the random GPT-2 small; the
+# peer then runs that family's transformers model, the dumped hooks are its n_layer
+# resid_pre, the peer goal is BENCH_GOAL_PEER (default 1.2 with BENCH_MODEL, issue 13; 1.6
+# without, issue 3), only BENCH_GRAPH=full is supported and the ceiling (GPT-2 only) is off.
+#
 # Environment: BENCH_TOKENS (8192), BENCH_REPS (3), BENCH_CTX (128), BENCH_BATCH (8),
 # BENCH_THREADS (2), BENCH_SHARD_ROWS (4096), BENCH_GRAPH (full, or pruned: the ORT sides
 # run an export with --hooks 'blocks.*.hook_resid_pre'), BENCH_ATTN (sdpa: the peer's transformers
@@ -58,7 +64,21 @@ mkdir -p "$DIR"
 cp "$BIN" "$DIR/circuitry-dump"
 BIN=$DIR/circuitry-dump
 
-$PY make-model "$MODEL" --seed 0
+if [[ -n "${BENCH_MODEL:-}" ]]; then
+  for f in config.json model.safetensors tokenizer.json model.onnx model.onnx.json; do
+    [[ -f "$MODEL/$f" ]] || { echo "bench_dump.sh: BENCH_MODEL=$MODEL has no $f (for SmolLM2 run scripts/setup-model.sh smollm2-135m first)" >&2; exit 2; }
+  done
+  [[ "${BENCH_GRAPH:-full}" == full ]] || { echo "bench_dump.sh: BENCH_MODEL supports BENCH_GRAPH=full only" >&2; exit 2; }
+  GOAL_PEER=${BENCH_GOAL_PEER:-1.2}
+  CEILING=${BENCH_CEILING:-0}
+  MODEL_DESC="$(basename "$MODEL") ($MODEL)"
+else
+  $PY make-model "$MODEL" --seed 0
+  GOAL_PEER=${BENCH_GOAL_PEER:-1.6}
+  CEILING=${BENCH_CEILING:-1}
+  MODEL_DESC="random GPT-2 small shape, seed 0"
+fi
+N_LAYER=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["n_layer"])' "$MODEL/model.onnx.json")
 # BENCH_GRAPH=pruned: the ORT sides run a graph exported with `--hooks
 # 'blocks.*.hook_resid_pre'` (only the dumped outputs; the last block is not computed),
 # as a user dumping only resid_pre would export it. The peer is unchanged.
@@ -79,11 +99,12 @@ fi
 [[ -f "$CORPUS" ]] || $PY make-corpus datasets/tiny-gpt2/corpus.txt "$CORPUS" \
   --tokenizer "$MODEL/tokenizer.json" --tokens "$TOKENS"
 
-settings=$(printf '{"tokens": %d, "context_size": %d, "batch_size": %d, "threads": %d, "shard_rows": %d, "peer_attn": "%s", "reps": %d, "nproc": %d, "model": "random GPT-2 small shape, seed 0", "hooks": "blocks.*.hook_resid_pre (12)", "ort_graph": "%s"}' \
-  "$TOKENS" "$CTX" "$BATCH" "$THREADS" "$SHARD_ROWS" "$ATTN" "$REPS" "$(nproc)" "$GRAPH")
+settings=$(printf '{"tokens": %d, "context_size": %d, "batch_size": %d, "threads": %d, "shard_rows": %d, "peer_attn": "%s", "reps": %d, "nproc": %d, "model": "%s", "hooks": "blocks.*.hook_resid_pre (%d)", "ort_graph": "%s"}' \
+  "$TOKENS" "$CTX" "$BATCH" "$THREADS" "$SHARD_ROWS" "$ATTN" "$REPS" "$(nproc)" "$MODEL_DESC" "$N_LAYER" "$GRAPH")
 common=(--corpus "$CORPUS" --tokens "$TOKENS" --context-size "$CTX"
         --batch-size "$BATCH" --threads "$THREADS" --settings "$settings")
 
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs; model: $MODEL_DESC"
 echo "benchmark: $TOKENS tokens, context $CTX, batch $BATCH, $THREADS threads, $REPS reps, ORT graph $GRAPH; $(uptime)"
 : > "$RESULTS"
 for rep in $(seq 1 "$REPS"); do
@@ -107,8 +128,8 @@ for dtype in f32 f16; do
   $PY check "$DIR/out-dump_$dtype" "$DIR/out-peer_$dtype" --dtype "$dtype" >> "$RESULTS"
   rm -rf "$DIR/out-dump_$dtype" "$DIR/out-peer_$dtype"
 done
-$PY summarize "$RESULTS" "$DIR/bench_dump.json"
-if [[ "${BENCH_CEILING:-1}" == 1 ]]; then
+$PY summarize "$RESULTS" "$DIR/bench_dump.json" --goal-peer "$GOAL_PEER"
+if [[ "$CEILING" == 1 ]]; then
   # What any fp32 runtime could reach here: FLOP per token x this machine's sgemm rate.
   echo; echo "ceiling ($(cut -d' ' -f1-3 /proc/loadavg)):"
   python3 scripts/bench_dump_ceiling.py --model "$MODEL" --threads "$THREADS" \

@@ -210,18 +210,23 @@ class ParquetShards:
 
 
 def peer(args) -> dict:
-    """transformers + torch eager (no_grad, output_hidden_states) writing the hooks with pyarrow."""
+    """transformers + torch eager (no_grad, output_hidden_states) writing the hooks with pyarrow.
+    GPT-2 or Llama: hidden_states[L] is the input of block L (resid_pre L) in both."""
     wall = time.perf_counter()
     import numpy as np
     import pyarrow as pa
     import torch
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     pa.set_cpu_count(args.threads)
-    model = GPT2LMHeadModel.from_pretrained(args.model, attn_implementation=args.attn).eval()
-    n_layer, width = model.config.n_layer, model.config.n_embd
+    # GPT2LMHeadModel or LlamaForCausalLM (config.json's architecture), float32; the body
+    # (model.transformer / model.model) runs without the LM head, as the ONNX graph does.
+    model = AutoModelForCausalLM.from_pretrained(args.model, attn_implementation=args.attn,
+                                                 dtype=torch.float32).eval()
+    body = model.base_model
+    n_layer, width = model.config.num_hidden_layers, model.config.hidden_size
     names = hooks(n_layer)
     seqs = windows(args.model, args.corpus, args.context_size, args.tokens)
     if args.out.exists():
@@ -232,7 +237,7 @@ def peer(args) -> dict:
         for first, batch, ids, mask in batches(seqs, args.batch_size):
             ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
             position_ids = (mask_t.cumsum(-1) - 1).clamp(min=0)  # (batch, seq)
-            out = model.transformer(input_ids=ids_t, attention_mask=mask_t, position_ids=position_ids,
+            out = body(input_ids=ids_t, attention_mask=mask_t, position_ids=position_ids,
                                     output_hidden_states=True, use_cache=False)
             hidden = out.hidden_states  # n_layer + 1 of (batch, seq, width); [L] = resid_pre L
             w = ids.shape[1]

@@ -6,6 +6,7 @@ mod gpt2_effects;
 mod gpt2_fixtures;
 mod gpt2_grad;
 mod json;
+mod llama_reference;
 mod paths;
 mod render;
 mod toy;
