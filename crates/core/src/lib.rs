@@ -24,6 +24,7 @@ mod error;
 pub mod fingerprint;
 mod gpt2;
 mod hook;
+pub mod preflight;
 mod record;
 
 pub use error::{Error, Result};
