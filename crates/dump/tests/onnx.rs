@@ -490,7 +490,7 @@ fn pairs_with_a_multi_token_answer_or_unequal_lengths_are_refused_naming_the_lin
             r#"{"clean_prefix": "The cats", "patch_prefix": "The dog", "clean_answer": " run", "patch_answer": " sleep", "case": "x"}"#,
             &[
                 "pairs.jsonl:2",
-                "is 3 tokens but patch_prefix",
+                "is 4 tokens but patch_prefix",
                 "same token length",
             ][..],
         ),
