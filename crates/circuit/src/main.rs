@@ -131,8 +131,8 @@ fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
 
 /// The checks both subcommands make before their work (and all that
 /// `--check-only` does): `--out` can be written; the SAEs that exist load (an
-/// incomplete SAE folder is refused) and the store that exists opens; an SAE whose
-/// hook the store lacks is reported (warning); and the memory estimate fits.
+/// incomplete SAE folder is refused) and the store that exists opens; for GPT-2, an
+/// SAE whose hook the store lacks is reported (warning); and the memory estimate fits.
 /// `gpt2` is (pairs per batch, rows per forward pass) for the GPT-2 circuit.
 fn preflight(
     out: &Path,
@@ -152,7 +152,8 @@ fn preflight(
     }
     let store = ActivationStore::open(store)?;
     let have = store.hooks();
-    for (dir, sae) in &saes {
+    // (The toy stage refuses such an SAE itself, with its own message.)
+    for (dir, sae) in saes.iter().filter(|_| gpt2.is_some()) {
         if !have.contains(&sae.cfg.hook_name) {
             tracing::warn!(
                 "SAE {} is for hook {}, which the activation store {} does not hold: it is loaded but has no cached activations to check against; dump that hook or leave the SAE out of --sae",
