@@ -98,7 +98,7 @@ fn toy(args: ToyArgs) -> anyhow::Result<()> {
         min_weight: args.min_weight,
     }
     .check()?;
-    preflight(&cfg.out, &[cfg.sae.clone()], &cfg.store, None)?;
+    preflight(&cfg.out, std::slice::from_ref(&cfg.sae), &cfg.store, None)?;
     if check_only {
         return Ok(());
     }

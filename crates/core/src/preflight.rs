@@ -46,7 +46,7 @@ impl MemoryEstimate {
             return Ok(());
         }
         let mut parts = self.parts.clone();
-        parts.sort_by(|a, b| b.1.cmp(&a.1));
+        parts.sort_by_key(|p| std::cmp::Reverse(p.1));
         let parts: Vec<String> = parts
             .iter()
             .filter(|p| p.1 > 0)
