@@ -87,6 +87,11 @@ pub struct Gpt2Args {
     /// Title of the drawings.
     #[arg(long)]
     title: Option<String>,
+    /// Only check the options, the inputs that exist (SAEs, store), the memory
+    /// estimate and that --out can be written; exit 0 or 2 (one line on stderr),
+    /// writing nothing.
+    #[arg(long)]
+    pub check_only: bool,
 }
 
 impl Gpt2Args {

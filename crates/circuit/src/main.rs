@@ -7,13 +7,15 @@
 //! Bad input: one error line, exit code 2, nothing written.
 mod cli_gpt2;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use circuitry_circuit::gpt2::stage::run_gpt2_stage;
+use circuitry_circuit::gpt2::stage::{load_saes, run_gpt2_stage};
 use circuitry_circuit::stage::{run_toy_stage, ToyStageConfig};
+use circuitry_core::preflight::{check_writable, error_chain, MemoryEstimate};
 use circuitry_core::StageTimer;
+use circuitry_store::ActivationStore;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -56,6 +58,11 @@ struct ToyArgs {
     /// Prune edges whose |mean weight| is below this over all examples and in each group.
     #[arg(long, default_value_t = 0.0)]
     min_weight: f64,
+    /// Only check the options, the inputs that exist (SAE, store), the memory
+    /// estimate and that --out can be written; exit 0 or 2 (one line on stderr),
+    /// writing nothing.
+    #[arg(long)]
+    check_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,7 +81,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("circuitry-circuit: error: {e:#}");
+            eprintln!("circuitry-circuit: error: {}", error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
@@ -82,6 +89,7 @@ fn main() -> ExitCode {
 
 fn toy(args: ToyArgs) -> anyhow::Result<()> {
     let timer = StageTimer::start("circuitry-circuit");
+    let check_only = args.check_only;
     let cfg = ToyStageConfig {
         model: args.model,
         sae: args.sae,
@@ -91,6 +99,10 @@ fn toy(args: ToyArgs) -> anyhow::Result<()> {
         min_weight: args.min_weight,
     }
     .check()?;
+    preflight(&cfg.out, std::slice::from_ref(&cfg.sae), &cfg.store, None)?;
+    if check_only {
+        return Ok(());
+    }
     let _span = tracing::info_span!("circuit_toy", out = %cfg.out.display()).entered();
     let summary = run_toy_stage(&cfg, timer)
         .with_context(|| format!("building the toy circuit into {}", cfg.out.display()))?;
@@ -100,10 +112,84 @@ fn toy(args: ToyArgs) -> anyhow::Result<()> {
 
 fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
     let timer = StageTimer::start("circuitry-circuit");
+    let check_only = args.check_only;
     let cfg = args.into_config()?;
+    preflight(
+        &cfg.out,
+        &cfg.saes,
+        &cfg.store,
+        Some((cfg.batch_size, cfg.max_rows)),
+    )?;
+    if check_only {
+        return Ok(());
+    }
     let _span = tracing::info_span!("circuit_gpt2", out = %cfg.out.display()).entered();
     let summary = run_gpt2_stage(&cfg, timer)
         .with_context(|| format!("building the circuit into {}", cfg.out.display()))?;
     print!("{summary}");
+    Ok(())
+}
+
+/// The checks both subcommands make before their work (and all that
+/// `--check-only` does): `--out` can be written; the SAEs that exist load (an
+/// incomplete SAE folder is refused) and the store that exists opens; for GPT-2, an
+/// SAE whose hook the store lacks is reported (warning); and the memory estimate fits.
+/// `gpt2` is (pairs per batch, rows per forward pass) for the GPT-2 circuit.
+fn preflight(
+    out: &Path,
+    saes: &[PathBuf],
+    store: &Path,
+    gpt2: Option<(usize, usize)>,
+) -> anyhow::Result<()> {
+    check_writable(out, "--out")?;
+    let existing: Vec<PathBuf> = saes.iter().filter(|p| p.exists()).cloned().collect();
+    let saes = if existing.is_empty() {
+        Vec::new()
+    } else {
+        load_saes(&existing)?
+    };
+    if !store.join(circuitry_store::META_FILE).is_file() {
+        return Ok(()); // written by an earlier stage that has not run yet
+    }
+    let store = ActivationStore::open(store)?;
+    let have = store.hooks();
+    // (The toy stage refuses such an SAE itself, with its own message.)
+    for (dir, sae) in saes.iter().filter(|_| gpt2.is_some()) {
+        if !have.contains(&sae.cfg.hook_name) {
+            tracing::warn!(
+                "SAE {} is for hook {}, which the activation store {} does not hold: it is loaded but has no cached activations to check against; dump that hook or leave the SAE out of --sae",
+                dir.display(),
+                sae.cfg.hook_name,
+                store.dir().display()
+            );
+        }
+    }
+    let rows = u128::from(store.n_rows());
+    let mut est = MemoryEstimate::new();
+    let widths: u128 = store.meta().hooks.iter().map(|h| h.width as u128).sum();
+    est.add("cached activations", rows.saturating_mul(widths), 4);
+    let per_row: u128 = saes
+        .iter()
+        .map(|(_, s)| s.cfg.d_sae as u128 + s.cfg.d_in as u128)
+        .sum();
+    // Rows in flight: every row for the toy circuit; a batch's clean and patch
+    // rows (at most --max-rows per pass) for GPT-2, each with codes, errors and
+    // their gradients at every SAE (4 copies).
+    let flight = match gpt2 {
+        None => rows,
+        Some((batch, max_rows)) => {
+            let seq = store.meta().context_size as u128;
+            (2 * batch as u128 * seq).max(max_rows as u128)
+        }
+    };
+    est.add(
+        "SAE codes and gradients",
+        flight.saturating_mul(per_row),
+        4 * 4,
+    );
+    est.check(
+        "circuitry-circuit",
+        "lower --batch-size or --max-rows, or give fewer SAEs",
+    )?;
     Ok(())
 }

@@ -191,3 +191,129 @@ fn circuit_edges(out: &Path) -> usize {
         .edges
         .len()
 }
+
+// Regression tests of issue 15 (cache integrity) on the circuit stage's side.
+
+#[test]
+fn check_only_toy_accepts_good_options_and_refuses_bad_ones_writing_nothing() {
+    let inputs = stage_inputs(20);
+    let out = inputs.root.join("out");
+    let ok = run(&inputs, &out, &["--check-only"]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(!out.exists(), "--check-only creates nothing");
+    assert_refused(
+        &run(&inputs, &out, &["--top-paths", "0", "--check-only"]),
+        &out,
+        &["--top-paths"],
+    );
+}
+
+/// An SAE folder of the training stage without training.json (its run stopped, e.g.
+/// on a full disk) was used by the circuit stage silently.
+#[test]
+fn a_half_written_sae_folder_is_refused() {
+    let inputs = stage_inputs(20);
+    random_sae(4, 8, HookPoint::ToyHidden, true, 3)
+        .save_stage_output(&inputs.sae)
+        .unwrap();
+    assert!(!inputs.sae.join("training.json").exists());
+    let out = inputs.root.join("out");
+    for extra in [&[][..], &["--check-only"][..]] {
+        assert_refused(
+            &run(&inputs, &out, extra),
+            &out,
+            &["SAE folder", "incomplete", "training.json", "--force"],
+        );
+    }
+}
+
+fn gpt2(model: &Path, saes: &Path, store: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_circuitry-circuit"))
+        .arg("gpt2")
+        .arg("--model")
+        .arg(model)
+        .arg("--sae")
+        .arg(saes)
+        .arg("--store")
+        .arg(store)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `--check-only` of `gpt2`, and an --sae folder that also holds an SAE for a hook
+/// the store lacks: it was used with no warning.
+#[test]
+fn check_only_gpt2_checks_options_and_warns_of_an_sae_whose_hook_the_store_lacks() {
+    use circuitry_store::{Dtype, HookMeta, RowBatch, StoreSpec, StoreWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::gpt2_fixtures::model_dir();
+    let saes = dir.path().join("saes");
+    let (have, lacks) = (
+        HookPoint::ResidPre { layer: 0 },
+        HookPoint::MlpOut { layer: 1 },
+    );
+    for hook in [have, lacks] {
+        crate::gpt2_fixtures::sae(hook, 32, 16, 5)
+            .save(&saes.join(hook.to_string()))
+            .unwrap();
+    }
+    let store = dir.path().join("store");
+    let acts = ndarray::Array2::<f32>::zeros((4, 32)); // (rows, d_model)
+    let mut w = StoreWriter::create(
+        &store,
+        StoreSpec {
+            hooks: vec![HookMeta {
+                hook: have,
+                width: 32,
+            }],
+            dtype: Dtype::F32,
+            model_fingerprint: "x".into(),
+            tokenizer_fingerprint: None,
+            context_size: 2,
+            paired: true,
+            shard_rows: 10,
+            extra: serde_json::json!({}),
+        },
+    )
+    .unwrap();
+    w.write(RowBatch {
+        seq: &[0, 0, 1, 1],
+        pos: &[0, 1, 0, 1],
+        token_id: &[1, 2, 1, 3],
+        example: Some(&[0, 0, 0, 0]),
+        side: Some(&[0, 0, 1, 1]),
+        acts: vec![(have, acts.view())],
+    })
+    .unwrap();
+    w.finish().unwrap();
+    let out = dir.path().join("out");
+
+    let o = gpt2(&model, &saes, &store, &out, &["--check-only"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    println!("{stderr}");
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(
+        stderr.contains(&lacks.to_string()),
+        "names the hook: {stderr}"
+    );
+    assert!(!stderr.contains(&format!("for hook {have}")), "{stderr}");
+    assert!(!out.exists(), "--check-only creates nothing");
+
+    let o = gpt2(
+        &model,
+        &saes,
+        &store,
+        &out,
+        &["--batch-size", "0", "--check-only"],
+    );
+    assert_refused(&o, &out, &["--batch-size"]);
+}

@@ -29,6 +29,10 @@ pub enum Error {
         /// The underlying error.
         source: serde_json::Error,
     },
+    /// A check made before a stage's work failed (memory estimate, output folder):
+    /// what, why and the fix.
+    #[error("{0}")]
+    Preflight(String),
     /// A model config that cannot describe a working model.
     #[error("invalid model config: {0}")]
     BadConfig(String),

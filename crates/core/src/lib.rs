@@ -27,6 +27,7 @@ pub mod fingerprint;
 mod gpt2;
 mod hook;
 mod model;
+pub mod preflight;
 mod record;
 
 pub use error::{Error, Result};

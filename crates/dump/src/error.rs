@@ -74,7 +74,19 @@ pub enum Error {
         /// How to fix it.
         fix: &'static str,
     },
-    /// The input holds no text.
+    /// A `tokenizer.json` that is not the one the model was exported with.
+    #[error("tokenizer {path} is not the one the model was exported with: {sidecar} records tokenizer_fingerprint {expected}, the file's BLAKE3 is {found}; put back the model's own tokenizer.json, or re-export the model with this tokenizer (scripts/export_onnx.py)")]
+    TokenizerMismatch {
+        /// The tokenizer file.
+        path: std::path::PathBuf,
+        /// The sidecar recording the expected fingerprint.
+        sidecar: std::path::PathBuf,
+        /// The fingerprint the sidecar records.
+        expected: String,
+        /// The tokenizer's fingerprint now.
+        found: String,
+    },
+    /// A corpus or pairs file without any text.
     #[error("{path}: no text to dump (empty corpus); give a file with at least one non-empty line / record")]
     EmptyCorpus {
         /// The input file.

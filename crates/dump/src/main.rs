@@ -15,6 +15,18 @@ struct Cli {
     command: Command,
 }
 
+/// `circuitry-dump onnx`'s arguments and `--check-only`.
+#[derive(Debug, clap::Args)]
+struct OnnxCommand {
+    #[command(flatten)]
+    args: OnnxArgs,
+    /// Only check the options, the sidecar, the tokenizer, the input (corpus or
+    /// pairs, line by line), the memory estimate and that --out can be written; exit
+    /// 0 or 2 (one line on stderr), writing nothing.
+    #[arg(long)]
+    check_only: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Dump the toy agreement network (toy.hook_input, toy.hook_hidden, toy.hook_logits).
@@ -40,9 +52,13 @@ enum Command {
         /// Rows per Parquet shard.
         #[arg(long, default_value_t = 100_000)]
         shard_rows: usize,
+        /// Only check the options, inputs that exist, the memory estimate and that
+        /// --out can be written; exit 0 or 2 (one line on stderr), writing nothing.
+        #[arg(long)]
+        check_only: bool,
     },
     /// Dump a GPT-2 or Llama model exported by scripts/export_onnx.py, run with ONNX Runtime.
-    Onnx(OnnxArgs),
+    Onnx(OnnxCommand),
     /// Benchmark reference: the `onnx` dump's inference without writing; prints JSON.
     #[command(hide = true)]
     BenchOrt(OnnxArgs),
@@ -65,6 +81,7 @@ fn run(cli: Cli) -> Result<()> {
             noise,
             nouns,
             shard_rows,
+            check_only,
         } => {
             let cfg = ToyDumpConfig {
                 model,
@@ -77,15 +94,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             .check()
             .context("invalid arguments")?;
+            if check_only {
+                return Ok(toy::check_only(&cfg)?);
+            }
             let meta =
                 toy::dump(&cfg).with_context(|| format!("dumping into {}", cfg.out.display()))?;
             let mut outputs = report(&meta, &cfg.out);
             outputs.push("meta.json");
             timer.finish(&cfg, &[&cfg.model], &cfg.out, &outputs)?;
         }
-        Command::Onnx(args) => {
+        Command::Onnx(OnnxCommand { args, check_only }) => {
             let part = args.part;
             let cfg = args.into_config().context("invalid arguments")?;
+            if check_only {
+                return Ok(onnx::check_only(&cfg)?);
+            }
             if let Some(part) = part {
                 // An array task: the plain command assembles the parts and records the stage.
                 let meta = onnx::dump_part(&cfg, part)
@@ -117,7 +140,10 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                circuitry_core::preflight::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }

@@ -69,6 +69,27 @@ impl ToyDumpConfig {
 }
 
 /// Run the toy model on freshly drawn examples and write the store at `cfg.out`.
+/// `--check-only` for `circuitry-dump toy`: the options (already checked by
+/// [`ToyDumpConfig::check`]), the memory estimate (every example's input, hidden
+/// and logit rows, held until written) and that `--out` can be written. Writes
+/// nothing.
+pub fn check_only(cfg: &ToyDumpConfig) -> Result<()> {
+    circuitry_core::preflight::check_writable(&cfg.out, "--out")?;
+    let hidden = match SubjectVerbAgreementNN::load(&cfg.model) {
+        Ok((model, _)) => model.d_hidden() as u128,
+        Err(_) if !cfg.model.exists() => 0, // an earlier stage writes it
+        Err(e) => return Err(e.into()),
+    };
+    let mut est = circuitry_core::preflight::MemoryEstimate::new();
+    est.add(
+        "rows of every hook",
+        (cfg.n_examples as u128).saturating_mul(2 + hidden + 2 + 4),
+        2 * 4,
+    );
+    est.check("circuitry-dump toy", "lower --n-examples")?;
+    Ok(())
+}
+
 /// Resumes a partial store with the same spec; returns its metadata.
 pub fn dump(cfg: &ToyDumpConfig) -> Result<StoreMeta> {
     let (model, model_cfg) = SubjectVerbAgreementNN::load(&cfg.model)?;

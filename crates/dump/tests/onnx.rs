@@ -421,3 +421,237 @@ fn missing_ort_library_errors() {
     );
     assert!(err.contains("could not be used"), "{err}");
 }
+
+// Regression tests of issue 15 (cache integrity) on the dump's side.
+
+/// A copy of the fixture's model folder in `dir`, with `edit` applied to its files.
+fn model_copy(dir: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["model.onnx", "model.onnx.json", "tokenizer.json"] {
+        std::fs::copy(fixture().join(f), model.join(f)).unwrap();
+    }
+    edit(&model);
+    model
+}
+
+/// Another model's tokenizer.json was dumped with, exit 0.
+#[test]
+fn a_tokenizer_other_than_the_models_is_refused_with_both_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_copy(dir.path(), |m| {
+        // Still a valid tokenizer.json, but not the exported one.
+        let mut text = std::fs::read_to_string(m.join("tokenizer.json")).unwrap();
+        text.push('\n');
+        std::fs::write(m.join("tokenizer.json"), text).unwrap();
+    });
+    let found =
+        circuitry_core::fingerprint::fingerprint_path(&model.join("tokenizer.json")).unwrap();
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture().join("model.onnx.json")).unwrap()).unwrap();
+    let expected = sidecar["tokenizer_fingerprint"]["hex"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for extra in [&[][..], &["--check-only"][..]] {
+        let err = fail_case(extra, &[], &model, &fixture().join("corpus.txt"));
+        for needle in [
+            "tokenizer.json",
+            "not the one the model was exported with",
+            expected.as_str(),
+            found.as_str(),
+            "re-export",
+        ] {
+            assert!(
+                err.contains(needle),
+                "{extra:?}: expected {needle:?} in {err}"
+            );
+        }
+    }
+}
+
+/// Pairs the circuit stage cannot use were dumped and refused only later.
+#[test]
+fn pairs_with_a_multi_token_answer_or_unequal_lengths_are_refused_naming_the_line() {
+    let good = std::fs::read_to_string(fixture().join("pairs.jsonl")).unwrap();
+    let first = good.lines().next().unwrap();
+    let cases = [
+        (
+            // " runs" is two tokens under the fixture's tokenizer.
+            r#"{"clean_prefix": "The cat", "patch_prefix": "The dog", "clean_answer": " runs", "patch_answer": " run", "case": "x"}"#,
+            &[
+                "pairs.jsonl:2",
+                "clean_answer \" runs\" is 2 tokens",
+                "one token",
+            ][..],
+        ),
+        (
+            // " cats" is two tokens, " dog" one.
+            r#"{"clean_prefix": "The cats", "patch_prefix": "The dog", "clean_answer": " run", "patch_answer": " sleep", "case": "x"}"#,
+            &[
+                "pairs.jsonl:2",
+                "is 4 tokens but patch_prefix",
+                "same token length",
+            ][..],
+        ),
+    ];
+    for (line, needles) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = dir.path().join("pairs.jsonl");
+        std::fs::write(&pairs, format!("{first}\n{line}\n")).unwrap();
+        let out = dir.path().join("out");
+        for check_only in [false, true] {
+            let (m, p, o) = (
+                fixture(),
+                pairs.to_str().unwrap().to_string(),
+                out.to_str().unwrap().to_string(),
+            );
+            let mut args = vec![
+                "onnx",
+                "--model",
+                m.to_str().unwrap(),
+                "--out",
+                &o,
+                "--pairs",
+                &p,
+                "--hooks",
+                "blocks.0.hook_resid_pre",
+            ];
+            if check_only {
+                args.push("--check-only");
+            }
+            let (code, stderr) = run(&args, &[]);
+            println!("{stderr}");
+            assert_eq!(code, 2, "{stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+            for n in needles {
+                assert!(stderr.contains(n), "expected {n:?} in {stderr}");
+            }
+            assert!(!out.exists(), "nothing written");
+        }
+    }
+}
+
+#[test]
+fn check_only_onnx_accepts_good_options_and_refuses_bad_ones_writing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (m, c, o) = (
+        fixture(),
+        fixture().join("corpus.txt"),
+        out.to_str().unwrap().to_string(),
+    );
+    let base = [
+        "onnx",
+        "--model",
+        m.to_str().unwrap(),
+        "--out",
+        &o,
+        "--corpus",
+        c.to_str().unwrap(),
+        "--hooks",
+        "blocks.*.hook_resid_pre",
+        "--check-only",
+    ];
+    let (code, stderr) = run(&base, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!out.exists(), "--check-only creates nothing");
+    let bad: [(&[&str], &str); 3] = [
+        (&["--batch-size", "0"], "batch-size"),
+        (&["--context-size", "99"], "longer than the model's context"),
+        (&["--batch-size", "1000000000000"], "needs about"),
+    ];
+    for (extra, needle) in bad {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let (code, stderr) = run(&args, &[]);
+        println!("{stderr}");
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{extra:?}: expected {needle:?} in {stderr}"
+        );
+        assert!(!out.exists(), "--check-only creates nothing");
+    }
+}
+
+/// A toy model written by the library, as circuitry-train-toy writes it.
+fn toy_model(dir: &Path) -> PathBuf {
+    let cfg = circuitry_models::toy::ToyTrainConfig {
+        epochs: 5,
+        ..Default::default()
+    };
+    let (model, config, _) = circuitry_models::toy::train(&cfg);
+    let path = dir.join("toy");
+    model.save(&path, &config).unwrap();
+    path
+}
+
+#[test]
+fn check_only_toy_accepts_good_options_and_refuses_noise_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = toy_model(dir.path());
+    let out = dir.path().join("out");
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let (code, stderr) = run(&["toy", "--model", m, "--out", o, "--check-only"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!out.exists(), "--check-only creates nothing");
+    let (code, stderr) = run(
+        &[
+            "toy",
+            "--model",
+            m,
+            "--out",
+            o,
+            "--noise",
+            "5.0",
+            "--check-only",
+        ],
+        &[],
+    );
+    println!("{stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("noise") && stderr.contains("[0, 0.15]"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+/// "… (os error 17): … (os error 17)": errors that print their source were
+/// printed again as causes.
+#[test]
+fn os_errors_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = toy_model(dir.path());
+    // --out below a file: creating it fails (ENOTDIR) in the stage itself.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = file.join("acts");
+    let (code, stderr) = run(
+        &[
+            "toy",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    println!("{stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("os error"), "{stderr}");
+    let code_text = stderr
+        .split("(os error ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        stderr.matches(&format!("(os error {code_text})")).count(),
+        1,
+        "{stderr}"
+    );
+}

@@ -102,7 +102,15 @@ pub fn load(path: &Path) -> Result<Option<Checkpoint>> {
         source,
     })?;
     let bad = |reason: String| Error::Checkpoint(format!("{}: {reason}", path.display()));
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    // A file that does not parse is truncated or damaged (checkpoints are written
+    // atomically, so only a disk fault or a hand edit makes one): say so and how to
+    // go on.
+    let damaged = |e: String| {
+        bad(format!(
+            "not a readable checkpoint ({e}): the file is truncated or damaged; delete it to start training over (the run then begins at step 0)"
+        ))
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| damaged(e.to_string()))?;
     let json = header
         .metadata()
         .as_ref()
@@ -116,7 +124,7 @@ pub fn load(path: &Path) -> Result<Option<Checkpoint>> {
             meta.version
         )));
     }
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| damaged(e.to_string()))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {

@@ -134,6 +134,10 @@ pub(crate) struct Args {
     /// twice as fast. `false` computes every pre-activation in f32.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     topk_prefilter: bool,
+    /// Only check: the options, the memory estimate, the store when it exists, and
+    /// that --out can be written; exit 0 or 2 (one line on stderr), writing nothing.
+    #[arg(long)]
+    pub(crate) check_only: bool,
 }
 
 fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {

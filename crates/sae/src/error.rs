@@ -88,6 +88,12 @@ pub enum Error {
         /// The store directory.
         store: PathBuf,
     },
+    /// An SAE folder of the training stage without `training.json` (its last file).
+    #[error("SAE folder {dir} is incomplete: it has no training.json, the file the training stage writes last (its run stopped before the end, e.g. on a full disk); re-run the SAE stage (`circuitry run MANIFEST --force STAGE`) or delete the folder and train it again")]
+    IncompleteSae {
+        /// The SAE folder.
+        dir: PathBuf,
+    },
     /// A checkpoint that cannot be used.
     #[error("checkpoint: {0}")]
     Checkpoint(String),

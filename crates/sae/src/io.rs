@@ -58,7 +58,16 @@ struct MetaOut<'a> {
     /// TransformerLens model with centred writing weights (as for gpt2-small-res-jb).
     #[serde(skip_serializing_if = "Option::is_none")]
     model_from_pretrained_kwargs: Option<Value>,
+    /// The circuitry stage that wrote the folder ([`STAGE_MARKER`]), whose last
+    /// file is `training.json`: readers refuse such a folder without it. Absent
+    /// from SAEs saved outside the stage (SAELens keeps unknown metadata keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuitry_stage: Option<&'static str>,
 }
+
+/// `cfg.json`'s `metadata.circuitry_stage` in SAE folders the training stage writes:
+/// such a folder is complete only once `training.json` is there.
+pub const STAGE_MARKER: &str = "circuitry-train-sae";
 
 impl Sae {
     /// Write `dir/cfg.json` and `dir/sae_weights.safetensors` in SAELens v6 layout
@@ -66,6 +75,17 @@ impl Sae {
     /// `b_dec [d_in]`, and `threshold [d_sae]` for JumpReLU), each atomically.
     /// Creates `dir` if needed.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_marked(dir, None)
+    }
+
+    /// [`Sae::save`] for the training stage: `cfg.json` also carries
+    /// `metadata.circuitry_stage` ([`STAGE_MARKER`]), so readers know the folder is
+    /// complete only with its `training.json` ([`Sae::load`] refuses it otherwise).
+    pub fn save_stage_output(&self, dir: &Path) -> Result<()> {
+        self.save_marked(dir, Some(STAGE_MARKER))
+    }
+
+    fn save_marked(&self, dir: &Path, marker: Option<&'static str>) -> Result<()> {
         let cfg = &self.cfg;
         let out = CfgOut {
             architecture: match (cfg.architecture, &self.threshold) {
@@ -95,6 +115,7 @@ impl Sae {
                 model_from_pretrained_kwargs: (cfg.normalize_activations
                     == ActivationNormalization::MeanCentre)
                     .then(|| serde_json::json!({ "center_writing_weights": true })),
+                circuitry_stage: marker,
             },
         };
         let mut tensors: Vec<(&str, Vec<usize>, Vec<u8>)> = vec![
@@ -145,9 +166,14 @@ impl Sae {
     /// - a TopK SAE with `rescale_acts_by_decoder_norm` has the decoder row norms
     ///   folded into `W_enc`, `b_enc` and `W_dec` (the same function, as SAELens
     ///   folds them when saving for inference).
+    ///
+    /// A folder written by the training stage (`metadata.circuitry_stage` in
+    /// `cfg.json`, or a `feature_stats.parquet`) without its `training.json` is
+    /// refused ([`Error::IncompleteSae`]): its training stopped before the end.
     pub fn load(dir: &Path) -> Result<Sae> {
         let cfg_path = dir.join(CFG_FILE);
         let cfg_json: Value = atomic::read_json(&cfg_path)?;
+        check_complete(dir, &cfg_json)?;
         let cfg = parse_cfg(&cfg_json, &cfg_path)?;
         let rescale_by_norm = cfg_json
             .get("rescale_acts_by_decoder_norm")
@@ -217,6 +243,22 @@ impl Sae {
         }
         Ok(sae)
     }
+}
+
+/// Refuse an SAE folder the training stage wrote (see [`Sae::load`]) that lacks
+/// `training.json`, the file it writes last.
+fn check_complete(dir: &Path, cfg_json: &Value) -> Result<()> {
+    let marked = cfg_json
+        .get("metadata")
+        .and_then(|m| m.get("circuitry_stage"))
+        .is_some();
+    let has_stats = dir.join(crate::stats::FEATURE_STATS_FILE).is_file();
+    if (marked || has_stats) && !dir.join(TRAINING_FILE).is_file() {
+        return Err(Error::IncompleteSae {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 /// Everything `training.json` records about a training run.

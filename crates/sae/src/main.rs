@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use circuitry_core::preflight::error_chain;
 use circuitry_sae::stage;
 use clap::Parser;
 
@@ -21,7 +22,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = config(Args::parse()).and_then(|cfg| {
+    let args = Args::parse();
+    if args.check_only {
+        return match config(args).and_then(|cfg| Ok(stage::check_only(&cfg)?)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", error_chain(e.as_ref()));
+                ExitCode::from(2)
+            }
+        };
+    }
+    let result = config(args).and_then(|cfg| {
         stage::run(&cfg).with_context(|| format!("training SAEs from {}", cfg.store.display()))
     });
     match result {
@@ -45,7 +56,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

@@ -88,7 +88,7 @@ pub enum Error {
     #[error("invalid store spec: {0}")]
     BadSpec(String),
     /// A shard's content does not match the checksum in meta.json.
-    #[error("shard {path} does not match its checksum in meta.json (expected {expected}, found {found}): the file was changed or damaged; delete the store directory and re-run the dump")]
+    #[error("shard {path} does not match its checksum in meta.json (expected BLAKE3 {expected}, found {found}): the file was changed or damaged after the dump; re-run the dump stage (`circuitry run MANIFEST --force STAGE`, STAGE being the dump stage) or delete the store directory and re-run the dump")]
     Checksum {
         /// The shard file.
         path: PathBuf,

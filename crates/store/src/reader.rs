@@ -1,9 +1,11 @@
 //! Reading a complete store: whole hook columns, shard-by-shard streams, tokens.
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, UInt32Type, UInt64Type, UInt8Type};
+use bytes::Bytes;
 use circuitry_core::{fingerprint::fingerprint_path, HookPoint};
 use ndarray::{s, Array2};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -39,7 +41,10 @@ impl ActivationStore {
     /// Open the store in `dir`. Errors when there is no `meta.json`, when it has
     /// another schema version, when the store is incomplete (re-run the dump to
     /// resume it), or when a listed shard is missing. Checksums are not read here:
-    /// see [`ActivationStore::verify`].
+    /// every read of a shard (hooks, tokens) hashes the shard's bytes as it reads
+    /// them and refuses a shard whose BLAKE3 differs from `meta.json`'s
+    /// ([`Error::Checksum`]) before decoding any of it; [`ActivationStore::verify`]
+    /// checks every shard at once.
     pub fn open(dir: &Path) -> Result<ActivationStore> {
         let meta = StoreMeta::read(dir)?.ok_or_else(|| Error::NotAStore {
             dir: dir.to_path_buf(),
@@ -257,15 +262,58 @@ impl ActivationStore {
     }
 }
 
-/// Read the named columns of one shard (only those), checking their types and
-/// the shard's row count.
+/// Bytes read and hashed at a time by [`read_verified`].
+const READ_CHUNK: usize = 1 << 20;
+
+/// The whole of one shard file, hashed (BLAKE3) chunk by chunk as it is read, so
+/// the hash costs no second pass over the file and each chunk is hashed while it
+/// is in cache. Errors with [`Error::Checksum`] when the hash is not the one
+/// `meta.json` records: nothing of a changed or damaged shard is ever decoded.
+fn read_verified(path: &Path, shard: &ShardMeta) -> Result<Bytes> {
+    let mut file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading", path, e))?
+        .len();
+    // One byte more than the file, so reading to its end never reallocates.
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
+    let mut hasher = blake3::Hasher::new();
+    loop {
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        match file.read(&mut buf[start..]) {
+            Ok(0) => {
+                buf.truncate(start);
+                break;
+            }
+            Ok(n) => {
+                buf.truncate(start + n);
+                hasher.update(&buf[start..]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
+            Err(e) => return Err(Error::io("reading", path, e)),
+        }
+    }
+    let found = hasher.finalize().to_hex().to_string();
+    if found != shard.checksum {
+        return Err(Error::Checksum {
+            path: path.to_path_buf(),
+            expected: shard.checksum.clone(),
+            found,
+        });
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Read the named columns of one shard (only those), checking the shard's
+/// checksum ([`read_verified`]), the columns' types and the shard's row count.
 fn read_columns(
     path: &Path,
     shard: &ShardMeta,
     columns: &[(&str, DataType)],
 ) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+    let bytes = read_verified(path, shard)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| Error::parquet("reading the footer of", path, e))?;
     let rows = builder.metadata().file_metadata().num_rows();
     if u64::try_from(rows).ok() != Some(shard.rows) {

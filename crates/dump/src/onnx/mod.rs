@@ -215,6 +215,7 @@ fn prepare(cfg: &OnnxDumpConfig) -> Result<Prepared> {
     let sidecar = Sidecar::read(&onnx)?;
     let hooks = sidecar.choose(&cfg.hooks, &onnx)?;
     let tok_path = cfg.tokenizer_path();
+    check_tokenizer(&sidecar, &onnx, &tok_path)?;
     let tok = Tok::load(&tok_path)?;
     if tok.vocab_size > sidecar.vocab_size {
         return Err(Error::VocabTooLarge {
@@ -237,6 +238,67 @@ fn prepare(cfg: &OnnxDumpConfig) -> Result<Prepared> {
         seqs,
         graph,
     })
+}
+
+/// Refuse a `tokenizer.json` other than the one the sidecar of `onnx` records
+/// (when it records one).
+fn check_tokenizer(sidecar: &Sidecar, onnx: &Path, tok_path: &Path) -> Result<()> {
+    let Some(recorded) = &sidecar.tokenizer_fingerprint else {
+        return Ok(());
+    };
+    if !tok_path.is_file() {
+        return Ok(()); // Tok::load says what is missing
+    }
+    let found = fingerprint_path(tok_path)?;
+    if found != recorded.hex {
+        return Err(Error::TokenizerMismatch {
+            path: tok_path.to_path_buf(),
+            sidecar: Sidecar::path_for(onnx),
+            expected: recorded.hex.clone(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// `--check-only` for `circuitry-dump onnx`: the options, the sidecar and the
+/// chosen hooks, the tokenizer against the sidecar, the input (corpus or pairs,
+/// tokenized and checked line by line), the memory estimate (one batch of
+/// windows at every chosen hook, plus a shard being written) and that `--out` can
+/// be written. Loads neither ONNX Runtime nor the graph; writes nothing.
+pub fn check_only(cfg: &OnnxDumpConfig) -> Result<()> {
+    circuitry_core::preflight::check_writable(&cfg.out, "--out")?;
+    let onnx = cfg.onnx_path();
+    if !onnx.is_file() {
+        return Ok(()); // produced by an earlier stage that has not run yet
+    }
+    let sidecar = Sidecar::read(&onnx)?;
+    let hooks = sidecar.choose(&cfg.hooks, &onnx)?;
+    let tok_path = cfg.tokenizer_path();
+    check_tokenizer(&sidecar, &onnx, &tok_path)?;
+    let seq = cfg.context_size.unwrap_or(sidecar.n_ctx) as u128;
+    let width: u128 = hooks.iter().map(|h| h.width as u128).sum();
+    let mut est = circuitry_core::preflight::MemoryEstimate::new();
+    // Outputs of one batch: every chosen hook plus the logits ORT computes.
+    est.add(
+        "one batch's hook outputs",
+        (cfg.batch_size as u128 * seq).saturating_mul(width + sidecar.vocab_size as u128),
+        4,
+    );
+    est.add(
+        "a shard being encoded",
+        (cfg.shard_rows as u128).saturating_mul(width),
+        4,
+    );
+    est.check(
+        "circuitry-dump onnx",
+        "lower --batch-size, --shard-rows or --context-size, or dump fewer --hooks",
+    )?;
+    if cfg.input.path().is_file() && tok_path.is_file() {
+        let tok = Tok::load(&tok_path)?;
+        sequences(cfg, &tok, sidecar.n_ctx)?;
+    }
+    Ok(())
 }
 
 fn dump_with(cfg: &OnnxDumpConfig, part: Option<Part>) -> Result<StoreMeta> {

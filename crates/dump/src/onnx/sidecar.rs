@@ -49,6 +49,10 @@ pub struct Sidecar {
     pub vocab_size: usize,
     /// BLAKE3 of the model's `model.safetensors`.
     pub fingerprint: SidecarFingerprint,
+    /// BLAKE3 of the `tokenizer.json` exported with the model (`null` when there
+    /// was none).
+    #[serde(default)]
+    pub tokenizer_fingerprint: Option<SidecarFingerprint>,
     /// The graph outputs, in graph order.
     pub outputs: Vec<SidecarOutput>,
 }

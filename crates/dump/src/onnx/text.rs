@@ -214,6 +214,39 @@ pub struct PairExample {
     pub patch_answer_ids: Vec<u32>,
 }
 
+/// What the circuit stage needs of a pair, under the model's tokenizer: each answer
+/// one token (the metric is a logit difference at the last position) and the clean
+/// and patch prompts of one token length (patching is position by position).
+fn check_pair(
+    rec: &PairRecord,
+    clean_ids: &[u32],
+    patch_ids: &[u32],
+    clean_answer_ids: &[u32],
+    patch_answer_ids: &[u32],
+) -> std::result::Result<(), String> {
+    for (field, text, ids) in [
+        ("clean_answer", &rec.clean_answer, clean_answer_ids),
+        ("patch_answer", &rec.patch_answer, patch_answer_ids),
+    ] {
+        if ids.len() != 1 {
+            return Err(format!(
+                "{field} {text:?} is {} tokens ({ids:?}) under the model's tokenizer; answers must be one token each (the circuit metric is a logit difference): use a single-token answer or drop the line",
+                ids.len()
+            ));
+        }
+    }
+    if clean_ids.len() != patch_ids.len() {
+        return Err(format!(
+            "clean_prefix {:?} is {} tokens but patch_prefix {:?} is {}; clean and patch prompts must have the same token length (patching is position by position): fix or drop the line",
+            rec.clean_prefix,
+            clean_ids.len(),
+            rec.patch_prefix,
+            patch_ids.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Read and tokenize an agreement JSONL; `max_tokens` keeps whole pairs while both
 /// sides fit.
 pub fn read_pairs(tok: &Tok, path: &Path, max_tokens: Option<usize>) -> Result<Vec<PairExample>> {
@@ -244,10 +277,26 @@ pub fn read_pairs(tok: &Tok, path: &Path, max_tokens: Option<usize>) -> Result<V
             break;
         }
         total += clean_ids.len() + patch_ids.len();
+        let (clean_answer_ids, patch_answer_ids) = (
+            tok.encode(&rec.clean_answer, &at)?,
+            tok.encode(&rec.patch_answer, &at)?,
+        );
+        check_pair(
+            &rec,
+            &clean_ids,
+            &patch_ids,
+            &clean_answer_ids,
+            &patch_answer_ids,
+        )
+        .map_err(|message| Error::Input {
+            path: path.to_path_buf(),
+            line: Some(i + 1),
+            message,
+        })?;
         pairs.push(PairExample {
             example: pairs.len() as u32,
-            clean_answer_ids: tok.encode(&rec.clean_answer, &at)?,
-            patch_answer_ids: tok.encode(&rec.patch_answer, &at)?,
+            clean_answer_ids,
+            patch_answer_ids,
             case: rec.case,
             clean_prefix: rec.clean_prefix,
             patch_prefix: rec.patch_prefix,

@@ -52,16 +52,25 @@ def main():
     tok.train_from_iterator(sentences(random.Random(1), 500), trainer)
     tok.save(str(OUT / "tokenizer.json"))
 
+    # Pairs the dump accepts: under this tokenizer each answer is one token and the
+    # clean and patch prompts have one token length (plurals are two tokens here, so
+    # the contrast is between single-token nouns and answers).
+    single = [n for n, _ in NOUNS]
+    answers = [(" run", " sleep"), (" sleep", " run")]
     pairs = []
-    for noun in NOUNS:
-        for verb in VERBS[:2]:
-            for plural in (0, 1):
+    for i, noun in enumerate(single):
+        for clean_answer, patch_answer in answers:
+            for k in (0, 1):
+                other = single[(i + 1 + k) % len(single)]
+                suffix = f" near the {single[0]}" if len(pairs) % 3 == 0 else ""
                 pairs.append({
-                    "clean_prefix": f"The {noun[plural]}" + (f" near the {NOUNS[0][1 - plural]}" if len(pairs) % 3 == 0 else ""),
-                    "patch_prefix": f"The {noun[1 - plural]}" + (f" near the {NOUNS[0][1 - plural]}" if len(pairs) % 3 == 0 else ""),
-                    "clean_answer": " " + verb[plural], "patch_answer": " " + verb[1 - plural],
-                    "case": "plural" if plural else "singular",
+                    "clean_prefix": f"The {noun}{suffix}", "patch_prefix": f"The {other}{suffix}",
+                    "clean_answer": clean_answer, "patch_answer": patch_answer,
+                    "case": "singular" if k == 0 else "other",
                 })
+    for p in pairs:
+        assert len(tok.encode(p["clean_answer"]).ids) == 1 and len(tok.encode(p["patch_answer"]).ids) == 1, p
+        assert len(tok.encode(p["clean_prefix"]).ids) == len(tok.encode(p["patch_prefix"]).ids), p
     (OUT / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
 
     torch.manual_seed(1234)

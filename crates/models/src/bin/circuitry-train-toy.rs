@@ -37,6 +37,26 @@ struct Args {
     /// Hidden width.
     #[arg(long, default_value_t = ToyTrainConfig::default().hidden)]
     hidden: usize,
+    /// Only check the options, the memory estimate and that --out can be written;
+    /// exit 0 or 2 (one line on stderr), writing nothing.
+    #[arg(long)]
+    check_only: bool,
+}
+
+/// The training's memory: the train and test sets (2 inputs and a label per example),
+/// the network's parameters with their gradients and two Adam moments, and the
+/// full-batch hidden activations and their gradients (n_train, hidden).
+fn memory_estimate(cfg: &ToyTrainConfig) -> circuitry_core::preflight::MemoryEstimate {
+    let mut est = circuitry_core::preflight::MemoryEstimate::new();
+    let (n, h) = (cfg.n_train as u128, cfg.hidden as u128);
+    est.add("examples", n + cfg.n_test as u128, 3 * 8);
+    est.add(
+        "parameters, gradients and Adam moments",
+        4 * (2 * h + h + 2 * h + 2),
+        8,
+    );
+    est.add("hidden activations", n.saturating_mul(h), 4 * 8);
+    est
 }
 
 fn run(args: Args) -> Result<()> {
@@ -52,6 +72,14 @@ fn run(args: Args) -> Result<()> {
     }
     .check()
     .context("invalid arguments")?;
+    circuitry_core::preflight::check_writable(&args.out, "--out")?;
+    memory_estimate(&cfg).check(
+        "circuitry-train-toy",
+        "lower --n-train, --n-test or --hidden",
+    )?;
+    if args.check_only {
+        return Ok(());
+    }
     let (model, config, report) = toy::train(&cfg);
     model
         .save(&args.out, &config)
@@ -77,7 +105,10 @@ fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                circuitry_core::preflight::error_chain(e.as_ref())
+            );
             ExitCode::from(2)
         }
     }

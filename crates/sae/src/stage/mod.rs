@@ -18,7 +18,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use circuitry_core::{fingerprint, HookPoint, StageTimer, TOOL_VERSION};
+use circuitry_core::preflight::{self, MemoryEstimate};
+use circuitry_core::{atomic, fingerprint, HookPoint, StageTimer, TOOL_VERSION};
 use circuitry_models::transformer::Transformer;
 use circuitry_store::{ActivationStore, META_FILE};
 use ndarray::s;
@@ -142,24 +143,10 @@ pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
     // `--gemm mkl` without MKL fails here, before anything is read or written.
     let backend = Backend::resolve(cfg.train.gemm)?;
     tracing::info!(gemm = %backend.describe(), "dense products");
+    preflight::check_writable(&cfg.out, "--out")?;
     let store = ActivationStore::open(&cfg.store)?;
-    if store.n_rows() == 0 {
-        return Err(Error::Empty(format!(
-            "the store {} holds no rows; re-run the dump stage with a non-empty corpus",
-            cfg.store.display()
-        )));
-    }
-    let layout_all = HookLayout::new(&store, &cfg.hooks)?;
-    for &(hook, width) in &layout_all.hooks {
-        if let Some(d_in) = cfg.d_in.filter(|&d| d != width) {
-            return Err(Error::WidthMismatch {
-                hook,
-                d_in,
-                width,
-                store: cfg.store.clone(),
-            });
-        }
-    }
+    let layout_all = check_store(cfg, &store)?;
+    memory_estimate(cfg, &layout_all.hooks).check(TOOL, MEMORY_FIX)?;
     let model = load_model(cfg, &store)?;
     let store_meta = fingerprint::fingerprint_path(&cfg.store.join(META_FILE))?;
     let selected: Vec<HookPoint> = if cfg.only_hooks.is_empty() {
@@ -206,6 +193,107 @@ pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
         timer.finish(cfg, &[cfg.store.as_path()], &cfg.out, &refs)?;
     }
     Ok(done)
+}
+
+/// What to change when [`memory_estimate`] exceeds the machine.
+const MEMORY_FIX: &str = "lower --d-sae, --batch-size or --buffer-rows, train fewer --hook at once (--only-hook), or run on a machine with more memory";
+
+/// The store's layout for `cfg.hooks`, checked: rows present, widths as `--d-in`.
+fn check_store(cfg: &StageConfig, store: &ActivationStore) -> Result<HookLayout> {
+    if store.n_rows() == 0 {
+        return Err(Error::Empty(format!(
+            "the store {} holds no rows; re-run the dump stage with a non-empty corpus",
+            cfg.store.display()
+        )));
+    }
+    let layout = HookLayout::new(store, &cfg.hooks)?;
+    for &(hook, width) in &layout.hooks {
+        if let Some(d_in) = cfg.d_in.filter(|&d| d != width) {
+            return Err(Error::WidthMismatch {
+                hook,
+                d_in,
+                width,
+                store: cfg.store.clone(),
+            });
+        }
+    }
+    Ok(layout)
+}
+
+/// The memory the stage needs for `hooks` ((hook, d_in) pairs; with `only_hooks`,
+/// only those are trained), in f32 values of 4 bytes:
+///
+/// - per SAE: parameters `W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`, `b_enc`,
+///   `b_dec`, `threshold`; as many again for the gradients and twice for Adam's
+///   two moments; per step (batch, d_sae) pre-activations, activations and their
+///   gradient, and (batch, d_in) inputs, reconstructions and their gradient; the
+///   final pass's (2048, d_sae) codes;
+/// - shared: the shuffle buffer (buffer_rows, Σ d_in) and a drawn batch.
+pub fn memory_estimate(cfg: &StageConfig, hooks: &[(HookPoint, usize)]) -> MemoryEstimate {
+    let mut est = MemoryEstimate::new();
+    let trained = hooks
+        .iter()
+        .filter(|(h, _)| cfg.only_hooks.is_empty() || cfg.only_hooks.contains(h));
+    let (d_sae, batch) = (cfg.d_sae as u128, cfg.train.batch_size as u128);
+    let mut total_width = 0u128;
+    for &(hook, d_in) in trained {
+        let d_in = d_in as u128;
+        total_width += d_in;
+        let params = (2 * d_in).saturating_mul(d_sae) + 2 * d_sae + d_in;
+        est.add(format!("{hook}: parameters"), params, 4);
+        est.add(format!("{hook}: gradients"), params, 4);
+        est.add(format!("{hook}: Adam moments"), params.saturating_mul(2), 4);
+        est.add(
+            format!("{hook}: batch buffers"),
+            (3 * batch).saturating_mul(d_sae) + 3 * batch * d_in,
+            4,
+        );
+        est.add(
+            format!("{hook}: evaluation codes"),
+            (EVAL_CHUNK as u128).saturating_mul(d_sae),
+            4,
+        );
+    }
+    est.add(
+        "shuffle buffer",
+        (cfg.buffer_rows as u128 + batch).saturating_mul(total_width),
+        4,
+    );
+    est
+}
+
+/// `--check-only`: every check [`run`] makes before its work, writing nothing (no
+/// folder is created): the options, the dense-product library, the output
+/// folder's writability, and, when the store exists already, its hooks and widths
+/// and the memory estimate (without a store, the estimate uses `--d-in` when given).
+pub fn check_only(cfg: &StageConfig) -> Result<()> {
+    check(cfg)?;
+    Backend::resolve(cfg.train.gemm)?;
+    preflight::check_writable(&cfg.out, "--out")?;
+    let hooks = if cfg.store.join(META_FILE).is_file() {
+        let store = ActivationStore::open(&cfg.store)?;
+        check_store(cfg, &store)?.hooks
+    } else {
+        match cfg.d_in {
+            Some(d) => cfg.hooks.iter().map(|&h| (h, d)).collect(),
+            None => Vec::new(),
+        }
+    };
+    memory_estimate(cfg, &hooks).check(TOOL, MEMORY_FIX)?;
+    for (what, path) in [("--model", &cfg.model), ("--tokenizer", &cfg.tokenizer)] {
+        if let Some(p) = path.as_ref().filter(|p| !p.exists()) {
+            return Err(Error::config(
+                if what == "--model" {
+                    "model"
+                } else {
+                    "tokenizer"
+                },
+                p.display(),
+                format!("{what} {} does not exist", p.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check(cfg: &StageConfig) -> Result<()> {
@@ -500,9 +588,11 @@ fn train_hooks(
     for ((((sae, history, rows_seen), fin), key), ce_loss) in
         saes.into_iter().zip(finals).zip(keys).zip(ce_losses)
     {
+        // Written into a temporary sibling and renamed into place when whole, so
+        // `dir` never holds a half-written SAE (a full disk, a kill).
         let dir = sae_dir(&cfg.out, sae.cfg.hook_name);
-        sae.save(&dir)?;
-        fin.stats.write(&dir, &context_tokens, &*decode)?;
+        let tmp = atomic::temp_path(&dir);
+        remove_dir_if_any(&tmp)?;
         let (train_metrics, train_density) = fin.train.finish();
         let eval = (fin.eval.rows() > 0).then(|| fin.eval.finish());
         let density = eval.as_ref().map_or(&train_density, |e| &e.1);
@@ -523,7 +613,17 @@ fn train_hooks(
             epochs,
             gemm: describe_products(backend, &sae.cfg, cfg.train.topk_prefilter),
         };
-        save_training_outputs(&dir, &record, log10_feature_density(density.view()).view())?;
+        let written = (|| {
+            sae.save_stage_output(&tmp)?;
+            fin.stats.write(&tmp, &context_tokens, &*decode)?;
+            save_training_outputs(&tmp, &record, log10_feature_density(density.view()).view())?;
+            publish(&tmp, &dir)
+        })();
+        if let Err(e) = written {
+            // Best effort: the error that matters is `e`.
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
         out.push(HookSummary {
             hook: sae.cfg.hook_name,
             sae_dir: dir,
@@ -552,6 +652,41 @@ fn describe_products(backend: Backend, sae: &SaeConfig, topk_prefilter: bool) ->
     }
     gemm
 }
+/// Remove the folder `dir` and everything in it, if it exists.
+fn remove_dir_if_any(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::Write {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Move the finished SAE folder `tmp` to `dir`. An older `dir` (another
+/// configuration's SAE) is first renamed aside and removed after, so `dir` is at
+/// every moment either the old SAE, absent, or the new one: never part of one.
+fn publish(tmp: &Path, dir: &Path) -> Result<()> {
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|source| Error::Write {
+            path: to.to_path_buf(),
+            source,
+        })
+    };
+    if dir.exists() {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let old =
+            atomic::temp_path(&dir.with_file_name(format!("{}.old", name.unwrap_or_default())));
+        remove_dir_if_any(&old)?;
+        rename(dir, &old)?;
+        rename(tmp, dir)?;
+        remove_dir_if_any(&old)
+    } else {
+        rename(tmp, dir)
+    }
+}
+
 /// The directory the stage writes the SAE for `hook` to.
 pub fn sae_dir(out: &Path, hook: HookPoint) -> PathBuf {
     out.join(hook.to_string())

@@ -3,6 +3,7 @@ mod ce;
 mod common;
 mod files;
 mod grad;
+mod integrity;
 mod reference;
 mod saelens;
 mod stage;

@@ -11,7 +11,7 @@ use ndarray::Array2;
 
 use crate::common::sparse_sources;
 
-const HOOK_A: &str = "blocks.0.hook_resid_pre";
+pub const HOOK_A: &str = "blocks.0.hook_resid_pre";
 const HOOK_B: &str = "blocks.0.hook_mlp_out";
 
 /// A store of `rows` rows in shards of 100: HOOK_A has width 8 (32 sparse sources),
@@ -22,8 +22,9 @@ pub fn make_store(dir: &Path, rows: usize, poison: Option<(usize, usize)>) {
     let (b, _) = sparse_sources(rows, 6, 24, 0.08, 12);
     write_store(dir, &[(HOOK_A, a), (HOOK_B, b)]);
     if let Some((row, col)) = poison {
-        // The writer refuses NaN, so corrupt a shard afterwards, as a bad disk or a
-        // foreign tool would (meta.json's checksum is not read when training).
+        // The writer refuses NaN, so rewrite a shard afterwards, as a foreign tool
+        // would, and record its new checksum in meta.json (a shard that does not
+        // match its checksum is refused before its values are read: integrity.rs).
         let script = r#"
 import sys, pyarrow as pa, pyarrow.parquet as pq, numpy as np
 path, hook, r, c = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -47,7 +48,23 @@ pq.write_table(t, path, use_compliant_nested_type=False)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));
+        rechecksum(dir, &shard);
     }
+}
+
+/// Record `shard`'s current BLAKE3 in `store`'s meta.json.
+pub fn rechecksum(store: &Path, shard: &Path) {
+    let meta_path = store.join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    let name = shard.file_name().unwrap().to_str().unwrap();
+    let sum = circuitry_core::fingerprint::fingerprint_path(shard).unwrap();
+    for s in meta["shards"].as_array_mut().unwrap() {
+        if s["file"] == name {
+            s["checksum"] = serde_json::Value::String(sum.clone());
+        }
+    }
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
 }
 
 pub fn write_store(dir: &Path, hooks: &[(&str, Array2<f32>)]) {
@@ -98,7 +115,7 @@ pub fn train_sae(args: &[&str]) -> Output {
 }
 
 /// stdout and stderr, without the ANSI colour codes of the log lines.
-fn text(o: &Output) -> String {
+pub fn text(o: &Output) -> String {
     let raw = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -153,7 +170,7 @@ fn bytes(p: PathBuf) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-fn s(p: &Path) -> &str {
+pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

@@ -128,6 +128,25 @@ fn read_hook_reads_only_its_column() {
     }
     fs::write(&shard, bytes).unwrap();
 
+    // Every read checks the whole shard's checksum first: neither hook is decoded.
+    let store = ActivationStore::open(dir.path()).unwrap();
+    for hook in [A, B] {
+        let err = store.read_hook(hook).unwrap_err();
+        assert!(matches!(err, Error::Checksum { .. }), "{err}");
+    }
+    assert!(matches!(store.verify(), Err(Error::Checksum { .. })));
+
+    // With the damaged shard's checksum recorded (as a foreign tool rewriting it
+    // would), A's projection decodes none of B's bytes.
+    let sum = circuitry_core::fingerprint::fingerprint_path(&shard).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join(META_FILE)).unwrap()).unwrap();
+    meta["shards"][0]["checksum"] = serde_json::Value::String(sum);
+    fs::write(
+        dir.path().join(META_FILE),
+        serde_json::to_vec(&meta).unwrap(),
+    )
+    .unwrap();
     let store = ActivationStore::open(dir.path()).unwrap();
     assert_eq!(
         store.read_hook(A).unwrap(),
@@ -135,7 +154,59 @@ fn read_hook_reads_only_its_column() {
         "A never touches B's bytes"
     );
     assert!(store.read_hook(B).is_err(), "B's bytes are garbage");
-    assert!(matches!(store.verify(), Err(Error::Checksum { .. })));
+}
+
+/// Issue 15: flipping 4 bytes inside a shard's hook data changed 693 values and was
+/// read without a word. Every read path (whole hook, streams, one shard's hooks,
+/// tokens) now refuses the shard, naming it and both checksums, and the fix.
+#[test]
+fn every_read_of_a_changed_shard_is_refused_with_both_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(60, 4);
+    write_store(dir.path(), spec(Dtype::F32, true, 20), &d, 60);
+    let shard = dir.path().join("shard_00001.parquet");
+    let mut bytes = fs::read(&shard).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 4] {
+        *b ^= 0xff;
+    }
+    fs::write(&shard, &bytes).unwrap();
+    let found = circuitry_core::fingerprint::fingerprint_path(&shard).unwrap();
+    let store = ActivationStore::open(dir.path()).unwrap();
+    let expected = store.meta().shards[1].checksum.clone();
+    let errors = [
+        store.read_hook(A).unwrap_err(),
+        store
+            .hook_batches(B)
+            .unwrap()
+            .find_map(|b| b.err())
+            .unwrap(),
+        store
+            .multi_hook_batches(&[A, B])
+            .unwrap()
+            .nth(1)
+            .unwrap()
+            .unwrap_err(),
+        store.read_shard_hooks(1, &[A]).unwrap_err(),
+        store.read_shard_tokens(1).unwrap_err(),
+        store.read_tokens().unwrap_err(),
+    ];
+    for err in errors {
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Checksum { .. }), "{msg}");
+        for needle in [
+            "shard_00001.parquet",
+            &expected,
+            &found,
+            "--force",
+            "re-run the dump",
+        ] {
+            assert!(msg.contains(needle), "expected {needle:?} in {msg}");
+        }
+    }
+    // The shards before it still read.
+    assert!(store.read_shard_hooks(0, &[A]).is_ok());
+    assert!(store.read_shard_tokens(2).is_ok());
 }
 
 #[test]
