@@ -288,7 +288,7 @@ impl<'m> CeEvaluator<'m> {
             clean: 0.0,
             tokens,
         };
-        ev.clean = ev.mean(Splice::Clean)?;
+        ev.clean = ev.mean(Splice::Clean, f32::INFINITY)?;
         Ok(ev)
     }
 
@@ -313,10 +313,14 @@ impl<'m> CeEvaluator<'m> {
     }
 
     /// The three cross-entropies and the score for `sae` spliced in at its hook.
-    pub fn evaluate(&self, sae: &Sae) -> Result<CeLoss> {
+    /// Positions whose activation norm there is above `max_norm` (outliers the SAE
+    /// was not trained on, `f32::INFINITY` for none) keep their activation in both
+    /// the SAE and the zero-ablation runs, as SAELens's
+    /// `exclude_special_tokens_from_reconstruction` does for special tokens.
+    pub fn evaluate(&self, sae: &Sae, max_norm: f32) -> Result<CeLoss> {
         self.check_hook(sae)?;
-        let with_sae = self.mean(Splice::Sae(sae))?;
-        let zero = self.mean(Splice::Zero(sae.cfg.hook_name))?;
+        let with_sae = self.mean(Splice::Sae(sae), max_norm)?;
+        let zero = self.mean(Splice::Zero(sae.cfg.hook_name), max_norm)?;
         Ok(CeLoss {
             ce_clean: self.clean,
             ce_with_sae: with_sae,
@@ -346,13 +350,13 @@ impl<'m> CeEvaluator<'m> {
         Ok(())
     }
 
-    fn mean(&self, splice: Splice<'_>) -> Result<f64> {
+    fn mean(&self, splice: Splice<'_>, max_norm: f32) -> Result<f64> {
         let mut total = 0.0;
         for b in &self.batches {
             let fwd = Forward::tokens(b.ids.view());
             let out = self
                 .model
-                .run_with(&fwd, |hook, act| edit(splice, hook, act))?;
+                .run_with(&fwd, |hook, act| edit(splice, hook, act, max_norm))?;
             let logits = out
                 .logits
                 .ok_or_else(|| Error::Empty("the forward returned no logits".into()))?;
@@ -362,9 +366,23 @@ impl<'m> CeEvaluator<'m> {
     }
 }
 
-fn edit(splice: Splice<'_>, hook: HookPoint, mut act: ArrayViewMut3<'_, f32>) -> Result<()> {
+fn edit(
+    splice: Splice<'_>,
+    hook: HookPoint,
+    mut act: ArrayViewMut3<'_, f32>,
+    max_norm: f32,
+) -> Result<()> {
+    let outlier = |row: ndarray::ArrayView1<'_, f32>| {
+        max_norm.is_finite() && row.iter().map(|v| v * v).sum::<f32>().sqrt() > max_norm
+    };
     match splice {
-        Splice::Zero(h) if h == hook => act.fill(0.0),
+        Splice::Zero(h) if h == hook => {
+            for mut row in act.rows_mut() {
+                if !outlier(row.view()) {
+                    row.fill(0.0);
+                }
+            }
+        }
         Splice::Sae(sae) if sae.cfg.hook_name == hook => {
             let (b, s, w) = act.dim();
             let x = act.to_shape((b * s, w)).map_err(|e| Error::Shape {
@@ -374,8 +392,11 @@ fn edit(splice: Splice<'_>, hook: HookPoint, mut act: ArrayViewMut3<'_, f32>) ->
             })?;
             let x: ArrayView2<'_, f32> = x.view(); // (b·s, d_in)
             let x_hat = sae.forward(x); // (b·s, d_in)
+            let keep: Vec<bool> = x.outer_iter().map(|r| outlier(r)).collect();
             for (i, row) in x_hat.axis_iter(Axis(0)).enumerate() {
-                act.slice_mut(ndarray::s![i / s, i % s, ..]).assign(&row);
+                if !keep[i] {
+                    act.slice_mut(ndarray::s![i / s, i % s, ..]).assign(&row);
+                }
             }
         }
         _ => {}

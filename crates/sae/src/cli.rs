@@ -125,6 +125,12 @@ pub(crate) struct Args {
     /// At most this many token windows for ce_loss_score.
     #[arg(long, default_value_t = stage::DEFAULT_CE_SEQUENCES)]
     ce_sequences: usize,
+    /// Leave out token rows whose norm at a hook is above R times the hook's median
+    /// row norm (massive activations: the BOS and other attention-sink tokens of Llama
+    /// models) from that hook's training, metrics, feature statistics and
+    /// ce_loss_score splice; 0 keeps every row. training.json records the rule.
+    #[arg(long, default_value_t = 0.0, value_name = "R")]
+    outlier_norm_ratio: f64,
     /// Library of the dense products; MKL is loaded from $CIRCUITRY_MKL or .mkl/
     /// (scripts/setup-mkl.sh). training.json records the one used.
     #[arg(long, value_enum, default_value = "auto")]
@@ -210,5 +216,6 @@ pub(crate) fn config(a: Args) -> anyhow::Result<StageConfig> {
         train,
         model: a.model,
         ce_sequences: a.ce_sequences,
+        outlier_norm_ratio: a.outlier_norm_ratio,
     })
 }

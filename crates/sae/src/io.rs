@@ -301,6 +301,21 @@ pub struct TrainingRecord {
     /// CNR <mode>)` (see `--gemm`); empty in records written before it was recorded.
     #[serde(default)]
     pub gemm: String,
+    /// The rule that left outlier rows out (`--outlier-norm-ratio`); absent when
+    /// every row was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outliers: Option<OutlierRule>,
+}
+
+/// Which token rows an SAE was not trained or evaluated on: those whose norm at its
+/// hook is above `max_norm` (`ratio` times the median row norm of the store's first
+/// shard). `ce_loss_score` leaves those positions unedited.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OutlierRule {
+    /// `--outlier-norm-ratio`.
+    pub ratio: f64,
+    /// The norm above which a row was left out.
+    pub max_norm: f32,
 }
 
 impl TrainingRecord {
@@ -332,6 +347,7 @@ impl TrainingRecord {
             run_key: String::new(),
             epochs: 1,
             gemm,
+            outliers: None,
         }
     }
 

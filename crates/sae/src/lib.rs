@@ -57,8 +57,8 @@ pub use config::{ActivationNormalization, Architecture, SaeConfig};
 pub use data::{check_finite, geometric_median};
 pub use error::{Error, Result};
 pub use io::{
-    save_training_outputs, TrainingRecord, CFG_FILE, SPARSITY_FILE, STAGE_MARKER, TRAINING_FILE,
-    TRAINING_RECORD_VERSION, WEIGHTS_FILE,
+    save_training_outputs, OutlierRule, TrainingRecord, CFG_FILE, SPARSITY_FILE, STAGE_MARKER,
+    TRAINING_FILE, TRAINING_RECORD_VERSION, WEIGHTS_FILE,
 };
 pub use kernel::{Backend, GemmChoice};
 pub use metrics::{

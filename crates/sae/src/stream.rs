@@ -106,6 +106,50 @@ pub fn read_checked(
     Ok(arrays)
 }
 
+/// Per hook, the row norm above which a token row is an outlier and left out
+/// (`--outlier-norm-ratio`): `ratio` times the median row norm of the store's first
+/// shard at that hook; infinite (no row is left out) when `ratio` is 0. Massive
+/// activations (the BOS token and other attention sinks of Llama-family models, with
+/// norms 50–150 times the median) would otherwise dominate the reconstruction loss
+/// and the explained variance.
+pub fn outlier_norms(store: &ActivationStore, layout: &HookLayout, ratio: f64) -> Result<Vec<f32>> {
+    if ratio <= 0.0 {
+        return Ok(vec![f32::INFINITY; layout.hooks.len()]);
+    }
+    let arrays = read_checked(store, layout, 0, 0)?; // per hook (rows, width)
+    Ok(arrays
+        .iter()
+        .map(|a| {
+            let mut norms: Vec<f32> = row_norms(a.view());
+            norms.sort_by(f32::total_cmp);
+            let median = norms.get(norms.len() / 2).copied().unwrap_or(0.0);
+            (f64::from(median) * ratio) as f32
+        })
+        .collect())
+}
+
+/// Euclidean norm of every row of `x (rows, width)`.
+pub fn row_norms(x: ArrayView2<'_, f32>) -> Vec<f32> {
+    x.outer_iter()
+        .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+        .collect()
+}
+
+/// The rows of `x (rows, width)` whose norm is at most `max_norm`, and their indices;
+/// `None` when every row is kept.
+pub fn without_outliers(x: ArrayView2<'_, f32>, max_norm: f32) -> Option<Array2<f32>> {
+    if max_norm.is_infinite() {
+        return None;
+    }
+    let keep: Vec<usize> = row_norms(x)
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n <= max_norm)
+        .map(|(i, _)| i)
+        .collect();
+    (keep.len() < x.nrows()).then(|| x.select(ndarray::Axis(0), &keep))
+}
+
 /// Rows of one shard that are not held out, all hooks concatenated: (rows, width).
 fn train_rows(
     arrays: &[Array2<f32>],

@@ -276,13 +276,25 @@ pub fn check_only(cfg: &OnnxDumpConfig) -> Result<()> {
     let hooks = sidecar.choose(&cfg.hooks, &onnx)?;
     let tok_path = cfg.tokenizer_path();
     check_tokenizer(&sidecar, &onnx, &tok_path)?;
-    let seq = cfg.context_size.unwrap_or(sidecar.n_ctx) as u128;
+    // The longest sequence: the context size of a corpus, the longest tokenized
+    // prompt of a pairs file (when it exists yet).
+    let mut seq = cfg.context_size.unwrap_or(sidecar.n_ctx);
+    if cfg.input.path().is_file() && tok_path.is_file() {
+        let tok = Tok::load(&tok_path)?;
+        seq = sequences(cfg, &tok, sidecar.n_ctx)?.context_size;
+    }
+    let seq = seq as u128;
     let width: u128 = hooks.iter().map(|h| h.width as u128).sum();
+    // ORT computes the logits too when the graph has them as an output.
+    let logits = if sidecar.outputs.iter().any(|o| o.hook == "logits") {
+        sidecar.vocab_size as u128
+    } else {
+        0
+    };
     let mut est = circuitry_core::preflight::MemoryEstimate::new();
-    // Outputs of one batch: every chosen hook plus the logits ORT computes.
     est.add(
         "one batch's hook outputs",
-        (cfg.batch_size as u128 * seq).saturating_mul(width + sidecar.vocab_size as u128),
+        (cfg.batch_size as u128 * seq).saturating_mul(width + logits),
         4,
     );
     est.add(
@@ -294,10 +306,6 @@ pub fn check_only(cfg: &OnnxDumpConfig) -> Result<()> {
         "circuitry-dump onnx",
         "lower --batch-size, --shard-rows or --context-size, or dump fewer --hooks",
     )?;
-    if cfg.input.path().is_file() && tok_path.is_file() {
-        let tok = Tok::load(&tok_path)?;
-        sequences(cfg, &tok, sidecar.n_ctx)?;
-    }
     Ok(())
 }
 

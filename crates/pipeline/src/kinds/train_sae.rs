@@ -146,6 +146,9 @@ pub struct TrainSaeParams {
     pub model: Option<Input>,
     /// At most this many token windows for `ce_loss_score`.
     pub ce_sequences: Option<usize>,
+    /// Leave out token rows whose norm is above this many times the hook's median
+    /// (attention-sink tokens); 0 keeps every row.
+    pub outlier_norm_ratio: Option<f64>,
     /// Library of the dense products (`auto`, `faer`, `mkl`); default `auto`.
     pub gemm: Option<SaeGemm>,
     /// TopK: the exact bf16 prefilter where it runs (MKL, AVX512-BF16); default `true`.
@@ -307,6 +310,7 @@ impl StageParams for TrainSae {
             .opt("--top-n", p.top_n)
             .opt("--model-name", p.model_name.as_deref())
             .opt("--ce-sequences", p.ce_sequences)
+            .opt("--outlier-norm-ratio", p.outlier_norm_ratio)
             .opt("--gemm", p.gemm)
             .opt("--topk-prefilter", p.topk_prefilter);
         if let Some(t) = &p.tokenizer {

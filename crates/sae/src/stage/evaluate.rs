@@ -65,6 +65,7 @@ pub(super) fn final_pass(
     layout: &HookLayout,
     saes: &[(Sae, Vec<LogEntry>, u64)],
     check_rows: &[u64],
+    max_norms: &[f32],
 ) -> Result<Vec<Final>> {
     let mut finals: Vec<Final> = saes
         .iter()
@@ -86,7 +87,8 @@ pub(super) fn final_pass(
             .par_iter_mut()
             .zip(saes.par_iter())
             .zip(arrays.par_iter())
-            .for_each(|((fin, (sae, _, _)), x)| {
+            .zip(max_norms.par_iter())
+            .for_each(|(((fin, (sae, _, _)), x), &max_norm)| {
                 for (j, &r) in check_rows.iter().enumerate() {
                     if (first..first + n as u64).contains(&r) {
                         fin.check.row_mut(j).assign(&x.row((r - first) as usize));
@@ -94,12 +96,20 @@ pub(super) fn final_pass(
                 }
                 for (c, chunk) in x.axis_chunks_iter(Axis(0), EVAL_CHUNK).enumerate() {
                     let start = c * EVAL_CHUNK;
-                    let f = sae.encode(chunk); // (rows, d_sae)
+                    let mut f = sae.encode(chunk); // (rows, d_sae)
                     let x_hat = sae.reconstruct(chunk, f.view()); // (rows, d_in)
+                                                                  // Outlier rows (--outlier-norm-ratio) count nowhere.
+                    let kept: Vec<bool> = stream::row_norms(chunk)
+                        .iter()
+                        .map(|&n| n <= max_norm)
+                        .collect();
+                    for (mut row, _) in f.outer_iter_mut().zip(&kept).filter(|(_, &k)| !k) {
+                        row.fill(0.0);
+                    }
                     fin.stats.add(f.view(), first + start as u64);
                     for (want_eval, acc) in [(false, &mut fin.train), (true, &mut fin.eval)] {
                         let idx: Vec<usize> = (0..chunk.nrows())
-                            .filter(|&r| eval[start + r] == want_eval)
+                            .filter(|&r| kept[r] && eval[start + r] == want_eval)
                             .collect();
                         if !idx.is_empty() {
                             acc.add(

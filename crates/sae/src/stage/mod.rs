@@ -33,7 +33,8 @@ use crate::stream::{self, is_eval_row, HookLayout, TrainStream};
 use crate::train::{LogEntry, Trainer};
 use crate::{
     log10_feature_density, save_training_outputs, ActivationNormalization, Architecture, Backend,
-    Error, Metrics, Result, Sae, SaeConfig, TrainConfig, TrainingRecord, TRAINING_RECORD_VERSION,
+    Error, Metrics, OutlierRule, Result, Sae, SaeConfig, TrainConfig, TrainingRecord,
+    TRAINING_RECORD_VERSION,
 };
 
 mod evaluate;
@@ -87,6 +88,11 @@ pub struct StageConfig {
     /// At most this many token windows for `ce_loss_score`.
     #[serde(default = "default_ce_sequences")]
     pub ce_sequences: usize,
+    /// Token rows whose norm at a hook exceeds this many times the hook's median row
+    /// norm are left out of that hook's training, metrics, feature statistics and
+    /// `ce_loss_score` splice ([`stream::outlier_norms`]); 0 keeps every row.
+    #[serde(default)]
+    pub outlier_norm_ratio: f64,
 }
 
 /// Default of [`StageConfig::ce_sequences`].
@@ -134,6 +140,9 @@ struct RunKey<'a> {
     /// The model's fingerprint and the window cap, when `ce_loss_score` is computed.
     #[serde(skip_serializing_if = "Option::is_none")]
     ce: Option<(String, usize)>,
+    /// `--outlier-norm-ratio`, when not 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outlier_norm_ratio: Option<f64>,
 }
 
 /// Run the stage (see the module docs).
@@ -297,6 +306,15 @@ pub fn check_only(cfg: &StageConfig) -> Result<()> {
 }
 
 fn check(cfg: &StageConfig) -> Result<()> {
+    if !(cfg.outlier_norm_ratio == 0.0 || cfg.outlier_norm_ratio > 1.0)
+        || !cfg.outlier_norm_ratio.is_finite()
+    {
+        return Err(Error::config(
+            "outlier_norm_ratio",
+            cfg.outlier_norm_ratio,
+            "must be 0 (keep every row) or above 1 (for example 10)",
+        ));
+    }
     if !(0.0..1.0).contains(&cfg.eval_fraction) {
         return Err(Error::config(
             "eval_fraction",
@@ -401,6 +419,7 @@ fn run_key(
         train: &cfg.train,
         gemm: backend.name(),
         ce: model_fp.map(|fp| (fp.to_string(), cfg.ce_sequences)),
+        outlier_norm_ratio: (cfg.outlier_norm_ratio != 0.0).then_some(cfg.outlier_norm_ratio),
     };
     let json = serde_json::to_vec(&key).map_err(|e| Error::Checkpoint(format!("run key: {e}")))?;
     Ok(fingerprint::fingerprint_bytes(&json))
@@ -457,6 +476,7 @@ fn train_hooks(
         cfg.train.check(c)?;
     }
     let t = &cfg.train;
+    let max_norms = stream::outlier_norms(store, &layout, cfg.outlier_norm_ratio)?;
     let scan = stream::scan(store, &layout, t.seed, cfg.eval_fraction, t.b_dec_init_rows)?;
     if scan.train_rows == 0 {
         return Err(Error::Empty(format!(
@@ -524,7 +544,13 @@ fn train_hooks(
         trainers
             .par_iter_mut()
             .enumerate()
-            .map(|(i, tr)| tr.step(stream::hook_view(&batch, &layout, i)).map(|_| ()))
+            .map(|(i, tr)| {
+                let x = stream::hook_view(&batch, &layout, i); // (batch, d_in)
+                match stream::without_outliers(x, max_norms[i]) {
+                    Some(kept) => tr.step(kept.view()).map(|_| ()),
+                    None => tr.step(x).map(|_| ()),
+                }
+            })
             .collect::<Result<Vec<()>>>()?;
         step += 1;
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < t.steps {
@@ -555,7 +581,7 @@ fn train_hooks(
         .first()
         .map(|b| b.rows.iter().copied().collect())
         .unwrap_or_default();
-    let finals = final_pass(cfg, store, &layout, &saes, &check_rows)?;
+    let finals = final_pass(cfg, store, &layout, &saes, &check_rows, &max_norms)?;
     let ce_losses: Vec<Option<CeLoss>> = match model {
         Some(model) => {
             let ev = CeEvaluator::new(model, ce_windows)?;
@@ -567,7 +593,8 @@ fn train_hooks(
                 "ce_loss_score: SAEs spliced into the model"
             );
             saes.par_iter()
-                .map(|(sae, _, _)| ev.evaluate(sae).map(Some))
+                .zip(&max_norms)
+                .map(|((sae, _, _), &max_norm)| ev.evaluate(sae, max_norm).map(Some))
                 .collect::<Result<_>>()?
         }
         None => vec![None; saes.len()],
@@ -585,8 +612,12 @@ fn train_hooks(
     let backend = Backend::resolve(cfg.train.gemm)?;
     let decode = stats::decoder(cfg.tokenizer.as_deref())?;
     let mut out = Vec::with_capacity(saes.len());
-    for ((((sae, history, rows_seen), fin), key), ce_loss) in
-        saes.into_iter().zip(finals).zip(keys).zip(ce_losses)
+    for (((((sae, history, rows_seen), fin), key), ce_loss), max_norm) in saes
+        .into_iter()
+        .zip(finals)
+        .zip(keys)
+        .zip(ce_losses)
+        .zip(max_norms)
     {
         // Written into a temporary sibling and renamed into place when whole, so
         // `dir` never holds a half-written SAE (a full disk, a kill).
@@ -612,6 +643,10 @@ fn train_hooks(
             run_key: key,
             epochs,
             gemm: describe_products(backend, &sae.cfg, cfg.train.topk_prefilter),
+            outliers: max_norm.is_finite().then_some(OutlierRule {
+                ratio: cfg.outlier_norm_ratio,
+                max_norm,
+            }),
         };
         let written = (|| {
             sae.save_stage_output(&tmp)?;

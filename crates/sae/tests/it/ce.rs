@@ -80,7 +80,7 @@ fn ce_loss_score_matches_pytorch() {
             case["salt"].as_f64().unwrap(),
             case["normalize_activations"].as_str().unwrap(),
         );
-        let got = ev.evaluate(&sae).unwrap();
+        let got = ev.evaluate(&sae, f32::INFINITY).unwrap();
         let want = |k: &str| case[k].as_f64().unwrap();
         let clean = golden["ce_clean"].as_f64().unwrap();
         println!(
@@ -116,6 +116,39 @@ fn ce_loss_score_matches_pytorch() {
     }
     println!("max |CE − torch| = {max_ce_diff:.3e} (tolerance {CE_TOLERANCE:.0e}), max |score − torch| = {max_score_diff:.3e}");
     assert!(max_ce_diff <= CE_TOLERANCE);
+
+    // Positions above the outlier norm keep their activation in both edited runs:
+    // with every position an outlier, neither run changes the loss.
+    let case = &golden["cases"][0];
+    let hook: HookPoint = case["hook"].as_str().unwrap().parse().unwrap();
+    let sae = formula_sae(
+        hook,
+        d,
+        case["d_sae"].as_u64().unwrap() as usize,
+        case["salt"].as_f64().unwrap(),
+        case["normalize_activations"].as_str().unwrap(),
+    );
+    let all_kept = ev.evaluate(&sae, 0.0).unwrap();
+    assert_eq!(all_kept.ce_with_sae, all_kept.ce_clean);
+    assert_eq!(all_kept.ce_zero_ablation, all_kept.ce_clean);
+    // With half the positions outliers, both edited losses move towards the clean one.
+    let acts = ev.activations(0, hook).unwrap(); // (windows, len, d)
+    let mut norms: Vec<f32> = acts
+        .rows()
+        .into_iter()
+        .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+        .collect();
+    norms.sort_by(f32::total_cmp);
+    let half = ev.evaluate(&sae, norms[norms.len() / 2]).unwrap();
+    let full = ev.evaluate(&sae, f32::INFINITY).unwrap();
+    println!(
+        "{hook}: zero-ablation CE {:.4} with half the positions spared, {:.4} with none",
+        half.ce_zero_ablation, full.ce_zero_ablation
+    );
+    assert!(
+        (half.ce_zero_ablation - half.ce_clean).abs()
+            < (full.ce_zero_ablation - full.ce_clean).abs()
+    );
 }
 
 #[test]

@@ -519,3 +519,66 @@ fn bad_input_gemm_mkl_without_mkl_says_how_to_install_it() {
     assert_eq!(t.matches("error").count(), 1, "one error: {t}");
     assert!(!out.exists(), "nothing may be written on bad input");
 }
+
+/// `--outlier-norm-ratio`: rows whose norm at a hook is far above the hook's median
+/// (attention sinks) are left out of that hook's training and metrics only; a hook
+/// without such rows trains exactly as without the flag; a ratio ≤ 1 is refused.
+#[test]
+fn outlier_rows_are_left_out_per_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (mut a, _) = sparse_sources(1000, 8, 32, 0.06, 11);
+    let (b, _) = sparse_sources(1000, 6, 24, 0.08, 12);
+    let outliers: Vec<usize> = (0..1000).filter(|r| r % 37 == 5).collect();
+    for &r in &outliers {
+        a.row_mut(r).fill(300.0);
+    }
+    write_store(&store, &[(HOOK_A, a), (HOOK_B, b)]);
+    let plain = dir.path().join("plain");
+    let kept = dir.path().join("kept");
+    ok(train_sae(&args(s(&store), s(&plain), &[])));
+    ok(train_sae(&args(
+        s(&store),
+        s(&kept),
+        &["--outlier-norm-ratio", "10"],
+    )));
+    let record = |out: &Path, hook: &str| -> serde_json::Value {
+        serde_json::from_slice(&bytes(out.join(hook).join("training.json"))).unwrap()
+    };
+    let (ra, rb) = (record(&kept, HOOK_A), record(&kept, HOOK_B));
+    let rows = |r: &serde_json::Value| {
+        r["train_rows"].as_u64().unwrap() + r["eval_rows"].as_u64().unwrap()
+    };
+    assert_eq!(rows(&ra), (1000 - outliers.len()) as u64, "{ra}");
+    assert_eq!(rows(&rb), 1000, "{rb}");
+    assert_eq!(ra["outliers"]["ratio"], 10.0);
+    let max_norm = ra["outliers"]["max_norm"].as_f64().unwrap();
+    assert!(max_norm > 0.0 && max_norm < 300.0, "{max_norm}");
+    // No row of HOOK_B is an outlier: its SAE is the one trained without the flag.
+    assert_eq!(
+        bytes(kept.join(HOOK_B).join("sae_weights.safetensors")),
+        bytes(plain.join(HOOK_B).join("sae_weights.safetensors"))
+    );
+    // Without the outliers, HOOK_A's SAE reconstructs the ordinary rows better.
+    let ev = |r: &serde_json::Value| r["eval_metrics"]["explained_variance"].as_f64().unwrap();
+    let plain_a = record(&plain, HOOK_A);
+    println!(
+        "held-out EV of {HOOK_A}: {} with outliers left out, {} with them",
+        ev(&ra),
+        ev(&plain_a)
+    );
+    assert!(ev(&ra) > 0.5, "{ra}");
+
+    let bad = train_sae(&args(
+        s(&store),
+        s(&dir.path().join("bad")),
+        &["--outlier-norm-ratio", "0.5"],
+    ));
+    let t = text(&bad);
+    assert_eq!(bad.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("outlier_norm_ratio") && t.contains("above 1"),
+        "{t}"
+    );
+    assert!(!dir.path().join("bad").exists());
+}
