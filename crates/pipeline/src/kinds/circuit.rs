@@ -69,6 +69,10 @@ pub struct CircuitParams {
     pub max_examples: Option<usize>,
     /// Compare with exact patching on this many pairs.
     pub exact_check: Option<usize>,
+    /// Node thresholds of the faithfulness sweep (default: 21 log-spaced from 1e-4 to 10).
+    pub sweep: Option<Vec<f64>>,
+    /// Most batch × sequence rows in one forward pass.
+    pub max_rows: Option<usize>,
     /// Title of the drawings.
     pub title: Option<String>,
 }
@@ -92,6 +96,19 @@ impl ParamGuard for CircuitParams {
         positive("ig_steps", self.ig_steps)?;
         positive("batch_size", self.batch_size)?;
         positive("max_examples", self.max_examples)?;
+        positive("max_rows", self.max_rows)?;
+        if let Some(sweep) = &self.sweep {
+            if sweep.is_empty() {
+                return Err(Invalid::new(
+                    "sweep",
+                    "is empty",
+                    "list node thresholds, e.g. sweep = [0.01, 0.1, 1.0], or leave `sweep` out",
+                ));
+            }
+            for &t in sweep {
+                non_negative_real("sweep", Some(t))?;
+            }
+        }
         non_negative_real("node_threshold", self.node_threshold)?;
         non_negative_real("edge_threshold", self.edge_threshold)?;
         Ok(Circuit(self))
@@ -153,6 +170,13 @@ impl StageParams for Circuit {
             .opt("--batch-size", p.batch_size)
             .opt("--max-examples", p.max_examples)
             .opt("--exact-check", p.exact_check)
+            .opt(
+                "--sweep",
+                p.sweep
+                    .as_ref()
+                    .map(|v| v.iter().map(f64::to_string).collect::<Vec<_>>().join(",")),
+            )
+            .opt("--max-rows", p.max_rows)
             .opt("--title", p.title.as_ref());
     }
 }
