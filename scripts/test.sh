@@ -16,6 +16,9 @@ if [[ ! -e models/smollm2-135m ]]; then
     mkdir -p models && ln -s "$MODEL_CACHE" models/smollm2-135m
 fi
 scripts/setup-model.sh smollm2-135m >/dev/null
+# The fortunes corpus of the SmolLM2 smoke pipeline (tests/e2e/smollm2_smoke.rs): Debian's
+# fortunes packages, a few seconds; gitignored.
+scripts/make_corpus.sh --only fortunes --out datasets/corpus/english-fortunes >/dev/null
 export CIRCUITRY_REQUIRE_SMOLLM2=1
 # One profile (release) for binaries and tests: arrow/parquet are built once.
 cargo build --release --workspace --bins

@@ -49,7 +49,9 @@ pub fn private_manifest(name: &str, dir: &Path) -> PathBuf {
             out.push_str("run_dir = \"run\"\n");
         } else {
             let datasets = repo_root().join("datasets");
-            out.push_str(&line.replace("\"../datasets", &format!("\"{}", datasets.display())));
+            let models = repo_root().join("models");
+            let line = line.replace("\"../datasets", &format!("\"{}", datasets.display()));
+            out.push_str(&line.replace("\"../models", &format!("\"{}", models.display())));
             out.push('\n');
         }
     }

@@ -5,6 +5,7 @@ mod cache_integrity;
 mod demo;
 mod gpt2_small_manifest;
 mod slurm;
+mod smollm2_smoke;
 mod sva_circuit;
 mod sva_tiny;
 mod toy_pipeline;
