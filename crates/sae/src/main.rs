@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use circuitry_core::preflight::error_chain;
+use circuitry_core::preflight::{error_chain, MemoryLimit};
 use circuitry_sae::stage;
 use clap::Parser;
 
@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     if args.check_only {
-        return match config(args).and_then(|cfg| Ok(stage::check_only(&cfg)?)) {
+        let limit = MemoryLimit::from_flag(args.memory_limit);
+        return match config(args).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", error_chain(e.as_ref()));

@@ -274,8 +274,9 @@ pub fn memory_estimate(cfg: &StageConfig, hooks: &[(HookPoint, usize)]) -> Memor
 /// `--check-only`: every check [`run`] makes before its work, writing nothing (no
 /// folder is created): the options, the dense-product library, the output
 /// folder's writability, and, when the store exists already, its hooks and widths
-/// and the memory estimate (without a store, the estimate uses `--d-in` when given).
-pub fn check_only(cfg: &StageConfig) -> Result<()> {
+/// and the memory estimate, compared with `limit` (without a store, the estimate
+/// uses `--d-in` when given).
+pub fn check_only(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<()> {
     check(cfg)?;
     Backend::resolve(cfg.train.gemm)?;
     preflight::check_writable(&cfg.out, "--out")?;
@@ -288,7 +289,7 @@ pub fn check_only(cfg: &StageConfig) -> Result<()> {
             None => Vec::new(),
         }
     };
-    memory_estimate(cfg, &hooks).check(TOOL, MEMORY_FIX)?;
+    memory_estimate(cfg, &hooks).check_within(TOOL, MEMORY_FIX, limit)?;
     for (what, path) in [("--model", &cfg.model), ("--tokenizer", &cfg.tokenizer)] {
         if let Some(p) = path.as_ref().filter(|p| !p.exists()) {
             return Err(Error::config(
