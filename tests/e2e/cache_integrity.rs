@@ -197,13 +197,13 @@ fn refused_stage_option_points_at_its_line_in_the_manifest() {
     assert!(!run.join("acts").exists());
 }
 
-/// The toy pipeline with its SAE trained for 20000 steps instead of 2000 (about half
-/// a second here, the rest of the pipeline takes less), so that the test can catch
-/// the `sae` stage while it trains. Returns the manifest.
+/// The toy pipeline with its SAE trained for 10000 steps instead of 2000 (a quarter
+/// of a second on an idle machine, seconds under load; the other stages take less),
+/// so that the test catches the `sae` stage while it trains. Returns the manifest.
 fn toy_with_long_sae(dir: &Path) -> PathBuf {
     let manifest = private_manifest("toy.toml", dir);
     let text_in = fs::read_to_string(&manifest).unwrap();
-    let edited = text_in.replacen("\nsteps = 2000\n", "\nsteps = 20000\n", 1);
+    let edited = text_in.replacen("\nsteps = 2000\n", "\nsteps = 10000\n", 1);
     assert_ne!(
         edited, text_in,
         "toy.toml no longer sets the SAE's steps = 2000"
@@ -282,16 +282,19 @@ fn killed_runner_takes_its_real_stage_along_and_the_rerun_matches_an_uninterrupt
     let runner_pid = runner.id() as i32;
     let start = Instant::now();
     let stage = loop {
+        // The log first (cheap), then the process table.
         let training =
             fs::read_to_string(run.join("sae.log")).is_ok_and(|log| log.contains("training SAEs"));
-        let child = stage_processes(dir.path()).into_iter().find(|&pid| {
-            parent_of(pid) == Some(runner_pid)
-                && fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| !c.windows(12).any(|w| w == b"--check-only"))
-                && fs::read_link(format!("/proc/{pid}/exe"))
-                    .is_ok_and(|e| e.ends_with("circuitry-train-sae"))
+        let child = training.then(|| {
+            stage_processes(dir.path()).into_iter().find(|&pid| {
+                parent_of(pid) == Some(runner_pid)
+                    && fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| !c.windows(12).any(|w| w == b"--check-only"))
+                    && fs::read_link(format!("/proc/{pid}/exe"))
+                        .is_ok_and(|e| e.ends_with("circuitry-train-sae"))
+            })
         });
-        if let (true, Some(pid)) = (training, child) {
+        if let Some(Some(pid)) = child {
             break pid;
         }
         assert!(
