@@ -23,8 +23,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let limit = MemoryLimit::from_flag(args.memory_limit);
     if args.check_only {
-        let limit = MemoryLimit::from_flag(args.memory_limit);
         return match config(args).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -34,7 +34,8 @@ fn main() -> ExitCode {
         };
     }
     let result = config(args).and_then(|cfg| {
-        stage::run(&cfg).with_context(|| format!("training SAEs from {}", cfg.store.display()))
+        stage::run(&cfg, limit)
+            .with_context(|| format!("training SAEs from {}", cfg.store.display()))
     });
     match result {
         Ok(summaries) => {
