@@ -85,7 +85,7 @@ fn check_one(
 enum Answer {
     /// Exit 0, with its last line if it printed one.
     Accepted(Option<String>),
-    /// The binary does not know `--check-only` (or the `extra` flags).
+    /// The binary does not know `--check-only` (or `--memory-limit`: built before it).
     Unavailable,
     /// Exit 2 with this line.
     Refused(String),
@@ -118,13 +118,10 @@ fn ask(stage: &str, binary: &PathBuf, command: &StageCommand, extra: &[String]) 
             tracing::debug!(?info, "options accepted");
             Ok(Answer::Accepted(info))
         }
-        Some(2)
-            if unknown(CHECK_ONLY_FLAG)
-                || extra.iter().any(|f| f.starts_with("--") && unknown(f)) =>
-        {
+        Some(2) if unknown(CHECK_ONLY_FLAG) || unknown(MEMORY_LIMIT_FLAG) => {
             tracing::debug!(
                 program = %command.program,
-                "the binary does not know --check-only (or {extra:?}): no check available, the stage runs unchecked"
+                "the binary does not know --check-only (or --memory-limit): no check available, the stage runs unchecked"
             );
             Ok(Answer::Unavailable)
         }
