@@ -1,11 +1,18 @@
 //! Issue 15 with the real stage binaries: forced and stale stages re-run atomically,
-//! concurrent runs of one manifest never corrupt the run directory, and a stage
-//! option its binary refuses is reported at its line in the manifest.
+//! concurrent runs of one manifest never corrupt the run directory, a SIGKILLed
+//! runner takes its stage process along, and a stage option its binary refuses is
+//! reported at its line in the manifest.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use circuitry_tests::{bin, private_manifest, text};
+use circuitry_tests::{bin, bin_dir, private_manifest, text};
+use rustix::process::{kill_process, Pid, Signal};
+
+/// How long to wait for something that happens at once (a stage starting, a process
+/// dying) before failing; a bound against hanging, not a speed assertion.
+const PATIENCE: Duration = Duration::from_secs(120);
 
 fn circuitry(args: &[&str], manifest: &Path) -> Output {
     Command::new(bin("circuitry"))
@@ -188,4 +195,143 @@ fn refused_stage_option_points_at_its_line_in_the_manifest() {
         assert!(!run.join(stage).join("stage.json").exists(), "{stage} ran");
     }
     assert!(!run.join("acts").exists());
+}
+
+/// The toy pipeline with its SAE trained for 10000 steps instead of 2000 (a quarter
+/// of a second on an idle machine, seconds under load; the other stages take less),
+/// so that the test catches the `sae` stage while it trains. Returns the manifest.
+fn toy_with_long_sae(dir: &Path) -> PathBuf {
+    let manifest = private_manifest("toy.toml", dir);
+    let text_in = fs::read_to_string(&manifest).unwrap();
+    let edited = text_in.replacen("\nsteps = 2000\n", "\nsteps = 10000\n", 1);
+    assert_ne!(
+        edited, text_in,
+        "toy.toml no longer sets the SAE's steps = 2000"
+    );
+    fs::write(&manifest, edited).unwrap();
+    manifest
+}
+
+/// `/proc/PID/stat`'s parent pid, or None when the process is gone.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMM) STATE PPID ...": COMM may hold spaces, so split after the last ')'.
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
+/// The pids of live processes (not zombies: those have no cwd) running one of the
+/// workspace's binaries in `cwd`, where the runner starts the stages of a manifest
+/// in `cwd`: the stage processes of that run.
+fn stage_processes(cwd: &Path) -> Vec<i32> {
+    let cwd = cwd.canonicalize().unwrap();
+    let bins = bin_dir().canonicalize().unwrap();
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let (Ok(exe), Ok(dir)) = (
+            fs::read_link(entry.path().join("exe")),
+            fs::read_link(entry.path().join("cwd")),
+        ) else {
+            continue;
+        };
+        let name = exe.file_name().map(|n| n.to_string_lossy().into_owned());
+        let is_stage = exe.parent() == Some(bins.as_path())
+            && name.is_some_and(|n| n.starts_with("circuitry-"));
+        if is_stage && dir == cwd {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Issue 15, "done when": a SIGKILLed `circuitry run` left its stage binary running
+/// as an orphan. Here the real toy pipeline runs until its real `circuitry-train-sae`
+/// is training (the runner's child, its log says "training SAEs"); the test then
+/// stops that stage with SIGSTOP, so that it cannot finish before the runner dies
+/// whatever the machine's load, and SIGKILLs the runner. No stage process of the run
+/// may survive (`PR_SET_PDEATHSIG` = SIGKILL ends even a stopped process), and the
+/// rerun ends with the outputs of an uninterrupted run, byte for byte: every file of
+/// the stages' folders, except in each `stage.json` the timing fields `finished_unix`
+/// and `wall_seconds` (when the stage finished and how long it took differ between
+/// any two runs); not `RUN_DIR/.lock` (its holder) nor the logs `RUN_DIR/*.log`
+/// (their timestamps). See [`outputs`].
+#[test]
+fn killed_runner_takes_its_real_stage_along_and_the_rerun_matches_an_uninterrupted_run() {
+    let ref_dir = tempfile::tempdir().unwrap();
+    let reference = toy_with_long_sae(ref_dir.path());
+    ok(circuitry(&["run"], &reference));
+    let want = outputs(&ref_dir.path().join("run"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = toy_with_long_sae(dir.path());
+    let run = dir.path().join("run");
+    let mut runner = Command::new(bin("circuitry"))
+        .arg("run")
+        .arg(&manifest)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runner_pid = runner.id() as i32;
+    let start = Instant::now();
+    let stage = loop {
+        // The log first (cheap), then the process table.
+        let training =
+            fs::read_to_string(run.join("sae.log")).is_ok_and(|log| log.contains("training SAEs"));
+        let child = training.then(|| {
+            stage_processes(dir.path()).into_iter().find(|&pid| {
+                parent_of(pid) == Some(runner_pid)
+                    && fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| !c.windows(12).any(|w| w == b"--check-only"))
+                    && fs::read_link(format!("/proc/{pid}/exe"))
+                        .is_ok_and(|e| e.ends_with("circuitry-train-sae"))
+            })
+        });
+        if let Some(Some(pid)) = child {
+            break pid;
+        }
+        assert!(
+            runner.try_wait().unwrap().is_none(),
+            "the run ended before the test caught its sae stage training"
+        );
+        assert!(start.elapsed() < PATIENCE, "the sae stage never started");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let stage_pid = Pid::from_raw(stage).unwrap();
+    kill_process(stage_pid, Signal::STOP).unwrap();
+    assert!(
+        !run.join("sae/stage.json").exists(),
+        "the sae stage finished before it was stopped"
+    );
+    runner.kill().unwrap(); // SIGKILL: the runner gets no chance to clean up
+    runner.wait().unwrap();
+    let start = Instant::now();
+    loop {
+        let left = stage_processes(dir.path());
+        if left.is_empty() {
+            break;
+        }
+        if start.elapsed() > PATIENCE {
+            for &pid in &left {
+                let _ = kill_process(Pid::from_raw(pid).unwrap(), Signal::KILL);
+            }
+            panic!("stage processes {left:?} survived their runner (pid {runner_pid})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !run.join("sae/stage.json").exists(),
+        "the killed sae stage left a stage record"
+    );
+
+    let out = ok(circuitry(&["run"], &manifest));
+    assert!(out.contains("[3/4] sae      done"), "{out}");
+    assert_same(&outputs(&run), &want);
 }

@@ -4,10 +4,11 @@
 //! `circuitry submit --dry-run` writes the Slurm arrays it declares. The same holds for
 //! `pipelines/sva-gpt2-small-saelens.toml` (SAELens's gpt2-small-res-jb SAEs, no training).
 //!
-//! The stage binaries' own checks (`--check-only`) are left out here: with empty
-//! placeholder inputs, and on this 24 GB machine (36 SAEs of 16384 latents in one
-//! process need about 53.5 GiB), they rightly refuse. These tests are about the
-//! manifests; the checks have their own tests (crates/pipeline, tests/e2e/cache_integrity).
+//! The plan tests leave the stage binaries' own checks (`--check-only`) out: on this
+//! 24 GB machine, 36 SAEs of 16384 latents in one process (what `circuitry run` would
+//! start) need about 53.5 GiB, and the checks rightly refuse. `circuitry submit` checks
+//! each job as the cluster runs it instead, one SAE per array task against the job's
+//! `mem`: the last tests run it with the real binaries.
 use std::path::Path;
 use std::process::Command;
 
@@ -126,4 +127,136 @@ fn gpt2_small_saelens_manifest_plans_pairs_and_circuits() {
         !plan.contains("circuitry-train-sae"),
         "nothing is trained: {plan}"
     );
+}
+
+/// `circuitry` with the real stage binaries (those beside it in the target directory).
+fn circuitry_checked() -> Command {
+    let mut cmd = Command::new(bin("circuitry"));
+    cmd.env_remove("CIRCUITRY_BIN_DIR").env_remove("RUST_LOG");
+    cmd
+}
+
+/// The manifest's text with `from` replaced by `to` (which must occur).
+fn edit(manifest: &Path, from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    assert!(
+        text.contains(from),
+        "{from:?} not in {}",
+        manifest.display()
+    );
+    let edited = text.replace(from, to);
+    std::fs::write(manifest, &edited).unwrap();
+    edited
+}
+
+/// The 1-based line and column of `needle`'s first occurrence after `after` in `text`.
+fn position_after(text: &str, after: &str, needle: &str) -> (usize, usize) {
+    let start = text.find(after).expect("anchor missing");
+    let at = start + text[start..].find(needle).expect("needle missing");
+    let line = text[..at].matches('\n').count() + 1;
+    let column = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+/// Regression: `circuitry submit` checked the `saes` stage with its full argv (36 hooks
+/// in one process, about 53.5 GiB) against this machine's memory, so the manifest was
+/// refused on a login node although each array task trains one hook (about 1.5 GiB) in
+/// a 32G job. Now each task is checked with its `--only-hook` argv (each dump part
+/// with `--part I/N`) against its job's `mem`: accepted on any machine, since even the
+/// full-argv estimate exceeds the job's 32G.
+#[test]
+fn submit_checks_each_array_task_against_its_jobs_mem() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = with_placeholder_inputs(dir.path());
+    let out = run_ok(
+        circuitry_checked()
+            .args(["submit", "--dry-run"])
+            .arg(&manifest),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "  acts: 8 array tasks checked, memory estimates against the job's mem = \"64G\" of [slurm]\n",
+        "  saes: 36 array tasks checked, memory estimates against the job's mem = \"32G\" of [slurm.stage.saes]\n",
+        "  circuit_simple: 1 job checked, memory estimates against the job's mem = \"64G\" of [slurm]\n",
+    ] {
+        assert!(err.contains(line), "want {line:?} in:\n{err}");
+    }
+    assert!(text(&out).contains("--array=0-35"));
+    assert!(
+        !dir.path().join("runs").exists(),
+        "a dry run writes nothing"
+    );
+}
+
+/// A task whose estimate exceeds its job's `mem` is still refused, before anything is
+/// written: exit 2, at the `mem` value in the manifest, naming the stage, the task,
+/// the estimate, the limit and where it comes from.
+#[test]
+fn submit_refuses_an_array_task_over_its_jobs_mem() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = with_placeholder_inputs(dir.path());
+    let text_now = edit(
+        &manifest,
+        "per_hook = true\ncpus_per_task = 8\nmem = \"32G\"",
+        "per_hook = true\ncpus_per_task = 8\nmem = \"1G\"",
+    );
+    let (line, column) = position_after(&text_now, "[slurm.stage.saes]", "\"1G\"");
+    let out = circuitry_checked()
+        .args(["submit", "--dry-run"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "error: {}:{line}:{column}: stage saes: array task 0 of 36 (--only-hook blocks.0.hook_resid_pre): circuitry-train-sae needs about 1.5 GiB of memory (",
+        manifest.display()
+    );
+    assert!(
+        err.starts_with(&want),
+        "want {want:?} at the start of:\n{err}"
+    );
+    for part in [
+        "more than the memory limit of 1.0 GiB",
+        "mem = \"1G\" of [slurm.stage.saes]",
+        "lower --d-sae",
+    ] {
+        assert!(err.contains(part), "want {part:?} in:\n{err}");
+    }
+    assert!(out.stdout.is_empty(), "no script printed after a refusal");
+    assert!(!dir.path().join("runs").exists(), "nothing written");
+}
+
+/// Without `mem`, submit compares with this machine's memory and says so.
+#[test]
+fn submit_without_mem_compares_with_this_machine_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = with_placeholder_inputs(dir.path());
+    edit(&manifest, "mem = \"32G\"\n", "");
+    edit(&manifest, "mem = \"64G\"\n", "");
+    // About 12 TiB per SAE: more than any machine that runs these tests.
+    let text_now = edit(&manifest, "d_sae = 16384", "d_sae = 160000000");
+    let (line, column) = position_after(&text_now, "name = \"saes\"", "160000000");
+    let out = circuitry_checked()
+        .args(["submit", "--dry-run"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "error: {}:{line}:{column}: stage saes: array task 0 of 36 (--only-hook blocks.0.hook_resid_pre): circuitry-train-sae needs about ",
+        manifest.display()
+    );
+    assert!(
+        err.starts_with(&want),
+        "want {want:?} at the start of:\n{err}"
+    );
+    for part in [
+        "more than this machine's ",
+        "(MemTotal in /proc/meminfo)",
+        "the manifest sets no `mem` for the stage's Slurm jobs",
+    ] {
+        assert!(err.contains(part), "want {part:?} in:\n{err}");
+    }
 }

@@ -92,6 +92,10 @@ pub struct Gpt2Args {
     /// writing nothing.
     #[arg(long)]
     pub check_only: bool,
+    /// With --check-only: compare the memory estimate with BYTES instead of this
+    /// machine's memory (`circuitry submit` passes the memory of the Slurm job).
+    #[arg(long, value_name = "BYTES", requires = "check_only", hide = true)]
+    pub memory_limit: Option<u64>,
 }
 
 impl Gpt2Args {

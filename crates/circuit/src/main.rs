@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use circuitry_circuit::gpt2::stage::{load_saes, run_gpt2_stage};
 use circuitry_circuit::stage::{run_toy_stage, ToyStageConfig};
-use circuitry_core::preflight::{check_writable, error_chain, MemoryEstimate};
+use circuitry_core::preflight::{check_writable, error_chain, MemoryEstimate, MemoryLimit};
 use circuitry_core::StageTimer;
 use circuitry_store::ActivationStore;
 use clap::{Parser, Subcommand};
@@ -63,6 +63,10 @@ struct ToyArgs {
     /// writing nothing.
     #[arg(long)]
     check_only: bool,
+    /// With --check-only: compare the memory estimate with BYTES instead of this
+    /// machine's memory (`circuitry submit` passes the memory of the Slurm job).
+    #[arg(long, value_name = "BYTES", requires = "check_only", hide = true)]
+    memory_limit: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -99,7 +103,14 @@ fn toy(args: ToyArgs) -> anyhow::Result<()> {
         min_weight: args.min_weight,
     }
     .check()?;
-    preflight(&cfg.out, std::slice::from_ref(&cfg.sae), &cfg.store, None)?;
+    let limit = MemoryLimit::from_flag(args.memory_limit);
+    preflight(
+        &cfg.out,
+        std::slice::from_ref(&cfg.sae),
+        &cfg.store,
+        None,
+        limit,
+    )?;
     if check_only {
         return Ok(());
     }
@@ -113,12 +124,14 @@ fn toy(args: ToyArgs) -> anyhow::Result<()> {
 fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
     let timer = StageTimer::start("circuitry-circuit");
     let check_only = args.check_only;
+    let limit = MemoryLimit::from_flag(args.memory_limit);
     let cfg = args.into_config()?;
     preflight(
         &cfg.out,
         &cfg.saes,
         &cfg.store,
         Some((cfg.batch_size, cfg.max_rows)),
+        limit,
     )?;
     if check_only {
         return Ok(());
@@ -133,13 +146,15 @@ fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
 /// The checks both subcommands make before their work (and all that
 /// `--check-only` does): `--out` can be written; the SAEs that exist load (an
 /// incomplete SAE folder is refused) and the store that exists opens; for GPT-2, an
-/// SAE whose hook the store lacks is reported (warning); and the memory estimate fits.
+/// SAE whose hook the store lacks is reported (warning); and the memory estimate fits
+/// `limit`.
 /// `gpt2` is (pairs per batch, rows per forward pass) for the GPT-2 circuit.
 fn preflight(
     out: &Path,
     saes: &[PathBuf],
     store: &Path,
     gpt2: Option<(usize, usize)>,
+    limit: MemoryLimit,
 ) -> anyhow::Result<()> {
     check_writable(out, "--out")?;
     let existing: Vec<PathBuf> = saes.iter().filter(|p| p.exists()).cloned().collect();
@@ -187,9 +202,10 @@ fn preflight(
         flight.saturating_mul(per_row),
         4 * 4,
     );
-    est.check(
+    est.check_within(
         "circuitry-circuit",
         "lower --batch-size or --max-rows, or give fewer SAEs",
+        limit,
     )?;
     Ok(())
 }

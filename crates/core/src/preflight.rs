@@ -35,14 +35,24 @@ impl MemoryEstimate {
     }
 
     /// Refuse the estimate when it exceeds the machine's memory ([`mem_total`]):
-    /// the error names `stage`, the estimate with its largest parts, the limit and
-    /// `fix`. Passes when the machine's memory cannot be read.
+    /// [`check_within`](Self::check_within) with [`MemoryLimit::Machine`].
     pub fn check(&self, stage: &str, fix: &str) -> Result<()> {
-        let Some(limit) = mem_total() else {
-            return Ok(());
+        self.check_within(stage, fix, MemoryLimit::Machine)
+    }
+
+    /// Refuse the estimate when it exceeds `limit`: the error names `stage`, the
+    /// estimate with its largest parts, the limit and where it comes from, and
+    /// `fix`. Passes when the limit is the machine's and its memory cannot be read.
+    pub fn check_within(&self, stage: &str, fix: &str, limit: MemoryLimit) -> Result<()> {
+        let (bytes, source) = match limit {
+            MemoryLimit::Machine => match mem_total() {
+                Some(b) => (b, MACHINE_MEMORY),
+                None => return Ok(()),
+            },
+            MemoryLimit::Given(b) => (b, GIVEN_MEMORY),
         };
         let total = self.total();
-        if total <= limit {
+        if total <= bytes {
             return Ok(());
         }
         let mut parts = self.parts.clone();
@@ -54,11 +64,43 @@ impl MemoryEstimate {
             .map(|(w, b)| format!("{w} {}", human_bytes(*b)))
             .collect();
         Err(Error::Preflight(format!(
-            "{stage} needs about {} of memory ({}), more than this machine's {} (MemTotal in /proc/meminfo); {fix}",
+            "{stage} needs about {} of memory ({}), more than {} {source}; {fix}",
             human_bytes(total),
             parts.join(", "),
-            human_bytes(limit)
+            match limit {
+                MemoryLimit::Machine => format!("this machine's {}", human_bytes(bytes)),
+                MemoryLimit::Given(_) => format!("the memory limit of {}", human_bytes(bytes)),
+            }
         )))
+    }
+}
+
+/// The hidden flag of every stage binary, next to `--check-only`, that gives the
+/// memory to compare the estimate with, in bytes, instead of this machine's:
+/// `circuitry submit` passes the memory a Slurm job asks for (its `mem`), since the
+/// job runs on a compute node, not on the machine that submits it.
+pub const MEMORY_LIMIT_FLAG: &str = "--memory-limit";
+
+/// How a refusal names a limit given with [`MEMORY_LIMIT_FLAG`].
+pub const GIVEN_MEMORY: &str = "(--memory-limit)";
+
+/// How a refusal names this machine's memory as the limit.
+pub const MACHINE_MEMORY: &str = "(MemTotal in /proc/meminfo)";
+
+/// What a [`MemoryEstimate`] is compared with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MemoryLimit {
+    /// This machine's memory ([`mem_total`]).
+    #[default]
+    Machine,
+    /// A number of bytes given with [`MEMORY_LIMIT_FLAG`].
+    Given(u64),
+}
+
+impl MemoryLimit {
+    /// [`Given`](Self::Given) when the flag's value `bytes` is set, else [`Machine`](Self::Machine).
+    pub fn from_flag(bytes: Option<u64>) -> Self {
+        bytes.map_or(MemoryLimit::Machine, MemoryLimit::Given)
     }
 }
 
@@ -166,6 +208,25 @@ mod tests {
         let mut small = MemoryEstimate::new();
         small.add("x", 1, 1);
         small.check("s", "f").unwrap();
+    }
+
+    #[test]
+    fn a_given_limit_replaces_the_machines_memory() {
+        let mut e = MemoryEstimate::new();
+        e.add("W_enc", 1 << 30, 4).add("b_enc", 10, 4);
+        // 4 GiB + 40 B: over a 4 GiB limit, under an 8 GiB one.
+        e.check_within("s", "f", MemoryLimit::Given(8 << 30))
+            .unwrap();
+        let msg = e
+            .check_within("s", "lower --d-sae", MemoryLimit::Given(4 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("s needs about 4.0 GiB of memory (W_enc 4.0 GiB, b_enc 40 B), more than the memory limit of 4.0 GiB (--memory-limit); lower --d-sae"),
+            "{msg}"
+        );
+        assert_eq!(MemoryLimit::from_flag(None), MemoryLimit::Machine);
+        assert_eq!(MemoryLimit::from_flag(Some(5)), MemoryLimit::Given(5));
     }
 
     #[test]

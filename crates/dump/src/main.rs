@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use circuitry_core::preflight::MemoryLimit;
 use circuitry_dump::onnx::{self, cli::OnnxArgs};
 use circuitry_dump::toy::{self, NounSet, ToyDumpConfig};
 use clap::{Parser, Subcommand};
@@ -25,6 +26,10 @@ struct OnnxCommand {
     /// 0 or 2 (one line on stderr), writing nothing.
     #[arg(long)]
     check_only: bool,
+    /// With --check-only: compare the memory estimate with BYTES instead of this
+    /// machine's memory (`circuitry submit` passes the memory of the Slurm job).
+    #[arg(long, value_name = "BYTES", requires = "check_only", hide = true)]
+    memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +61,10 @@ enum Command {
         /// --out can be written; exit 0 or 2 (one line on stderr), writing nothing.
         #[arg(long)]
         check_only: bool,
+        /// With --check-only: compare the memory estimate with BYTES instead of this
+        /// machine's memory (`circuitry submit` passes the memory of the Slurm job).
+        #[arg(long, value_name = "BYTES", requires = "check_only", hide = true)]
+        memory_limit: Option<u64>,
     },
     /// Dump a GPT-2 or Llama model exported by scripts/export_onnx.py, run with ONNX Runtime.
     Onnx(OnnxCommand),
@@ -82,6 +91,7 @@ fn run(cli: Cli) -> Result<()> {
             nouns,
             shard_rows,
             check_only,
+            memory_limit,
         } => {
             let cfg = ToyDumpConfig {
                 model,
@@ -95,7 +105,7 @@ fn run(cli: Cli) -> Result<()> {
             .check()
             .context("invalid arguments")?;
             if check_only {
-                return Ok(toy::check_only(&cfg)?);
+                return Ok(toy::check_only(&cfg, MemoryLimit::from_flag(memory_limit))?);
             }
             let meta =
                 toy::dump(&cfg).with_context(|| format!("dumping into {}", cfg.out.display()))?;
@@ -103,11 +113,18 @@ fn run(cli: Cli) -> Result<()> {
             outputs.push("meta.json");
             timer.finish(&cfg, &[&cfg.model], &cfg.out, &outputs)?;
         }
-        Command::Onnx(OnnxCommand { args, check_only }) => {
+        Command::Onnx(OnnxCommand {
+            args,
+            check_only,
+            memory_limit,
+        }) => {
             let part = args.part;
             let cfg = args.into_config().context("invalid arguments")?;
             if check_only {
-                return Ok(onnx::check_only(&cfg)?);
+                return Ok(onnx::check_only(
+                    &cfg,
+                    MemoryLimit::from_flag(memory_limit),
+                )?);
             }
             if let Some(part) = part {
                 // An array task: the plain command assembles the parts and records the stage.

@@ -6,6 +6,7 @@
 //! `toy.hook_input` (2), `toy.hook_hidden` (d_hidden) and `toy.hook_logits` (2).
 use std::path::{Path, PathBuf};
 
+use circuitry_core::preflight::MemoryLimit;
 use circuitry_core::{fingerprint::fingerprint_path, HookPoint};
 use circuitry_models::toy::{check_noise, Lexicon, SubjectVerbAgreementNN, ToyDataset};
 use circuitry_store::{Dtype, HookMeta, RowBatch, StoreMeta, StoreSpec, StoreWriter};
@@ -72,8 +73,8 @@ impl ToyDumpConfig {
 /// `--check-only` for `circuitry-dump toy`: the options (already checked by
 /// [`ToyDumpConfig::check`]), the memory estimate (every example's input, hidden
 /// and logit rows, held until written) and that `--out` can be written. Writes
-/// nothing.
-pub fn check_only(cfg: &ToyDumpConfig) -> Result<()> {
+/// nothing. The estimate is compared with `limit`.
+pub fn check_only(cfg: &ToyDumpConfig, limit: MemoryLimit) -> Result<()> {
     circuitry_core::preflight::check_writable(&cfg.out, "--out")?;
     let hidden = match SubjectVerbAgreementNN::load(&cfg.model) {
         Ok((model, _)) => model.d_hidden() as u128,
@@ -86,7 +87,7 @@ pub fn check_only(cfg: &ToyDumpConfig) -> Result<()> {
         (cfg.n_examples as u128).saturating_mul(2 + hidden + 2 + 4),
         2 * 4,
     );
-    est.check("circuitry-dump toy", "lower --n-examples")?;
+    est.check_within("circuitry-dump toy", "lower --n-examples", limit)?;
     Ok(())
 }
 

@@ -92,12 +92,12 @@ mod plan;
 mod process;
 pub mod slurm;
 
-pub use check::{check_stages, CheckOutcome, CHECK_ONLY_FLAG};
+pub use check::{check_jobs, check_stages, CheckOutcome, JobCheck, CHECK_ONLY_FLAG};
 pub use command::{shell_quote, StageCommand};
 pub use error::{Error, Location, ManifestError, Problem, Result};
 pub use freshness::{diff_args, ArgChange, Freshness, StaleReason};
 pub use local::{run_local, BinDirs, RunOptions, RunReport, BIN_DIR_ENV};
 pub use lock::{RunDirLock, LOCK_FILE};
-pub use manifest::{ArrayPlan, Input, Pipeline, SlurmConfig, SlurmResources, Stage};
+pub use manifest::{ArrayPlan, Input, JobMemory, Pipeline, SlurmConfig, SlurmResources, Stage};
 pub use plan::{Plan, PlannedStage};
 pub use process::catch_stop_signals;

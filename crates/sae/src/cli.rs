@@ -144,6 +144,11 @@ pub(crate) struct Args {
     /// that --out can be written; exit 0 or 2 (one line on stderr), writing nothing.
     #[arg(long)]
     pub(crate) check_only: bool,
+    /// Compare the memory estimate with BYTES instead of this machine's memory, with
+    /// --check-only or in a run (`circuitry submit` passes the memory of the Slurm
+    /// job to --check-only).
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub(crate) memory_limit: Option<u64>,
 }
 
 fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use circuitry_core::preflight::error_chain;
+use circuitry_core::preflight::{error_chain, MemoryLimit};
 use circuitry_sae::stage;
 use clap::Parser;
 
@@ -23,8 +23,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let limit = MemoryLimit::from_flag(args.memory_limit);
     if args.check_only {
-        return match config(args).and_then(|cfg| Ok(stage::check_only(&cfg)?)) {
+        return match config(args).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {}", error_chain(e.as_ref()));
@@ -33,7 +34,8 @@ fn main() -> ExitCode {
         };
     }
     let result = config(args).and_then(|cfg| {
-        stage::run(&cfg).with_context(|| format!("training SAEs from {}", cfg.store.display()))
+        stage::run(&cfg, limit)
+            .with_context(|| format!("training SAEs from {}", cfg.store.display()))
     });
     match result {
         Ok(summaries) => {

@@ -16,6 +16,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use circuitry_core::preflight::MemoryLimit;
 use circuitry_core::{atomic, fingerprint::fingerprint_path};
 use circuitry_store::{Dtype, HookMeta, RowBatch, StoreMeta, StoreSpec, StoreWriter};
 use ndarray::{s, Array2, ArrayView2, ArrayView3, Ix3};
@@ -265,8 +266,9 @@ fn check_tokenizer(sidecar: &Sidecar, onnx: &Path, tok_path: &Path) -> Result<()
 /// chosen hooks, the tokenizer against the sidecar, the input (corpus or pairs,
 /// tokenized and checked line by line), the memory estimate (one batch of
 /// windows at every chosen hook, plus a shard being written) and that `--out` can
-/// be written. Loads neither ONNX Runtime nor the graph; writes nothing.
-pub fn check_only(cfg: &OnnxDumpConfig) -> Result<()> {
+/// be written. Loads neither ONNX Runtime nor the graph; writes nothing. The
+/// estimate is compared with `limit`.
+pub fn check_only(cfg: &OnnxDumpConfig, limit: MemoryLimit) -> Result<()> {
     circuitry_core::preflight::check_writable(&cfg.out, "--out")?;
     let onnx = cfg.onnx_path();
     if !onnx.is_file() {
@@ -302,9 +304,10 @@ pub fn check_only(cfg: &OnnxDumpConfig) -> Result<()> {
         (cfg.shard_rows as u128).saturating_mul(width),
         4,
     );
-    est.check(
+    est.check_within(
         "circuitry-dump onnx",
         "lower --batch-size, --shard-rows or --context-size, or dump fewer --hooks",
+        limit,
     )?;
     Ok(())
 }

@@ -41,6 +41,10 @@ struct Args {
     /// exit 0 or 2 (one line on stderr), writing nothing.
     #[arg(long)]
     check_only: bool,
+    /// With --check-only: compare the memory estimate with BYTES instead of this
+    /// machine's memory (`circuitry submit` passes the memory of the Slurm job).
+    #[arg(long, value_name = "BYTES", requires = "check_only", hide = true)]
+    memory_limit: Option<u64>,
 }
 
 /// The training's memory: the train and test sets (2 inputs and a label per example),
@@ -73,9 +77,10 @@ fn run(args: Args) -> Result<()> {
     .check()
     .context("invalid arguments")?;
     circuitry_core::preflight::check_writable(&args.out, "--out")?;
-    memory_estimate(&cfg).check(
+    memory_estimate(&cfg).check_within(
         "circuitry-train-toy",
         "lower --n-train, --n-test or --hidden",
+        circuitry_core::preflight::MemoryLimit::from_flag(args.memory_limit),
     )?;
     if args.check_only {
         return Ok(());

@@ -19,7 +19,7 @@ mod source;
 
 pub(crate) use input::drop_cur_dirs;
 pub use input::Input;
-pub use slurm::{ArrayPlan, SlurmConfig, SlurmResources};
+pub use slurm::{ArrayPlan, JobMemory, SlurmConfig, SlurmResources};
 
 /// A validated pipeline: stages in dependency order, each with validated parameters.
 #[derive(Debug)]
@@ -396,8 +396,10 @@ impl Parser<'_> {
             SlurmResources::deserialize(de).map_err(|e| self.toml_error(e, value.span()))?;
         slurm::check_resources(&defaults)
             .map_err(|(field, e)| invalid(table, &value.span(), field, e))?;
+        let mem_at = |t: &DeTable<'_>| t.get("mem").map(|v| source::locate(self.text, v.span()));
         let mut config = SlurmConfig {
             defaults,
+            defaults_mem_at: mem_at(table),
             stages: Default::default(),
         };
         let Some(stage_tables) = stage_tables else {
@@ -434,8 +436,9 @@ impl Parser<'_> {
                     format!("`slurm.stage.{name}` must be a table: write [slurm.stage.{name}]"),
                 ));
             };
-            let raw = slurm::StageSlurmRaw::deserialize(ValueDeserializer::from(entry.clone()))
+            let mut raw = slurm::StageSlurmRaw::deserialize(ValueDeserializer::from(entry.clone()))
                 .map_err(|e| self.toml_error(e, entry.span()))?;
+            raw.mem_at = mem_at(t);
             slurm::check_resources(&raw.resources())
                 .map_err(|(field, e)| invalid(t, &entry.span(), field, e))?;
             let split = stage.params.split();

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::kinds::Split;
+use crate::Location;
 
 /// Resources of a Slurm job, as sbatch flags. Every field is optional; a field left
 /// out is not passed, so the cluster's default applies.
@@ -47,6 +48,9 @@ pub(crate) struct StageSlurmRaw {
     /// `train-sae` stages: one array task per hook (`--only-hook H`), then the
     /// plain command writes the stage record.
     pub(crate) per_hook: Option<bool>,
+    /// Where the value of `mem` stands in the manifest (set after parsing).
+    #[serde(skip)]
+    pub(crate) mem_at: Option<Location>,
 }
 
 impl StageSlurmRaw {
@@ -88,7 +92,22 @@ pub enum ArrayPlan {
 #[derive(Debug, Clone, Default)]
 pub struct SlurmConfig {
     pub(crate) defaults: SlurmResources,
+    /// Where the defaults' `mem` value stands in the manifest.
+    pub(crate) defaults_mem_at: Option<Location>,
     pub(crate) stages: BTreeMap<String, StageSlurmRaw>,
+}
+
+/// The memory a stage's Slurm jobs ask for (`mem`), and where the manifest says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobMemory {
+    /// In bytes, read as Slurm reads `--mem`.
+    pub bytes: u64,
+    /// As written, e.g. `32G`.
+    pub text: String,
+    /// The table that sets it: `[slurm.stage.NAME]` or `[slurm]`.
+    pub table: String,
+    /// Where its value stands in the manifest.
+    pub at: Option<Location>,
 }
 
 impl SlurmConfig {
@@ -114,6 +133,31 @@ impl SlurmConfig {
             (a, b) => b.or(a),
         };
         r
+    }
+
+    /// The memory each Slurm job of stage `name` asks for: its `mem`, else the
+    /// defaults' one. `None` when neither is set, or when it is `0` (Slurm's "all
+    /// of the node's memory", which is not known before the job runs).
+    pub fn memory(&self, name: &str) -> Option<JobMemory> {
+        let (text, table, at) = match self.stages.get(name) {
+            Some(StageSlurmRaw {
+                mem: Some(m),
+                mem_at,
+                ..
+            }) => (m, format!("[slurm.stage.{name}]"), mem_at.clone()),
+            _ => (
+                self.defaults.mem.as_ref()?,
+                "[slurm]".to_string(),
+                self.defaults_mem_at.clone(),
+            ),
+        };
+        let bytes = mem_bytes(text).filter(|&b| b > 0)?;
+        Some(JobMemory {
+            bytes,
+            text: text.clone(),
+            table,
+            at,
+        })
     }
 
     /// How stage `name`, whose kind can be split as `split`, is submitted.
@@ -256,6 +300,20 @@ pub(crate) fn check_mem(m: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Bytes of a `--mem` value checked by [`check_mem`], in Slurm's units: `K`, `M`
+/// (the default), `G`, `T`, each 1024 times the one before (saturating).
+pub(crate) fn mem_bytes(m: &str) -> Option<u64> {
+    let (digits, shift) = match m.chars().last()? {
+        'K' => (&m[..m.len() - 1], 10),
+        'M' => (&m[..m.len() - 1], 20),
+        'G' => (&m[..m.len() - 1], 30),
+        'T' => (&m[..m.len() - 1], 40),
+        _ => (m, 20),
+    };
+    let n: u64 = digits.parse().ok()?;
+    Some(n.saturating_mul(1u64 << shift))
+}
+
 fn check_extra(flag: &str) -> Result<(), Rejection> {
     if !flag.starts_with('-') || flag.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err((
@@ -315,6 +373,56 @@ mod tests {
         for bad in ["", "G", "16GB", "1.5G", "16 G"] {
             assert!(check_mem(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn memory_sizes_in_bytes_as_slurm_reads_them() {
+        assert_eq!(mem_bytes("64G"), Some(64 << 30));
+        assert_eq!(mem_bytes("500M"), Some(500 << 20));
+        assert_eq!(mem_bytes("500"), Some(500 << 20), "a plain number is MB");
+        assert_eq!(mem_bytes("1T"), Some(1 << 40));
+        assert_eq!(mem_bytes("2048K"), Some(2 << 20));
+        assert_eq!(mem_bytes("99999999999999T"), Some(u64::MAX));
+        assert_eq!(mem_bytes("G"), None);
+    }
+
+    #[test]
+    fn job_memory_is_the_stages_else_the_defaults() {
+        let mut cfg = SlurmConfig {
+            defaults: SlurmResources {
+                mem: Some("64G".into()),
+                ..SlurmResources::default()
+            },
+            ..SlurmConfig::default()
+        };
+        cfg.stages.insert(
+            "saes".into(),
+            StageSlurmRaw {
+                mem: Some("32G".into()),
+                ..StageSlurmRaw::default()
+            },
+        );
+        cfg.stages.insert(
+            "all".into(),
+            StageSlurmRaw {
+                mem: Some("0".into()),
+                ..StageSlurmRaw::default()
+            },
+        );
+        let saes = cfg.memory("saes").unwrap();
+        assert_eq!(
+            (saes.bytes, saes.table.as_str()),
+            (32 << 30, "[slurm.stage.saes]")
+        );
+        let acts = cfg.memory("acts").unwrap();
+        assert_eq!((acts.bytes, acts.text.as_str()), (64 << 30, "64G"));
+        assert_eq!(acts.table, "[slurm]");
+        assert_eq!(
+            cfg.memory("all"),
+            None,
+            "mem = 0: the whole node, size unknown"
+        );
+        assert_eq!(SlurmConfig::default().memory("acts"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use circuitry_core::atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::outputs::{self, Prepared};
-use crate::{check_stages, ArrayPlan, BinDirs, Error, Pipeline, Plan, Result, RunDirLock, Stage};
+use crate::{check_jobs, ArrayPlan, BinDirs, Error, Pipeline, Plan, Result, RunDirLock, Stage};
 
 mod script;
 mod status;
@@ -183,9 +183,11 @@ pub fn submit(
         )?);
         check_previous_done(pipeline)?;
     }
-    // The options are checked here, on the submitting machine (memory estimates
-    // are compared with this machine's memory, not the compute node's).
-    check_stages(pipeline, &plan, bins, false)?;
+    // The options are checked here, on the submitting machine, job by job as the
+    // cluster runs them; memory estimates against each job's `mem` when it has one.
+    for check in check_jobs(pipeline, &plan, bins)? {
+        eprintln!("  {check}");
+    }
     if !options.dry_run {
         fs::create_dir_all(&logs).map_err(|e| Error::io("creating", &logs, e))?;
     }

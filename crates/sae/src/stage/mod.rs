@@ -145,8 +145,10 @@ struct RunKey<'a> {
     outlier_norm_ratio: Option<f64>,
 }
 
-/// Run the stage (see the module docs).
-pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
+/// Run the stage (see the module docs). The memory estimate of the hooks still to
+/// train (not those whose SAE is complete with the same configuration: after a Slurm
+/// array of one task per hook, the plain job trains none) is compared with `limit`.
+pub fn run(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<Vec<HookSummary>> {
     let timer = StageTimer::start(TOOL);
     check(cfg)?;
     // `--gemm mkl` without MKL fails here, before anything is read or written.
@@ -155,7 +157,6 @@ pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
     preflight::check_writable(&cfg.out, "--out")?;
     let store = ActivationStore::open(&cfg.store)?;
     let layout_all = check_store(cfg, &store)?;
-    memory_estimate(cfg, &layout_all.hooks).check(TOOL, MEMORY_FIX)?;
     let model = load_model(cfg, &store)?;
     let store_meta = fingerprint::fingerprint_path(&cfg.store.join(META_FILE))?;
     let selected: Vec<HookPoint> = if cfg.only_hooks.is_empty() {
@@ -187,6 +188,13 @@ pub fn run(cfg: &StageConfig) -> Result<Vec<HookSummary>> {
             None => todo.push((hook, key)),
         }
     }
+    let to_train: Vec<(HookPoint, usize)> = layout_all
+        .hooks
+        .iter()
+        .filter(|(h, _)| todo.iter().any(|(t, _)| t == h))
+        .copied()
+        .collect();
+    memory_estimate(cfg, &to_train).check_within(TOOL, MEMORY_FIX, limit)?;
     if !todo.is_empty() {
         done.extend(train_hooks(
             cfg,
@@ -274,8 +282,9 @@ pub fn memory_estimate(cfg: &StageConfig, hooks: &[(HookPoint, usize)]) -> Memor
 /// `--check-only`: every check [`run`] makes before its work, writing nothing (no
 /// folder is created): the options, the dense-product library, the output
 /// folder's writability, and, when the store exists already, its hooks and widths
-/// and the memory estimate (without a store, the estimate uses `--d-in` when given).
-pub fn check_only(cfg: &StageConfig) -> Result<()> {
+/// and the memory estimate, compared with `limit` (without a store, the estimate
+/// uses `--d-in` when given).
+pub fn check_only(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<()> {
     check(cfg)?;
     Backend::resolve(cfg.train.gemm)?;
     preflight::check_writable(&cfg.out, "--out")?;
@@ -288,7 +297,7 @@ pub fn check_only(cfg: &StageConfig) -> Result<()> {
             None => Vec::new(),
         }
     };
-    memory_estimate(cfg, &hooks).check(TOOL, MEMORY_FIX)?;
+    memory_estimate(cfg, &hooks).check_within(TOOL, MEMORY_FIX, limit)?;
     for (what, path) in [("--model", &cfg.model), ("--tokenizer", &cfg.tokenizer)] {
         if let Some(p) = path.as_ref().filter(|p| !p.exists()) {
             return Err(Error::config(

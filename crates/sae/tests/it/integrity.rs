@@ -292,3 +292,82 @@ fn os_errors_are_printed_once() {
     assert!(t.contains(".checkpoints"), "{t}");
     assert_eq!(t.matches("(os error 17)").count(), 1, "{t}");
 }
+
+/// The estimate `--check-only` reports over a 1-byte `--memory-limit`, in bytes (to
+/// the 0.1 KiB it prints).
+fn estimate(store: &Path, out: &Path, extra: &[&str]) -> f64 {
+    let mut a = small(s(store), s(out), extra);
+    a.extend_from_slice(&["--check-only", "--memory-limit", "1"]);
+    let o = train_sae(&a);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    let after = t.split("needs about ").nth(1).expect(&t);
+    let mut words = after.split_whitespace();
+    let value: f64 = words.next().unwrap().parse().unwrap();
+    let unit = match words.next().unwrap() {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        other => panic!("unit {other} in: {t}"),
+    };
+    value * unit
+}
+
+/// Regression: on Slurm, a `train-sae` stage with `per_hook = true` runs one array
+/// task per hook, then its plain job (every hook), which finds every SAE complete and
+/// only writes stage.json. That job estimated the memory of every hook and was
+/// refused where one hook fits but all do not (36 GPT-2 small hooks: 53.5 GiB). Now a
+/// run estimates only the hooks it trains. `--memory-limit` (also accepted in a run)
+/// stands for a machine with room for one hook, not both.
+#[test]
+fn a_run_needs_memory_only_for_the_hooks_it_still_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    make_store(&store, 300, None);
+    let out = dir.path().join("out");
+    let hook_b = "blocks.0.hook_mlp_out";
+    let both = ["--hook", hook_b];
+    let one = estimate(&store, &out, &["--hook", hook_b, "--only-hook", HOOK_A]).max(estimate(
+        &store,
+        &out,
+        &["--hook", hook_b, "--only-hook", hook_b],
+    ));
+    let all = estimate(&store, &out, &both);
+    println!("estimates: one hook {one} B, both {all} B");
+    assert!(all > one + 2048.0, "one hook {one} B, both {all} B");
+    let limit = (((one + all) / 2.0) as u64).to_string();
+    let with_limit = |out: &Path, extra: &[&'static str]| {
+        let mut a = small(s(&store), s(out), &both);
+        a.extend_from_slice(extra);
+        let mut a: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+        a.extend(["--memory-limit".to_string(), limit.clone()]);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        train_sae(&refs)
+    };
+    for hook in [HOOK_A, hook_b] {
+        let o = with_limit(&out, &["--only-hook", hook]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = with_limit(&out, &[]);
+    let t = text(&o);
+    assert!(
+        o.status.success(),
+        "the plain run after the per-hook runs: {t}"
+    );
+    assert!(t.contains("kept "), "{t}");
+    assert!(out.join("stage.json").is_file());
+
+    // With both hooks still to train, the same limit is refused, writing nothing.
+    let fresh = dir.path().join("fresh");
+    let o = with_limit(&fresh, &[]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    for needle in [
+        "needs about",
+        "more than the memory limit of",
+        "(--memory-limit)",
+    ] {
+        assert!(t.contains(needle), "expected {needle:?} in: {t}");
+    }
+    assert!(!fresh.exists(), "nothing may be written");
+}
