@@ -3,6 +3,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use circuitry_core::binary;
+use circuitry_dump::onnx::runtime::ORT_LIBRARY_ENV;
 use circuitry_dump::onnx::{self, cli::OnnxArgs};
 use circuitry_dump::toy::{self, NounSet, ToyDumpConfig};
 use clap::{Parser, Subcommand};
@@ -64,9 +66,10 @@ enum Command {
     BenchOrt(OnnxArgs),
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Run `cli`'s command; `ort_library` is `$ORT_DYLIB_PATH`.
+fn run(cli: Cli, ort_library: Option<PathBuf>) -> Result<()> {
     if let Command::BenchOrt(args) = cli.command {
-        let cfg = args.into_config().context("invalid arguments")?;
+        let cfg = args.into_config(ort_library).context("invalid arguments")?;
         let timing = onnx::bench::bare_ort(&cfg).context("running bare ONNX Runtime")?;
         println!("{}", serde_json::to_string(&timing)?);
         return Ok(());
@@ -105,7 +108,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Onnx(OnnxCommand { args, check_only }) => {
             let part = args.part;
-            let cfg = args.into_config().context("invalid arguments")?;
+            let cfg = args.into_config(ort_library).context("invalid arguments")?;
             if check_only {
                 return Ok(onnx::check_only(&cfg)?);
             }
@@ -137,16 +140,9 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "error: {}",
-                circuitry_core::preflight::error_chain(e.as_ref())
-            );
-            ExitCode::from(2)
-        }
-    }
+    binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "warn");
+    let ort_library = std::env::var_os(ORT_LIBRARY_ENV).map(PathBuf::from);
+    binary::exit(run(Cli::parse(), ort_library))
 }
 
 /// Print what a dump wrote and list its shard files (the stage's outputs so far).
