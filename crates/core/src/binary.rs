@@ -8,7 +8,8 @@
 //! use std::process::ExitCode;
 //! fn run() -> anyhow::Result<()> { Ok(()) }
 //! fn main() -> ExitCode {
-//!     circuitry_core::binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "warn");
+//!     let rust_log: Option<String> = None; // a real main passes $RUST_LOG's value
+//!     circuitry_core::binary::init_logging(rust_log.as_deref(), "warn");
 //!     circuitry_core::binary::exit(run())
 //! }
 //! ```
