@@ -3,7 +3,7 @@
 # scripts/bench_dump.sh; run that first: it makes the model and the corpus). Not a test.
 #
 #   scripts/bench_dump_ab.sh OLD_BIN NEW_BIN       # BENCH_REPS (3), BENCH_TOKENS (8192), ...
-#   OLD_ENV="CIRCUITRY_WRITER_NICE=0" scripts/bench_dump_ab.sh BIN BIN   # one binary, two settings
+#   OLD_ENV="ORT_DYLIB_PATH=/other/libonnxruntime.so" scripts/bench_dump_ab.sh BIN BIN  # two ORT libraries
 #
 # OLD_ENV / NEW_ENV: space-separated VAR=value pairs set for the OLD / NEW runs only.
 # Each repetition times, one after the other: OLD f32, NEW f32, OLD f16, NEW f16 (steady

@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use circuitry_circuit::gpt2::stage::{load_saes, run_gpt2_stage};
 use circuitry_circuit::stage::{run_toy_stage, ToyStageConfig};
-use circuitry_core::preflight::{check_writable, error_chain, MemoryEstimate, MemoryLimit};
+use circuitry_core::binary;
+use circuitry_core::preflight::{check_writable, MemoryEstimate, MemoryLimit};
 use circuitry_core::StageTimer;
 use circuitry_store::ActivationStore;
 use clap::{Parser, Subcommand};
@@ -70,25 +71,12 @@ struct ToyArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "warn");
     let cli = Cli::parse();
-    let result = match cli.command {
+    binary::exit(match cli.command {
         Command::Toy(args) => toy(args),
         Command::Gpt2(args) => gpt2(*args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("circuitry-circuit: error: {}", error_chain(e.as_ref()));
-            ExitCode::from(2)
-        }
-    }
+    })
 }
 
 fn toy(args: ToyArgs) -> anyhow::Result<()> {

@@ -11,7 +11,9 @@
 //!   decides freshness;
 //! - [`atomic`]: write-to-temporary-then-rename helpers, so a crash never leaves a file
 //!   that looks complete;
-//! - [`fingerprint`]: content hashes (BLAKE3) of files and directories.
+//! - [`fingerprint`]: content hashes (BLAKE3) of files and directories;
+//! - [`binary`]: what every binary's `main` shares (logging set-up, the one-line
+//!   error with its cause chain, the exit code).
 //!
 //! ```
 //! use circuitry_core::HookPoint;
@@ -22,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod atomic;
+pub mod binary;
 mod error;
 pub mod fingerprint;
 mod gpt2;

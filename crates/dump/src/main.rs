@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use circuitry_core::binary;
 use circuitry_core::preflight::MemoryLimit;
+use circuitry_dump::onnx::runtime::ORT_LIBRARY_ENV;
 use circuitry_dump::onnx::{self, cli::OnnxArgs};
 use circuitry_dump::toy::{self, NounSet, ToyDumpConfig};
 use clap::{Parser, Subcommand};
@@ -73,9 +75,10 @@ enum Command {
     BenchOrt(OnnxArgs),
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Run `cli`'s command; `ort_library` is `$ORT_DYLIB_PATH`.
+fn run(cli: Cli, ort_library: Option<PathBuf>) -> Result<()> {
     if let Command::BenchOrt(args) = cli.command {
-        let cfg = args.into_config().context("invalid arguments")?;
+        let cfg = args.into_config(ort_library).context("invalid arguments")?;
         let timing = onnx::bench::bare_ort(&cfg).context("running bare ONNX Runtime")?;
         println!("{}", serde_json::to_string(&timing)?);
         return Ok(());
@@ -119,7 +122,7 @@ fn run(cli: Cli) -> Result<()> {
             memory_limit,
         }) => {
             let part = args.part;
-            let cfg = args.into_config().context("invalid arguments")?;
+            let cfg = args.into_config(ort_library).context("invalid arguments")?;
             if check_only {
                 return Ok(onnx::check_only(
                     &cfg,
@@ -154,16 +157,9 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "error: {}",
-                circuitry_core::preflight::error_chain(e.as_ref())
-            );
-            ExitCode::from(2)
-        }
-    }
+    binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "warn");
+    let ort_library = std::env::var_os(ORT_LIBRARY_ENV).map(PathBuf::from);
+    binary::exit(run(Cli::parse(), ort_library))
 }
 
 /// Print what a dump wrote and list its shard files (the stage's outputs so far).

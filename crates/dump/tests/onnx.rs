@@ -30,6 +30,8 @@ fn config(out: &Path, hooks: &[&str], input: DumpInput) -> OnnxDumpConfig {
         dtype: Dtype::F32,
         shard_rows: 50,
         max_tokens: None,
+        // The library the binary would load: $ORT_DYLIB_PATH, else a search.
+        ort_library: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
     }
     .check()
     .unwrap()

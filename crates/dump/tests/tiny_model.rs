@@ -32,6 +32,8 @@ fn config(out: &Path, input: DumpInput, max_tokens: Option<usize>) -> OnnxDumpCo
         dtype: Dtype::F32,
         shard_rows: 512,
         max_tokens,
+        // The library the binary would load: $ORT_DYLIB_PATH, else a search.
+        ort_library: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
     }
     .check()
     .unwrap()

@@ -24,19 +24,28 @@ pub const BIN_DIR_ENV: &str = "CIRCUITRY_BIN_DIR";
 /// How many of a failed stage's last output lines the error repeats.
 const TAIL_LINES: usize = 20;
 
-/// Where stage binaries are looked for.
+/// Where programs are looked for: the stage binaries, and Slurm's client tools
+/// (`sbatch`, `scontrol`, `scancel`) on `PATH`. The `circuitry` binary builds it from
+/// `$CIRCUITRY_BIN_DIR` and `$PATH` ([`BinDirs::locate`]); the library reads no
+/// environment variable.
 #[derive(Debug, Clone)]
 pub struct BinDirs {
+    /// Searched for stage binaries, in order.
     dirs: Vec<PathBuf>,
+    /// `PATH`'s directories: searched for Slurm's client tools.
+    path: Vec<PathBuf>,
 }
 
 impl BinDirs {
-    /// `$CIRCUITRY_BIN_DIR` alone when set; otherwise the directory of the running
-    /// executable (where `cargo build` puts all the workspace's binaries), then `PATH`.
-    pub fn from_env() -> BinDirs {
-        if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|d| !d.is_empty()) {
+    /// Stage binaries from `bin_dir` alone when given (`$CIRCUITRY_BIN_DIR`);
+    /// otherwise from the directory of the running executable (where `cargo build`
+    /// puts all the workspace's binaries), then from `path` (`$PATH`'s directories,
+    /// where Slurm's client tools are looked for in any case).
+    pub fn locate(bin_dir: Option<PathBuf>, path: Vec<PathBuf>) -> BinDirs {
+        if let Some(dir) = bin_dir {
             return BinDirs {
-                dirs: vec![PathBuf::from(dir)],
+                dirs: vec![dir],
+                path,
             };
         }
         let mut dirs = Vec::new();
@@ -46,15 +55,8 @@ impl BinDirs {
         {
             dirs.push(dir);
         }
-        if let Some(path) = std::env::var_os("PATH") {
-            dirs.extend(std::env::split_paths(&path));
-        }
-        BinDirs { dirs }
-    }
-
-    /// Search exactly `dirs`, in order.
-    pub fn new(dirs: Vec<PathBuf>) -> BinDirs {
-        BinDirs { dirs }
+        dirs.extend(path.iter().cloned());
+        BinDirs { dirs, path }
     }
 
     /// The first `dir/program` that is a file.
@@ -66,7 +68,12 @@ impl BinDirs {
             .find(|p| p.is_file())
     }
 
-    /// The directories searched.
+    /// Whether `program` (a Slurm client tool) is a file in one of `PATH`'s directories.
+    pub fn on_path(&self, program: &str) -> bool {
+        self.path.iter().any(|d| d.join(program).is_file())
+    }
+
+    /// The directories searched for stage binaries.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }
@@ -124,7 +131,7 @@ pub fn run_local(pipeline: &Pipeline, options: &RunOptions, bins: &BinDirs) -> R
         "circuitry run",
     )?;
     // Jobs of a Slurm submission write into the same folders without the lock.
-    let active = crate::slurm::active_jobs(pipeline);
+    let active = crate::slurm::active_jobs(pipeline, bins);
     if !active.is_empty() {
         return Err(Error::SlurmJobsActive { jobs: active });
     }

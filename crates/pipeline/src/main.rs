@@ -2,9 +2,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use circuitry_core::binary;
 use circuitry_pipeline::slurm::{self, SubmitOptions};
 use circuitry_pipeline::{
     catch_stop_signals, check_stages, run_local, BinDirs, CheckOutcome, Pipeline, Plan, RunOptions,
+    BIN_DIR_ENV,
 };
 use clap::{Parser, Subcommand};
 
@@ -72,13 +74,17 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "warn");
+    // Stage binaries: $CIRCUITRY_BIN_DIR alone, else beside this executable, then PATH;
+    // Slurm's client tools: PATH.
+    let bins = BinDirs::locate(
+        std::env::var_os(BIN_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default(),
+    );
     let cli = Cli::parse();
     // Only `run` waits on stage processes; `submit` and the others keep the default
     // (a signal ends them at once).
@@ -99,7 +105,7 @@ fn main() -> ExitCode {
                 force: force.clone(),
                 dry_run: *dry_run,
             };
-            run_local(&pipeline, &options, &BinDirs::from_env()).map(|_| ())
+            run_local(&pipeline, &options, &bins).map(|_| ())
         }),
         Cmd::Plan { manifest, force } => Pipeline::load(manifest).and_then(|pipeline| {
             let plan = Plan::new(&pipeline, force)?;
@@ -110,7 +116,7 @@ fn main() -> ExitCode {
                 pipeline.display_path(pipeline.run_dir()).display()
             );
             println!("{plan}");
-            let checks = check_stages(&pipeline, &plan, &BinDirs::from_env(), true);
+            let checks = check_stages(&pipeline, &plan, &bins, true);
             for stage in plan.stale() {
                 println!("  $ {}", stage.command);
                 let outcome = checks.as_ref().ok().and_then(|c| {
@@ -140,25 +146,22 @@ fn main() -> ExitCode {
                 force: force.clone(),
                 dry_run: *dry_run,
             };
-            slurm::submit(&pipeline, &options, &BinDirs::from_env()).map(|_| ())
+            slurm::submit(&pipeline, &options, &bins).map(|_| ())
         }),
         Cmd::Status { manifest } => Pipeline::load(manifest).and_then(|pipeline| {
-            let stages = slurm::status(&pipeline)?;
+            let stages = slurm::status(&pipeline, &bins)?;
             println!("pipeline `{}` ({})", pipeline.name(), manifest.display());
             slurm::print_status(&pipeline, &stages);
             Ok(())
         }),
         Cmd::Cancel { manifest } => Pipeline::load(manifest).and_then(|pipeline| {
-            let ids = slurm::cancel(&pipeline)?;
+            let ids = slurm::cancel(&pipeline, &bins)?;
             println!("cancelled jobs {}", ids.join(" "));
             Ok(())
         }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code())
-        }
+        Err(e) => binary::fail(&e, e.exit_code()),
     }
 }

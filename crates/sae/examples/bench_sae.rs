@@ -9,7 +9,9 @@
 use std::time::Instant;
 
 use circuitry_core::HookPoint;
-use circuitry_sae::kernel::{pre_activations_with, Backend, Gemm, GemmChoice};
+use circuitry_sae::kernel::{
+    pre_activations_with, Backend, Gemm, GemmChoice, MklSettings, MKL_CBWR_ENV, MKL_ENV,
+};
 use circuitry_sae::{Architecture, SaeConfig, TrainConfig, Trainer};
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -39,7 +41,10 @@ fn main() -> anyhow::Result<()> {
         "auto" => (GemmChoice::Auto, false),
         other => anyhow::bail!("unknown GEMM {other:?}: use faer, mkl, mkl-prefilter or auto"),
     };
-    let backend = Backend::resolve(gemm)?;
+    // MKL as circuitry-train-sae finds it ($CIRCUITRY_MKL, $CIRCUITRY_MKL_CBWR).
+    let mkl =
+        MklSettings::from_env_values(std::env::var_os(MKL_ENV), std::env::var(MKL_CBWR_ENV).ok())?;
+    let backend = Backend::resolve(gemm, &mkl)?;
     if prefilter && !circuitry_sae::kernel::topk_prefilter_available(backend, d_in, d_sae) {
         anyhow::bail!("the TopK bf16 prefilter does not run here (needs MKL and AVX512-BF16)");
     }
@@ -91,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         b_dec_init: circuitry_sae::BDecInit::Zeros,
         gemm,
         topk_prefilter: prefilter,
+        mkl,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(cfg, &train_cfg, x.view())?;

@@ -392,7 +392,7 @@ fn edit(
             })?;
             let x: ArrayView2<'_, f32> = x.view(); // (b·s, d_in)
             let x_hat = sae.forward(x); // (b·s, d_in)
-            let keep: Vec<bool> = x.outer_iter().map(outlier).collect();
+            let keep: Vec<bool> = x.outer_iter().map(&outlier).collect();
             for (i, row) in x_hat.axis_iter(Axis(0)).enumerate() {
                 if !keep[i] {
                     act.slice_mut(ndarray::s![i / s, i % s, ..]).assign(&row);

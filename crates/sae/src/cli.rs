@@ -1,11 +1,14 @@
 //! Command-line arguments of `circuitry-train-sae` (part of the binary, not the library)
 //! and their conversion into the validated [`StageConfig`].
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use circuitry_core::HookPoint;
 use circuitry_sae::stage::{self, StageConfig};
-use circuitry_sae::{ActivationNormalization, Architecture, GemmChoice, TrainConfig};
+use circuitry_sae::{
+    ActivationNormalization, Architecture, CbwrMode, GemmChoice, MklSettings, TrainConfig,
+};
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -135,6 +138,12 @@ pub(crate) struct Args {
     /// (scripts/setup-mkl.sh). training.json records the one used.
     #[arg(long, value_enum, default_value = "auto")]
     gemm: GemmArg,
+    /// MKL's conditional numerical reproducibility mode: off, auto, compatible, avx2
+    /// or avx512, the last four optionally with +strict (default: auto, or
+    /// $CIRCUITRY_MKL_CBWR). It changes MKL's rounding: a mode other than auto is
+    /// part of the run key (a changed mode retrains) and training.json's gemm names it.
+    #[arg(long, value_name = "MODE")]
+    mkl_cbwr: Option<CbwrMode>,
     /// TopK: pick each row's latents with the exact bf16 prefilter where it runs (MKL
     /// on a CPU with AVX512-BF16 or AMX): the same latents as the f32 encoder, about
     /// twice as fast. `false` computes every pre-activation in f32.
@@ -151,6 +160,13 @@ pub(crate) struct Args {
     pub(crate) memory_limit: Option<u64>,
 }
 
+/// The environment variables `main` read for MKL: `CIRCUITRY_MKL` (the library) and
+/// `CIRCUITRY_MKL_CBWR` (the CNR mode when `--mkl-cbwr` is not given).
+pub(crate) struct MklEnv {
+    pub(crate) library: Option<OsString>,
+    pub(crate) cbwr: Option<String>,
+}
+
 fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {
     names
         .iter()
@@ -158,7 +174,7 @@ fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {
         .collect()
 }
 
-pub(crate) fn config(a: Args) -> anyhow::Result<StageConfig> {
+pub(crate) fn config(a: Args, env: MklEnv) -> anyhow::Result<StageConfig> {
     let architecture = match (a.architecture, a.k) {
         (ArchArg::Standard, None) => Architecture::Standard,
         (ArchArg::Jumprelu, None) => Architecture::JumpRelu,
@@ -201,6 +217,7 @@ pub(crate) fn config(a: Args) -> anyhow::Result<StageConfig> {
             GemmArg::Mkl => GemmChoice::Mkl,
         },
         topk_prefilter: a.topk_prefilter,
+        mkl: mkl_settings(a.mkl_cbwr, env)?,
         ..d
     };
     Ok(StageConfig {
@@ -223,4 +240,15 @@ pub(crate) fn config(a: Args) -> anyhow::Result<StageConfig> {
         ce_sequences: a.ce_sequences,
         outlier_norm_ratio: a.outlier_norm_ratio,
     })
+}
+
+/// MKL's settings: the library from `CIRCUITRY_MKL`; the CNR mode from `--mkl-cbwr`,
+/// else `CIRCUITRY_MKL_CBWR` (not read when the flag is given), else the default.
+fn mkl_settings(flag: Option<CbwrMode>, env: MklEnv) -> anyhow::Result<MklSettings> {
+    let cbwr = if flag.is_some() { None } else { env.cbwr };
+    let mut mkl = MklSettings::from_env_values(env.library, cbwr)?;
+    if let Some(mode) = flag {
+        mkl.cbwr = mode;
+    }
+    Ok(mkl)
 }

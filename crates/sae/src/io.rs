@@ -328,7 +328,7 @@ impl TrainingRecord {
         eval_rows: usize,
         eval_metrics: Option<Metrics>,
     ) -> Self {
-        let gemm = crate::Backend::resolve(train.gemm)
+        let gemm = crate::Backend::resolve(train.gemm, &train.mkl)
             .map(|b| b.describe())
             .unwrap_or_default();
         TrainingRecord {

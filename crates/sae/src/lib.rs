@@ -60,7 +60,7 @@ pub use io::{
     save_training_outputs, OutlierRule, TrainingRecord, CFG_FILE, SPARSITY_FILE, STAGE_MARKER,
     TRAINING_FILE, TRAINING_RECORD_VERSION, WEIGHTS_FILE,
 };
-pub use kernel::{Backend, GemmChoice};
+pub use kernel::{Backend, CbwrMode, GemmChoice, MklSettings};
 pub use metrics::{
     evaluate, evaluate_with_density, feature_density, log10_feature_density, Metrics,
     MetricsAccumulator,

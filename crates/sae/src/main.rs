@@ -3,37 +3,33 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use circuitry_core::preflight::{error_chain, MemoryLimit};
+use circuitry_core::binary;
+use circuitry_core::preflight::MemoryLimit;
+use circuitry_sae::kernel::{MKL_CBWR_ENV, MKL_ENV};
 use circuitry_sae::stage;
 use clap::Parser;
 
 mod cli;
-use cli::{config, Args};
+use cli::{config, Args, MklEnv};
 
 fn main() -> ExitCode {
     // Spares each step's page faults (alloc.rs); CIRCUITRY_KEEP_FREED_MEMORY=0 turns it off.
     if std::env::var_os("CIRCUITRY_KEEP_FREED_MEMORY").is_none_or(|v| v != "0") {
         circuitry_sae::keep_freed_memory();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "info");
+    let env = MklEnv {
+        library: std::env::var_os(MKL_ENV),
+        cbwr: std::env::var(MKL_CBWR_ENV).ok(),
+    };
     let args = Args::parse();
     let limit = MemoryLimit::from_flag(args.memory_limit);
     if args.check_only {
-        return match config(args).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {}", error_chain(e.as_ref()));
-                ExitCode::from(2)
-            }
-        };
+        return binary::exit(
+            config(args, env).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)),
+        );
     }
-    let result = config(args).and_then(|cfg| {
+    let result = config(args, env).and_then(|cfg| {
         stage::run(&cfg, limit)
             .with_context(|| format!("training SAEs from {}", cfg.store.display()))
     });
@@ -57,9 +53,6 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {}", error_chain(e.as_ref()));
-            ExitCode::from(2)
-        }
+        Err(e) => binary::fail(e.as_ref(), binary::EXIT_FAILURE),
     }
 }

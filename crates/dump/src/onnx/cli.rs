@@ -59,8 +59,10 @@ pub struct OnnxArgs {
 }
 
 impl OnnxArgs {
-    /// The validated configuration.
-    pub fn into_config(self) -> Result<OnnxDumpConfig> {
+    /// The validated configuration, with the ONNX Runtime library `ort_library`
+    /// (the binary passes `$ORT_DYLIB_PATH`; `None` searches, see
+    /// [`super::runtime::find_library`]).
+    pub fn into_config(self, ort_library: Option<PathBuf>) -> Result<OnnxDumpConfig> {
         let input = match (self.corpus, self.pairs) {
             (Some(c), _) => DumpInput::Corpus(c),
             (None, Some(p)) => DumpInput::Pairs(p),
@@ -86,6 +88,7 @@ impl OnnxArgs {
             },
             shard_rows: self.shard_rows,
             max_tokens: self.max_tokens,
+            ort_library,
         }
         .check()
     }

@@ -78,6 +78,12 @@ pub struct OnnxDumpConfig {
     pub shard_rows: usize,
     /// Cap on the number of tokens (rows) dumped.
     pub max_tokens: Option<usize>,
+    /// The ONNX Runtime library (`libonnxruntime.so`); `None`: looked for as
+    /// [`runtime::find_library`] says. Not serialised: where the library is changes
+    /// no output, and this configuration is recorded in the store's `meta.json`,
+    /// whose fingerprint keys every later stage.
+    #[serde(skip)]
+    pub ort_library: Option<PathBuf>,
 }
 
 /// Part `index` of `count` of a dump: a fixed, contiguous range of whole shards of
@@ -227,6 +233,7 @@ fn prepare(cfg: &OnnxDumpConfig) -> Result<Prepared> {
     }
     let seqs = sequences(cfg, &tok, sidecar.n_ctx)?;
     let graph = runtime::Graph::load(
+        runtime::environment(cfg.ort_library.as_deref())?,
         &onnx,
         cfg.threads,
         hooks.iter().map(|h| h.output.clone()).collect(),

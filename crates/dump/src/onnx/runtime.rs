@@ -9,21 +9,25 @@ use ort::value::TensorRef;
 
 use crate::{Error, Result};
 
-/// Where the library is looked for, in order: `ORT_DYLIB_PATH`; `.ort/libonnxruntime.so`
-/// in the current directory, the executable's directory, or any directory above them;
-/// an installed Python `onnxruntime` package (`capi/libonnxruntime.so*`).
-pub fn find_library() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
-        let path = PathBuf::from(path);
+/// The environment variable that names the library; the `circuitry-dump` binary reads
+/// it and passes its value to [`find_library`] (the library itself reads no variable).
+pub const ORT_LIBRARY_ENV: &str = "ORT_DYLIB_PATH";
+
+/// Where the library is looked for, in order: `given` (the binary passes
+/// `$ORT_DYLIB_PATH`); `.ort/libonnxruntime.so` in the current directory, the
+/// executable's directory, or any directory above them; an installed Python
+/// `onnxruntime` package (`capi/libonnxruntime.so*`).
+pub fn find_library(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = given {
         if path.is_file() {
-            return Ok(path);
+            return Ok(path.to_path_buf());
         }
         return Err(Error::OrtLibrary {
-            path,
-            message: "ORT_DYLIB_PATH names no file".into(),
+            path: path.to_path_buf(),
+            message: format!("{ORT_LIBRARY_ENV} names no file"),
         });
     }
-    let mut searched = vec!["$ORT_DYLIB_PATH (unset)".to_string()];
+    let mut searched = vec![format!("${ORT_LIBRARY_ENV} (unset)")];
     let mut starts = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         starts.push(cwd);
@@ -81,9 +85,10 @@ fn python_onnxruntime() -> Option<PathBuf> {
 
 static ENVIRONMENT: OnceLock<std::result::Result<(PathBuf, Environment), String>> = OnceLock::new();
 
-/// Load the library (once per process) and return the ONNX Runtime environment.
-pub fn environment() -> Result<&'static Environment> {
-    let path = find_library()?;
+/// Load the library (once per process; found by [`find_library`] from `given`) and
+/// return the ONNX Runtime environment.
+pub fn environment(given: Option<&Path>) -> Result<&'static Environment> {
+    let path = find_library(given)?;
     let loaded = ENVIRONMENT.get_or_init(|| {
         let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
         let env = builder
@@ -101,12 +106,6 @@ pub fn environment() -> Result<&'static Environment> {
     }
 }
 
-/// Whether ONNX Runtime's idle intra-op threads spin (`CIRCUITRY_ORT_SPIN=1`) or sleep
-/// (the default: the store's writer thread needs the cores meanwhile).
-fn spinning() -> bool {
-    std::env::var("CIRCUITRY_ORT_SPIN").is_ok_and(|v| v == "1")
-}
-
 /// An ONNX Runtime session on an exported graph that returns only the chosen outputs.
 #[derive(Debug)]
 pub struct Graph {
@@ -116,9 +115,14 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Load `model` with `threads` intra-op threads, to return `outputs` (graph output names).
-    pub fn load(model: &Path, threads: usize, outputs: Vec<String>) -> Result<Graph> {
-        let env = environment()?;
+    /// Load `model` in `env` ([`environment`]) with `threads` intra-op threads, to
+    /// return `outputs` (graph output names).
+    pub fn load(
+        env: &Environment,
+        model: &Path,
+        threads: usize,
+        outputs: Vec<String>,
+    ) -> Result<Graph> {
         let fail = |e: String| Error::Ort {
             action: "loading",
             path: model.to_path_buf(),
@@ -129,7 +133,7 @@ impl Graph {
             .with_intra_threads(threads)
             .map_err(|e| fail(e.to_string()))?
             // The store writes on its own thread meanwhile: idle ORT threads must not spin.
-            .with_intra_op_spinning(spinning())
+            .with_intra_op_spinning(false)
             .map_err(|e| fail(e.to_string()))?
             .commit_from_file(model)
             .map_err(|e| fail(e.to_string()))?;

@@ -107,14 +107,6 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "error: {}",
-                circuitry_core::preflight::error_chain(e.as_ref())
-            );
-            ExitCode::from(2)
-        }
-    }
+    // (The toy trainer logs nothing, so there is no logging to set up.)
+    circuitry_core::binary::exit(run(Args::parse()))
 }

@@ -5,7 +5,7 @@
 //! [--checkpoint-every N] [--seed N] [--eval-fraction F] [--lr-warm-up-steps N]
 //! [--lr-decay-steps N] [--l1-warm-up-steps N] [--dead-feature-window N] [--top-n N]
 //! [--tokenizer FILE] [--model-name NAME] [--model DIR] [--ce-sequences N]
-//! [--gemm auto|faer|mkl] [--topk-prefilter BOOL]`). Each SAE
+//! [--gemm auto|faer|mkl] [--mkl-cbwr MODE] [--topk-prefilter BOOL]`). Each SAE
 //! is written to `OUT/<hook name>/`; with `model` (the GPT-2 directory the store was
 //! dumped from) its `training.json` gains `ce_loss_score`.
 //! With several hooks the stage splits into one Slurm array task per hook
@@ -153,6 +153,10 @@ pub struct TrainSaeParams {
     pub gemm: Option<SaeGemm>,
     /// TopK: the exact bf16 prefilter where it runs (MKL, AVX512-BF16); default `true`.
     pub topk_prefilter: Option<bool>,
+    /// MKL's conditional numerical reproducibility mode (`off`, `auto`, `compatible`,
+    /// `avx2`, `avx512`, the last four optionally with `+strict`); default `auto`.
+    /// The binary checks the spelling (`--check-only`, before anything runs).
+    pub mkl_cbwr: Option<String>,
 }
 
 /// Validated `train-sae` parameters.
@@ -312,6 +316,7 @@ impl StageParams for TrainSae {
             .opt("--ce-sequences", p.ce_sequences)
             .opt("--outlier-norm-ratio", p.outlier_norm_ratio)
             .opt("--gemm", p.gemm)
+            .opt("--mkl-cbwr", p.mkl_cbwr.as_deref())
             .opt("--topk-prefilter", p.topk_prefilter);
         if let Some(t) = &p.tokenizer {
             args.input("--tokenizer", t);

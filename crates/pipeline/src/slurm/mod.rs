@@ -175,13 +175,13 @@ pub fn submit(
     // Held until the jobs are queued (not while they run: Slurm orders those).
     let mut _lock = None;
     if !options.dry_run {
-        find_program("sbatch", "submit")?;
+        find_program(bins, "sbatch", "submit")?;
         _lock = Some(RunDirLock::acquire(
             &pipeline.resolve(pipeline.run_dir()),
             &pipeline.display_path(pipeline.run_dir()),
             "circuitry submit",
         )?);
-        check_previous_done(pipeline)?;
+        check_previous_done(pipeline, bins)?;
     }
     // The options are checked here, on the submitting machine, job by job as the
     // cluster runs them; memory estimates against each job's `mem` when it has one.
@@ -452,13 +452,13 @@ fn write_jobs(dir: &Path, jobs: &JobsFile) -> Result<()> {
 }
 
 /// Refuse to submit while the previous submission's jobs are pending or running.
-fn check_previous_done(pipeline: &Pipeline) -> Result<()> {
+fn check_previous_done(pipeline: &Pipeline, bins: &BinDirs) -> Result<()> {
     let jobs = match JobsFile::read(pipeline) {
         Ok(jobs) => jobs,
         Err(Error::NotSubmitted { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let states = status::query_all(&jobs)?;
+    let states = status::query_all(&jobs, bins)?;
     let active: Vec<String> = states
         .into_iter()
         .filter(|(_, s)| matches!(s, JobState::Pending { .. } | JobState::Running))
@@ -475,7 +475,7 @@ fn check_previous_done(pipeline: &Pipeline) -> Result<()> {
 /// `stage: state`, for `circuitry run` (which must not write beside them). Empty when
 /// there was no submission, or when Slurm cannot be asked (no `scontrol` on this
 /// machine, or the controller does not answer): then only a debug log says so.
-pub(crate) fn active_jobs(pipeline: &Pipeline) -> Vec<String> {
+pub(crate) fn active_jobs(pipeline: &Pipeline, bins: &BinDirs) -> Vec<String> {
     let jobs = match JobsFile::read(pipeline) {
         Ok(jobs) => jobs,
         Err(Error::NotSubmitted { .. }) => return Vec::new(),
@@ -484,7 +484,7 @@ pub(crate) fn active_jobs(pipeline: &Pipeline) -> Vec<String> {
             return Vec::new();
         }
     };
-    match status::query_all(&jobs) {
+    match status::query_all(&jobs, bins) {
         Ok(states) => states
             .into_iter()
             .filter(|(_, s)| matches!(s, JobState::Pending { .. } | JobState::Running))
@@ -497,12 +497,9 @@ pub(crate) fn active_jobs(pipeline: &Pipeline) -> Vec<String> {
     }
 }
 
-/// Fail with [`Error::SlurmMissing`] unless `program` is on PATH.
-pub(crate) fn find_program(program: &str, action: &'static str) -> Result<()> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
-    if found {
+/// Fail with [`Error::SlurmMissing`] unless `program` is on `bins`' PATH.
+pub(crate) fn find_program(bins: &BinDirs, program: &str, action: &'static str) -> Result<()> {
+    if bins.on_path(program) {
         Ok(())
     } else {
         Err(Error::SlurmMissing {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::{find_program, JobsFile, StageJobs};
-use crate::{Error, Pipeline, Plan, Result};
+use crate::{BinDirs, Error, Pipeline, Plan, Result};
 
 /// The state of one Slurm job (or array task).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +83,9 @@ pub struct StageStatus {
 
 /// The state of every stage of the latest submission of `pipeline`, in pipeline
 /// order; stages that were not submitted are reported fresh or stale.
-pub fn status(pipeline: &Pipeline) -> Result<Vec<StageStatus>> {
+pub fn status(pipeline: &Pipeline, bins: &BinDirs) -> Result<Vec<StageStatus>> {
     let jobs = JobsFile::read(pipeline)?;
-    find_program("scontrol", "status")?;
+    find_program(bins, "scontrol", "status")?;
     let plan = Plan::new(pipeline, &[])?;
     let mut out = Vec::new();
     for planned in &plan.stages {
@@ -146,8 +146,8 @@ fn stage_status(sj: &StageJobs) -> Result<StageStatus> {
 }
 
 /// The states of every job of a submission, as `(what, state)`.
-pub(crate) fn query_all(jobs: &JobsFile) -> Result<Vec<(String, JobState)>> {
-    find_program("scontrol", "submit")?;
+pub(crate) fn query_all(jobs: &JobsFile, bins: &BinDirs) -> Result<Vec<(String, JobState)>> {
+    find_program(bins, "scontrol", "submit")?;
     let mut out = Vec::new();
     for s in &jobs.stages {
         if let Some(a) = &s.array {
@@ -309,9 +309,9 @@ fn write_status(
 
 /// Cancel every job of the latest submission of `pipeline` (`scancel`); returns
 /// the job ids.
-pub fn cancel(pipeline: &Pipeline) -> Result<Vec<String>> {
+pub fn cancel(pipeline: &Pipeline, bins: &BinDirs) -> Result<Vec<String>> {
     let jobs = JobsFile::read(pipeline)?;
-    find_program("scancel", "cancel")?;
+    find_program(bins, "scancel", "cancel")?;
     let ids = jobs.job_ids();
     if ids.is_empty() {
         return Ok(ids);

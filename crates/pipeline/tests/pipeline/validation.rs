@@ -88,6 +88,30 @@ fn shipped_toy_manifest_is_valid_and_builds_the_documented_commands() {
     );
 }
 
+/// `mkl_cbwr` (MKL's CNR mode, part of the SAE's run key) becomes `--mkl-cbwr`; left
+/// out, no flag is passed (the binary's default, `auto`).
+#[test]
+fn train_sae_mkl_cbwr_is_passed_as_its_flag() {
+    let fx = Fixture::new();
+    let sae_command = |text: &str| {
+        let pipeline = Pipeline::load(&fx.path(&fx.manifest("m.toml", text)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stage = pipeline
+            .stages()
+            .iter()
+            .find(|s| s.name() == "sae")
+            .unwrap();
+        pipeline.command(stage).args.join(" ")
+    };
+    let with = sae_command(&toy_with(
+        "d_sae = 8\n",
+        "d_sae = 8\nmkl_cbwr = \"avx2+strict\"\n",
+    ));
+    assert!(with.contains(" --mkl-cbwr avx2+strict"), "{with}");
+    let without = sae_command(&toy_manifest());
+    assert!(!without.contains("--mkl-cbwr"), "{without}");
+}
+
 #[test]
 fn unknown_key() {
     rejects(

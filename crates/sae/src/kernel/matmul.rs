@@ -12,7 +12,7 @@ use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::mkl::{self, Mkl, MklGemm, Operand};
+use super::mkl::{self, Mkl, MklGemm, MklSettings, Operand};
 use crate::Result;
 
 /// Which backend the user asked for (`--gemm`).
@@ -49,13 +49,16 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend for `choice`: `Mkl` fails with [`Error::MklUnavailable`] (which
-    /// says how to install it) when MKL cannot be loaded; `Auto` falls back to faer.
-    pub fn resolve(choice: GemmChoice) -> Result<Backend> {
+    /// The backend for `choice`, MKL loaded with `mkl`: `Mkl` fails with
+    /// [`Error::MklUnavailable`] (which says how to install it) when MKL cannot be
+    /// loaded; `Auto` falls back to faer.
+    ///
+    /// [`Error::MklUnavailable`]: crate::Error::MklUnavailable
+    pub fn resolve(choice: GemmChoice, mkl: &MklSettings) -> Result<Backend> {
         match choice {
             GemmChoice::Faer => Ok(Backend::Faer),
-            GemmChoice::Mkl => Mkl::load().map(Backend::Mkl),
-            GemmChoice::Auto => Ok(Mkl::load().map_or(Backend::Faer, Backend::Mkl)),
+            GemmChoice::Mkl => Mkl::load(mkl).map(Backend::Mkl),
+            GemmChoice::Auto => Ok(Mkl::load(mkl).map_or(Backend::Faer, Backend::Mkl)),
         }
     }
 

@@ -1,32 +1,211 @@
 //! Intel MKL's `cblas_sgemm`/`cblas_dgemm`, loaded at run time (optional).
 //!
 //! `scripts/setup-mkl.sh` installs the libraries from the `mkl` PyPI wheel into the
-//! project-local `.mkl/`. [`Mkl::load`] looks, in order, at the `CIRCUITRY_MKL`
-//! environment variable (the path of `libmkl_rt.so.3`, or the folder holding it),
-//! `.mkl/` under the current directory, and `.mkl/` at the root of the workspace this
-//! crate was built in. The library is loaded once per process and stays loaded.
+//! project-local `.mkl/`. [`Mkl::load`] takes [`MklSettings`]: the library given there
+//! (the `circuitry-train-sae` binary passes `$CIRCUITRY_MKL`: the path of
+//! `libmkl_rt.so.3`, or the folder holding it), else `.mkl/` under the current
+//! directory, then `.mkl/` at the root of the workspace this crate was built in. The
+//! library is loaded once per process and stays loaded.
 //!
 //! Threads and determinism: MKL runs in its sequential threading layer, in
-//! conditional numerical reproducibility (CNR) mode, and the callers split each
+//! conditional numerical reproducibility (CNR) mode ([`CbwrMode`], `auto` unless
+//! `--mkl-cbwr` says otherwise; the mode changes MKL's rounding, so a mode other
+//! than the default is part of the SAE's run key), and the callers split each
 //! product into blocks of the output whose boundaries depend only on the shapes;
 //! rayon runs the blocks. So MKL uses the trainer's (rayon's) threads, and a product
 //! is bitwise the same for any number of threads and any alignment of the arrays
 //! (tests in `tests.rs` check both).
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, OsString};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
 /// The file [`Mkl::load`] opens.
 pub const MKL_LIB: &str = "libmkl_rt.so.3";
-/// The environment variable naming it (or its folder).
+/// The environment variable naming it (or its folder), read by the binary.
 pub const MKL_ENV: &str = "CIRCUITRY_MKL";
-/// The environment variable choosing the CNR mode (`off`, `auto`, `compatible`,
-/// `avx2`, `avx512`, each optionally `+strict`); default [`DEFAULT_CBWR`].
+/// The environment variable the binary reads for the CNR mode when `--mkl-cbwr` is
+/// not given (kept for scripts written before the flag).
 pub const MKL_CBWR_ENV: &str = "CIRCUITRY_MKL_CBWR";
-/// The CNR mode used unless `CIRCUITRY_MKL_CBWR` says otherwise.
+/// The CNR mode used unless `--mkl-cbwr` says otherwise.
 pub const DEFAULT_CBWR: &str = "auto";
+
+/// A code path that MKL's conditional numerical reproducibility keeps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CbwrBranch {
+    /// The best path this CPU supports (reproducible on this CPU).
+    Auto,
+    /// SSE2-era code, the same on every x86-64 CPU (slow).
+    Compatible,
+    /// The AVX2 path.
+    Avx2,
+    /// The AVX-512 path.
+    Avx512,
+}
+
+/// MKL's conditional numerical reproducibility mode (`MKL_CBWR_Set`): `off`, or a
+/// [`CbwrBranch`], optionally strict (bitwise results for any alignment of the
+/// arrays too). Spelled as `--mkl-cbwr` takes it: `off`, `auto`, `compatible`,
+/// `avx2`, `avx512`, each but `off` optionally followed by `+strict`. It changes
+/// MKL's rounding, so it is part of an SAE's run key when it is not the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum CbwrMode {
+    /// No CNR: MKL picks its code path per call.
+    Off,
+    /// CNR on `branch`.
+    On {
+        /// The code path.
+        branch: CbwrBranch,
+        /// `+strict`.
+        strict: bool,
+    },
+}
+
+impl Default for CbwrMode {
+    /// `auto` ([`DEFAULT_CBWR`]).
+    fn default() -> Self {
+        CbwrMode::On {
+            branch: CbwrBranch::Auto,
+            strict: false,
+        }
+    }
+}
+
+impl CbwrMode {
+    /// True for the default mode.
+    pub fn is_default(&self) -> bool {
+        *self == CbwrMode::default()
+    }
+
+    /// The `MKL_CBWR_Set` code; `None` for `off`.
+    fn code(self) -> Option<c_int> {
+        let CbwrMode::On { branch, strict } = self else {
+            return None;
+        };
+        let base = match branch {
+            CbwrBranch::Auto => 2,
+            CbwrBranch::Compatible => 3,
+            CbwrBranch::Avx2 => 10,
+            CbwrBranch::Avx512 => 12,
+        };
+        Some(if strict { base | MKL_CBWR_STRICT } else { base })
+    }
+}
+
+impl FromStr for CbwrMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<CbwrMode, String> {
+        let (base, strict) = match text.strip_suffix("+strict") {
+            Some(b) => (b, true),
+            None => (text, false),
+        };
+        let branch = match base {
+            "off" if !strict => return Ok(CbwrMode::Off),
+            "auto" => CbwrBranch::Auto,
+            "compatible" => CbwrBranch::Compatible,
+            "avx2" => CbwrBranch::Avx2,
+            "avx512" => CbwrBranch::Avx512,
+            _ => {
+                return Err(format!(
+                    "{text:?} is not an MKL CNR mode: write off, auto, compatible, avx2 or avx512, the last four optionally with +strict (e.g. avx2+strict)"
+                ))
+            }
+        };
+        Ok(CbwrMode::On { branch, strict })
+    }
+}
+
+impl fmt::Display for CbwrMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let CbwrMode::On { branch, strict } = self else {
+            return f.write_str("off");
+        };
+        f.write_str(match branch {
+            CbwrBranch::Auto => "auto",
+            CbwrBranch::Compatible => "compatible",
+            CbwrBranch::Avx2 => "avx2",
+            CbwrBranch::Avx512 => "avx512",
+        })?;
+        if *strict {
+            f.write_str("+strict")?;
+        }
+        Ok(())
+    }
+}
+
+impl TryFrom<String> for CbwrMode {
+    type Error = String;
+
+    fn try_from(text: String) -> std::result::Result<CbwrMode, String> {
+        text.parse()
+    }
+}
+
+impl From<CbwrMode> for String {
+    fn from(mode: CbwrMode) -> String {
+        mode.to_string()
+    }
+}
+
+/// Where MKL is loaded from and how it runs: what [`Mkl::load`] takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MklSettings {
+    /// `libmkl_rt.so.3`, or the folder holding it; `None`: `.mkl/` under the current
+    /// directory, then at the root of the workspace this crate was built in. Not
+    /// serialised: where the library is changes no result by itself (its version
+    /// is recorded in `training.json`'s `gemm`).
+    #[serde(skip)]
+    pub library: Option<PathBuf>,
+    /// The CNR mode.
+    #[serde(default)]
+    pub cbwr: CbwrMode,
+}
+
+impl fmt::Display for MklSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.library {
+            Some(p) => write!(f, "library {}", p.display())?,
+            None => f.write_str("the library in .mkl/")?,
+        }
+        write!(f, " and CNR mode {}", self.cbwr)
+    }
+}
+
+impl MklSettings {
+    /// The settings given by the values of `CIRCUITRY_MKL` (`library`) and
+    /// `CIRCUITRY_MKL_CBWR` (`cbwr`) as a binary read them; empty means unset.
+    pub fn from_env_values(library: Option<OsString>, cbwr: Option<String>) -> Result<Self> {
+        let cbwr = match cbwr.filter(|v| !v.is_empty()) {
+            Some(v) => v.parse().map_err(|e| {
+                Error::config(
+                    "mkl_cbwr",
+                    &v,
+                    format!("{MKL_CBWR_ENV}: {e}; or unset it and pass --mkl-cbwr"),
+                )
+            })?,
+            None => CbwrMode::default(),
+        };
+        Ok(MklSettings {
+            library: library.filter(|v| !v.is_empty()).map(PathBuf::from),
+            cbwr,
+        })
+    }
+
+    /// True when nothing of these settings is recorded (the default CNR mode; the
+    /// library is never recorded): `TrainConfig` then leaves them out, so records
+    /// and run keys of runs made before the setting existed stay the same.
+    pub fn records_nothing(&self) -> bool {
+        self.cbwr.is_default()
+    }
+}
 
 const CBLAS_ROW_MAJOR: c_int = 101;
 const CBLAS_NO_TRANS: c_int = 111;
@@ -67,8 +246,8 @@ pub struct Mkl {
     gemm_bf16: Option<GemmBf16>,
     /// MKL's version string (`Intel(R) oneAPI Math Kernel Library Version ...`).
     pub version: String,
-    /// The CNR mode in force, as `CIRCUITRY_MKL_CBWR` spells it.
-    pub cbwr: String,
+    /// The CNR mode in force.
+    pub cbwr: CbwrMode,
     /// The library file.
     pub path: PathBuf,
     // Keeps the library mapped for as long as the process runs.
@@ -85,18 +264,30 @@ impl std::fmt::Debug for Mkl {
     }
 }
 
-static LOADED: OnceLock<std::result::Result<Mkl, String>> = OnceLock::new();
+/// The settings of the first [`Mkl::load`] and what it loaded.
+static LOADED: OnceLock<(MklSettings, std::result::Result<Mkl, String>)> = OnceLock::new();
 
 impl Mkl {
-    /// The process's MKL, loaded on first use (see the module docs for where it is
-    /// looked for). The error says where it looked and how to install it.
-    pub fn load() -> Result<&'static Mkl> {
-        LOADED
-            .get_or_init(|| Mkl::open_first().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|reason| Error::MklUnavailable {
-                reason: reason.clone(),
-            })
+    /// The process's MKL, loaded with `settings` on first use (see the module docs
+    /// for where it is looked for). The error says where it looked and how to
+    /// install it. MKL's threading layer and CNR mode can be set only before its
+    /// first product, so a process loads it once: asking again with other settings
+    /// is an error.
+    pub fn load(settings: &MklSettings) -> Result<&'static Mkl> {
+        let (first, loaded) = LOADED.get_or_init(|| {
+            let loaded = Mkl::open_first(settings).map_err(|e| e.to_string());
+            (settings.clone(), loaded)
+        });
+        if first != settings {
+            return Err(Error::MklUnavailable {
+                reason: format!(
+                    "MKL was loaded in this process with {first} and cannot be loaded again with {settings}; use one setting per process"
+                ),
+            });
+        }
+        loaded.as_ref().map_err(|reason| Error::MklUnavailable {
+            reason: reason.clone(),
+        })
     }
 
     /// Whether this MKL has `cblas_gemm_bf16bf16f32` (MKL 2020 and later).
@@ -104,16 +295,19 @@ impl Mkl {
         self.gemm_bf16.is_some()
     }
 
-    /// Whether MKL can be loaded (loading it if not done yet).
-    pub fn available() -> bool {
-        Mkl::load().is_ok()
+    /// Whether MKL can be loaded with `settings` (loading it if not done yet).
+    pub fn available(settings: &MklSettings) -> bool {
+        Mkl::load(settings).is_ok()
     }
 
-    fn candidates() -> Vec<PathBuf> {
+    fn candidates(library: Option<&Path>) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        if let Some(v) = std::env::var_os(MKL_ENV).filter(|v| !v.is_empty()) {
-            let p = PathBuf::from(v);
-            out.push(if p.is_dir() { p.join(MKL_LIB) } else { p });
+        if let Some(p) = library {
+            out.push(if p.is_dir() {
+                p.join(MKL_LIB)
+            } else {
+                p.to_path_buf()
+            });
             return out;
         }
         out.push(Path::new(".mkl").join(MKL_LIB));
@@ -123,15 +317,15 @@ impl Mkl {
         out
     }
 
-    fn open_first() -> std::result::Result<Mkl, String> {
-        let candidates = Mkl::candidates();
+    fn open_first(settings: &MklSettings) -> std::result::Result<Mkl, String> {
+        let candidates = Mkl::candidates(settings.library.as_deref());
         let mut tried = Vec::new();
         for path in &candidates {
             if !path.is_file() {
                 tried.push(format!("{} (not found)", path.display()));
                 continue;
             }
-            match Mkl::open(path) {
+            match Mkl::open(path, settings.cbwr) {
                 Ok(m) => return Ok(m),
                 Err(e) => tried.push(format!("{} ({e})", path.display())),
             }
@@ -144,11 +338,7 @@ impl Mkl {
         ))
     }
 
-    fn open(path: &Path) -> std::result::Result<Mkl, String> {
-        let cbwr_name = std::env::var(MKL_CBWR_ENV).unwrap_or_else(|_| DEFAULT_CBWR.into());
-        let cbwr = cbwr_code(&cbwr_name).ok_or_else(|| {
-            format!("{MKL_CBWR_ENV}={cbwr_name:?} is not one of off, auto, compatible, avx2, avx512 (optionally +strict)")
-        })?;
+    fn open(path: &Path, cbwr: CbwrMode) -> std::result::Result<Mkl, String> {
         // SAFETY: loading MKL runs its initialisers, which have no preconditions; the
         // symbols are looked up with the C signatures of MKL's documented API.
         unsafe {
@@ -166,11 +356,11 @@ impl Mkl {
                     "MKL refused its sequential threading layer (got {layer}); is libmkl_sequential.so.3 next to {MKL_LIB}?"
                 ));
             }
-            if let Some(mode) = cbwr {
+            if let Some(mode) = cbwr.code() {
                 let status = cbwr_set(mode);
                 if status != 0 {
                     return Err(format!(
-                        "MKL_CBWR_Set({cbwr_name}) failed with status {status} (this CPU may not support that mode); set {MKL_CBWR_ENV}=auto"
+                        "MKL_CBWR_Set({cbwr}) failed with status {status} (this CPU may not support that mode); use --mkl-cbwr {DEFAULT_CBWR}"
                     ));
                 }
             }
@@ -187,29 +377,12 @@ impl Mkl {
                 dgemm,
                 gemm_bf16,
                 version,
-                cbwr: cbwr_name,
+                cbwr,
                 path: path.to_path_buf(),
                 _lib: lib,
             })
         }
     }
-}
-
-/// The `MKL_CBWR_Set` code of a mode name; `Some(None)` for `off`.
-fn cbwr_code(name: &str) -> Option<Option<c_int>> {
-    let (base, strict) = match name.strip_suffix("+strict") {
-        Some(b) => (b, MKL_CBWR_STRICT),
-        None => (name, 0),
-    };
-    let code = match base {
-        "off" => return (strict == 0).then_some(None),
-        "auto" => 2,
-        "compatible" => 3,
-        "avx2" => 10,
-        "avx512" => 12,
-        _ => return None,
-    };
-    Some(Some(code | strict))
 }
 
 /// How one operand is laid out for cblas: transposed or not, and its leading

@@ -10,7 +10,7 @@ use super::{loss_and_grads, AuxK, Backend, Gemm, GemmChoice, LossSpec, Mkl, Para
 use crate::Architecture;
 
 fn mkl() -> Option<Backend> {
-    match Backend::resolve(GemmChoice::Mkl) {
+    match Backend::resolve(GemmChoice::Mkl, &super::MklSettings::default()) {
         Ok(b) => Some(b),
         Err(e) => {
             eprintln!("skipped: MKL is not installed ({e})");
@@ -214,7 +214,7 @@ fn mkl_loss_and_gradients_match_faer() {
         );
         assert!(d_loss < 1e-5 && d_enc < 1e-4 && d_dec < 1e-4);
     }
-    assert!(Mkl::available());
+    assert!(Mkl::available(&super::MklSettings::default()));
 }
 
 /// TopK with the bf16 prefilter (MKL's bf16 product, AMX or AVX512-BF16) against the
@@ -332,4 +332,28 @@ fn topk_training_with_the_prefilter_is_deterministic_and_tracks_f32() {
     let scale = f.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     eprintln!("W_enc after 40 steps: max |prefilter − f32| {diff:.2e} (max |W_enc| {scale:.2e})");
     assert!(diff <= 1e-3 * scale);
+}
+
+/// Every CNR mode `--mkl-cbwr` accepts prints back as written (the spelling recorded
+/// in training.json), the default is `auto`, and `off+strict` or an unknown name is
+/// refused with the list of modes. (No MKL needed.)
+#[test]
+fn cbwr_modes_round_trip_and_unknown_ones_are_refused() {
+    use super::CbwrMode;
+    for name in ["off", "auto", "compatible", "avx2", "avx512"] {
+        for text in [name.to_string(), format!("{name}+strict")] {
+            if text == "off+strict" {
+                continue;
+            }
+            let mode: CbwrMode = text.parse().unwrap();
+            assert_eq!(mode.to_string(), text);
+            let json = serde_json::to_string(&mode).unwrap();
+            assert_eq!(serde_json::from_str::<CbwrMode>(&json).unwrap(), mode);
+        }
+    }
+    assert_eq!(CbwrMode::default().to_string(), super::DEFAULT_CBWR);
+    for bad in ["off+strict", "avx3", "", "AUTO", "auto+"] {
+        let e = bad.parse::<CbwrMode>().unwrap_err();
+        assert!(e.contains("off, auto, compatible, avx2 or avx512"), "{e}");
+    }
 }

@@ -134,6 +134,8 @@ struct RunKey<'a> {
     buffer_rows: usize,
     top_n: usize,
     tokenizer: &'a Option<PathBuf>,
+    /// With `mkl` (`--mkl-cbwr`, MKL's CNR mode, which changes its rounding) only
+    /// when that is not the default, so keys of runs made before it existed stay valid.
     train: &'a TrainConfig,
     /// The backend `train.gemm` resolved to (`auto` may differ between machines).
     gemm: &'static str,
@@ -152,7 +154,7 @@ pub fn run(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<Vec<HookS
     let timer = StageTimer::start(TOOL);
     check(cfg)?;
     // `--gemm mkl` without MKL fails here, before anything is read or written.
-    let backend = Backend::resolve(cfg.train.gemm)?;
+    let backend = Backend::resolve(cfg.train.gemm, &cfg.train.mkl)?;
     tracing::info!(gemm = %backend.describe(), "dense products");
     preflight::check_writable(&cfg.out, "--out")?;
     let store = ActivationStore::open(&cfg.store)?;
@@ -286,7 +288,7 @@ pub fn memory_estimate(cfg: &StageConfig, hooks: &[(HookPoint, usize)]) -> Memor
 /// uses `--d-in` when given).
 pub fn check_only(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<()> {
     check(cfg)?;
-    Backend::resolve(cfg.train.gemm)?;
+    Backend::resolve(cfg.train.gemm, &cfg.train.mkl)?;
     preflight::check_writable(&cfg.out, "--out")?;
     let hooks = if cfg.store.join(META_FILE).is_file() {
         let store = ActivationStore::open(&cfg.store)?;
@@ -618,7 +620,7 @@ fn train_hooks(
     } else {
         ContextTokens::read(store, &wanted)?
     };
-    let backend = Backend::resolve(cfg.train.gemm)?;
+    let backend = Backend::resolve(cfg.train.gemm, &cfg.train.mkl)?;
     let decode = stats::decoder(cfg.tokenizer.as_deref())?;
     let mut out = Vec::with_capacity(saes.len());
     for (((((sae, history, rows_seen), fin), key), ce_loss), max_norm) in saes

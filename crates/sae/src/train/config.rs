@@ -1,7 +1,7 @@
 //! How to train: [`TrainConfig`], its checks and its schedules.
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::GemmChoice;
+use crate::kernel::{GemmChoice, MklSettings};
 use crate::{Error, Result, SaeConfig};
 
 /// How `b_dec` starts.
@@ -77,6 +77,11 @@ pub struct TrainConfig {
     /// same latents as the `f32` encoder, about twice as fast. `false` encodes in `f32`.
     #[serde(default = "default_true")]
     pub topk_prefilter: bool,
+    /// Where MKL is and its CNR mode, for when `gemm` resolves to MKL. Recorded (here,
+    /// and so in `training.json` and the stage's run key) only when the mode is not
+    /// the default: records and run keys of earlier runs stay the same.
+    #[serde(default, skip_serializing_if = "MklSettings::records_nothing")]
+    pub mkl: MklSettings,
 }
 
 fn default_true() -> bool {
@@ -118,6 +123,7 @@ impl Default for TrainConfig {
             topk_threshold_lr: default_topk_threshold_lr(),
             gemm: GemmChoice::Auto,
             topk_prefilter: true,
+            mkl: MklSettings::default(),
         }
     }
 }

@@ -147,7 +147,7 @@ impl Trainer {
             rows_seen: meta.rows_seen,
             log_threshold,
             topk_threshold: meta.topk_threshold,
-            backend: Backend::resolve(cfg.gemm)?,
+            backend: Backend::resolve(cfg.gemm, &cfg.mkl)?,
         })
     }
 }

@@ -64,7 +64,7 @@ impl Trainer {
             )
         });
         Ok(Trainer {
-            backend: Backend::resolve(cfg.gemm)?,
+            backend: Backend::resolve(cfg.gemm, &cfg.mkl)?,
             log_threshold,
             topk_threshold: 0.0,
             adam: (

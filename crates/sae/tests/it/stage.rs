@@ -243,7 +243,8 @@ fn a_killed_run_resumes_to_byte_identical_weights_with_faer() {
 
 #[test]
 fn a_killed_run_resumes_to_byte_identical_weights_with_mkl() {
-    if let Err(e) = circuitry_sae::Backend::resolve(circuitry_sae::GemmChoice::Mkl) {
+    let mkl = circuitry_sae::MklSettings::default();
+    if let Err(e) = circuitry_sae::Backend::resolve(circuitry_sae::GemmChoice::Mkl, &mkl) {
         println!("skipped: MKL is not installed ({e})");
         return;
     }
@@ -479,6 +480,87 @@ fn bad_input_a_model_other_than_the_stores() {
         &[HOOK_A],
         &["model", "ce_model", "are not those the store", "--model"],
     );
+}
+
+/// `--mkl-cbwr` (MKL's CNR mode, which changes its rounding) reaches the run key: the
+/// default, given or not, keeps the key (so keys of earlier runs stay valid); another
+/// mode retrains and training.json names it; `CIRCUITRY_MKL_CBWR` is read when the flag
+/// is not given.
+#[test]
+fn mkl_cbwr_mode_is_part_of_the_run_key() {
+    let mkl = circuitry_sae::MklSettings::default();
+    if let Err(e) = circuitry_sae::Backend::resolve(circuitry_sae::GemmChoice::Mkl, &mkl) {
+        println!("skipped: MKL is not installed ({e})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    make_store(&store, 500, None);
+    let out = dir.path().join("out");
+    let run = |extra: &[&str], env: Option<&str>| {
+        let mut a = vec!["--steps", "100", "--gemm", "mkl"];
+        a.extend_from_slice(extra);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_circuitry-train-sae"));
+        cmd.args(args(s(&store), s(&out), &a))
+            .env("RUST_LOG", "info")
+            .env_remove("CIRCUITRY_MKL_CBWR");
+        if let Some(mode) = env {
+            cmd.env("CIRCUITRY_MKL_CBWR", mode);
+        }
+        let t = ok(cmd.output().unwrap());
+        let record: serde_json::Value =
+            serde_json::from_slice(&bytes(out.join(HOOK_A).join("training.json"))).unwrap();
+        (t, record)
+    };
+    let (_, first) = run(&[], None);
+    let gemm = first["gemm"].as_str().unwrap().to_string();
+    println!("default: gemm {gemm:?}, run key {}", first["run_key"]);
+    assert!(gemm.contains("CNR auto"), "{gemm}");
+    assert!(
+        first["train"].get("mkl").is_none(),
+        "the default is not recorded"
+    );
+
+    let (t, same) = run(&["--mkl-cbwr", "auto"], None);
+    assert_eq!(t.matches("skipping: outputs complete").count(), 2, "{t}");
+    assert_eq!(same["run_key"], first["run_key"]);
+
+    let (t, other) = run(&["--mkl-cbwr", "compatible"], None);
+    println!(
+        "compatible: gemm {}, run key {}",
+        other["gemm"], other["run_key"]
+    );
+    assert!(!t.contains("skipping"), "another CNR mode retrains: {t}");
+    assert_ne!(other["run_key"], first["run_key"]);
+    assert!(other["gemm"].as_str().unwrap().contains("CNR compatible"));
+    assert_eq!(other["train"]["mkl"]["cbwr"], "compatible");
+
+    // The environment variable, without the flag, is the same setting.
+    let (t, env) = run(&[], Some("compatible"));
+    assert_eq!(t.matches("skipping: outputs complete").count(), 2, "{t}");
+    assert_eq!(env["run_key"], other["run_key"]);
+    // The flag wins over it.
+    let (t, back) = run(&["--mkl-cbwr", "auto"], Some("compatible"));
+    assert!(!t.contains("skipping"), "{t}");
+    assert_eq!(back["run_key"], first["run_key"]);
+}
+
+#[test]
+fn bad_input_mkl_cbwr_names_the_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = train_sae(&args(
+        s(&dir.path().join("store")),
+        s(&out),
+        &["--mkl-cbwr", "avx3"],
+    ));
+    let t = text(&o);
+    println!("{t}");
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    for n in ["avx3", "off, auto, compatible, avx2 or avx512", "+strict"] {
+        assert!(t.contains(n), "expected {n:?} in: {t}");
+    }
+    assert!(!out.exists(), "nothing may be written on bad input");
 }
 
 #[test]

@@ -55,30 +55,25 @@ fn clear(chunk: &mut Chunk) {
     }
 }
 
-/// Nice value of the writer thread unless `CIRCUITRY_WRITER_NICE` gives another (0
-/// keeps the caller's priority). The caller's compute (ONNX Runtime's intra-op threads)
-/// fills every core; at equal priority the writer preempts one of them in the middle of
-/// a parallel section and the other waits for it. Niced, the writer runs in the cores'
-/// idle moments and, when it falls behind, while the caller waits on the bounded channel.
+/// Nice value of the writer thread. The caller's compute (ONNX Runtime's intra-op
+/// threads) fills every core; at equal priority the writer preempts one of them in the
+/// middle of a parallel section and the other waits for it. Niced, the writer runs in
+/// the cores' idle moments and, when it falls behind, while the caller waits on the
+/// bounded channel (measurements: docs/benchmarks/dump.md).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const WRITER_NICE: i32 = 19;
 
 /// Lower the calling thread's priority to [`WRITER_NICE`] (Linux; elsewhere nothing).
 /// Failing to is harmless: the writer then runs at the caller's priority.
 pub(super) fn yield_cores() {
-    let nice = std::env::var("CIRCUITRY_WRITER_NICE")
-        .ok()
-        .and_then(|v| v.trim().parse::<i32>().ok())
-        .unwrap_or(WRITER_NICE);
     #[cfg(target_os = "linux")]
-    if nice != 0 {
+    {
         // On Linux a thread id names one thread: only the writer is reniced.
         let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
-            tracing::debug!(nice, error = %e, "could not lower the store writer's priority");
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), WRITER_NICE) {
+            tracing::debug!(nice = WRITER_NICE, error = %e, "could not lower the store writer's priority");
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
 /// A message to the background thread: rows, and whether they end the open shard.
