@@ -3,10 +3,14 @@
 //! Bézier curves with width ∝ |weight| and colour by sign; nodes are shaped and coloured by kind (error nodes
 //! are dashed diamonds); a title, column headers and a legend frame the graph.
 //!
+//! [`render_annotated`] adds a short text beside chosen nodes' labels (the viewer puts
+//! a feature's top token there: `R1/12 "cabinet"`), drawn with a white halo so it
+//! stays readable over the edges.
+//!
 //! Every node is a `<g class="node" data-id="…">` and every edge a
 //! `<path class="edge" data-source="…" data-target="…">`, each with a `<title>`
 //! tooltip, so viewers and tests can find them.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::dot::max_abs_weight;
@@ -29,9 +33,22 @@ const MIN_WIDTH: f64 = 720.0;
 const LEGEND_KINDS_X: f64 = 300.0;
 const LEGEND_KIND_COL: f64 = 150.0;
 
+/// Text shown beside a node's label, by node id.
+pub type Annotations = BTreeMap<String, String>;
+
 /// Render `circuit` as a standalone SVG document. Edge widths and colours use the
 /// weights of `group` (all examples when `None`).
 pub fn render(circuit: &Circuit, group: Option<&str>) -> String {
+    render_annotated(circuit, group, &Annotations::new())
+}
+
+/// [`render`], with `annotations` (node id → text) written beside those nodes' labels
+/// in a `<tspan class="annotation">`.
+pub fn render_annotated(
+    circuit: &Circuit,
+    group: Option<&str>,
+    annotations: &Annotations,
+) -> String {
     let layout = layered(circuit);
     let n_cols = layout.columns.len();
     let max_rows = layout.columns.iter().map(Vec::len).max().unwrap_or(0);
@@ -158,12 +175,25 @@ pub fn render(circuit: &Circuit, group: Option<&str>) -> String {
         let _ = writeln!(s, r#"<g class="node" data-id="{}">"#, esc(&n.id));
         let _ = writeln!(s, "<title>{}</title>", esc(&tooltip(n)));
         let _ = writeln!(s, "{}", shape(n.kind, x, y));
-        let _ = writeln!(
-            s,
-            r#"<text x="{x:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
-            y + 4.0,
-            esc(&n.label)
-        );
+        match annotations.get(&n.id) {
+            None => {
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{x:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
+                    y + 4.0,
+                    esc(&n.label)
+                );
+            }
+            Some(note) => {
+                let _ = writeln!(
+                    s,
+                    r##"<text class="label" x="{x:.1}" y="{:.1}" font-size="12" text-anchor="middle" stroke="white" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{} <tspan class="annotation" fill="#8c2d04" font-style="italic">{}</tspan></text>"##,
+                    y + 4.0,
+                    esc(&n.label),
+                    esc(note)
+                );
+            }
+        }
         if let Some(a) = n.activation.as_ref().and_then(|a| a.get(group)) {
             let _ = writeln!(
                 s,
