@@ -388,8 +388,9 @@
     // Every annotated node shows its annotation beside its label.
     Object.keys(annotations).forEach(function (id) {
       var g = nodeEls.get(id);
-      var text = g && g.querySelector("text");
-      check(text && text.textContent.indexOf(nodes.get(id).label) === 0 && text.textContent.indexOf(annotations[id]) > 0,
+      var label = g && g.querySelector("text");
+      var note = g && g.querySelector("text.annotation");
+      check(label && label.textContent === nodes.get(id).label && note && note.textContent === annotations[id],
         "node " + id + " is not labelled with " + annotations[id]);
     });
     zoom(true);

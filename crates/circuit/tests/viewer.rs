@@ -467,26 +467,24 @@ fn edge_note(dom: &str) -> String {
     text.split("</p>").next().unwrap_or("").to_string()
 }
 
-/// The text of node `id`'s label in a DOM (tags removed).
+/// The label of node `id` in a DOM as a reader sees it: its id label, then its
+/// annotation (the top token) when it has one.
 fn node_label(dom: &str, id: &str) -> String {
     let g = dom
         .split(&format!("data-id=\"{id}\""))
         .nth(1)
         .unwrap_or_else(|| panic!("node {id} is not drawn"));
-    let text = g.split("<text").nth(1).expect("a node has a label");
-    let text = text.split_once('>').map_or("", |(_, t)| t);
-    let text = text.split("</text>").next().unwrap_or("");
-    let mut out = String::new();
-    let mut in_tag = false;
-    for ch in text.chars() {
-        match ch {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
+    let g = g.split("</g>").next().unwrap_or("");
+    let text_of = |start: &str| {
+        let t = g.split(start).nth(1)?;
+        let t = t.split_once('>')?.1;
+        Some(t.split("</text>").next()?.replace("&quot;", "\""))
+    };
+    let label = text_of("<text ").expect("a node has a label");
+    match text_of("<text class=\"annotation\"") {
+        Some(note) => format!("{label} {note}"),
+        None => label,
     }
-    out.replace("&quot;", "\"")
 }
 
 /// Where the viewer tests keep their screenshots: `target/tmp/viewer` (kept after the

@@ -42,8 +42,8 @@ pub fn render(circuit: &Circuit, group: Option<&str>) -> String {
     render_annotated(circuit, group, &Annotations::new())
 }
 
-/// [`render`], with `annotations` (node id → text) written beside those nodes' labels
-/// in a `<tspan class="annotation">`.
+/// [`render`], with `annotations` (node id → text) written right of those nodes in a
+/// `<text class="annotation">`.
 pub fn render_annotated(
     circuit: &Circuit,
     group: Option<&str>,
@@ -175,24 +175,21 @@ pub fn render_annotated(
         let _ = writeln!(s, r#"<g class="node" data-id="{}">"#, esc(&n.id));
         let _ = writeln!(s, "<title>{}</title>", esc(&tooltip(n)));
         let _ = writeln!(s, "{}", shape(n.kind, x, y));
-        match annotations.get(&n.id) {
-            None => {
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{x:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
-                    y + 4.0,
-                    esc(&n.label)
-                );
-            }
-            Some(note) => {
-                let _ = writeln!(
-                    s,
-                    r##"<text class="label" x="{x:.1}" y="{:.1}" font-size="12" text-anchor="middle" stroke="white" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{} <tspan class="annotation" fill="#8c2d04" font-style="italic">{}</tspan></text>"##,
-                    y + 4.0,
-                    esc(&n.label),
-                    esc(note)
-                );
-            }
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
+            y + 4.0,
+            esc(&n.label)
+        );
+        if let Some(note) = annotations.get(&n.id) {
+            // Right of the node, over its outgoing edges: a white halo keeps it legible.
+            let _ = writeln!(
+                s,
+                r##"<text class="annotation" x="{:.1}" y="{:.1}" font-size="12" font-style="italic" fill="#8c2d04" stroke="white" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}</text>"##,
+                x + half_width(n) + 3.0,
+                y + 4.0,
+                esc(note)
+            );
         }
         if let Some(a) = n.activation.as_ref().and_then(|a| a.get(group)) {
             let _ = writeln!(
