@@ -219,7 +219,11 @@
     sweep.forEach(function (r) { if (r.edge_threshold <= t * (1 + 1e-12)) row = r; });
     return row;
   }
-  function percent(f) { return (100 * f).toFixed(f !== 0 && Math.abs(f) < 0.1 ? 1 : 0) + "%"; }
+  function percent(f) {
+    var digits = Math.abs(f) < 0.1 ? 1 : 0;
+    var text = (100 * f).toFixed(digits);
+    return (Number(text) === 0 ? "0" : text) + "%"; // no "-0.0%"
+  }
   function updateNote(t, shown) {
     var te = Math.max(t, drawnFrom);
     var text;
@@ -273,8 +277,12 @@
     if (fit) {
       var top = graphBox.getBoundingClientRect().top;
       var availW = Math.max(graphBox.clientWidth - 4, 100);
+      // The drawing's box is at most the window's height less the controls (CSS); fit the
+      // room below the header when there is enough of it, else the box (the page scrolls).
       var maxH = parseFloat(window.getComputedStyle(graphBox).maxHeight);
-      var availH = Math.max(Math.min(window.innerHeight - Math.max(top, 0) - 8, isFinite(maxH) ? maxH - 4 : Infinity), 100);
+      var boxH = isFinite(maxH) ? maxH - 4 : window.innerHeight - 8;
+      var below = window.innerHeight - Math.max(top, 0) - 8;
+      var availH = Math.max(below >= 300 ? Math.min(below, boxH) : boxH, 50);
       s = Math.min(1, availW / w, availH / h);
     }
     svg.style.width = (w * s) + "px";
@@ -395,9 +403,11 @@
     });
     zoom(true);
     if (svg) {
-      var box = svg.getBoundingClientRect();
-      check(box.width <= graphBox.clientWidth + 1 && box.bottom <= window.innerHeight + 1,
-        "the fitted drawing (" + box.width + "×" + box.height + ", bottom " + box.bottom + ") is larger than the window (" + graphBox.clientWidth + ", " + window.innerHeight + ")");
+      // Fitted, the drawing needs no scrolling in its box, which is no taller than the window.
+      check(graphBox.scrollWidth <= graphBox.clientWidth + 1 && graphBox.scrollHeight <= graphBox.clientHeight + 1 &&
+        graphBox.clientHeight <= window.innerHeight,
+        "the fitted drawing (" + graphBox.scrollWidth + "×" + graphBox.scrollHeight + ") does not fit its box (" +
+        graphBox.clientWidth + "×" + graphBox.clientHeight + ") in the window (height " + window.innerHeight + ")");
     }
     threshold.value = firstScreen.value;
     applyThreshold();
