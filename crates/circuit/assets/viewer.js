@@ -1,10 +1,17 @@
 // circuitry circuit viewer: hover a node for its details and top-activating contexts,
 // click it to highlight every path through it, filter weak edges, search nodes.
-// Data comes from two JSON blocks in the page (#circuit-data, #feature-data); the
-// drawing is the inline SVG made by circuitry (g.node[data-id], path.edge[data-source][data-target]).
+// Data comes from three JSON blocks in the page (#circuit-data, #feature-data and
+// #viewer-data: the first-screen edge cap, the edge-faithfulness sweep and the nodes'
+// top tokens); the drawing is the inline SVG made by circuitry (g.node[data-id],
+// path.edge[data-source][data-target]).
+// The first screen shows at most viewer.first_screen_edges of the strongest edges (the
+// slider opens at the smallest step that does so) with the drawing fitted to the window;
+// #edge-note says what fraction of the behaviour the shown edges keep.
 // Opening the page with #selftest exercises all of this and writes the outcome to
 // <body data-selftest="pass|fail: …">, which the project's headless-Chromium test reads;
-// #select=NODE_ID opens the page with that node clicked (for screenshots and links).
+// #select=NODE_ID opens the page with that node clicked (for screenshots and links);
+// #threshold=P opens it with the slider at P %. Parameters combine with "&".
+// <body data-edges-shown> always holds the number of edges drawn.
 "use strict";
 (function () {
   var errors = [];
@@ -28,6 +35,11 @@
 
   var circuit = JSON.parse(document.getElementById("circuit-data").textContent);
   var features = JSON.parse(document.getElementById("feature-data").textContent);
+  var viewer = JSON.parse(document.getElementById("viewer-data").textContent);
+  var annotations = viewer.annotations || {};
+  var sweep = viewer.edge_sweep || [];
+  // Edges below this |weight| were left out of the circuit itself.
+  var drawnFrom = circuit.thresholds && circuit.thresholds.min_abs_weight || 0;
   var nodes = new Map();
   circuit.nodes.forEach(function (n) { nodes.set(n.id, n); });
   var incoming = new Map();
@@ -54,6 +66,11 @@
   var groupSelect = document.getElementById("group");
   var threshold = document.getElementById("threshold");
   var thresholdLabel = document.getElementById("threshold-value");
+  var thresholdPercent = document.getElementById("threshold-percent");
+  var edgesShownLabel = document.getElementById("edges-shown");
+  var edgeNote = document.getElementById("edge-note");
+  var graphBox = document.getElementById("graph");
+  var svg = graphBox.querySelector("svg");
   var search = document.getElementById("search");
   var panel = document.getElementById("panel");
   var selected = null;
@@ -107,7 +124,7 @@
     if (!n) return;
     panel.textContent = "";
     panel.setAttribute("data-node", id);
-    panel.appendChild(el("h2", { id: "panel-title" }, [n.label + " — " + n.kind]));
+    panel.appendChild(el("h2", { id: "panel-title" }, [n.label + (annotations[id] ? " " + annotations[id] : "") + " — " + n.kind]));
     var facts = el("table", {}, [row("hook", n.hook)]);
     if (n.position !== undefined) facts.appendChild(row("position", String(n.position)));
     if (n.index !== undefined) facts.appendChild(row("index", String(n.index)));
@@ -180,20 +197,105 @@
     show(id);
   }
 
+  function thresholdAt(percent) { return percent / 100 * maxWeight; }
+  function countShown(t) {
+    return circuit.edges.reduce(function (k, e) { return k + (Math.abs(e.weight.all) >= t ? 1 : 0); }, 0);
+  }
+  // The smallest slider step that shows at most `cap` edges (0 when all fit).
+  function firstScreenPercent(cap) {
+    if (circuit.edges.length <= cap || maxWeight <= 0) return 0;
+    var step = Number(threshold.step) || 1;
+    var sorted = circuit.edges.map(function (e) { return Math.abs(e.weight.all); }).sort(function (a, b) { return b - a; });
+    // Hiding the (cap+1)-th strongest edge needs a threshold above its |weight|; the
+    // percentage goes through a string as the slider's value does.
+    var k = Math.max(0, Math.floor(sorted[cap] / maxWeight * 100 / step) - 1);
+    function at(k) { return Math.min(100, Number((k * step).toFixed(6))); }
+    while (at(k) < 100 && countShown(thresholdAt(at(k))) > cap) k += 1;
+    return at(k);
+  }
+  // The sweep row at the largest threshold at or below `t` (null when none).
+  function sweepRow(t) {
+    var row = null;
+    sweep.forEach(function (r) { if (r.edge_threshold <= t * (1 + 1e-12)) row = r; });
+    return row;
+  }
+  function percent(f) {
+    var digits = Math.abs(f) < 0.1 ? 1 : 0;
+    var text = (100 * f).toFixed(digits);
+    return (Number(text) === 0 ? "0" : text) + "%"; // no "-0.0%"
+  }
+  function updateNote(t, shown) {
+    var te = Math.max(t, drawnFrom);
+    var text;
+    var row = sweepRow(te);
+    if (!sweep.length) {
+      text = "Edge faithfulness: not measured for this circuit (no edge-faithfulness sweep).";
+    } else if (row === null) {
+      text = "Edge faithfulness: not measured at this threshold; the sweep's smallest threshold is |weight| ≥ " + fmt(sweep[0].edge_threshold) + ".";
+    } else {
+      var kept = "the " + row.edges + " edge" + (row.edges === 1 ? "" : "s") + " with |weight| ≥ " + fmt(row.edge_threshold) +
+        (row.edges === 1 ? " keeps " : " keep ") + percent(row.faithfulness) + " of the behaviour (edge faithfulness " + fmt(row.faithfulness) + ")";
+      if (row.edges === shown) {
+        text = "Edge faithfulness: " + kept + ".";
+      } else {
+        var last = sweep[sweep.length - 1];
+        var where = te > last.edge_threshold ?
+          "above the sweep's largest threshold (" + fmt(last.edge_threshold) + ")" :
+          "between two of the sweep's thresholds";
+        text = "Edge faithfulness of the " + shown + " edges shown: not measured (this threshold is " + where + "); " + kept + ".";
+      }
+    }
+    edgeNote.textContent = text;
+    edgeNote.setAttribute("data-row", row ? String(row.edge_threshold) : "none");
+  }
   function applyThreshold() {
-    var t = Number(threshold.value) / 100 * maxWeight;
+    var t = thresholdAt(Number(threshold.value));
     thresholdLabel.textContent = fmt(t);
+    if (thresholdPercent) thresholdPercent.textContent = String(Number(threshold.value));
+    var shown = 0;
+    var touched = new Set();
     circuit.edges.forEach(function (e) {
       var p = edgeEls.get(edgeKey(e.source, e.target));
-      if (p) p.classList.toggle("weak", Math.abs(e.weight.all) < t);
+      var weak = Math.abs(e.weight.all) < t;
+      if (p) p.classList.toggle("weak", weak);
+      if (!weak) { shown += 1; touched.add(e.source); touched.add(e.target); }
     });
+    // Nodes none of whose edges are shown fade, so the strongest paths stand out.
+    nodeEls.forEach(function (g, id) {
+      g.classList.toggle("faint", circuit.edges.length > 0 && !touched.has(id));
+    });
+    edgesShownLabel.textContent = shown + " of " + circuit.edges.length + " edges shown";
+    document.body.setAttribute("data-edges-shown", String(shown));
+    updateNote(t, shown);
+  }
+  // Fit the drawing to the window (never enlarged), or show it at its own size.
+  function zoom(fit) {
+    if (!svg) return;
+    var w = Number(svg.getAttribute("width"));
+    var h = Number(svg.getAttribute("height"));
+    var s = 1;
+    if (fit) {
+      var top = graphBox.getBoundingClientRect().top;
+      var availW = Math.max(graphBox.clientWidth - 4, 100);
+      // The drawing's box is at most the window's height less the controls (CSS); fit the
+      // room below the header when there is enough of it, else the box (the page scrolls).
+      var maxH = parseFloat(window.getComputedStyle(graphBox).maxHeight);
+      var boxH = isFinite(maxH) ? maxH - 4 : window.innerHeight - 8;
+      var below = window.innerHeight - Math.max(top, 0) - 8;
+      var availH = Math.max(below >= 300 ? Math.min(below, boxH) : boxH, 50);
+      s = Math.min(1, availW / w, availH / h);
+    }
+    svg.style.width = (w * s) + "px";
+    svg.style.height = (h * s) + "px";
+    document.body.setAttribute("data-zoom", fit ? "fit" : "full");
   }
   function applySearch() {
     var q = search.value.trim().toLowerCase();
     var hits = 0;
     nodeEls.forEach(function (g, id) {
       var n = nodes.get(id);
-      var hit = q.length > 0 && n && (n.label.toLowerCase().indexOf(q) >= 0 || id.toLowerCase().indexOf(q) >= 0);
+      var hit = q.length > 0 && n && (n.label.toLowerCase().indexOf(q) >= 0 || id.toLowerCase().indexOf(q) >= 0 ||
+        (annotations[id] || "").toLowerCase().indexOf(q) >= 0);
       g.classList.toggle("match", !!hit);
       if (hit) hits += 1;
     });
@@ -213,12 +315,30 @@
   });
   document.addEventListener("keydown", function (ev) { if (ev.key === "Escape") clearSelection(); });
   threshold.addEventListener("input", applyThreshold);
+  document.getElementById("zoom-fit").addEventListener("click", function () { zoom(true); });
+  document.getElementById("zoom-full").addEventListener("click", function () { zoom(false); });
+  window.addEventListener("resize", function () { if (document.body.getAttribute("data-zoom") === "fit") zoom(true); });
   search.addEventListener("input", applySearch);
   if (groupSelect) groupSelect.addEventListener("change", function () {
     var id = selected || panel.getAttribute("data-node");
     if (id) show(id);
   });
+  var params = {};
+  window.location.hash.replace(/^#/, "").split("&").forEach(function (part) {
+    if (!part) return;
+    var eq = part.indexOf("=");
+    if (eq < 0) params[part] = true; else params[part.slice(0, eq)] = decodeURIComponent(part.slice(eq + 1));
+  });
+  var cap = viewer.first_screen_edges;
+  threshold.value = String(firstScreenPercent(cap));
+  var firstScreen = { value: threshold.value };
+  if (params.threshold !== undefined) {
+    var wantedPercent = Number(params.threshold);
+    if (isFinite(wantedPercent) && wantedPercent >= 0 && wantedPercent <= 100) threshold.value = String(wantedPercent);
+    else report("threshold=" + params.threshold + " is not a percentage from 0 to 100");
+  }
   applyThreshold();
+  zoom(true);
 
   function selfTest() {
     var failures = [];
@@ -255,15 +375,49 @@
     threshold.value = "0";
     applyThreshold();
     check(document.querySelectorAll("#graph path.edge.weak").length === 0, "threshold 0 hides nothing");
+
+    // The first screen: at most `cap` edges, the slider where it opens, the drawing fitted.
+    threshold.value = firstScreen.value;
+    threshold.dispatchEvent(new Event("input", { bubbles: true }));
+    var first = document.querySelectorAll("#graph path.edge:not(.weak)").length;
+    check(first <= cap, "the first screen shows " + first + " edges, more than " + cap);
+    check(edgeEls.size === 0 || first >= 1, "the first screen shows no edge");
+    check(String(first) === document.body.getAttribute("data-edges-shown"), "data-edges-shown disagrees with the drawing");
+    var firstNote = edgeNote.textContent;
+    check(firstNote.indexOf("Edge faithfulness") >= 0, "no edge-faithfulness note: " + firstNote);
+    // Moving the slider (as a user does: an input event) shows every edge and changes the note.
+    threshold.value = "0";
+    threshold.dispatchEvent(new Event("input", { bubbles: true }));
+    var all = document.querySelectorAll("#graph path.edge:not(.weak)").length;
+    check(all === edgeEls.size, "slider at 0 shows " + all + " of " + edgeEls.size + " edges");
+    if (first < all) {
+      check(edgeNote.textContent !== firstNote || sweep.length === 0, "moving the slider did not change the note: " + firstNote);
+    }
+    // Every annotated node shows its annotation beside its label.
+    Object.keys(annotations).forEach(function (id) {
+      var g = nodeEls.get(id);
+      var label = g && g.querySelector("text");
+      var note = g && g.querySelector("text.annotation");
+      check(label && label.textContent === nodes.get(id).label && note && note.textContent === annotations[id],
+        "node " + id + " is not labelled with " + annotations[id]);
+    });
+    zoom(true);
+    if (svg) {
+      // Fitted, the drawing needs no scrolling in its box, which is no taller than the window.
+      check(graphBox.scrollWidth <= graphBox.clientWidth + 1 && graphBox.scrollHeight <= graphBox.clientHeight + 1 &&
+        graphBox.clientHeight <= window.innerHeight,
+        "the fitted drawing (" + graphBox.scrollWidth + "×" + graphBox.scrollHeight + ") does not fit its box (" +
+        graphBox.clientWidth + "×" + graphBox.clientHeight + ") in the window (height " + window.innerHeight + ")");
+    }
+    threshold.value = firstScreen.value;
+    applyThreshold();
     document.body.setAttribute("data-selftest", failures.length ? "fail: " + failures.join("; ") : "pass");
   }
 
-  var hash = window.location.hash;
-  if (hash.indexOf("#select=") === 0) {
-    var wanted = decodeURIComponent(hash.slice("#select=".length));
-    if (nodes.has(wanted)) select(wanted); else report("no node " + wanted + " to select");
+  if (params.select !== undefined) {
+    if (nodes.has(params.select)) select(params.select); else report("no node " + params.select + " to select");
   }
-  if (hash === "#selftest") {
+  if (params.selftest) {
     try { selfTest(); } catch (e) { report("self-test threw: " + e); document.body.setAttribute("data-selftest", "fail: threw " + e); }
   }
   document.body.setAttribute("data-ready", "ok");

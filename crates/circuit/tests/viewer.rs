@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use circuitry_circuit::render::contexts::{for_circuit, read_feature_stats, FEATURE_STATS_FILE};
-use circuitry_circuit::render::html::{self, feature_key, Context, FeatureInfo, FeatureTable};
+use circuitry_circuit::render::html::{
+    self, feature_key, Context, EdgeFaithfulness, FeatureInfo, FeatureTable, FIRST_SCREEN_EDGES,
+};
 use circuitry_circuit::render::neuronpedia::{self, NeuronpediaOptions};
 use circuitry_circuit::{
     Circuit, Described, Edge, Error, Group, Node, NodeKind, Provenance, Stat, Thresholds,
@@ -144,10 +146,10 @@ fn chromium() -> Option<PathBuf> {
         })
 }
 
-/// Open `page#selftest` in headless Chromium and return the DOM after its scripts ran,
-/// with Chromium's log.
-fn dump_dom(browser: &Path, page: &Path) -> (String, String) {
-    let url = format!("file://{}#selftest", page.display());
+/// Open `page` + `fragment` (e.g. `#selftest`) in headless Chromium and return the DOM
+/// after its scripts ran, with Chromium's log.
+fn dump_dom(browser: &Path, page: &Path, fragment: &str) -> (String, String) {
+    let url = format!("file://{}{fragment}", page.display());
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(browser)
         .args([
@@ -188,7 +190,7 @@ fn html_viewer_runs_without_script_errors_in_headless_chromium() {
         let text = html::render(&gpt2_like_circuit(), &features).unwrap();
         assert!(!text.contains("<script>alert"), "title must be escaped");
         std::fs::write(&page, text).unwrap();
-        let (dom, log) = dump_dom(&browser, &page);
+        let (dom, log) = dump_dom(&browser, &page, "#selftest");
         let script_errors: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("Uncaught") || (l.contains("CONSOLE") && l.contains("rror")))
@@ -344,4 +346,355 @@ fn neuronpedia_export_has_the_graph_format_and_every_edge() {
         .find(|l| l["source"] == "1_12_1" && l["target"] == "2_40_1")
         .unwrap();
     assert_eq!(w["weight"], 1.2);
+}
+
+/// A circuit with far more edges than the first screen shows: 12 embeddings → 24
+/// resid_pre features → 24 mlp_out features (one of them an error node) → 2 logits,
+/// 912 edges with |weight| spread log-uniformly over [1e-3, 1]; and an edge sweep at
+/// |weight| ≥ 0, 1e-3, 1e-2, 0.1, 1 with the edge counts of this circuit.
+fn hairball() -> (Circuit, Vec<EdgeFaithfulness>) {
+    let resid: HookPoint = "blocks.1.hook_resid_pre".parse().unwrap();
+    let mlp: HookPoint = "blocks.1.hook_mlp_out".parse().unwrap();
+    let embed: HookPoint = "hook_embed".parse().unwrap();
+    let mut c = gpt2_like_circuit();
+    let mut layers: Vec<Vec<Node>> = vec![
+        (0..12)
+            .map(|p| Node::new(NodeKind::Input, format!("t{p}"), embed, 0, Some(p), Some(p)))
+            .collect(),
+        (0..24)
+            .map(|i| {
+                Node::new(
+                    NodeKind::Feature,
+                    format!("R1/{i}"),
+                    resid,
+                    1,
+                    Some(1),
+                    Some(i),
+                )
+            })
+            .collect(),
+        (0..23)
+            .map(|i| {
+                Node::new(
+                    NodeKind::Feature,
+                    format!("M1/{i}"),
+                    mlp,
+                    2,
+                    Some(1),
+                    Some(i),
+                )
+            })
+            .collect(),
+        ["are", "is"]
+            .iter()
+            .enumerate()
+            .map(|(k, l)| {
+                Node::new(
+                    NodeKind::Output,
+                    *l,
+                    HookPoint::LnFinal,
+                    3,
+                    None,
+                    Some(k as u32),
+                )
+            })
+            .collect(),
+    ];
+    layers[2].push(Node::new(NodeKind::Error, "M1 err", mlp, 2, Some(1), None));
+    let mut edges = Vec::new();
+    for pair in layers.windows(2) {
+        for s in &pair[0] {
+            for t in &pair[1] {
+                let k = edges.len();
+                let magnitude = 10f64.powf(-3.0 * ((k * 7919) % 912) as f64 / 911.0);
+                let w = if k % 3 == 0 { -magnitude } else { magnitude };
+                edges.push(Edge {
+                    source: s.id.clone(),
+                    target: t.id.clone(),
+                    weight: Stat::new(w),
+                });
+            }
+        }
+    }
+    assert_eq!(edges.len(), 912);
+    c.nodes = layers.into_iter().flatten().collect();
+    c.edges = edges;
+    c.canonicalize();
+    c.validate().unwrap();
+    let sweep = [
+        (0.0, 1.0),
+        (1e-3, 0.98),
+        (1e-2, 0.9),
+        (0.1, 0.7),
+        (1.0, 0.2),
+    ]
+    .iter()
+    .map(|&(t, f)| EdgeFaithfulness {
+        edge_threshold: t,
+        edges: c.edges.iter().filter(|e| e.weight.all.abs() >= t).count(),
+        faithfulness: f,
+    })
+    .collect();
+    (c, sweep)
+}
+
+/// The edges drawn (not hidden by the slider) in a DOM dumped by Chromium.
+fn edges_drawn(dom: &str) -> usize {
+    dom.split("<path class=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|class| {
+            let words: Vec<&str> = class.split(' ').collect();
+            words.contains(&"edge") && !words.contains(&"weak")
+        })
+        .count()
+}
+
+/// The value of the attribute `name` on `<body>`.
+fn body_attribute(dom: &str, name: &str) -> Option<String> {
+    let body = dom.split("<body").nth(1)?.split('>').next()?;
+    let rest = body.split(&format!("{name}=\"")).nth(1)?;
+    Some(rest.split('"').next()?.to_string())
+}
+
+/// The text of the edge-faithfulness note.
+fn edge_note(dom: &str) -> String {
+    let p = dom
+        .split("id=\"edge-note\"")
+        .nth(1)
+        .expect("the page has an edge-faithfulness note");
+    let text = p.split_once('>').map_or("", |(_, t)| t);
+    text.split("</p>").next().unwrap_or("").to_string()
+}
+
+/// The label of node `id` in a DOM as a reader sees it: its id label, then its
+/// annotation (the top token) when it has one.
+fn node_label(dom: &str, id: &str) -> String {
+    let g = dom
+        .split(&format!("data-id=\"{id}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("node {id} is not drawn"));
+    let g = g.split("</g>").next().unwrap_or("");
+    let text_of = |start: &str| {
+        let t = g.split(start).nth(1)?;
+        let t = t.split_once('>')?.1;
+        Some(t.split("</text>").next()?.replace("&quot;", "\""))
+    };
+    let label = text_of("<text ").expect("a node has a label");
+    match text_of("<text class=\"annotation\"") {
+        Some(note) => format!("{label} {note}"),
+        None => label,
+    }
+}
+
+/// Where the viewer tests keep their screenshots: `target/tmp/viewer` (kept after the
+/// test, to look at).
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Screenshot `url` in a `size` ("W,H") window to `png`; checks a PNG was written.
+fn screenshot(browser: &Path, url: &str, size: &str, png: &Path) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={size}"))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(png).expect("chromium wrote the screenshot");
+    assert!(
+        bytes.starts_with(b"\x89PNG"),
+        "{} is not a PNG",
+        png.display()
+    );
+    println!("screenshot: {}", png.display());
+}
+
+#[test]
+fn first_screen_shows_the_strongest_edges_top_tokens_and_the_edge_note() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: no chromium on PATH (CI installs Debian's `chromium`; `apt-get install chromium`)"
+        );
+        return;
+    };
+    let (circuit, sweep) = hairball();
+    let mut features = FeatureTable::new();
+    let ctx = |token: &str, a: f32| Context {
+        activation: a,
+        left: "the".into(),
+        token: token.into(),
+        right: " are".into(),
+    };
+    for i in 0..24 {
+        features.insert(
+            feature_key("blocks.1.hook_resid_pre", i),
+            FeatureInfo {
+                density: 0.01,
+                mean_activation: 1.0,
+                max_activation: 3.0,
+                contexts: vec![
+                    ctx(" keys", 3.0),
+                    ctx(&format!(" word{i}"), 2.0),
+                    ctx(&format!(" word{i}"), 1.0),
+                ],
+            },
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("hairball.html");
+    std::fs::write(
+        &page,
+        html::render_with_sweep(&circuit, &features, &sweep).unwrap(),
+    )
+    .unwrap();
+
+    // The first screen: at most FIRST_SCREEN_EDGES edges, the strongest ones.
+    let (dom, _) = dump_dom(&browser, &page, "");
+    assert_eq!(body_attribute(&dom, "data-ready").as_deref(), Some("ok"));
+    assert_eq!(
+        body_attribute(&dom, "data-errors"),
+        None,
+        "errors on the page"
+    );
+    let first = edges_drawn(&dom);
+    println!(
+        "first screen: {first} of {} edges drawn",
+        circuit.edges.len()
+    );
+    assert!(
+        (FIRST_SCREEN_EDGES / 2..=FIRST_SCREEN_EDGES).contains(&first),
+        "the first screen draws {first} edges; expected at most {FIRST_SCREEN_EDGES} (and not far fewer)"
+    );
+    assert_eq!(
+        body_attribute(&dom, "data-edges-shown"),
+        Some(first.to_string())
+    );
+    assert_eq!(body_attribute(&dom, "data-zoom").as_deref(), Some("fit"));
+    let first_note = edge_note(&dom);
+    println!("first screen note: {first_note}");
+    // The threshold lies between the sweep's 0.1 and 1: the note says it is not measured
+    // for the shown edges and gives the 0.1 row instead of inventing a number.
+    let row = &sweep[3];
+    assert!(first_note.contains("not measured"), "{first_note}");
+    assert!(
+        first_note.contains(&format!(
+            "the {} edges with |weight| ≥ 0.1000 keep 70%",
+            row.edges
+        )),
+        "{first_note}"
+    );
+
+    // Feature labels carry their most frequent top token; error nodes keep their label.
+    assert_eq!(
+        node_label(&dom, "feature:blocks.1.hook_resid_pre@1/7"),
+        "R1/7 \"word7\""
+    );
+    assert_eq!(node_label(&dom, "error:blocks.1.hook_mlp_out@1"), "M1 err");
+    assert_eq!(
+        node_label(&dom, "feature:blocks.1.hook_mlp_out@1/3"),
+        "M1/3"
+    );
+
+    // The slider at 0 draws every edge, and the note changes to the sweep's row at 0.
+    let (dom0, _) = dump_dom(&browser, &page, "#threshold=0");
+    assert_eq!(edges_drawn(&dom0), circuit.edges.len());
+    let note0 = edge_note(&dom0);
+    println!("slider at 0: {note0}");
+    assert_ne!(note0, first_note);
+    assert!(
+        note0.contains("the 912 edges with |weight| ≥ 0 keep 100% of the behaviour"),
+        "{note0}"
+    );
+    assert!(!note0.contains("not measured"), "{note0}");
+
+    // The slider at 100 %: only the strongest edge, the sweep's row at 1 matches it.
+    let (dom100, _) = dump_dom(&browser, &page, "#threshold=100");
+    assert_eq!(edges_drawn(&dom100), 1);
+    assert!(
+        edge_note(&dom100).contains("the 1 edge with |weight| ≥ 1.000 keeps 20%"),
+        "{}",
+        edge_note(&dom100)
+    );
+
+    // Without a sweep the note says so.
+    let plain = dir.path().join("no sweep.html");
+    std::fs::write(&plain, html::render(&circuit, &features).unwrap()).unwrap();
+    let (dom_plain, _) = dump_dom(&browser, &plain, "");
+    assert!(
+        edge_note(&dom_plain).contains("not measured for this circuit"),
+        "{}",
+        edge_note(&dom_plain)
+    );
+
+    // The page's own self-test moves the slider by input events, checks the fit and labels.
+    let (dom_test, _) = dump_dom(&browser, &page, "#selftest");
+    assert_eq!(
+        body_attribute(&dom_test, "data-selftest").as_deref(),
+        Some("pass")
+    );
+
+    let shots = screenshot_dir();
+    let url = format!("file://{}", page.display());
+    screenshot(&browser, &url, "1400,900", &shots.join("first_screen.png"));
+    screenshot(
+        &browser,
+        &format!("{url}#threshold=0"),
+        "1400,900",
+        &shots.join("all_edges.png"),
+    );
+}
+
+#[test]
+fn gpt2_like_circuit_labels_features_with_their_top_token() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: no chromium on PATH (CI installs Debian's `chromium`; `apt-get install chromium`)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("labels.html");
+    let text = html::render(&gpt2_like_circuit(), &contexts_table()).unwrap();
+    std::fs::write(&page, text).unwrap();
+    let (dom, _) = dump_dom(&browser, &page, "#selftest");
+    assert_eq!(
+        body_attribute(&dom, "data-selftest").as_deref(),
+        Some("pass")
+    );
+    // F12's strongest context is " cabinet" (each token once); F40 has no contexts.
+    assert_eq!(
+        node_label(&dom, "feature:blocks.1.hook_resid_pre@1/12"),
+        "F12 \"cabinet\""
+    );
+    assert_eq!(
+        node_label(&dom, "feature:blocks.1.hook_mlp_out@1/40"),
+        "F40"
+    );
+    assert_eq!(node_label(&dom, "error:blocks.1.hook_resid_pre@1"), "error");
+    // Every one of its 8 edges fits the first screen.
+    assert_eq!(edges_drawn(&dom), 8);
+    screenshot(
+        &browser,
+        &format!("file://{}", page.display()),
+        "1200,800",
+        &screenshot_dir().join("gpt2_like.png"),
+    );
 }

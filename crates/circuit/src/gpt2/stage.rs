@@ -352,17 +352,30 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         "circuit.dot",
         render::dot::render(&circuit, None).into_bytes(),
     );
-    files.insert(
-        "circuit.svg",
-        render::svg::render(&circuit, None).into_bytes(),
-    );
     let (features, feature_notes) = render::contexts::for_circuit(&circuit, &sae_dirs)?;
     for note in feature_notes {
         tracing::info!("{note}");
     }
     files.insert(
+        "circuit.svg",
+        render::svg::render_annotated(
+            &circuit,
+            None,
+            &render::html::node_annotations(&circuit, &features),
+        )
+        .into_bytes(),
+    );
+    let sweep: Vec<_> = edge_rows
+        .iter()
+        .map(|r| render::html::EdgeFaithfulness {
+            edge_threshold: r.edge_threshold,
+            edges: r.edges,
+            faithfulness: r.faithfulness,
+        })
+        .collect();
+    files.insert(
         "circuit.html",
-        render::html::render(&circuit, &features)?.into_bytes(),
+        render::html::render_with_sweep(&circuit, &features, &sweep)?.into_bytes(),
     );
     let slug = cfg
         .out

@@ -3,10 +3,14 @@
 //! Bézier curves with width ∝ |weight| and colour by sign; nodes are shaped and coloured by kind (error nodes
 //! are dashed diamonds); a title, column headers and a legend frame the graph.
 //!
+//! [`render_annotated`] adds a short text beside chosen nodes' labels (the viewer puts
+//! a feature's top token there: `R1/12 "cabinet"`), drawn with a white halo so it
+//! stays readable over the edges.
+//!
 //! Every node is a `<g class="node" data-id="…">` and every edge a
 //! `<path class="edge" data-source="…" data-target="…">`, each with a `<title>`
 //! tooltip, so viewers and tests can find them.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::dot::max_abs_weight;
@@ -29,9 +33,22 @@ const MIN_WIDTH: f64 = 720.0;
 const LEGEND_KINDS_X: f64 = 300.0;
 const LEGEND_KIND_COL: f64 = 150.0;
 
+/// Text shown beside a node's label, by node id.
+pub type Annotations = BTreeMap<String, String>;
+
 /// Render `circuit` as a standalone SVG document. Edge widths and colours use the
 /// weights of `group` (all examples when `None`).
 pub fn render(circuit: &Circuit, group: Option<&str>) -> String {
+    render_annotated(circuit, group, &Annotations::new())
+}
+
+/// [`render`], with `annotations` (node id → text) written right of those nodes in a
+/// `<text class="annotation">`.
+pub fn render_annotated(
+    circuit: &Circuit,
+    group: Option<&str>,
+    annotations: &Annotations,
+) -> String {
     let layout = layered(circuit);
     let n_cols = layout.columns.len();
     let max_rows = layout.columns.iter().map(Vec::len).max().unwrap_or(0);
@@ -164,6 +181,16 @@ pub fn render(circuit: &Circuit, group: Option<&str>) -> String {
             y + 4.0,
             esc(&n.label)
         );
+        if let Some(note) = annotations.get(&n.id) {
+            // Right of the node, over its outgoing edges: a white halo keeps it legible.
+            let _ = writeln!(
+                s,
+                r##"<text class="annotation" x="{:.1}" y="{:.1}" font-size="12" font-style="italic" fill="#8c2d04" stroke="white" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}</text>"##,
+                x + half_width(n) + 3.0,
+                y + 4.0,
+                esc(note)
+            );
+        }
         if let Some(a) = n.activation.as_ref().and_then(|a| a.get(group)) {
             let _ = writeln!(
                 s,
