@@ -25,9 +25,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let limit = MemoryLimit::from_flag(args.memory_limit);
     if args.check_only {
-        return binary::exit(
-            config(args, env).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)),
-        );
+        return binary::exit(config(args, env).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)));
     }
     let result = config(args, env).and_then(|cfg| {
         stage::run(&cfg, limit)
