@@ -145,7 +145,17 @@ fn preflight(
     limit: MemoryLimit,
 ) -> anyhow::Result<()> {
     check_writable(out, "--out")?;
-    let existing: Vec<PathBuf> = saes.iter().filter(|p| p.exists()).cloned().collect();
+    // A folder holding only hidden entries is an upstream train-sae stage still at
+    // work (its checkpoints, a temporary SAE folder): not produced yet, as when absent.
+    let produced = |p: &&PathBuf| {
+        p.is_file()
+            || std::fs::read_dir(p).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            })
+    };
+    let existing: Vec<PathBuf> = saes.iter().filter(produced).cloned().collect();
     let saes = if existing.is_empty() {
         Vec::new()
     } else {

@@ -317,3 +317,29 @@ fn check_only_gpt2_checks_options_and_warns_of_an_sae_whose_hook_the_store_lacks
     );
     assert_refused(&o, &out, &["--batch-size"]);
 }
+
+/// An --sae folder that holds only hidden entries (an upstream train-sae stage still
+/// at work: its checkpoints) is not produced yet: `--check-only` passes, as for an
+/// absent folder, so `circuitry run` can resume the upstream stage; the real run
+/// still refuses it.
+#[test]
+fn check_only_gpt2_treats_an_sae_folder_in_progress_as_not_produced_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::gpt2_fixtures::model_dir();
+    let saes = dir.path().join("saes");
+    std::fs::create_dir_all(saes.join(".checkpoints")).unwrap();
+    std::fs::write(saes.join(".checkpoints/abc.safetensors"), b"partial").unwrap();
+    let store = dir.path().join("store"); // not dumped yet either
+    let out = dir.path().join("out");
+    let o = gpt2(&model, &saes, &store, &out, &["--check-only"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(!out.exists(), "--check-only creates nothing");
+
+    // A visible entry without cfg.json is a folder that is not an SAE: refused.
+    std::fs::create_dir_all(saes.join("blocks.0.hook_resid_pre")).unwrap();
+    let o = gpt2(&model, &saes, &store, &out, &["--check-only"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cfg.json"), "{stderr}");
+}
