@@ -6,8 +6,8 @@ in the SAE folders, and prints (or writes as Markdown) the nodes with the larges
 |effect|: hook, feature, effect, density and the top contexts (`left [token] right`), so
 that a reader can name what each feature responds to.
 
-    python3 scripts/circuit_features.py runs/sva-smollm2/circuit_simple runs/sva-smollm2/saes \
-        --top 10 --contexts 5 [--markdown out.md]
+    python3 scripts/circuit_features.py runs/sva-smollm2/circuit_simple \
+        runs/sva-smollm2/saes_a runs/sva-smollm2/saes_b --top 10 --contexts 5 [--markdown out.md]
 
 Errors (a missing file, a node whose SAE folder is absent) are one line, exit 2.
 """
@@ -25,7 +25,7 @@ def fail(msg: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("circuit", type=Path, help="circuit stage folder (circuit.json)")
-    ap.add_argument("saes", type=Path, help="folder of SAE folders (one per hook)")
+    ap.add_argument("saes", type=Path, nargs="+", help="folders of SAE folders (one per hook)")
     ap.add_argument("--top", type=int, default=10, help="feature nodes to show")
     ap.add_argument("--contexts", type=int, default=5, help="contexts per feature")
     ap.add_argument("--markdown", type=Path, help="also write a Markdown table here")
@@ -43,10 +43,12 @@ def main() -> None:
     tables = {}
     for n in feats[: a.top]:
         hook, index = n["hook"], n["index"]
-        stats = a.saes / hook / "feature_stats.parquet"
+        found = [d / hook / "feature_stats.parquet" for d in a.saes]
+        found = [p for p in found if p.is_file()]
+        stats = found[0] if found else a.saes[0] / hook / "feature_stats.parquet"
         if hook not in tables:
-            if not stats.is_file():
-                fail(f"{stats} does not exist; give the SAE folder the circuit used")
+            if not found:
+                fail(f"no {hook}/feature_stats.parquet in {', '.join(map(str, a.saes))}; give the SAE folders the circuit used")
             tables[hook] = pq.read_table(stats)
         r = tables[hook].slice(index, 1).to_pylist()[0]
         if r["feature"] != index:

@@ -109,7 +109,7 @@ def main() -> None:
         if not rows:
             continue
         n = max(1, a.sae_columns)
-        print(f"SAEs of `{d.name}` (held out; {rows[0][6]} rows each):\n")
+        print(f"SAEs of `{d.name}` (metrics on the held-out rows; {rows[0][6]} store rows each, outliers left out):\n")
         print("| " + " | ".join(["hook", "EV", "ce score", "L0", "dead"] * n) + " |")
         print("|" + "---|" * (5 * n))
         per = (len(rows) + n - 1) // n
