@@ -196,7 +196,8 @@ pub fn run(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<Vec<HookS
         .filter(|(h, _)| todo.iter().any(|(t, _)| t == h))
         .copied()
         .collect();
-    memory_estimate(cfg, &to_train).check_within(TOOL, MEMORY_FIX, limit)?;
+    memory_estimate(cfg, &to_train, Some(largest_shard(&store)))
+        .check_within(TOOL, MEMORY_FIX, limit)?;
     if !todo.is_empty() {
         done.extend(train_hooks(
             cfg,
@@ -247,8 +248,14 @@ fn check_store(cfg: &StageConfig, store: &ActivationStore) -> Result<HookLayout>
 ///   two moments; per step (batch, d_sae) pre-activations, activations and their
 ///   gradient, and (batch, d_in) inputs, reconstructions and their gradient; the
 ///   final pass's (2048, d_sae) codes;
-/// - shared: the shuffle buffer (buffer_rows, Σ d_in) and a drawn batch.
-pub fn memory_estimate(cfg: &StageConfig, hooks: &[(HookPoint, usize)]) -> MemoryEstimate {
+/// - shared: the shuffle buffer (buffer_rows, Σ d_in) and a drawn batch;
+/// - when the store exists (`shard_rows`: its largest shard's rows): one shard of the
+///   trained hooks being read, (shard_rows, Σ d_in) values plus decoding buffers.
+pub fn memory_estimate(
+    cfg: &StageConfig,
+    hooks: &[(HookPoint, usize)],
+    shard_rows: Option<u64>,
+) -> MemoryEstimate {
     let mut est = MemoryEstimate::new();
     let trained = hooks
         .iter()
@@ -278,7 +285,28 @@ pub fn memory_estimate(cfg: &StageConfig, hooks: &[(HookPoint, usize)]) -> Memor
         (cfg.buffer_rows as u128 + batch).saturating_mul(total_width),
         4,
     );
+    if let Some(rows) = shard_rows {
+        // One shard of the trained hooks at a time: its f32 values, then its training
+        // rows filled as each hook's array is freed, plus Parquet's decoding buffers
+        // (about half again).
+        est.add(
+            "a shard being read",
+            u128::from(rows).saturating_mul(total_width),
+            6,
+        );
+    }
     est
+}
+
+/// Rows of the store's largest shard.
+fn largest_shard(store: &ActivationStore) -> u64 {
+    store
+        .meta()
+        .shards
+        .iter()
+        .map(|s| s.rows)
+        .max()
+        .unwrap_or(0)
 }
 
 /// `--check-only`: every check [`run`] makes before its work, writing nothing (no
@@ -290,16 +318,16 @@ pub fn check_only(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<()
     check(cfg)?;
     Backend::resolve(cfg.train.gemm, &cfg.train.mkl)?;
     preflight::check_writable(&cfg.out, "--out")?;
-    let hooks = if cfg.store.join(META_FILE).is_file() {
+    let (hooks, shard_rows) = if cfg.store.join(META_FILE).is_file() {
         let store = ActivationStore::open(&cfg.store)?;
-        check_store(cfg, &store)?.hooks
+        (check_store(cfg, &store)?.hooks, Some(largest_shard(&store)))
     } else {
         match cfg.d_in {
-            Some(d) => cfg.hooks.iter().map(|&h| (h, d)).collect(),
-            None => Vec::new(),
+            Some(d) => (cfg.hooks.iter().map(|&h| (h, d)).collect(), None),
+            None => (Vec::new(), None),
         }
     };
-    memory_estimate(cfg, &hooks).check_within(TOOL, MEMORY_FIX, limit)?;
+    memory_estimate(cfg, &hooks, shard_rows).check_within(TOOL, MEMORY_FIX, limit)?;
     for (what, path) in [("--model", &cfg.model), ("--tokenizer", &cfg.tokenizer)] {
         if let Some(p) = path.as_ref().filter(|p| !p.exists()) {
             return Err(Error::config(
