@@ -5,6 +5,7 @@ mod cache_integrity;
 mod demo;
 mod gpt2_small_manifest;
 mod one_shape;
+mod options;
 mod slurm;
 mod smollm2_smoke;
 mod sva_circuit;

@@ -1,8 +1,8 @@
 //! `circuit-toy`: build and draw the toy network's feature circuit
-//! (`circuitry-circuit toy --model DIR --sae DIR --store DIR --out DIR [--top-paths N]`).
+//! (`circuitry-circuit toy --model DIR --sae DIR --store DIR --out DIR [--top-paths N] [--min-weight F]`).
 use serde::Deserialize;
 
-use super::{positive, ArgsBuilder, Invalid, ParamGuard, StageParams};
+use super::{non_negative_real, positive, ArgsBuilder, Invalid, ParamGuard, StageParams};
 use crate::Input;
 
 /// `circuit-toy` parameters as written in the manifest.
@@ -17,6 +17,9 @@ pub struct CircuitToyParams {
     pub store: Input,
     /// How many strongest paths to each output the summary lists.
     pub top_paths: Option<usize>,
+    /// Prune edges whose |mean weight| is below this over all examples and in each
+    /// group (default 0).
+    pub min_weight: Option<f64>,
 }
 
 /// Validated `circuit-toy` parameters.
@@ -29,6 +32,7 @@ impl ParamGuard for CircuitToyParams {
 
     fn check(self) -> Result<CircuitToy, Invalid> {
         positive("top_paths", self.top_paths)?;
+        non_negative_real("min_weight", self.min_weight)?;
         Ok(CircuitToy(self))
     }
 }
@@ -54,6 +58,7 @@ impl StageParams for CircuitToy {
             .input("--sae", &p.sae)
             .input("--store", &p.store)
             .out()
-            .opt("--top-paths", p.top_paths);
+            .opt("--top-paths", p.top_paths)
+            .opt("--min-weight", p.min_weight);
     }
 }

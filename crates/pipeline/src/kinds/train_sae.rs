@@ -3,7 +3,8 @@
 //! --out DIR --d-sae N [--architecture standard|topk] [--k N] [--d-in N]
 //! [--l1-coefficient F] [--lr F] [--steps N] [--batch-size N] [--buffer-rows N]
 //! [--checkpoint-every N] [--seed N] [--eval-fraction F] [--lr-warm-up-steps N]
-//! [--lr-decay-steps N] [--l1-warm-up-steps N] [--dead-feature-window N] [--top-n N]
+//! [--lr-decay-steps N] [--l1-warm-up-steps N] [--dead-feature-window N]
+//! [--jumprelu-init-threshold F] [--jumprelu-bandwidth F] [--top-n N]
 //! [--tokenizer FILE] [--model-name NAME] [--model DIR] [--ce-sequences N]
 //! [--gemm auto|faer|mkl] [--mkl-cbwr MODE] [--topk-prefilter BOOL]`). Each SAE
 //! is written to `OUT/<hook name>/`; with `model` (the GPT-2 directory the store was
@@ -135,6 +136,10 @@ pub struct TrainSaeParams {
     pub checkpoint_every: Option<usize>,
     /// Steps without firing after which a latent counts as dead.
     pub dead_feature_window: Option<usize>,
+    /// JumpReLU: initial threshold of every latent.
+    pub jumprelu_init_threshold: Option<f64>,
+    /// JumpReLU: bandwidth of the threshold's pseudo-derivative.
+    pub jumprelu_bandwidth: Option<f64>,
     /// Top activating contexts per feature in `feature_stats.parquet`.
     pub top_n: Option<usize>,
     /// `tokenizer.json` to decode the contexts with.
@@ -232,6 +237,20 @@ impl ParamGuard for TrainSaeParams {
             _ => {}
         }
         non_negative_real("l1_coefficient", self.l1_coefficient)?;
+        positive_real("jumprelu_init_threshold", self.jumprelu_init_threshold)?;
+        positive_real("jumprelu_bandwidth", self.jumprelu_bandwidth)?;
+        for (key, value) in [
+            ("jumprelu_init_threshold", self.jumprelu_init_threshold),
+            ("jumprelu_bandwidth", self.jumprelu_bandwidth),
+        ] {
+            if value.is_some() && self.architecture != Some(SaeArchitecture::JumpRelu) {
+                return Err(Invalid::new(
+                    key,
+                    format!("`{key}` applies only to the jumprelu architecture"),
+                    "add `architecture = \"jumprelu\"`, or remove it",
+                ));
+            }
+        }
         positive_real("lr", self.lr)?;
         positive("steps", self.steps)?;
         positive("batch_size", self.batch_size)?;
@@ -311,6 +330,8 @@ impl StageParams for TrainSae {
             .opt("--buffer-rows", p.buffer_rows)
             .opt("--checkpoint-every", p.checkpoint_every)
             .opt("--dead-feature-window", p.dead_feature_window)
+            .opt("--jumprelu-init-threshold", p.jumprelu_init_threshold)
+            .opt("--jumprelu-bandwidth", p.jumprelu_bandwidth)
             .opt("--top-n", p.top_n)
             .opt("--model-name", p.model_name.as_deref())
             .opt("--ce-sequences", p.ce_sequences)

@@ -112,6 +112,35 @@ fn train_sae_mkl_cbwr_is_passed_as_its_flag() {
     assert!(!without.contains("--mkl-cbwr"), "{without}");
 }
 
+/// The JumpReLU keys become their flags with `architecture = "jumprelu"` and are
+/// refused, at the key, with another architecture.
+#[test]
+fn train_sae_jumprelu_keys_need_the_jumprelu_architecture() {
+    let fx = Fixture::new();
+    let text = toy_with(
+        "architecture = \"standard\"\n",
+        "architecture = \"jumprelu\"\njumprelu_init_threshold = 0.002\njumprelu_bandwidth = 0.05\n",
+    );
+    let pipeline =
+        Pipeline::load(&fx.path(&fx.manifest("m.toml", &text))).unwrap_or_else(|e| panic!("{e}"));
+    let stage = pipeline
+        .stages()
+        .iter()
+        .find(|s| s.name() == "sae")
+        .unwrap();
+    let args = pipeline.command(stage).args.join(" ");
+    assert!(
+        args.contains(" --jumprelu-init-threshold 0.002 --jumprelu-bandwidth 0.05"),
+        "{args}"
+    );
+    rejects(
+        &toy_with("d_sae = 8\n", "d_sae = 8\njumprelu_bandwidth = 0.05\n"),
+        "jumprelu_bandwidth",
+        "0.05",
+        &["applies only to the jumprelu architecture"],
+    );
+}
+
 #[test]
 fn unknown_key() {
     rejects(
