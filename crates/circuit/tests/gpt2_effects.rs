@@ -134,7 +134,8 @@ fn faithfulness_is_one_for_the_whole_model_and_zero_for_the_empty_circuit_llama(
 
 fn faithfulness_is_one_for_the_whole_model_and_zero_for_the_empty_circuit_on(model: Transformer) {
     let subs = submodules(&model, 16);
-    let batches = vec![batch(4, 5), batch(3, 6)];
+    // batch(4, 12) holds pairs the random GPT-2 gets right (the others none).
+    let batches = vec![batch(4, 5), batch(3, 6), batch(4, 12)];
     let analysis = analyse(&model, &subs, &batches, Method::Attribution, 4096).unwrap();
     let (ends, rows) = sweep(
         &model,
@@ -152,7 +153,7 @@ fn faithfulness_is_one_for_the_whole_model_and_zero_for_the_empty_circuit_on(mod
         .iter()
         .flat_map(|p| p.metric.iter().map(|&v| f64::from(v)))
         .sum::<f64>()
-        / 7.0;
+        / 11.0;
     println!("F(M) {} clean {clean} F(∅) {}", ends.f_model, ends.f_empty);
     assert!((ends.f_model - clean).abs() <= 1e-5 * clean.abs().max(1e-3));
     assert!((ends.f_model - ends.f_empty).abs() > 1e-6);
@@ -168,6 +169,32 @@ fn faithfulness_is_one_for_the_whole_model_and_zero_for_the_empty_circuit_on(mod
     assert!(none.faithfulness.abs() < 1e-9, "{}", none.faithfulness);
     assert!((all.complement_faithfulness).abs() < 1e-9);
     assert!((none.complement_faithfulness - 1.0).abs() < 1e-9);
+
+    // The pairs the model gets right, counted from plain forwards of both prompts.
+    let mut right_metrics = Vec::new();
+    for b in &batches {
+        let ans = circuitry_circuit::gpt2::answers(b);
+        let run = |t| model.run(&Forward::tokens(t)).unwrap().logits.unwrap();
+        let (clean_m, _) = logit_diff(run(b.clean.view()).view(), &ans);
+        let (patch_m, _) = logit_diff(run(b.patch.view()).view(), &ans);
+        for (c, p) in clean_m.iter().zip(&patch_m) {
+            if *c < 0.0 && *p > 0.0 {
+                right_metrics.push(f64::from(*c));
+            }
+        }
+    }
+    println!("pairs right: {} of 11", right_metrics.len());
+    assert_eq!(ends.pairs_right, right_metrics.len());
+    assert!(
+        (1..11).contains(&ends.pairs_right),
+        "the fixture should have some right and some wrong pairs"
+    );
+    let right_mean = right_metrics.iter().sum::<f64>() / right_metrics.len() as f64;
+    let f_model_right = ends.f_model_right.unwrap();
+    assert!((f_model_right - right_mean).abs() <= 1e-5 * right_mean.abs().max(1e-3));
+    assert!((all.faithfulness_right.unwrap() - 1.0).abs() < 1e-9);
+    assert!(none.faithfulness_right.unwrap().abs() < 1e-9);
+    assert!((none.complement_faithfulness_right.unwrap() - 1.0).abs() < 1e-9);
 }
 
 #[test]

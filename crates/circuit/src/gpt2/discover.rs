@@ -2,6 +2,7 @@
 //! the nodes above a threshold, the edges between them, and the faithfulness sweep.
 use std::collections::BTreeMap;
 
+use circuitry_core::progress::Progress;
 use circuitry_models::transformer::Transformer;
 use ndarray::{s, Array1, Array2};
 use serde::Serialize;
@@ -9,8 +10,8 @@ use serde::Serialize;
 use super::edgeeval::{all_edges, edges_at_least, EdgeEval};
 use super::edges::{add_edges, BatchState, EdgeSums, NodeRef};
 use super::eval::{
-    ablated_metrics, case_counts, case_means, mean_of, position_means, Ablation, EdgeEvalRow, Ends,
-    EvalRow, Membership,
+    ablated_metrics, case_counts, case_means, mean_of, position_means, right_count, right_mean,
+    Ablation, EdgeEvalRow, Ends, EvalRow, Membership,
 };
 use super::nodes::{node_effects, prepare, Method, NodeEffects, Prepared};
 use super::pairs::PairBatch;
@@ -68,6 +69,11 @@ pub fn analyse(
         n_examples: 0,
         seq_max,
     };
+    let mut progress = Progress::new(
+        format!("node effects ({})", method.name()),
+        "pairs",
+        batches.iter().map(PairBatch::len).sum::<usize>() as u64,
+    );
     for batch in batches {
         let _span = tracing::info_span!("batch", pairs = batch.len()).entered();
         let prep = prepare(model, subs, batch)?;
@@ -92,7 +98,9 @@ pub fn analyse(
         a.n_examples += batch.len();
         a.preps.push(prep);
         a.effects.push(eff);
+        progress.inc(batch.len() as u64);
     }
+    progress.finish();
     let n = a.n_examples.max(1) as f64;
     for s in 0..subs.len() {
         a.feat[s].mapv_inplace(|v| v / n);
@@ -176,6 +184,11 @@ pub fn mean_edges(
     max_rows: usize,
 ) -> Result<EdgeSums> {
     let mut sums = EdgeSums::new();
+    let mut progress = Progress::new(
+        format!("edges between {} nodes", nodes.len()),
+        "pairs",
+        analysis.n_examples as u64,
+    );
     for ((batch, prep), effects) in batches.iter().zip(&analysis.preps).zip(&analysis.effects) {
         let state = BatchState {
             batch,
@@ -183,7 +196,9 @@ pub fn mean_edges(
             effects,
         };
         add_edges(model, subs, state, nodes, max_rows, &mut sums)?;
+        progress.inc(batch.len() as u64);
     }
+    progress.finish();
     let n = analysis.n_examples.max(1) as f64;
     for v in sums.values_mut() {
         *v /= n;
@@ -204,7 +219,13 @@ pub fn sweep(
 ) -> Result<(Ends, Vec<EvalRow>)> {
     let means = position_means(&analysis.preps);
     let per_position = (aggregation == Aggregation::PerPosition).then_some(analysis.seq_max);
-    let eval = |keep: &Membership| -> Result<(f64, BTreeMap<String, f64>)> {
+    // F(M), F(∅), then each threshold's circuit and complement.
+    let progress = std::cell::RefCell::new(Progress::new(
+        "faithfulness sweep",
+        "ablated runs",
+        2 + 2 * thresholds.len() as u64,
+    ));
+    let eval = |keep: &Membership| -> Result<(f64, BTreeMap<String, f64>, Option<f64>)> {
         let per_pair = ablated_metrics(
             model,
             subs,
@@ -214,16 +235,24 @@ pub fn sweep(
             keep,
             ablation,
         )?;
-        Ok((mean_of(&per_pair), case_means(batches, &per_pair)))
+        progress.borrow_mut().inc(1);
+        Ok((
+            mean_of(&per_pair),
+            case_means(batches, &per_pair),
+            right_mean(&analysis.preps, &per_pair),
+        ))
     };
-    let (f_model, f_model_by_case) = eval(&Membership::filled(subs, true))?;
-    let (f_empty, f_empty_by_case) = eval(&Membership::filled(subs, false))?;
+    let (f_model, f_model_by_case, f_model_right) = eval(&Membership::filled(subs, true))?;
+    let (f_empty, f_empty_by_case, f_empty_right) = eval(&Membership::filled(subs, false))?;
     let ends = Ends {
         f_model,
         f_empty,
         f_model_by_case,
         f_empty_by_case,
         pairs_by_case: case_counts(batches),
+        pairs_right: right_count(&analysis.preps),
+        f_model_right,
+        f_empty_right,
     };
     let scored = analysis.scored_nodes(aggregation);
     let total = scored.len();
@@ -231,8 +260,8 @@ pub fn sweep(
     for &t in thresholds {
         let nodes = select(&scored, t);
         let keep = Membership::of(subs, &nodes, per_position);
-        let (f_circuit, c_by_case) = eval(&keep)?;
-        let (f_complement, m_by_case) = eval(&keep.complement())?;
+        let (f_circuit, c_by_case, c_right) = eval(&keep)?;
+        let (f_complement, m_by_case, m_right) = eval(&keep.complement())?;
         rows.push(EvalRow {
             threshold: t,
             nodes: nodes.len(),
@@ -243,8 +272,11 @@ pub fn sweep(
             complement_faithfulness: ends.normalise(f_complement),
             faithfulness_by_case: ends.normalise_by_case(&c_by_case),
             complement_faithfulness_by_case: ends.normalise_by_case(&m_by_case),
+            faithfulness_right: ends.normalise_right(c_right),
+            complement_faithfulness_right: ends.normalise_right(m_right),
         });
     }
+    progress.into_inner().finish();
     Ok((ends, rows))
 }
 
@@ -262,6 +294,7 @@ pub fn edge_sweep(
 ) -> Result<Vec<EdgeEvalRow>> {
     let all = all_edges(eval.subs, nodes).len();
     let mut rows = Vec::new();
+    let mut progress = Progress::new("edge faithfulness", "thresholds", thresholds.len() as u64);
     for &t in thresholds {
         let _span = tracing::info_span!("edge threshold", t).entered();
         let kept = edges_at_least(sums, t);
@@ -275,8 +308,11 @@ pub fn edge_sweep(
             f_circuit,
             faithfulness: ends.normalise(f_circuit),
             faithfulness_by_case: ends.normalise_by_case(&case_means(eval.batches, &per_pair)),
+            faithfulness_right: ends.normalise_right(right_mean(eval.preps, &per_pair)),
         });
+        progress.inc(1);
     }
+    progress.finish();
     Ok(rows)
 }
 

@@ -322,6 +322,11 @@ pub struct EvalRow {
     pub faithfulness_by_case: BTreeMap<String, f64>,
     /// Complement faithfulness per case.
     pub complement_faithfulness_by_case: BTreeMap<String, f64>,
+    /// Faithfulness over the pairs the model gets right ([`Ends::pairs_right`]),
+    /// normalised by their own `F(M)` and `F(∅)`; `None` when there are none.
+    pub faithfulness_right: Option<f64>,
+    /// Complement faithfulness over the pairs the model gets right.
+    pub complement_faithfulness_right: Option<f64>,
 }
 
 /// One row of the edge-faithfulness table: the circuit's nodes with only the edges
@@ -342,6 +347,8 @@ pub struct EdgeEvalRow {
     pub faithfulness: f64,
     /// Faithfulness per case, each case normalised by its own `F(M)` and `F(∅)`.
     pub faithfulness_by_case: BTreeMap<String, f64>,
+    /// Faithfulness over the pairs the model gets right; `None` when there are none.
+    pub faithfulness_right: Option<f64>,
 }
 
 /// `F(M)` and `F(∅)`, the two ends the scores are normalised by, over all pairs and per
@@ -358,12 +365,25 @@ pub struct Ends {
     pub f_empty_by_case: BTreeMap<String, f64>,
     /// Pairs per case.
     pub pairs_by_case: BTreeMap<String, usize>,
+    /// Pairs the model (no SAEs spliced) gets right on both sides: the clean verb
+    /// preferred on the clean prompt and the patch verb on the patch prompt.
+    pub pairs_right: usize,
+    /// `F(M)` over those pairs (`None` when there are none).
+    pub f_model_right: Option<f64>,
+    /// `F(∅)` over those pairs.
+    pub f_empty_right: Option<f64>,
 }
 
 impl Ends {
     /// `(F − F(∅)) / (F(M) − F(∅))`.
     pub fn normalise(&self, f: f64) -> f64 {
         (f - self.f_empty) / (self.f_model - self.f_empty)
+    }
+
+    /// `(F − F(∅)) / (F(M) − F(∅))` over the pairs the model gets right, `f` their mean.
+    pub fn normalise_right(&self, f: Option<f64>) -> Option<f64> {
+        let (f, m, e) = (f?, self.f_model_right?, self.f_empty_right?);
+        Some((f - e) / (m - e))
     }
 
     /// `(F_c − F_c(∅)) / (F_c(M) − F_c(∅))` for each case `c` of `by_case`.
@@ -391,6 +411,26 @@ pub fn case_means(batches: &[PairBatch], per_pair: &[Array1<f32>]) -> BTreeMap<S
     sums.into_iter()
         .map(|(c, (t, n))| (c, t / n.max(1) as f64))
         .collect()
+}
+
+/// The mean metric over the pairs the model gets right ([`Prepared::right`]), from
+/// per-batch, per-pair metrics; `None` when it gets none right.
+pub fn right_mean(preps: &[Prepared], per_pair: &[Array1<f32>]) -> Option<f64> {
+    let (total, n) = preps
+        .iter()
+        .zip(per_pair)
+        .flat_map(|(p, m)| p.right.iter().zip(m))
+        .filter(|(&r, _)| r)
+        .fold((0.0, 0usize), |(t, n), (_, &v)| (t + f64::from(v), n + 1));
+    (n > 0).then(|| total / n as f64)
+}
+
+/// The number of pairs the model gets right ([`Prepared::right`]).
+pub fn right_count(preps: &[Prepared]) -> usize {
+    preps
+        .iter()
+        .map(|p| p.right.iter().filter(|&&r| r).count())
+        .sum()
 }
 
 /// The number of pairs per `case`.

@@ -47,6 +47,10 @@ pub struct Prepared {
     pub delta: Vec<SubState>,
     /// The clean metric per pair (batch).
     pub metric: ndarray::Array1<f32>,
+    /// Whether the model (no SAEs spliced) prefers the right verb on both sides of each
+    /// pair: the clean answer on the clean prompt (`m < 0`) and the patch answer on the
+    /// patch prompt.
+    pub right: ndarray::Array1<bool>,
     /// Attribution gradients `∂m/∂x` at each submodule's hook (batch, seq, d_model).
     pub grad: Vec<Array3<f32>>,
     /// The clean `resid_pre` of every block (batch, seq, d_model), for exact patching.
@@ -75,6 +79,11 @@ pub fn prepare(model: &Transformer, subs: &Submodules, batch: &PairBatch) -> Res
     let patch = model.run(&Forward::tokens(batch.patch.view()).capture(&hooks))?;
     let logits = clean.logits.as_ref().ok_or_else(no_logits)?;
     let (metric, d_logits) = logit_diff(logits.view(), &answers(batch));
+    let patch_logits = patch.logits.as_ref().ok_or_else(no_logits)?;
+    let (patch_metric, _) = logit_diff(patch_logits.view(), &answers(batch));
+    let right = ndarray::Zip::from(&metric)
+        .and(&patch_metric)
+        .map_collect(|&c, &p| c < 0.0 && p > 0.0);
     let trace = clean.trace.as_ref().ok_or_else(no_logits)?;
     let sub_hooks = subs.hooks();
     let grads = model.backward(
@@ -86,6 +95,7 @@ pub fn prepare(model: &Transformer, subs: &Submodules, batch: &PairBatch) -> Res
         patch: Vec::new(),
         delta: Vec::new(),
         metric,
+        right,
         grad: Vec::new(),
         resid_pre: resid
             .iter()

@@ -290,7 +290,11 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         scores.insert("node_fraction".to_string(), r.node_fraction);
         scores.insert("nodes".to_string(), r.nodes as f64);
         scores.insert("f_circuit".to_string(), r.f_circuit);
+        if let Some(f) = r.faithfulness_right {
+            scores.insert("faithfulness_right_pairs".to_string(), f);
+        }
     }
+    scores.insert("pairs_right".to_string(), ends.pairs_right as f64);
     scores.insert("f_model".to_string(), ends.f_model);
     scores.insert("f_empty".to_string(), ends.f_empty);
     scores.insert("all_nodes".to_string(), scored.len() as f64);
@@ -422,6 +426,9 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         "f_model_by_case": ends.f_model_by_case,
         "f_empty_by_case": ends.f_empty_by_case,
         "pairs_by_case": ends.pairs_by_case,
+        "pairs_right": ends.pairs_right,
+        "f_model_right": ends.f_model_right,
+        "f_empty_right": ends.f_empty_right,
         "node_threshold": cfg.node_threshold,
         "edge_threshold": cfg.edge_threshold,
         "all_nodes": scored.len(),
@@ -489,18 +496,21 @@ fn notes(cfg: &Gpt2StageConfig) -> Vec<String> {
 /// The node sweep (`kind` = `node`, threshold = node threshold) and the edge sweep
 /// (`kind` = `edge`, threshold = edge threshold, at the default node threshold).
 fn csv(rows: &[EvalRow], edge_rows: &[EdgeEvalRow]) -> String {
-    let mut s = String::from("kind,threshold,nodes,node_fraction,edges,edge_fraction,f_circuit,f_complement,faithfulness,complement_faithfulness\n");
+    let mut s = String::from("kind,threshold,nodes,node_fraction,edges,edge_fraction,f_circuit,f_complement,faithfulness,complement_faithfulness,faithfulness_right,complement_faithfulness_right\n");
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for r in rows {
         let _ = writeln!(
             s,
-            "node,{},{},{},,,{},{},{},{}",
+            "node,{},{},{},,,{},{},{},{},{},{}",
             r.threshold,
             r.nodes,
             r.node_fraction,
             r.f_circuit,
             r.f_complement,
             r.faithfulness,
-            r.complement_faithfulness
+            r.complement_faithfulness,
+            opt(r.faithfulness_right),
+            opt(r.complement_faithfulness_right),
         );
     }
     let node_fraction = |n: usize| {
@@ -511,7 +521,7 @@ fn csv(rows: &[EvalRow], edge_rows: &[EdgeEvalRow]) -> String {
     for r in edge_rows {
         let _ = writeln!(
             s,
-            "edge,{},{},{},{},{},{},,{},",
+            "edge,{},{},{},{},{},{},,{},,{},",
             r.edge_threshold,
             r.nodes,
             node_fraction(r.nodes),
@@ -519,6 +529,7 @@ fn csv(rows: &[EvalRow], edge_rows: &[EdgeEvalRow]) -> String {
             r.edge_fraction,
             r.f_circuit,
             r.faithfulness,
+            opt(r.faithfulness_right),
         );
     }
     s
@@ -543,19 +554,24 @@ fn summary(
     for (k, v) in &c.scores {
         let _ = writeln!(s, "{k:>28}: {}", render::short(*v));
     }
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), render::short);
     let _ = writeln!(
         s,
-        "\nsweep (node threshold → nodes, faithfulness, complement):"
+        "\nsweep (node threshold → nodes, faithfulness, complement; the same over the {} of {} pairs the model gets right):",
+        ends.pairs_right,
+        ends.pairs_by_case.values().sum::<usize>()
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "  {:>10}  {:>6} ({:>6.2}%)  {:>8}  {:>8}",
+            "  {:>10}  {:>6} ({:>6.2}%)  {:>8}  {:>8}  {:>8}  {:>8}",
             render::short(r.threshold),
             r.nodes,
             100.0 * r.node_fraction,
             render::short(r.faithfulness),
-            render::short(r.complement_faithfulness)
+            render::short(r.complement_faithfulness),
+            opt(r.faithfulness_right),
+            opt(r.complement_faithfulness_right)
         );
     }
     let _ = writeln!(

@@ -17,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use circuitry_core::preflight::MemoryLimit;
+use circuitry_core::progress::Progress;
 use circuitry_core::{atomic, fingerprint::fingerprint_path};
 use circuitry_store::{Dtype, HookMeta, RowBatch, StoreMeta, StoreSpec, StoreWriter};
 use ndarray::{s, Array2, ArrayView2, ArrayView3, Ix3};
@@ -478,11 +479,8 @@ fn write_batches(
     let start = rows_wanted.start + writer.rows_done() as usize; // first row still to write
                                                                  // Reused buffers for the rows of padded batches, one per hook.
     let mut unpadded: Vec<Vec<f32>> = vec![Vec::new(); hooks.len()];
-    let progress = indicatif::ProgressBar::new(rows_wanted.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} tokens {per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    progress.set_position((start - rows_wanted.start) as u64);
+    let mut progress = Progress::new("dump", "tokens", rows_wanted.len() as u64);
+    progress.resume_at((start - rows_wanted.start) as u64);
     let mut row = 0; // first row of the current batch
     for (b, batch) in seqs.ids.chunks(batch_size).enumerate() {
         let first = b * batch_size;
@@ -551,7 +549,7 @@ fn write_batches(
         row += rows;
         progress.set_position((row.min(rows_wanted.end) - rows_wanted.start) as u64);
     }
-    progress.finish_and_clear();
+    progress.finish();
     Ok(writer.finish()?)
 }
 

@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use circuitry_core::preflight::{self, MemoryEstimate};
+use circuitry_core::progress::Progress;
 use circuitry_core::{atomic, fingerprint, HookPoint, StageTimer, TOOL_VERSION};
 use circuitry_models::transformer::Transformer;
 use circuitry_store::{ActivationStore, META_FILE};
@@ -578,6 +579,12 @@ fn train_hooks(
         state.as_ref(),
     )?;
     let mut step = trainers[0].steps_done();
+    let mut progress = Progress::new(
+        format!("training {} SAE(s)", trainers.len()),
+        "steps",
+        t.steps as u64,
+    );
+    progress.resume_at(step as u64);
     while step < t.steps {
         let batch = stream.next_batch()?; // (batch, total width)
         trainers
@@ -592,6 +599,7 @@ fn train_hooks(
             })
             .collect::<Result<Vec<()>>>()?;
         step += 1;
+        progress.set_position(step as u64);
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < t.steps {
             let exported: Vec<_> = trainers.iter().map(Trainer::export).collect();
             let meta = CheckpointMeta {
@@ -606,6 +614,7 @@ fn train_hooks(
             tracing::info!(step, path = %ck_path.display(), "checkpoint");
         }
     }
+    progress.finish();
     let epochs = stream.epoch() + 1;
     let saes: Vec<(Sae, Vec<LogEntry>, u64)> = trainers.into_iter().map(Trainer::finish).collect();
     let ce_windows = match model {
