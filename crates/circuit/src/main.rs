@@ -71,7 +71,10 @@ struct ToyArgs {
 }
 
 fn main() -> ExitCode {
-    binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "warn");
+    binary::init_logging(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        "warn,circuitry_core::progress=info",
+    );
     let cli = Cli::parse();
     binary::exit(match cli.command {
         Command::Toy(args) => toy(args),

@@ -157,7 +157,10 @@ fn run(cli: Cli, ort_library: Option<PathBuf>) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "warn");
+    binary::init_logging(
+        std::env::var("RUST_LOG").ok().as_deref(),
+        "warn,circuitry_core::progress=info",
+    );
     let ort_library = std::env::var_os(ORT_LIBRARY_ENV).map(PathBuf::from);
     binary::exit(run(Cli::parse(), ort_library))
 }
