@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Markdown tables of a pipeline run: stage wall times, every SAE's held-out metrics and
+"""Markdown tables of a pipeline run: stage wall times and peak memory, every SAE's held-out metrics and
 every circuit's scores, read from the files the stages wrote.
 
     python3 scripts/run_report.py runs/sva-smollm2 [--sae-columns 3] > report.md
@@ -9,7 +9,8 @@ fraction, ce_loss_score, the outlier rule). Circuits: each `<stage>/circuit.json
 `faithfulness.json` (faithfulness and complement at the stage's node threshold, the
 smallest node share with faithfulness ≥ 0.8, edge faithfulness at the default edge
 threshold and the sparsest edge threshold that keeps it ≥ 0.8, agreement with exact
-patching). Errors (not a run directory) are one line, exit 2.
+patching, the pairs the model gets right and the faithfulness over them at that smallest
+circuit). Errors (not a run directory) are one line, exit 2.
 """
 import argparse
 import json
@@ -80,6 +81,7 @@ def circuit_row(d: Path):
         "smallest": smallest,
         "edge_default": at_default,
         "edge_sparsest": sparsest,
+        "pairs_right": s.get("pairs_right"),
         "r_nodes": s.get("pearson_r_vs_exact_nodes"),
         "r_pairs": s.get("exact_check_pairs"),
     }
@@ -96,13 +98,19 @@ def main() -> None:
     if not all_stages:
         fail(f"{a.run} holds no finished stage (no <stage>/stage.json)")
 
-    print("| stage | wall |\n|---|---|")
+    print("| stage | wall | peak memory |\n|---|---|---|")
     total = 0.0
+    peaks = []
     for d, rec in all_stages:
         w = rec.get("wall_seconds") or 0.0
         total += w
-        print(f"| {d.name} | {w / 60:.1f} min |" if w >= 120 else f"| {d.name} | {w:.1f} s |")
-    print(f"| **all** | **{total / 60:.1f} min** |\n")
+        wall = f"{w / 60:.1f} min" if w >= 120 else f"{w:.1f} s"
+        peak = rec.get("peak_rss_bytes")
+        if peak is not None:
+            peaks.append(peak)
+        print(f"| {d.name} | {wall} | {fmt(peak and peak / 2**30, '.2f')}{'' if peak is None else ' GiB'} |")
+    top = f"{max(peaks) / 2**30:.2f} GiB" if peaks else "–"
+    print(f"| **all** | **{total / 60:.1f} min** | **{top}** |\n")
 
     for d, rec in all_stages:
         rows = sae_rows(d)
@@ -130,8 +138,8 @@ def main() -> None:
 
     circuits = [circuit_row(d) for d, _ in all_stages if (d / "circuit.json").is_file() and (d / "faithfulness.json").is_file()]
     if circuits:
-        print("| circuit | pairs | m(clean) | nodes at threshold | faithfulness (lowest case) | complement | fewest nodes with faithfulness ≥ 0.8 | edge faithfulness at default | sparsest edges with ≥ 0.8 | r vs exact (pairs) |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| circuit | pairs | m(clean) | nodes at threshold | faithfulness (lowest case) | complement | fewest nodes with faithfulness ≥ 0.8 | edge faithfulness at default | sparsest edges with ≥ 0.8 | pairs right (faithfulness over them there) | r vs exact (pairs) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for c in circuits:
             sm = c["smallest"]
             smallest = f"{sm['nodes']} ({100 * sm['node_fraction']:.2f}%), {sm['faithfulness']:.3f} at {sm['threshold']:g}" if sm else "–"
@@ -141,7 +149,11 @@ def main() -> None:
             edge_sparsest = f"{es['faithfulness']:.3f} ({es['edges']} edges at {es['edge_threshold']:g})" if es else "none"
             nodes = f"{int(c['nodes'])} of {int(c['all'])} ({100 * c['frac']:.2f}%) at {c['threshold']:g}" if c["nodes"] is not None else "–"
             r = f"{fmt(c['r_nodes'])} ({int(c['r_pairs'])})" if c["r_nodes"] is not None else "–"
-            print(f"| {c['name']} | {c['pairs']} | {fmt(c['metric'], '.2f')} | {nodes} | {fmt(c['faith'])} ({fmt(c['faith_min'])}) | {fmt(c['compl'])} | {smallest} | {edge_default} | {edge_sparsest} | {r} |")
+            right = "–"
+            if c["pairs_right"] is not None:
+                at = sm.get("faithfulness_right") if sm else None
+                right = f"{int(c['pairs_right'])}" + (f" ({at:.3f})" if at is not None else "")
+            print(f"| {c['name']} | {c['pairs']} | {fmt(c['metric'], '.2f')} | {nodes} | {fmt(c['faith'])} ({fmt(c['faith_min'])}) | {fmt(c['compl'])} | {smallest} | {edge_default} | {edge_sparsest} | {right} | {r} |")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ def make_run(tmp: Path) -> Path:
     hook = "blocks.3.hook_resid_pre"
     sae = run_dir / "saes" / hook
     sae.mkdir(parents=True)
-    (run_dir / "saes" / "stage.json").write_text(json.dumps({"wall_seconds": 150.0}))
+    (run_dir / "saes" / "stage.json").write_text(json.dumps({"wall_seconds": 150.0,
+                                                             "peak_rss_bytes": 3 * 2**29}))
     (sae / "training.json").write_text(json.dumps({
         "sae": {"hook_name": hook},
         "train_metrics": {"explained_variance": 0.5, "l0": 30.0, "dead_fraction": 0.2},
@@ -44,7 +45,7 @@ def make_run(tmp: Path) -> Path:
         "scores": {"metric_clean": -3.0, "nodes": 2, "all_nodes": 10, "node_fraction": 0.2,
                    "faithfulness": 0.75, "faithfulness_min_case": 0.5,
                    "complement_faithfulness": 0.125, "pearson_r_vs_exact_nodes": 0.625,
-                   "exact_check_pairs": 2},
+                   "exact_check_pairs": 2, "pairs_right": 7},
         "nodes": [
             {"kind": "feature", "label": "R3/1", "hook": hook, "index": 1, "effect": {"all": -0.5}},
             {"kind": "feature", "label": "R3/0", "hook": hook, "index": 0, "effect": {"all": 0.25}},
@@ -53,7 +54,8 @@ def make_run(tmp: Path) -> Path:
     }))
     (circ / "faithfulness.json").write_text(json.dumps({
         "node_threshold": 0.05, "edge_threshold": 0.01,
-        "rows": [{"threshold": 0.01, "nodes": 5, "node_fraction": 0.5, "faithfulness": 0.875},
+        "rows": [{"threshold": 0.01, "nodes": 5, "node_fraction": 0.5, "faithfulness": 0.875,
+                  "faithfulness_right": 0.9375},
                  {"threshold": 0.05, "nodes": 2, "node_fraction": 0.2, "faithfulness": 0.75}],
         "edge_rows": [{"edge_threshold": 0.01, "edges": 3, "faithfulness": 0.5},
                       {"edge_threshold": 0.001, "edges": 6, "faithfulness": 0.8125}],
@@ -66,12 +68,13 @@ def test_run_report_tables_carry_the_stage_files_numbers(tmp_path):
     out = run("run_report.py", run_dir)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert "| saes | 2.5 min |" in text and "| circuit_simple | 12.5 s |" in text
+    assert "| saes | 2.5 min | 1.50 GiB |" in text and "| circuit_simple | 12.5 s | – |" in text
+    assert "| **all** | **2.7 min** | **1.50 GiB** |" in text
     assert "| 3 resid_pre | 0.875 | 0.938 | 32.0 | 0.125 |" in text
     # The smallest faithful circuit, the edge rows at the default and the sparsest >= 0.8.
     assert "5 (50.00%), 0.875 at 0.01" in text
     assert "0.500 (3 edges)" in text and "0.812 (6 edges at 0.001)" in text
-    assert "0.625 (2)" in text
+    assert "| 7 (0.938) | 0.625 (2) |" in text
 
     bad = run("run_report.py", tmp_path / "missing")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr

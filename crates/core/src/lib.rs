@@ -39,7 +39,9 @@ pub use error::{Error, Result};
 pub use gpt2::Gpt2Config;
 pub use hook::HookPoint;
 pub use model::{Family, LlamaConfig, ModelConfig, SUPPORTED_MODEL_TYPES};
-pub use record::{StageRecord, StageTimer, STAGE_RECORD_FILE, STAGE_RECORD_VERSION};
+pub use record::{
+    peak_rss_bytes, StageRecord, StageTimer, STAGE_RECORD_FILE, STAGE_RECORD_VERSION,
+};
 
 /// The version of the circuitry tools, recorded in every artifact.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -34,6 +34,10 @@ pub struct StageRecord {
     pub finished_unix: u64,
     /// Wall-clock seconds the stage took.
     pub wall_seconds: f64,
+    /// The stage process's peak resident memory in bytes (Linux `VmHWM`; absent where
+    /// unknown and in records written before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Measures a stage from start to [`StageTimer::finish`].
@@ -84,10 +88,30 @@ impl StageTimer {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             wall_seconds: self.start.elapsed().as_secs_f64(),
+            peak_rss_bytes: peak_rss_bytes(),
         };
         record.write(out_dir)?;
         Ok(record)
     }
+}
+
+/// This process's peak resident memory so far, from `/proc/self/status` (`VmHWM`);
+/// `None` where that is not available.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&status)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 impl StageRecord {
@@ -103,5 +127,28 @@ impl StageRecord {
             return Ok(None);
         }
         atomic::read_json(&path).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_memory_is_read_from_proc_status() {
+        let status = "Name:\tx\nVmPeak:\t  2000 kB\nVmHWM:\t    1234 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(1234 * 1024));
+        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+        // This test process holds at least its own binary in memory.
+        let peak = peak_rss_bytes().expect("Linux has /proc/self/status");
+        assert!(peak > 1 << 20, "{peak}");
+    }
+
+    #[test]
+    fn records_without_peak_memory_still_read() {
+        let old = r#"{"schema_version":1,"tool":"t","tool_version":"0","argv":[],"config":null,
+            "inputs":{},"outputs":{},"finished_unix":0,"wall_seconds":1.5}"#;
+        let r: StageRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.peak_rss_bytes, None);
     }
 }

@@ -157,6 +157,7 @@ fn run(tool: &str, args: &[String]) -> i32 {
         outputs,
         finished_unix: 0,
         wall_seconds: 0.0,
+        peak_rss_bytes: None,
     };
     if std::env::var("CIRCUITRY_FAKE_NO_RECORD").is_ok_and(|s| s == stage) {
         return 0;
