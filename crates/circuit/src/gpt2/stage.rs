@@ -183,6 +183,44 @@ pub fn load_saes(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Sae)>> {
 /// Read and cross-check the inputs, find and evaluate the circuit, render it. Writes
 /// nothing.
 pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
+    let inputs = load_inputs(cfg)?;
+    let found = discover(cfg, &inputs)?;
+    let (ends, rows, edge_rows) = evaluate(cfg, &inputs, &found)?;
+    let exact = match cfg.exact_check {
+        0 => None,
+        n => Some(exactcheck::compare(
+            &inputs.model,
+            &inputs.subs,
+            &inputs.data.batches,
+            cfg,
+            n,
+        )?),
+    };
+    let scores = Scores::new(cfg, &found, (&rows, &edge_rows, &ends), exact);
+    let circuit = circuit_graph(cfg, &inputs, &found, scores)?;
+    let files = render_files(cfg, &inputs, &found, &circuit, (&rows, &edge_rows, &ends))?;
+    Ok(Gpt2Outputs {
+        circuit,
+        files,
+        rows,
+        edge_rows,
+    })
+}
+
+/// What the stage reads: the model, its spliced SAEs and the pairs.
+struct Inputs {
+    model: Transformer,
+    subs: Submodules,
+    /// SAE fingerprints and folders by hook name.
+    sae_fps: BTreeMap<String, String>,
+    sae_dirs: BTreeMap<String, PathBuf>,
+    data: PairData,
+    model_fp: String,
+}
+
+/// Load the model and the SAEs, read the pairs, and check that the model reproduces
+/// the cached activations (the right model for this store).
+fn load_inputs(cfg: &Gpt2StageConfig) -> Result<Inputs> {
     let model: Transformer = Transformer::load(&cfg.model)?;
     let saes = load_saes(&cfg.saes)?;
     let mut sae_fps = BTreeMap::new();
@@ -228,104 +266,203 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     for (batch, cached) in data.batches.iter().zip(&data.cached) {
         check_reproduces(&model, batch, cached, &cfg.store, (&model_fp, &store_fp))?;
     }
-    let analysis = analyse(&model, &subs, &data.batches, cfg.method, cfg.max_rows)?;
+    Ok(Inputs {
+        model,
+        subs,
+        sae_fps,
+        sae_dirs,
+        data,
+        model_fp,
+    })
+}
+
+/// Node effects over all pairs, the circuit's nodes at the node threshold and the
+/// mean edges between them.
+struct Found {
+    analysis: super::discover::Analysis,
+    /// Every node with its mean effect.
+    scored: Vec<super::discover::ScoredNode>,
+    /// The circuit's nodes.
+    nodes: Vec<super::edges::NodeRef>,
+    edges: EdgeSums,
+}
+
+impl Found {
+    /// The circuit's nodes with their effects.
+    fn in_circuit(&self) -> Vec<super::discover::ScoredNode> {
+        self.scored
+            .iter()
+            .copied()
+            .filter(|s| self.nodes.contains(&s.node))
+            .collect()
+    }
+}
+
+fn discover(cfg: &Gpt2StageConfig, i: &Inputs) -> Result<Found> {
+    let analysis = analyse(&i.model, &i.subs, &i.data.batches, cfg.method, cfg.max_rows)?;
     let scored = analysis.scored_nodes(cfg.aggregation);
     let nodes = select(&scored, cfg.node_threshold);
     let edges = mean_edges(
-        &model,
-        &subs,
-        &data.batches,
+        &i.model,
+        &i.subs,
+        &i.data.batches,
         &analysis,
         &nodes,
         cfg.max_rows,
     )?;
+    Ok(Found {
+        analysis,
+        scored,
+        nodes,
+        edges,
+    })
+}
+
+/// The node-threshold sweep and the edge sweep at the node threshold.
+fn evaluate(
+    cfg: &Gpt2StageConfig,
+    i: &Inputs,
+    f: &Found,
+) -> Result<(Ends, Vec<EvalRow>, Vec<EdgeEvalRow>)> {
     let (ends, rows) = sweep(
-        &model,
-        &subs,
-        &data.batches,
-        &analysis,
+        &i.model,
+        &i.subs,
+        &i.data.batches,
+        &f.analysis,
         cfg.aggregation,
         cfg.ablation,
         &cfg.sweep,
     )?;
-    let means = position_means(&analysis.preps);
+    let means = position_means(&f.analysis.preps);
     let edge_eval = EdgeEval {
-        model: &model,
-        subs: &subs,
-        batches: &data.batches,
-        preps: &analysis.preps,
+        model: &i.model,
+        subs: &i.subs,
+        batches: &i.data.batches,
+        preps: &f.analysis.preps,
         means: &means,
         ablation: cfg.ablation,
         max_rows: cfg.max_rows,
     };
-    let per_position = (cfg.aggregation == Aggregation::PerPosition).then_some(analysis.seq_max);
+    let per_position = (cfg.aggregation == Aggregation::PerPosition).then_some(f.analysis.seq_max);
     let edge_rows = edge_sweep(
         &edge_eval,
-        &nodes,
+        &f.nodes,
         per_position,
-        &edges,
-        &edge_thresholds(cfg.edge_threshold, &edges),
+        &f.edges,
+        &edge_thresholds(cfg.edge_threshold, &f.edges),
         &ends,
     )?;
-    let mut scores = BTreeMap::new();
-    if let Some(r) = edge_rows
-        .iter()
-        .find(|r| r.edge_threshold == cfg.edge_threshold)
-    {
-        scores.insert("edge_faithfulness".to_string(), r.faithfulness);
-        if let Some(m) = min_value(&r.faithfulness_by_case) {
-            scores.insert("edge_faithfulness_min_case".to_string(), m);
+    Ok((ends, rows, edge_rows))
+}
+
+/// The circuit's scores (`circuit.json`'s `scores`, by these names); counts as
+/// numbers like the rest. Fields that do not apply (no sweep row at the node
+/// threshold, no exact check) are left out.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Scores {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge_faithfulness: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge_faithfulness_min_case: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edges_kept: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness_min_case: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    complement_faithfulness: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_fraction: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    f_circuit: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faithfulness_right_pairs: Option<f64>,
+    pairs_right: f64,
+    f_model: f64,
+    f_empty: f64,
+    all_nodes: f64,
+    metric_clean: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pearson_r_vs_exact_nodes: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pearson_r_vs_exact_entries: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_check_pairs: Option<f64>,
+}
+
+impl Scores {
+    fn new(
+        cfg: &Gpt2StageConfig,
+        f: &Found,
+        (rows, edge_rows, ends): Sweeps<'_>,
+        exact: Option<exactcheck::ExactAgreement>,
+    ) -> Scores {
+        let analysis = &f.analysis;
+        let mut s = Scores {
+            pairs_right: ends.pairs_right as f64,
+            f_model: ends.f_model,
+            f_empty: ends.f_empty,
+            all_nodes: f.scored.len() as f64,
+            metric_clean: analysis
+                .preps
+                .iter()
+                .flat_map(|p| p.metric.iter().map(|&v| f64::from(v)))
+                .sum::<f64>()
+                / analysis.n_examples.max(1) as f64,
+            ..Scores::default()
+        };
+        if let Some(r) = edge_rows
+            .iter()
+            .find(|r| r.edge_threshold == cfg.edge_threshold)
+        {
+            s.edge_faithfulness = Some(r.faithfulness);
+            s.edge_faithfulness_min_case = min_value(&r.faithfulness_by_case);
+            s.edges_kept = Some(r.edges as f64);
         }
-        scores.insert("edges_kept".to_string(), r.edges as f64);
-    }
-    if let Some(r) = rows.iter().find(|r| r.threshold == cfg.node_threshold) {
-        scores.insert("faithfulness".to_string(), r.faithfulness);
-        if let Some(m) = min_value(&r.faithfulness_by_case) {
-            scores.insert("faithfulness_min_case".to_string(), m);
+        if let Some(r) = rows.iter().find(|r| r.threshold == cfg.node_threshold) {
+            s.faithfulness = Some(r.faithfulness);
+            s.faithfulness_min_case = min_value(&r.faithfulness_by_case);
+            s.complement_faithfulness = Some(r.complement_faithfulness);
+            s.node_fraction = Some(r.node_fraction);
+            s.nodes = Some(r.nodes as f64);
+            s.f_circuit = Some(r.f_circuit);
+            s.faithfulness_right_pairs = r.faithfulness_right;
         }
-        scores.insert(
-            "complement_faithfulness".to_string(),
-            r.complement_faithfulness,
-        );
-        scores.insert("node_fraction".to_string(), r.node_fraction);
-        scores.insert("nodes".to_string(), r.nodes as f64);
-        scores.insert("f_circuit".to_string(), r.f_circuit);
-        if let Some(f) = r.faithfulness_right {
-            scores.insert("faithfulness_right_pairs".to_string(), f);
+        if let Some(r) = exact {
+            s.pearson_r_vs_exact_nodes = Some(r.nodes);
+            s.pearson_r_vs_exact_entries = Some(r.entries);
+            s.exact_check_pairs = Some(r.pairs as f64);
+        }
+        s
+    }
+
+    /// By name, as `circuit.json` stores them.
+    fn into_map(self) -> BTreeMap<String, f64> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m
+                .into_iter()
+                .filter_map(|(k, v)| v.as_f64().map(|v| (k, v)))
+                .collect(),
+            _ => BTreeMap::new(),
         }
     }
-    scores.insert("pairs_right".to_string(), ends.pairs_right as f64);
-    scores.insert("f_model".to_string(), ends.f_model);
-    scores.insert("f_empty".to_string(), ends.f_empty);
-    scores.insert("all_nodes".to_string(), scored.len() as f64);
-    let metric_mean = analysis
-        .preps
-        .iter()
-        .flat_map(|p| p.metric.iter().map(|&v| f64::from(v)))
-        .sum::<f64>()
-        / analysis.n_examples.max(1) as f64;
-    scores.insert("metric_clean".to_string(), metric_mean);
-    if cfg.exact_check > 0 {
-        let r = exactcheck::compare(&model, &subs, &data.batches, cfg, cfg.exact_check)?;
-        scores.insert("pearson_r_vs_exact_nodes".to_string(), r.nodes);
-        scores.insert("pearson_r_vs_exact_entries".to_string(), r.entries);
-        scores.insert("exact_check_pairs".to_string(), r.pairs as f64);
-    }
-    let in_circuit: Vec<_> = scored
-        .iter()
-        .copied()
-        .filter(|s| nodes.contains(&s.node))
-        .collect();
-    let title = cfg.title.clone().unwrap_or_else(|| {
-        format!(
-            "Feature circuit: {}",
-            cfg.store
-                .file_name()
-                .map_or("pairs".into(), |n| n.to_string_lossy().to_string())
-        )
-    });
+}
+
+/// The circuit graph: the nodes at the threshold, their edges, the scores and the
+/// provenance.
+fn circuit_graph(
+    cfg: &Gpt2StageConfig,
+    i: &Inputs,
+    f: &Found,
+    scores: Scores,
+) -> Result<crate::Circuit> {
+    let metric_mean = scores.metric_clean;
+    let in_circuit = f.in_circuit();
     let meta = GraphMeta {
-        title: title.clone(),
+        title: title(cfg),
         method: describe_method(cfg),
         metric: Described {
             name: "logit_diff".into(),
@@ -333,39 +470,62 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         },
         provenance: Provenance {
             tool_version: TOOL_VERSION.into(),
-            model: model_fp,
+            model: i.model_fp.clone(),
             dataset: fingerprint_path(&cfg.store)?,
-            saes: sae_fps,
+            saes: i.sae_fps.clone(),
         },
-        n_examples: analysis.n_examples as u64,
-        scores,
+        n_examples: f.analysis.n_examples as u64,
+        scores: scores.into_map(),
         notes: notes(cfg),
     };
     let parts = GraphParts {
-        subs: &subs,
+        subs: &i.subs,
         nodes: &in_circuit,
-        edges: &edges,
+        edges: &f.edges,
         edge_threshold: cfg.edge_threshold,
         node_threshold: cfg.node_threshold,
         metric_mean,
     };
-    let circuit = build_graph(&parts, meta)?;
+    build_graph(&parts, meta)
+}
+
+/// The drawings' title: `--title`, or from the store's folder name.
+fn title(cfg: &Gpt2StageConfig) -> String {
+    cfg.title.clone().unwrap_or_else(|| {
+        format!(
+            "Feature circuit: {}",
+            cfg.store
+                .file_name()
+                .map_or("pairs".into(), |n| n.to_string_lossy().to_string())
+        )
+    })
+}
+
+/// Every output file but `stage.json`, by name.
+fn render_files(
+    cfg: &Gpt2StageConfig,
+    i: &Inputs,
+    f: &Found,
+    circuit: &crate::Circuit,
+    (rows, edge_rows, ends): Sweeps<'_>,
+) -> Result<BTreeMap<&'static str, Vec<u8>>> {
+    let in_circuit = f.in_circuit();
     let mut files: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
     files.insert(CIRCUIT_FILE, circuit.to_json_bytes()?);
     files.insert(
         "circuit.dot",
-        render::dot::render(&circuit, None).into_bytes(),
+        render::dot::render(circuit, None).into_bytes(),
     );
-    let (features, feature_notes) = render::contexts::for_circuit(&circuit, &sae_dirs)?;
+    let (features, feature_notes) = render::contexts::for_circuit(circuit, &i.sae_dirs)?;
     for note in feature_notes {
         tracing::info!("{note}");
     }
     files.insert(
         "circuit.svg",
         render::svg::render_annotated(
-            &circuit,
+            circuit,
             None,
-            &render::html::node_annotations(&circuit, &features),
+            &render::html::node_annotations(circuit, &features),
         )
         .into_bytes(),
     );
@@ -379,7 +539,7 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         .collect();
     files.insert(
         "circuit.html",
-        render::html::render_with_sweep(&circuit, &features, &sweep)?.into_bytes(),
+        render::html::render_with_sweep(circuit, &features, &sweep)?.into_bytes(),
     );
     let slug = cfg
         .out
@@ -390,34 +550,27 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         .file_name()
         .map_or("gpt2".into(), |n| n.to_string_lossy().to_string());
     let np = render::neuronpedia::export(
-        &circuit,
+        circuit,
         &render::neuronpedia::NeuronpediaOptions {
             slug,
             scan,
             prompt_tokens: Vec::new(),
         },
     );
-    let mut np_bytes = serde_json::to_vec_pretty(&np).map_err(|source| {
-        Error::Core(circuitry_core::Error::Json {
-            path: "neuronpedia.json".into(),
-            source,
-        })
-    })?;
-    np_bytes.push(b'\n');
-    files.insert("neuronpedia.json", np_bytes);
+    files.insert("neuronpedia.json", pretty_json("neuronpedia.json", &np)?);
     files.insert(
         "summary.txt",
         summary(
-            &circuit,
-            (&rows, &edge_rows, &ends),
+            circuit,
+            (rows, edge_rows, ends),
             (cfg.node_threshold, cfg.edge_threshold),
-            &subs,
+            &i.subs,
             &in_circuit,
         )
         .into_bytes(),
     );
-    files.insert("faithfulness.csv", csv(&rows, &edge_rows).into_bytes());
-    let mut json = serde_json::to_vec_pretty(&serde_json::json!({
+    files.insert("faithfulness.csv", csv(rows, edge_rows).into_bytes());
+    let faithfulness = serde_json::json!({
         "ablation": cfg.ablation,
         "aggregation": cfg.aggregation,
         "method": cfg.method,
@@ -431,28 +584,36 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
         "f_empty_right": ends.f_empty_right,
         "node_threshold": cfg.node_threshold,
         "edge_threshold": cfg.edge_threshold,
-        "all_nodes": scored.len(),
+        "all_nodes": f.scored.len(),
         "rows": rows,
         "edge_rows": edge_rows,
-    }))
-    .map_err(|source| {
+    });
+    files.insert(
+        "faithfulness.json",
+        pretty_json("faithfulness.json", &faithfulness)?,
+    );
+    files.insert(
+        "faithfulness.svg",
+        plot::render(
+            &format!("{}: faithfulness", circuit.title),
+            rows,
+            cfg.node_threshold,
+        )
+        .into_bytes(),
+    );
+    Ok(files)
+}
+
+/// `value` as pretty JSON and a newline; `path` names it in an error.
+fn pretty_json<T: Serialize>(path: &str, value: &T) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| {
         Error::Core(circuitry_core::Error::Json {
-            path: "faithfulness.json".into(),
+            path: path.into(),
             source,
         })
     })?;
-    json.push(b'\n');
-    files.insert("faithfulness.json", json);
-    files.insert(
-        "faithfulness.svg",
-        plot::render(&format!("{title}: faithfulness"), &rows, cfg.node_threshold).into_bytes(),
-    );
-    Ok(Gpt2Outputs {
-        circuit,
-        files,
-        rows,
-        edge_rows,
-    })
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 fn describe_method(cfg: &Gpt2StageConfig) -> Described {
