@@ -4,7 +4,10 @@
 # the SAEs spliced into transformers' model (scripts/bench_circuit_peer.py), in one run,
 # alternating sides, medians; prints the CPU, the load and the ratio.
 #
-#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2]
+#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2] [pass|ig]
+#
+# ig: integrated-gradient node effects of one batch instead (prepare, then one spliced
+# forward + backward per submodule over the 10 steps at once), both sides; llama only.
 #
 # llama: SmolLM2-135M's shape (30 layers, d_model 576, 9 heads over 3 key/value heads,
 # d_mlp 1536, vocab 49152), SAEs of 4608 latents at every resid_pre, batch 8 x 16.
@@ -12,7 +15,7 @@
 # batch 2 x 10. Random weights: speed does not depend on their values. Not a test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FAMILY=${1:-llama}; REPS=${2:-5}; THREADS=${3:-2}
+FAMILY=${1:-llama}; REPS=${2:-5}; THREADS=${3:-2}; WHAT=${4:-pass}
 case $FAMILY in
     llama) SHAPE=(--family llama --layers 30 --d-model 576 --heads 9 --kv-heads 3 --d-mlp 1536
                   --vocab 49152 --d-sae 4608 --subs resid --batch 8 --seq 16) ;;
@@ -24,12 +27,18 @@ cargo build --release -q -p circuitry-circuit --example bench_circuit
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_circuit"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1); threads $THREADS"
 echo "load before: $(uptime)"
+case $WHAT in
+    pass) OURS=(--only-pass 1); PEER=(); KEY=pass_s; LINE='spliced pass' ;;
+    ig)   OURS=(--only-ig 1 --ig-steps 10); PEER=(--ig-steps 10); KEY=ig_s; LINE='IG node effects' ;;
+    *) echo "bench_circuit.sh: unknown measurement '$WHAT' (pass or ig)" >&2; exit 2 ;;
+esac
+echo "measuring: $LINE"
 ours=(); peer=()
 for _ in 1 2 3; do
-    o=$(RAYON_NUM_THREADS=$THREADS "$BIN" "${SHAPE[@]}" --reps "$REPS" --only-pass 1 |
-        sed -n 's/^spliced pass.*: \([0-9.]*\) s per batch.*/\1/p')
-    t=$(python3 scripts/bench_circuit_peer.py "${SHAPE[@]}" --reps "$REPS" --threads "$THREADS" |
-        python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["pass_s"])')
+    o=$(RAYON_NUM_THREADS=$THREADS "$BIN" "${SHAPE[@]}" --reps "$REPS" "${OURS[@]}" |
+        sed -n "s/^$LINE.*: \([0-9.]*\) s per batch.*/\1/p")
+    t=$(python3 scripts/bench_circuit_peer.py "${SHAPE[@]}" --reps "$REPS" --threads "$THREADS" "${PEER[@]}" |
+        python3 -c "import json,sys; print(json.loads(sys.stdin.read())['$KEY'])")
     echo "ours $o s   torch $t s   ratio $(python3 -c "print(f'{$t/$o:.2f}')")x"
     ours+=("$o"); peer+=("$t")
 done

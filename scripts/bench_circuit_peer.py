@@ -16,6 +16,15 @@ the batch, and its backward, after which every feature and error tensor has its 
         --batch 8 --seq 16 --reps 5 --threads 2
 
 Prints one JSON line: {"side": "torch", "pass_s": median seconds, ...}.
+
+With `--ig-steps N` it times integrated-gradient node effects instead, as
+`bench_circuit --only-ig 1` does (Marks et al.'s IG, one submodule at a time): prepare
+(the clean forward with every hook captured and its backward, the patch forward, every
+SAE encoded on both), then for each submodule one forward + backward of the model with
+only that submodule spliced at `f_clean + k/N Δf` and `err_clean + k/N Δerr` for the N
+steps at once (N × batch rows, as ours batches them), the gradient at the hook averaged
+over the steps, and the effects `(g W_decᵀ) · Δf` and `g · Δerr`. Prints
+{"side": "torch", "ig_s": median seconds per batch, ...}.
 """
 from __future__ import annotations
 
@@ -75,13 +84,74 @@ class Sae(torch.nn.Module):
         store.append((f, err))
         return x_hat + err + (x - x.detach())
 
+    def encode(self, x):
+        f = torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+        return f, x - (f @ self.W_dec + self.b_dec)
+
+
+def ig_effects(a, model, blocks, saes, ids, ids_patch, clean, patch):
+    """IG node effects of one batch (see the module doc); returns per submodule
+    (feature effects (batch, seq, d_sae), error effects (batch, seq))."""
+    rows = torch.arange(a.batch)
+    captured: dict = {}
+
+    def capture(i):
+        def pre(module, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            captured[i] = x
+        return pre
+
+    hs = [b.register_forward_pre_hook(capture(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=emb).logits[:, -1, :]
+    for x in captured.values():
+        x.retain_grad()
+    (logits[rows, patch] - logits[rows, clean]).sum().backward()  # the clean gradient
+    acts_clean = [captured[i].detach() for i in range(len(blocks))]
+    with torch.no_grad():
+        model(ids_patch)
+    acts_patch = [captured[i].detach() for i in range(len(blocks))]
+    for h in hs:
+        h.remove()
+    n = a.ig_steps
+    alpha = (torch.arange(n, dtype=torch.float32) / n).view(n, 1, 1, 1)
+    ids_n = ids.repeat(n, 1)
+    rows_n = torch.arange(n * a.batch)
+    clean_n, patch_n = clean.repeat(n), patch.repeat(n)
+    out = []
+    for i, (block, sae) in enumerate(zip(blocks, saes)):
+        with torch.no_grad():
+            fc, ec = sae.encode(acts_clean[i])
+            fp, ep = sae.encode(acts_patch[i])
+            df, de = fp - fc, ep - ec
+            f = (fc + alpha * df).reshape(n * a.batch, a.seq, -1)
+            err = (ec + alpha * de).reshape(n * a.batch, a.seq, -1)
+            x = f @ sae.W_dec + sae.b_dec + err
+        x.requires_grad_(True)
+
+        def splice(module, args, kwargs, x=x):
+            if args:
+                return (x, *args[1:]), kwargs
+            kwargs = dict(kwargs)
+            kwargs["hidden_states"] = x
+            return args, kwargs
+
+        h = block.register_forward_pre_hook(splice, with_kwargs=True)
+        logits = model(ids_n).logits[:, -1, :]
+        (logits[rows_n, patch_n] - logits[rows_n, clean_n]).sum().backward()
+        h.remove()
+        with torch.no_grad():
+            g = x.grad.reshape(n, a.batch, a.seq, -1).mean(0)
+            out.append(((g @ sae.W_dec.T) * df, (g * de).sum(-1)))
+    return out
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", choices=["gpt2", "llama"], default="gpt2")
     for name, default in [("layers", 12), ("d-model", 768), ("heads", 12), ("kv-heads", 0),
                           ("d-mlp", 0), ("vocab", 50257), ("d-sae", 3072), ("batch", 2),
-                          ("seq", 10), ("reps", 5), ("threads", 2)]:
+                          ("seq", 10), ("reps", 5), ("threads", 2), ("ig-steps", 0)]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--subs", choices=["all", "resid"], default="all")
     a = p.parse_args()
@@ -89,6 +159,33 @@ def main():
     model, blocks = build(a)
     for prm in model.parameters():
         prm.requires_grad_(False)
+    if a.ig_steps:
+        if a.subs != "resid":
+            raise SystemExit("bench_circuit_peer.py: --ig-steps needs --subs resid")
+        saes = []
+        for _ in blocks:
+            sae = Sae(a.d_model, a.d_sae)
+            for prm in sae.parameters():
+                prm.requires_grad_(False)
+            saes.append(sae)
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=g)
+        ids_patch = ids.clone()
+        ids_patch[:, 1] = torch.randint(0, a.vocab, (a.batch,), generator=g)
+        clean = torch.randint(0, a.vocab, (a.batch,), generator=g)
+        patch = torch.randint(0, a.vocab, (a.batch,), generator=g)
+        ig_effects(a, model, blocks, saes, ids, ids_patch, clean, patch)  # warm-up
+        times = []
+        for _ in range(a.reps):
+            t = time.perf_counter()
+            ig_effects(a, model, blocks, saes, ids, ids_patch, clean, patch)
+            times.append(time.perf_counter() - t)
+        print(json.dumps({
+            "side": "torch", "family": a.family, "saes": len(saes), "d_sae": a.d_sae,
+            "batch": a.batch, "seq": a.seq, "threads": a.threads, "ig_steps": a.ig_steps,
+            "ig_s": statistics.median(times), "torch": torch.__version__,
+        }))
+        return
     store: list = []
     handles = []
     for block in blocks:

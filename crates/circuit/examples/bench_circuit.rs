@@ -13,6 +13,7 @@
 //!     [--family gpt2|llama] [--layers 12] [--d-model 768] [--heads 12] [--kv-heads H] \
 //!     [--d-mlp 4·d] [--vocab 50257] [--d-sae 3072] [--subs all|resid] \
 //!     [--batch 2] [--seq 10] [--ig-steps 10] [--edge-nodes 16] [--reps 3] [--only-pass 1]
+//!     [--only-ig 1]
 //! ```
 //!
 //! Threads: rayon's default (all cores), or `RAYON_NUM_THREADS=N`.
@@ -40,6 +41,7 @@ struct Args {
     d_mlp: Option<usize>,
     resid_only: bool,
     only_pass: bool,
+    only_ig: bool,
     layers: usize,
     d_model: usize,
     heads: usize,
@@ -59,6 +61,7 @@ fn parse() -> anyhow::Result<Args> {
         d_mlp: None,
         resid_only: false,
         only_pass: false,
+        only_ig: false,
         layers: 12,
         d_model: 768,
         heads: 12,
@@ -94,6 +97,7 @@ fn parse() -> anyhow::Result<Args> {
             "--kv-heads" => a.kv_heads = Some(v),
             "--d-mlp" => a.d_mlp = Some(v),
             "--only-pass" => a.only_pass = v != 0,
+            "--only-ig" => a.only_ig = v != 0,
             "--layers" => a.layers = v,
             "--d-model" => a.d_model = v,
             "--heads" => a.heads = v,
@@ -169,6 +173,30 @@ fn main() -> anyhow::Result<()> {
         cases: vec!["singular".into(); a.batch],
     };
     let max_rows = 1 << 20;
+    let method = Method::IntegratedGradients { steps: a.ig_steps };
+    // IG node effects of the batch: prepare (clean forward + backward, patch forward,
+    // every SAE encoded) and one spliced pass per submodule over all steps at once.
+    let time_ig = || -> anyhow::Result<(f64, _)> {
+        let t = Instant::now();
+        let prep = prepare(&model, &subs, &batch)?;
+        let effects = node_effects(&model, &subs, &batch, &prep, method, max_rows)?;
+        Ok((t.elapsed().as_secs_f64(), (prep, effects)))
+    };
+    if a.only_ig {
+        time_ig()?; // warm-up, as the peer
+        let mut ig = Vec::new();
+        for _ in 0..a.reps {
+            ig.push(time_ig()?.0);
+        }
+        let ig = median(ig);
+        println!(
+            "IG node effects ({} steps, prepare included): {ig:.4} s per batch, {:.4} s per example (median of {})",
+            a.ig_steps,
+            ig / a.batch as f64,
+            a.reps
+        );
+        return Ok(());
+    }
     println!(
         "random {}: {} layers, d_model {}, vocab {}; {} SAEs of {} latents; batch {} × {} tokens; RAYON_NUM_THREADS={}",
         a.family,
@@ -244,15 +272,12 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let method = Method::IntegratedGradients { steps: a.ig_steps };
     let mut ig = Vec::new();
     let mut last = None;
     for _ in 0..a.reps {
-        let t = Instant::now();
-        let prep = prepare(&model, &subs, &batch)?;
-        let effects = node_effects(&model, &subs, &batch, &prep, method, max_rows)?;
-        ig.push(t.elapsed().as_secs_f64());
-        last = Some((prep, effects));
+        let (t, out) = time_ig()?;
+        ig.push(t);
+        last = Some(out);
     }
     let ig = median(ig);
     let (prep, effects) = last.ok_or_else(|| anyhow::anyhow!("--reps must be ≥ 1"))?;
