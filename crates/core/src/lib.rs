@@ -12,6 +12,7 @@
 //! - [`atomic`]: write-to-temporary-then-rename helpers, so a crash never leaves a file
 //!   that looks complete;
 //! - [`fingerprint`]: content hashes (BLAKE3) of files and directories;
+//! - [`options`]: option values a binary's flag and its manifest key share;
 //! - [`progress`]: a bar with an ETA on a terminal, periodic log lines otherwise;
 //! - [`binary`]: what every binary's `main` shares (logging set-up, the one-line
 //!   error with its cause chain, the exit code).
@@ -31,6 +32,7 @@ pub mod fingerprint;
 mod gpt2;
 mod hook;
 mod model;
+pub mod options;
 pub mod preflight;
 pub mod progress;
 mod record;

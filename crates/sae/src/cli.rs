@@ -4,37 +4,13 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use circuitry_core::options::{SaeArchitecture, SaeGemm, SaeNormalization};
 use circuitry_core::HookPoint;
 use circuitry_sae::stage::{self, StageConfig};
 use circuitry_sae::{
     ActivationNormalization, Architecture, CbwrMode, GemmChoice, MklSettings, TrainConfig,
 };
-use clap::{Parser, ValueEnum};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ArchArg {
-    Standard,
-    Topk,
-    Batchtopk,
-    Jumprelu,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum GemmArg {
-    /// Intel MKL when installed (scripts/setup-mkl.sh), faer otherwise.
-    Auto,
-    /// faer (always available).
-    Faer,
-    /// Intel MKL; an error (exit 2) when it is not installed.
-    Mkl,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum NormArg {
-    None,
-    ConstantNormRescale,
-    MeanCentre,
-}
+use clap::Parser;
 
 /// Train a sparse autoencoder on each --hook of an activation store, from one
 /// shuffled stream over its token rows, and write each in SAELens layout (plus
@@ -63,13 +39,13 @@ pub(crate) struct Args {
     d_sae: usize,
     /// SAE architecture.
     #[arg(long, value_enum, default_value = "standard")]
-    architecture: ArchArg,
+    architecture: SaeArchitecture,
     /// Active latents per row (TopK, BatchTopK).
     #[arg(long)]
     k: Option<usize>,
     /// Input normalisation.
     #[arg(long, value_enum, default_value = "none")]
-    normalize_activations: NormArg,
+    normalize_activations: SaeNormalization,
     /// Sparsity penalty λ: L1 (standard) or L0 (jumprelu).
     #[arg(long)]
     l1_coefficient: Option<f64>,
@@ -137,7 +113,7 @@ pub(crate) struct Args {
     /// Library of the dense products; MKL is loaded from $CIRCUITRY_MKL or .mkl/
     /// (scripts/setup-mkl.sh). training.json records the one used.
     #[arg(long, value_enum, default_value = "auto")]
-    gemm: GemmArg,
+    gemm: SaeGemm,
     /// MKL's conditional numerical reproducibility mode: off, auto, compatible, avx2
     /// or avx512, the last four optionally with +strict (default: auto, or
     /// $CIRCUITRY_MKL_CBWR). It changes MKL's rounding: a mode other than auto is
@@ -176,21 +152,21 @@ fn hooks(names: &[String], flag: &str) -> anyhow::Result<Vec<HookPoint>> {
 
 pub(crate) fn config(a: Args, env: MklEnv) -> anyhow::Result<StageConfig> {
     let architecture = match (a.architecture, a.k) {
-        (ArchArg::Standard, None) => Architecture::Standard,
-        (ArchArg::Jumprelu, None) => Architecture::JumpRelu,
-        (ArchArg::Standard | ArchArg::Jumprelu, Some(_)) => {
+        (SaeArchitecture::Standard, None) => Architecture::Standard,
+        (SaeArchitecture::JumpRelu, None) => Architecture::JumpRelu,
+        (SaeArchitecture::Standard | SaeArchitecture::JumpRelu, Some(_)) => {
             bail!("--k is only meaningful with --architecture topk or batchtopk")
         }
-        (ArchArg::Topk, Some(k)) => Architecture::TopK { k },
-        (ArchArg::Batchtopk, Some(k)) => Architecture::BatchTopK { k },
-        (ArchArg::Topk | ArchArg::Batchtopk, None) => {
+        (SaeArchitecture::TopK, Some(k)) => Architecture::TopK { k },
+        (SaeArchitecture::BatchTopK, Some(k)) => Architecture::BatchTopK { k },
+        (SaeArchitecture::TopK | SaeArchitecture::BatchTopK, None) => {
             bail!("--architecture topk/batchtopk needs --k N (active latents per row)")
         }
     };
     let normalize_activations = match a.normalize_activations {
-        NormArg::None => ActivationNormalization::None,
-        NormArg::ConstantNormRescale => ActivationNormalization::ConstantNormRescale,
-        NormArg::MeanCentre => ActivationNormalization::MeanCentre,
+        SaeNormalization::None => ActivationNormalization::None,
+        SaeNormalization::ConstantNormRescale => ActivationNormalization::ConstantNormRescale,
+        SaeNormalization::MeanCentre => ActivationNormalization::MeanCentre,
     };
     let d = TrainConfig::default();
     let steps = a.steps.unwrap_or(d.steps);
@@ -212,9 +188,9 @@ pub(crate) fn config(a: Args, env: MklEnv) -> anyhow::Result<StageConfig> {
             .unwrap_or(d.jumprelu_init_threshold),
         jumprelu_bandwidth: a.jumprelu_bandwidth.unwrap_or(d.jumprelu_bandwidth),
         gemm: match a.gemm {
-            GemmArg::Auto => GemmChoice::Auto,
-            GemmArg::Faer => GemmChoice::Faer,
-            GemmArg::Mkl => GemmChoice::Mkl,
+            SaeGemm::Auto => GemmChoice::Auto,
+            SaeGemm::Faer => GemmChoice::Faer,
+            SaeGemm::Mkl => GemmChoice::Mkl,
         },
         topk_prefilter: a.topk_prefilter,
         mkl: mkl_settings(a.mkl_cbwr, env)?,

@@ -11,8 +11,6 @@
 //! dumped from) its `training.json` gains `ce_loss_score`.
 //! With several hooks the stage splits into one Slurm array task per hook
 //! (`--only-hook H`).
-use std::fmt;
-
 use circuitry_core::HookPoint;
 use serde::Deserialize;
 
@@ -22,74 +20,7 @@ use super::{
 };
 use crate::Input;
 
-/// The SAE architecture, as the binary's `--architecture` flag spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SaeArchitecture {
-    /// ReLU encoder with an L1 penalty.
-    Standard,
-    /// Keep the k largest pre-activations.
-    TopK,
-    /// Keep the k·batch largest pre-activations of a batch (saved as JumpReLU).
-    BatchTopK,
-    /// A learned threshold per latent, L0 penalty.
-    JumpRelu,
-}
-
-/// Input normalisation, as the binary's `--normalize-activations` flag spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SaeNormalization {
-    /// Inputs as they are.
-    None,
-    /// Each row scaled to norm √d_in.
-    ConstantNormRescale,
-    /// Each row's mean subtracted.
-    MeanCentre,
-}
-
-impl fmt::Display for SaeNormalization {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SaeNormalization::None => "none",
-            SaeNormalization::ConstantNormRescale => "constant-norm-rescale",
-            SaeNormalization::MeanCentre => "mean-centre",
-        })
-    }
-}
-
-impl fmt::Display for SaeArchitecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SaeArchitecture::Standard => "standard",
-            SaeArchitecture::TopK => "topk",
-            SaeArchitecture::BatchTopK => "batchtopk",
-            SaeArchitecture::JumpRelu => "jumprelu",
-        })
-    }
-}
-
-/// The library of the SAE trainer's dense products, as `--gemm` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SaeGemm {
-    /// Intel MKL when installed (`scripts/setup-mkl.sh`), faer otherwise.
-    Auto,
-    /// faer, always available.
-    Faer,
-    /// Intel MKL; the stage fails when it is not installed.
-    Mkl,
-}
-
-impl fmt::Display for SaeGemm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SaeGemm::Auto => "auto",
-            SaeGemm::Faer => "faer",
-            SaeGemm::Mkl => "mkl",
-        })
-    }
-}
+pub use circuitry_core::options::{SaeArchitecture, SaeGemm, SaeNormalization};
 
 /// `train-sae` parameters as written in the manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

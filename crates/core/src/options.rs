@@ -1,0 +1,105 @@
+//! Option values that a stage binary's flag and its manifest key share, declared once:
+//! `clap` parses them from the command line and `serde` from a pipeline manifest, with
+//! the same spellings, and `Display` writes that spelling back (the runner builds
+//! command lines from manifests).
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The SAE architecture (`--architecture`, `architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SaeArchitecture {
+    /// ReLU encoder with an L1 penalty.
+    Standard,
+    /// Keep the k largest pre-activations.
+    #[value(name = "topk")]
+    TopK,
+    /// Keep the k·batch largest pre-activations of a batch (saved as JumpReLU).
+    #[value(name = "batchtopk")]
+    BatchTopK,
+    /// A learned threshold per latent, L0 penalty.
+    #[value(name = "jumprelu")]
+    JumpRelu,
+}
+
+/// Input normalisation of SAE training (`--normalize-activations`,
+/// `normalize_activations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaeNormalization {
+    /// Inputs as they are.
+    None,
+    /// Each row scaled to norm √d_in.
+    ConstantNormRescale,
+    /// Each row's mean subtracted.
+    MeanCentre,
+}
+
+/// The library of the SAE trainer's dense products (`--gemm`, `gemm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SaeGemm {
+    /// Intel MKL when installed (scripts/setup-mkl.sh), faer otherwise.
+    Auto,
+    /// faer, always available.
+    Faer,
+    /// Intel MKL; an error (exit 2) when it is not installed.
+    Mkl,
+}
+
+/// The spelling `clap` parses, which is also the manifest's.
+fn spelling(v: &impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+impl fmt::Display for SaeArchitecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&spelling(self))
+    }
+}
+
+impl fmt::Display for SaeNormalization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&spelling(self))
+    }
+}
+
+impl fmt::Display for SaeGemm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&spelling(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    /// Each value's command-line spelling is its manifest spelling, both ways.
+    fn same_spellings<T>()
+    where
+        T: ValueEnum + fmt::Display + PartialEq + fmt::Debug + for<'de> Deserialize<'de>,
+    {
+        for v in T::value_variants() {
+            let text = v.to_string();
+            assert_eq!(T::from_str(&text, false).as_ref(), Ok(v), "{text}");
+            let from_manifest: T = serde_json::from_value(serde_json::json!(text)).unwrap();
+            assert_eq!(&from_manifest, v, "{text}");
+        }
+    }
+
+    #[test]
+    fn command_line_and_manifest_spell_every_value_alike() {
+        same_spellings::<SaeArchitecture>();
+        same_spellings::<SaeNormalization>();
+        same_spellings::<SaeGemm>();
+        assert_eq!(SaeArchitecture::BatchTopK.to_string(), "batchtopk");
+        assert_eq!(
+            SaeNormalization::ConstantNormRescale.to_string(),
+            "constant-norm-rescale"
+        );
+    }
+}
