@@ -4,35 +4,7 @@ use std::path::PathBuf;
 
 use circuitry_circuit::gpt2::stage::Gpt2StageConfig;
 use circuitry_circuit::gpt2::{Ablation, Aggregation, Method};
-use clap::ValueEnum;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MethodArg {
-    /// Attribution patching: ∇m(clean) · Δa.
-    Attribution,
-    /// Integrated gradients along clean → patch (--ig-steps).
-    Ig,
-    /// Exact activation patching, one node at a time.
-    Exact,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum AggregationArg {
-    /// One node per feature, effects summed over positions.
-    Sum,
-    /// One node per feature and token position.
-    PerPosition,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum AblationArg {
-    /// Per-position mean over the dataset.
-    Mean,
-    /// Zero.
-    Zero,
-    /// Another pair's clean value (seeded by --seed).
-    Resample,
-}
+use circuitry_core::options::{CircuitAblation, CircuitAggregation, CircuitMethod};
 
 #[derive(Debug, clap::Args)]
 pub struct Gpt2Args {
@@ -49,14 +21,14 @@ pub struct Gpt2Args {
     #[arg(long)]
     out: PathBuf,
     /// Node-effect method.
-    #[arg(long, value_enum, default_value_t = MethodArg::Ig)]
-    method: MethodArg,
+    #[arg(long, value_enum, default_value_t = CircuitMethod::Ig)]
+    method: CircuitMethod,
     /// Integrated-gradient steps.
     #[arg(long, default_value_t = 10)]
     ig_steps: usize,
     /// Sum node effects over positions or keep positions apart.
-    #[arg(long, value_enum, default_value_t = AggregationArg::Sum)]
-    aggregation: AggregationArg,
+    #[arg(long, value_enum, default_value_t = CircuitAggregation::Sum)]
+    aggregation: CircuitAggregation,
     /// Nodes with |mean effect| above this are in the circuit.
     #[arg(long, default_value_t = 0.05)]
     node_threshold: f64,
@@ -64,8 +36,8 @@ pub struct Gpt2Args {
     #[arg(long, default_value_t = 0.01)]
     edge_threshold: f64,
     /// Ablation of the nodes outside the circuit in the evaluation.
-    #[arg(long, value_enum, default_value_t = AblationArg::Mean)]
-    ablation: AblationArg,
+    #[arg(long, value_enum, default_value_t = CircuitAblation::Mean)]
+    ablation: CircuitAblation,
     /// Seed of resample ablation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -106,22 +78,22 @@ impl Gpt2Args {
             store: self.store,
             out: self.out,
             method: match self.method {
-                MethodArg::Attribution => Method::Attribution,
-                MethodArg::Ig => Method::IntegratedGradients {
+                CircuitMethod::Attribution => Method::Attribution,
+                CircuitMethod::Ig => Method::IntegratedGradients {
                     steps: self.ig_steps,
                 },
-                MethodArg::Exact => Method::Exact,
+                CircuitMethod::Exact => Method::Exact,
             },
             aggregation: match self.aggregation {
-                AggregationArg::Sum => Aggregation::Sum,
-                AggregationArg::PerPosition => Aggregation::PerPosition,
+                CircuitAggregation::Sum => Aggregation::Sum,
+                CircuitAggregation::PerPosition => Aggregation::PerPosition,
             },
             node_threshold: self.node_threshold,
             edge_threshold: self.edge_threshold,
             ablation: match self.ablation {
-                AblationArg::Mean => Ablation::Mean,
-                AblationArg::Zero => Ablation::Zero,
-                AblationArg::Resample => Ablation::Resample { seed: self.seed },
+                CircuitAblation::Mean => Ablation::Mean,
+                CircuitAblation::Zero => Ablation::Zero,
+                CircuitAblation::Resample => Ablation::Resample { seed: self.seed },
             },
             sweep: self.sweep.unwrap_or_else(Gpt2StageConfig::default_sweep),
             batch_size: self.batch_size,

@@ -48,6 +48,41 @@ pub enum SaeGemm {
     Mkl,
 }
 
+/// The node-effect method of a circuit (`--method`, `method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitMethod {
+    /// Attribution patching: ∇m(clean) · Δa.
+    Attribution,
+    /// Integrated gradients along clean → patch (--ig-steps).
+    Ig,
+    /// Exact activation patching, one node at a time.
+    Exact,
+}
+
+/// How a circuit's node effects are aggregated over positions (`--aggregation`,
+/// `aggregation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum CircuitAggregation {
+    /// One node per feature, effects summed over positions.
+    Sum,
+    /// One node per feature and token position.
+    PerPosition,
+}
+
+/// How the evaluation ablates nodes outside a circuit (`--ablation`, `ablation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitAblation {
+    /// Per-position mean over the dataset.
+    Mean,
+    /// Zero.
+    Zero,
+    /// Another pair's clean value (seeded by --seed).
+    Resample,
+}
+
 /// The spelling `clap` parses, which is also the manifest's.
 fn spelling(v: &impl clap::ValueEnum) -> String {
     v.to_possible_value()
@@ -55,23 +90,24 @@ fn spelling(v: &impl clap::ValueEnum) -> String {
         .unwrap_or_default()
 }
 
-impl fmt::Display for SaeArchitecture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&spelling(self))
-    }
+macro_rules! display_as_spelled {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&spelling(self))
+            }
+        }
+    )*};
 }
 
-impl fmt::Display for SaeNormalization {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&spelling(self))
-    }
-}
-
-impl fmt::Display for SaeGemm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&spelling(self))
-    }
-}
+display_as_spelled!(
+    SaeArchitecture,
+    SaeNormalization,
+    SaeGemm,
+    CircuitMethod,
+    CircuitAggregation,
+    CircuitAblation
+);
 
 #[cfg(test)]
 mod tests {
@@ -96,6 +132,10 @@ mod tests {
         same_spellings::<SaeArchitecture>();
         same_spellings::<SaeNormalization>();
         same_spellings::<SaeGemm>();
+        same_spellings::<CircuitMethod>();
+        same_spellings::<CircuitAggregation>();
+        same_spellings::<CircuitAblation>();
+        assert_eq!(CircuitAggregation::PerPosition.to_string(), "per-position");
         assert_eq!(SaeArchitecture::BatchTopK.to_string(), "batchtopk");
         assert_eq!(
             SaeNormalization::ConstantNormRescale.to_string(),

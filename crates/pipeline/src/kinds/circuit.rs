@@ -5,39 +5,7 @@ use serde::Deserialize;
 use super::{non_negative_real, positive, ArgsBuilder, Invalid, ParamGuard, StageParams};
 use crate::Input;
 
-/// Node-effect methods, as `circuitry-circuit gpt2 --method` spells them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitMethod {
-    /// Attribution patching.
-    Attribution,
-    /// Integrated gradients.
-    Ig,
-    /// Exact activation patching.
-    Exact,
-}
-
-/// Aggregation of node effects over positions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CircuitAggregation {
-    /// Summed over positions.
-    Sum,
-    /// One node per position.
-    PerPosition,
-}
-
-/// Ablation used by the evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitAblation {
-    /// Mean over the dataset.
-    Mean,
-    /// Zero.
-    Zero,
-    /// Another pair's value.
-    Resample,
-}
+pub use circuitry_core::options::{CircuitAblation, CircuitAggregation, CircuitMethod};
 
 /// `circuit` parameters as written in the manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -140,32 +108,12 @@ impl StageParams for Circuit {
             args.input("--sae", s);
         }
         args.out()
-            .opt(
-                "--method",
-                p.method.map(|m| match m {
-                    CircuitMethod::Attribution => "attribution",
-                    CircuitMethod::Ig => "ig",
-                    CircuitMethod::Exact => "exact",
-                }),
-            )
+            .opt("--method", p.method)
             .opt("--ig-steps", p.ig_steps)
-            .opt(
-                "--aggregation",
-                p.aggregation.map(|a| match a {
-                    CircuitAggregation::Sum => "sum",
-                    CircuitAggregation::PerPosition => "per-position",
-                }),
-            )
+            .opt("--aggregation", p.aggregation)
             .opt("--node-threshold", p.node_threshold)
             .opt("--edge-threshold", p.edge_threshold)
-            .opt(
-                "--ablation",
-                p.ablation.map(|a| match a {
-                    CircuitAblation::Mean => "mean",
-                    CircuitAblation::Zero => "zero",
-                    CircuitAblation::Resample => "resample",
-                }),
-            )
+            .opt("--ablation", p.ablation)
             .opt("--seed", p.seed)
             .opt("--batch-size", p.batch_size)
             .opt("--max-examples", p.max_examples)
