@@ -35,7 +35,8 @@ def stages(run: Path):
     out = []
     for d in sorted(run.iterdir()):
         rec = d / "stage.json"
-        if d.is_dir() and rec.is_file():
+        # `.<stage>.old`: a finished output set aside while its stage re-runs.
+        if d.is_dir() and rec.is_file() and not d.name.startswith("."):
             out.append((d, load(rec)))
     return out
 

@@ -37,6 +37,9 @@ def make_run(tmp: Path) -> Path:
         "top_token": [["x"], [" cats"]],
         "top_right": [["y"], [" run"]],
     }), sae / "feature_stats.parquet")
+    aside = run_dir / ".circuit_simple.old"  # set aside by a re-run: not reported
+    aside.mkdir(parents=True)
+    (aside / "stage.json").write_text(json.dumps({"wall_seconds": 99.0}))
     circ = run_dir / "circuit_simple"
     circ.mkdir()
     (circ / "stage.json").write_text(json.dumps({"wall_seconds": 12.5}))
@@ -75,6 +78,7 @@ def test_run_report_tables_carry_the_stage_files_numbers(tmp_path):
     assert "5 (50.00%), 0.875 at 0.01" in text
     assert "0.500 (3 edges)" in text and "0.812 (6 edges at 0.001)" in text
     assert "| 7 (0.938) | 0.625 (2) |" in text
+    assert ".circuit_simple.old" not in text
 
     bad = run("run_report.py", tmp_path / "missing")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
