@@ -83,7 +83,7 @@ fn main() -> ExitCode {
 }
 
 fn toy(args: ToyArgs) -> anyhow::Result<()> {
-    let timer = StageTimer::start("circuitry-circuit");
+    let timer = StageTimer::start("circuitry-circuit", std::env::args().skip(1).collect());
     let check_only = args.check_only;
     let cfg = ToyStageConfig {
         model: args.model,
@@ -113,7 +113,7 @@ fn toy(args: ToyArgs) -> anyhow::Result<()> {
 }
 
 fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
-    let timer = StageTimer::start("circuitry-circuit");
+    let timer = StageTimer::start("circuitry-circuit", std::env::args().skip(1).collect());
     let check_only = args.check_only;
     let limit = MemoryLimit::from_flag(args.memory_limit);
     let cfg = args.into_config()?;

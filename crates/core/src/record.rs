@@ -49,11 +49,12 @@ pub struct StageTimer {
 }
 
 impl StageTimer {
-    /// Start timing `tool`, remembering this process's arguments.
-    pub fn start(tool: &str) -> Self {
+    /// Start timing `tool` run with `argv` (its command-line arguments, without the
+    /// program name: `std::env::args().skip(1)` in a binary's `main`).
+    pub fn start(tool: &str, argv: Vec<String>) -> Self {
         StageTimer {
             tool: tool.into(),
-            argv: std::env::args().skip(1).collect(),
+            argv,
             start: Instant::now(),
         }
     }

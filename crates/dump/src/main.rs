@@ -83,7 +83,8 @@ fn run(cli: Cli, ort_library: Option<PathBuf>) -> Result<()> {
         println!("{}", serde_json::to_string(&timing)?);
         return Ok(());
     }
-    let timer = circuitry_core::StageTimer::start("circuitry-dump");
+    let timer =
+        circuitry_core::StageTimer::start("circuitry-dump", std::env::args().skip(1).collect());
     match cli.command {
         Command::Toy {
             model,

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use circuitry_core::binary;
 use circuitry_core::preflight::MemoryLimit;
+use circuitry_core::{binary, StageTimer};
 use circuitry_sae::kernel::{MKL_CBWR_ENV, MKL_ENV};
 use circuitry_sae::stage;
 use clap::Parser;
@@ -27,8 +27,9 @@ fn main() -> ExitCode {
     if args.check_only {
         return binary::exit(config(args, env).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)));
     }
+    let timer = StageTimer::start(stage::TOOL, std::env::args().skip(1).collect());
     let result = config(args, env).and_then(|cfg| {
-        stage::run(&cfg, limit)
+        stage::run(&cfg, limit, timer)
             .with_context(|| format!("training SAEs from {}", cfg.store.display()))
     });
     match result {

@@ -64,7 +64,10 @@ fn memory_estimate(cfg: &ToyTrainConfig) -> circuitry_core::preflight::MemoryEst
 }
 
 fn run(args: Args) -> Result<()> {
-    let timer = circuitry_core::StageTimer::start("circuitry-train-toy");
+    let timer = circuitry_core::StageTimer::start(
+        "circuitry-train-toy",
+        std::env::args().skip(1).collect(),
+    );
     let cfg = ToyTrainConfig {
         seed: args.seed,
         n_train: args.n_train,

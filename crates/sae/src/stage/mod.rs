@@ -151,8 +151,12 @@ struct RunKey<'a> {
 /// Run the stage (see the module docs). The memory estimate of the hooks still to
 /// train (not those whose SAE is complete with the same configuration: after a Slurm
 /// array of one task per hook, the plain job trains none) is compared with `limit`.
-pub fn run(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<Vec<HookSummary>> {
-    let timer = StageTimer::start(TOOL);
+/// `timer` was started with the command line `stage.json` records.
+pub fn run(
+    cfg: &StageConfig,
+    limit: preflight::MemoryLimit,
+    timer: StageTimer,
+) -> Result<Vec<HookSummary>> {
     check(cfg)?;
     // `--gemm mkl` without MKL fails here, before anything is read or written.
     let backend = Backend::resolve(cfg.train.gemm, &cfg.train.mkl)?;
