@@ -30,8 +30,9 @@ fn ok(out: Output) -> String {
 
 /// Every file of a run directory, for byte-for-byte comparison: relative path and
 /// content, sorted. Left out: `.lock` (its holder), the logs `RUN_DIR/*.log` (they
-/// hold timestamps), and in each `stage.json` the timing fields `finished_unix` and
-/// `wall_seconds` (set to null); everything else is compared as written.
+/// hold timestamps), and in each `stage.json` the measured fields `finished_unix`,
+/// `wall_seconds` and `peak_rss_bytes` (set to null); everything else is compared as
+/// written.
 fn outputs(run: &Path) -> Vec<(String, Vec<u8>)> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
         for entry in fs::read_dir(dir).unwrap() {
@@ -49,6 +50,7 @@ fn outputs(run: &Path) -> Vec<(String, Vec<u8>)> {
                     let mut record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                     record["finished_unix"] = serde_json::Value::Null;
                     record["wall_seconds"] = serde_json::Value::Null;
+                    record["peak_rss_bytes"] = serde_json::Value::Null;
                     bytes = serde_json::to_vec_pretty(&record).unwrap();
                 }
                 out.push((rel, bytes));
@@ -257,9 +259,9 @@ fn stage_processes(cwd: &Path) -> Vec<i32> {
 /// whatever the machine's load, and SIGKILLs the runner. No stage process of the run
 /// may survive (`PR_SET_PDEATHSIG` = SIGKILL ends even a stopped process), and the
 /// rerun ends with the outputs of an uninterrupted run, byte for byte: every file of
-/// the stages' folders, except in each `stage.json` the timing fields `finished_unix`
-/// and `wall_seconds` (when the stage finished and how long it took differ between
-/// any two runs); not `RUN_DIR/.lock` (its holder) nor the logs `RUN_DIR/*.log`
+/// the stages' folders, except in each `stage.json` the measured fields
+/// `finished_unix`, `wall_seconds` and `peak_rss_bytes` (when the stage finished, how
+/// long it took and its peak memory differ between any two runs); not `RUN_DIR/.lock` (its holder) nor the logs `RUN_DIR/*.log`
 /// (their timestamps). See [`outputs`].
 #[test]
 fn killed_runner_takes_its_real_stage_along_and_the_rerun_matches_an_uninterrupted_run() {
