@@ -79,7 +79,7 @@ fn every_binary_prints_one_error_line_with_each_cause_once() {
             vec![
                 "--store",
                 m,
-                "--hook",
+                "--hooks",
                 "blocks.0.hook_resid_pre",
                 "--out",
                 o,

@@ -14,6 +14,7 @@ use anyhow::Context;
 use circuitry_circuit::gpt2::stage::{load_saes, run_gpt2_stage};
 use circuitry_circuit::stage::{run_toy_stage, ToyStageConfig};
 use circuitry_core::binary;
+use circuitry_core::params::{CircuitToyOptions, StageOptions};
 use circuitry_core::preflight::{check_writable, MemoryEstimate, MemoryLimit};
 use circuitry_core::StageTimer;
 use circuitry_store::ActivationStore;
@@ -53,12 +54,8 @@ struct ToyArgs {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
-    /// Strongest paths listed per output in the summary.
-    #[arg(long, default_value_t = 5)]
-    top_paths: usize,
-    /// Prune edges whose |mean weight| is below this over all examples and in each group.
-    #[arg(long, default_value_t = 0.0)]
-    min_weight: f64,
+    #[command(flatten)]
+    options: CircuitToyOptions,
     /// Only check the options, the inputs that exist (SAE, store), the memory
     /// estimate and that --out can be written; exit 0 or 2 (one line on stderr),
     /// writing nothing.
@@ -85,13 +82,14 @@ fn main() -> ExitCode {
 fn toy(args: ToyArgs) -> anyhow::Result<()> {
     let timer = StageTimer::start("circuitry-circuit", std::env::args().skip(1).collect());
     let check_only = args.check_only;
+    args.options.check()?;
     let cfg = ToyStageConfig {
         model: args.model,
         sae: args.sae,
         store: args.store,
         out: args.out,
-        top_paths: args.top_paths,
-        min_weight: args.min_weight,
+        top_paths: args.options.top_paths.unwrap_or(5),
+        min_weight: args.options.min_weight.unwrap_or(0.0),
     }
     .check()?;
     let limit = MemoryLimit::from_flag(args.memory_limit);

@@ -33,6 +33,7 @@ mod gpt2;
 mod hook;
 mod model;
 pub mod options;
+pub mod params;
 pub mod preflight;
 pub mod progress;
 mod record;

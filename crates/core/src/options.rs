@@ -83,6 +83,28 @@ pub enum CircuitAblation {
     Resample,
 }
 
+/// Storage dtype of an activation store's columns (`--dtype`, `dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreDtype {
+    /// 32-bit floats.
+    F32,
+    /// Half precision (half the size).
+    F16,
+}
+
+/// Which nouns the toy dump's examples use (`--nouns`, `nouns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NounSet {
+    /// Every noun of the lexicon.
+    All,
+    /// Only the nouns the model was trained on.
+    Train,
+    /// Only the held-out nouns.
+    Test,
+}
+
 /// The spelling `clap` parses, which is also the manifest's.
 fn spelling(v: &impl clap::ValueEnum) -> String {
     v.to_possible_value()
@@ -106,7 +128,9 @@ display_as_spelled!(
     SaeGemm,
     CircuitMethod,
     CircuitAggregation,
-    CircuitAblation
+    CircuitAblation,
+    StoreDtype,
+    NounSet
 );
 
 #[cfg(test)]
@@ -135,6 +159,8 @@ mod tests {
         same_spellings::<CircuitMethod>();
         same_spellings::<CircuitAggregation>();
         same_spellings::<CircuitAblation>();
+        same_spellings::<StoreDtype>();
+        same_spellings::<NounSet>();
         assert_eq!(CircuitAggregation::PerPosition.to_string(), "per-position");
         assert_eq!(SaeArchitecture::BatchTopK.to_string(), "batchtopk");
         assert_eq!(

@@ -102,6 +102,9 @@ pub enum Error {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// An option rejected by its stage's shared check.
+    #[error("invalid option {0}")]
+    Options(#[from] circuitry_core::params::Invalid),
     /// A parameter out of range.
     #[error("invalid parameter {name} = {value}: {message}")]
     BadParameter {

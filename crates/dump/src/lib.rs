@@ -18,3 +18,6 @@ pub mod onnx;
 pub mod toy;
 
 pub use error::{Error, Result};
+
+/// Rows per Parquet shard when `--shard-rows` is not given.
+pub const DEFAULT_SHARD_ROWS: usize = 100_000;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use circuitry_core::binary;
+use circuitry_core::params::{DumpToyOptions, StageOptions};
 use circuitry_core::preflight::MemoryLimit;
 use circuitry_dump::onnx::runtime::ORT_LIBRARY_ENV;
 use circuitry_dump::onnx::{self, cli::OnnxArgs};
@@ -44,21 +45,8 @@ enum Command {
         /// Output store directory.
         #[arg(long)]
         out: PathBuf,
-        /// Number of examples.
-        #[arg(long, default_value_t = 2000)]
-        n_examples: usize,
-        /// Seed of the examples.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Input noise (default: the model's training noise).
-        #[arg(long)]
-        noise: Option<f64>,
-        /// Which nouns to draw examples from.
-        #[arg(long, value_enum, default_value_t = NounSet::All)]
-        nouns: NounSet,
-        /// Rows per Parquet shard.
-        #[arg(long, default_value_t = 100_000)]
-        shard_rows: usize,
+        #[command(flatten)]
+        options: DumpToyOptions,
         /// Only check the options, inputs that exist, the memory estimate and that
         /// --out can be written; exit 0 or 2 (one line on stderr), writing nothing.
         #[arg(long)]
@@ -89,22 +77,19 @@ fn run(cli: Cli, ort_library: Option<PathBuf>) -> Result<()> {
         Command::Toy {
             model,
             out,
-            n_examples,
-            seed,
-            noise,
-            nouns,
-            shard_rows,
+            options: o,
             check_only,
             memory_limit,
         } => {
+            o.check()?;
             let cfg = ToyDumpConfig {
                 model,
                 out,
-                n_examples,
-                seed,
-                noise,
-                nouns,
-                shard_rows,
+                n_examples: o.n_examples.unwrap_or(toy::DEFAULT_EXAMPLES),
+                seed: o.seed.unwrap_or(toy::DEFAULT_SEED),
+                noise: o.noise,
+                nouns: o.nouns.unwrap_or(NounSet::All),
+                shard_rows: o.shard_rows.unwrap_or(circuitry_dump::DEFAULT_SHARD_ROWS),
             }
             .check()
             .context("invalid arguments")?;

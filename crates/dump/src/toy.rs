@@ -14,17 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Which nouns the dumped examples use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum NounSet {
-    /// Every noun of the lexicon.
-    All,
-    /// Only the nouns the model was trained on.
-    Train,
-    /// Only the held-out nouns.
-    Test,
-}
+pub use circuitry_core::options::NounSet;
+
+/// Examples a toy dump writes when `--n-examples` is not given.
+pub const DEFAULT_EXAMPLES: usize = 2000;
+/// The examples' seed when `--seed` is not given.
+pub const DEFAULT_SEED: u64 = 1;
 
 /// Validated configuration of a toy dump.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -223,13 +223,23 @@ impl fmt::Display for ArgChange {
 }
 
 /// The differences between recorded arguments `old` and current arguments `new`
-/// (empty when they are equal).
+/// (empty when they are equal). Flags are compared by value, not by position: a
+/// binary parses `--a 1 --b 2` and `--b 2 --a 1` alike, so a reordering is no change;
+/// a flag given several times keeps the order of its values.
 pub fn diff_args(old: &[String], new: &[String]) -> Vec<ArgChange> {
     if old == new {
         return Vec::new();
     }
-    let (old_words, old_flags) = split_flags(old);
+    let (old_words, mut old_flags) = split_flags(old);
     let (new_words, new_flags) = split_flags(new);
+    for (was, now) in RENAMED_LIST_FLAGS {
+        if let Some(values) = old_flags.remove(*was) {
+            old_flags
+                .entry(now.to_string())
+                .or_default()
+                .push(values.join(","));
+        }
+    }
     let mut changes = Vec::new();
     if old_words != new_words {
         changes.push(ArgChange::Other {
@@ -242,13 +252,13 @@ pub fn diff_args(old: &[String], new: &[String]) -> Vec<ArgChange> {
         match old_flags.get(flag) {
             Some(old_value) if old_value != new_value => changes.push(ArgChange::Changed {
                 flag: flag.clone(),
-                old: old_value.clone(),
-                new: new_value.clone(),
+                old: old_value.join(" "),
+                new: new_value.join(" "),
             }),
             Some(_) => {}
             None => changes.push(ArgChange::Added {
                 flag: flag.clone(),
-                value: new_value.clone(),
+                value: new_value.join(" "),
             }),
         }
     }
@@ -256,38 +266,39 @@ pub fn diff_args(old: &[String], new: &[String]) -> Vec<ArgChange> {
         if !new_flags.contains_key(flag) {
             changes.push(ArgChange::Removed {
                 flag: flag.clone(),
-                value: old_value.clone(),
+                value: old_value.join(" "),
             });
         }
-    }
-    if changes.is_empty() {
-        changes.push(ArgChange::Other {
-            old: old.to_vec(),
-            new: new.to_vec(),
-        });
     }
     changes
 }
 
-/// Words before the first flag, and `--flag value` pairs (a flag followed by another
-/// flag or nothing has an empty value).
-fn split_flags(args: &[String]) -> (Vec<&str>, BTreeMap<String, String>) {
+/// List flags renamed since records were written: `(old, new)`, where the old flag
+/// was repeated once per value and the new one takes a comma-separated list. A record
+/// with `--hook a --hook b` equals a command with `--hooks a,b`, so SAEs trained
+/// before the rename are not retrained for a spelling.
+const RENAMED_LIST_FLAGS: &[(&str, &str)] = &[("--hook", "--hooks")];
+
+/// Words before the first flag, and each flag's values in order (a flag followed by
+/// another flag or nothing has an empty value).
+fn split_flags(args: &[String]) -> (Vec<&str>, BTreeMap<String, Vec<String>>) {
     let mut words = Vec::new();
-    let mut flags = BTreeMap::new();
+    let mut flags: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
         if let Some(next) = a.starts_with("--").then(|| args.get(i + 1)) {
-            match next.filter(|n| !n.starts_with("--")) {
+            let value = match next.filter(|n| !n.starts_with("--")) {
                 Some(value) => {
-                    flags.insert(a.clone(), value.clone());
                     i += 2;
+                    value.clone()
                 }
                 None => {
-                    flags.insert(a.clone(), String::new());
                     i += 1;
+                    String::new()
                 }
-            }
+            };
+            flags.entry(a.clone()).or_default().push(value);
         } else {
             words.push(a.as_str());
             i += 1;
@@ -476,11 +487,29 @@ mod tests {
     }
 
     #[test]
-    fn diff_of_equal_args_is_empty_and_reorder_is_reported() {
-        let a = words("--out o --seed 1");
+    fn diff_of_equal_or_reordered_flags_is_empty_but_value_order_counts() {
+        let a = words("gpt2 --out o --seed 1 --sae a --sae b --check-only");
         assert!(diff_args(&a, &a).is_empty());
-        let b = words("--seed 1 --out o");
-        assert!(matches!(diff_args(&a, &b)[..], [ArgChange::Other { .. }]));
+        let b = words("gpt2 --check-only --seed 1 --sae a --out o --sae b");
+        assert!(diff_args(&a, &b).is_empty(), "{:?}", diff_args(&a, &b));
+        let c = words("gpt2 --out o --seed 1 --sae b --sae a --check-only");
+        assert!(matches!(
+            &diff_args(&a, &c)[..],
+            [ArgChange::Changed { flag, old, new }] if flag == "--sae" && old == "a b" && new == "b a"
+        ));
+        let d = words("toy --out o --seed 1 --sae a --sae b --check-only");
+        assert!(matches!(diff_args(&a, &d)[..], [ArgChange::Other { .. }]));
+    }
+
+    #[test]
+    fn a_record_with_the_old_repeated_hook_flag_equals_the_hooks_list() {
+        let old = words("--store s --hook a --hook b --out o --d-sae 8");
+        assert!(diff_args(&old, &words("--store s --out o --hooks a,b --d-sae 8")).is_empty());
+        let other = diff_args(&old, &words("--store s --out o --hooks b,a --d-sae 8"));
+        assert!(
+            matches!(&other[..], [ArgChange::Changed { flag, .. }] if flag == "--hooks"),
+            "{other:?}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use circuitry_core::HookPoint;
 use circuitry_sae::kernel::{
-    pre_activations_with, Backend, Gemm, GemmChoice, MklSettings, MKL_CBWR_ENV, MKL_ENV,
+    pre_activations_with, Backend, Gemm, GemmChoice, MklSettings, MKL_ENV,
 };
 use circuitry_sae::{Architecture, SaeConfig, TrainConfig, Trainer};
 use ndarray::Array2;
@@ -41,9 +41,8 @@ fn main() -> anyhow::Result<()> {
         "auto" => (GemmChoice::Auto, false),
         other => anyhow::bail!("unknown GEMM {other:?}: use faer, mkl, mkl-prefilter or auto"),
     };
-    // MKL as circuitry-train-sae finds it ($CIRCUITRY_MKL, $CIRCUITRY_MKL_CBWR).
-    let mkl =
-        MklSettings::from_env_values(std::env::var_os(MKL_ENV), std::env::var(MKL_CBWR_ENV).ok())?;
+    // MKL as circuitry-train-sae finds it ($CIRCUITRY_MKL), in the default CNR mode.
+    let mkl = MklSettings::new(std::env::var_os(MKL_ENV), Default::default());
     let backend = Backend::resolve(gemm, &mkl)?;
     if prefilter && !circuitry_sae::kernel::topk_prefilter_available(backend, d_in, d_sae) {
         anyhow::bail!("the TopK bf16 prefilter does not run here (needs MKL and AVX512-BF16)");

@@ -12,7 +12,7 @@
 //! statistics read every row's token); [`release_freed_memory`] after each shard read
 //! hands the free pages back, once per shard rather than once per step.
 //! `circuitry-train-sae` calls [`keep_freed_memory`] unless
-//! `CIRCUITRY_KEEP_FREED_MEMORY=0`.
+//! `--keep-freed-memory false`.
 
 /// Make glibc's `malloc` serve large allocations from the heap and never trim it
 /// (process-wide; a no-op on other C libraries). Call it at the start of `main`,

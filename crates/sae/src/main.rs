@@ -5,30 +5,29 @@ use std::process::ExitCode;
 use anyhow::Context;
 use circuitry_core::preflight::MemoryLimit;
 use circuitry_core::{binary, StageTimer};
-use circuitry_sae::kernel::{MKL_CBWR_ENV, MKL_ENV};
+use circuitry_sae::kernel::MKL_ENV;
 use circuitry_sae::stage;
 use clap::Parser;
 
 mod cli;
-use cli::{config, Args, MklEnv};
+use cli::{config, Args};
 
 fn main() -> ExitCode {
-    // Spares each step's page faults (alloc.rs); CIRCUITRY_KEEP_FREED_MEMORY=0 turns it off.
-    if std::env::var_os("CIRCUITRY_KEEP_FREED_MEMORY").is_none_or(|v| v != "0") {
+    let args = Args::parse();
+    // Spares each step's page faults (alloc.rs); before any thread starts.
+    if args.keep_freed_memory() {
         circuitry_sae::keep_freed_memory();
     }
     binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "info");
-    let env = MklEnv {
-        library: std::env::var_os(MKL_ENV),
-        cbwr: std::env::var(MKL_CBWR_ENV).ok(),
-    };
-    let args = Args::parse();
+    let mkl_library = std::env::var_os(MKL_ENV);
     let limit = MemoryLimit::from_flag(args.memory_limit);
     if args.check_only {
-        return binary::exit(config(args, env).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)));
+        return binary::exit(
+            config(args, mkl_library).and_then(|cfg| Ok(stage::check_only(&cfg, limit)?)),
+        );
     }
     let timer = StageTimer::start(stage::TOOL, std::env::args().skip(1).collect());
-    let result = config(args, env).and_then(|cfg| {
+    let result = config(args, mkl_library).and_then(|cfg| {
         stage::run(&cfg, limit, timer)
             .with_context(|| format!("training SAEs from {}", cfg.store.display()))
     });

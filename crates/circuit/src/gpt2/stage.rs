@@ -284,18 +284,9 @@ struct Found {
     scored: Vec<super::discover::ScoredNode>,
     /// The circuit's nodes.
     nodes: Vec<super::edges::NodeRef>,
+    /// The circuit's nodes with their effects, in `scored`'s order.
+    in_circuit: Vec<super::discover::ScoredNode>,
     edges: EdgeSums,
-}
-
-impl Found {
-    /// The circuit's nodes with their effects.
-    fn in_circuit(&self) -> Vec<super::discover::ScoredNode> {
-        self.scored
-            .iter()
-            .copied()
-            .filter(|s| self.nodes.contains(&s.node))
-            .collect()
-    }
 }
 
 fn discover(cfg: &Gpt2StageConfig, i: &Inputs) -> Result<Found> {
@@ -310,10 +301,17 @@ fn discover(cfg: &Gpt2StageConfig, i: &Inputs) -> Result<Found> {
         &nodes,
         cfg.max_rows,
     )?;
+    let chosen: std::collections::HashSet<_> = nodes.iter().copied().collect();
+    let in_circuit = scored
+        .iter()
+        .copied()
+        .filter(|s| chosen.contains(&s.node))
+        .collect();
     Ok(Found {
         analysis,
         scored,
         nodes,
+        in_circuit,
         edges,
     })
 }
@@ -460,7 +458,6 @@ fn circuit_graph(
     scores: Scores,
 ) -> Result<crate::Circuit> {
     let metric_mean = scores.metric_clean;
-    let in_circuit = f.in_circuit();
     let meta = GraphMeta {
         title: title(cfg),
         method: describe_method(cfg),
@@ -480,7 +477,7 @@ fn circuit_graph(
     };
     let parts = GraphParts {
         subs: &i.subs,
-        nodes: &in_circuit,
+        nodes: &f.in_circuit,
         edges: &f.edges,
         edge_threshold: cfg.edge_threshold,
         node_threshold: cfg.node_threshold,
@@ -509,7 +506,6 @@ fn render_files(
     circuit: &crate::Circuit,
     (rows, edge_rows, ends): Sweeps<'_>,
 ) -> Result<BTreeMap<&'static str, Vec<u8>>> {
-    let in_circuit = f.in_circuit();
     let mut files: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
     files.insert(CIRCUIT_FILE, circuit.to_json_bytes()?);
     files.insert(
@@ -565,7 +561,7 @@ fn render_files(
             (rows, edge_rows, ends),
             (cfg.node_threshold, cfg.edge_threshold),
             &i.subs,
-            &in_circuit,
+            &f.in_circuit,
         )
         .into_bytes(),
     );

@@ -1,19 +1,17 @@
 //! The command-line arguments of `circuitry-dump onnx`.
 use std::path::PathBuf;
 
+use circuitry_core::options::StoreDtype;
+use circuitry_core::params::{DumpOptions, StageOptions};
 use circuitry_store::Dtype;
 
 use super::{DumpInput, OnnxDumpConfig};
 use crate::Result;
 
-/// Storage dtype as the command line spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DtypeArg {
-    /// 32-bit floats.
-    F32,
-    /// Half precision.
-    F16,
-}
+/// Sequences per ONNX Runtime call when `--batch-size` is not given.
+pub const DEFAULT_BATCH_SIZE: usize = 8;
+/// ONNX Runtime intra-op threads when `--threads` is not given.
+pub const DEFAULT_THREADS: usize = 2;
 
 /// Arguments of `circuitry-dump onnx`.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,33 +22,15 @@ pub struct OnnxArgs {
     /// Output store directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// Hook names or globs, comma-separated (blocks.*.hook_resid_pre).
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub hooks: Vec<String>,
     /// A text corpus: .txt lines, .jsonl `text`, or .parquet `text` column.
     #[arg(long, conflicts_with = "pairs", required_unless_present = "pairs")]
     pub corpus: Option<PathBuf>,
     /// Agreement pairs JSONL (clean_prefix, patch_prefix, clean_answer, patch_answer, case).
     #[arg(long)]
     pub pairs: Option<PathBuf>,
-    /// Window length for a corpus (default: the model's context).
-    #[arg(long)]
-    pub context_size: Option<usize>,
-    /// Sequences per ONNX Runtime call.
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    /// ONNX Runtime intra-op threads.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
-    /// Storage dtype of the activations.
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    pub dtype: DtypeArg,
-    /// Rows per Parquet shard.
-    #[arg(long, default_value_t = 100_000)]
-    pub shard_rows: usize,
-    /// Stop after this many tokens (rows).
-    #[arg(long)]
-    pub max_tokens: Option<usize>,
+    /// The options a manifest can set too (hooks, batching, dtype, ...).
+    #[command(flatten)]
+    pub options: DumpOptions,
     /// Dump only part I of N (0 <= I < N) of the input's batches into OUT/parts/I/,
     /// without OUT/meta.json or stage.json (a Slurm array task). The same command
     /// without --part then finishes any missing part and assembles the parts.
@@ -74,20 +54,22 @@ impl OnnxArgs {
                 })
             }
         };
+        let o = self.options;
+        o.check()?;
         OnnxDumpConfig {
             model: self.model,
             out: self.out,
-            hooks: self.hooks,
+            hooks: o.hooks,
             input,
-            context_size: self.context_size,
-            batch_size: self.batch_size,
-            threads: self.threads,
-            dtype: match self.dtype {
-                DtypeArg::F32 => Dtype::F32,
-                DtypeArg::F16 => Dtype::F16,
+            context_size: o.context_size,
+            batch_size: o.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+            threads: o.threads.unwrap_or(DEFAULT_THREADS),
+            dtype: match o.dtype.unwrap_or(StoreDtype::F32) {
+                StoreDtype::F32 => Dtype::F32,
+                StoreDtype::F16 => Dtype::F16,
             },
-            shard_rows: self.shard_rows,
-            max_tokens: self.max_tokens,
+            shard_rows: o.shard_rows.unwrap_or(crate::DEFAULT_SHARD_ROWS),
+            max_tokens: o.max_tokens,
             ort_library,
         }
         .check()

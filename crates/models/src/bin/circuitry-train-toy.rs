@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use circuitry_core::params::{StageOptions, TrainToyOptions};
 use circuitry_models::toy::{self, ToyTrainConfig};
 use clap::Parser;
 
@@ -16,27 +17,8 @@ struct Args {
     /// Output directory (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// Seed of the lexicon, data and initialisation.
-    #[arg(long, default_value_t = ToyTrainConfig::default().seed)]
-    seed: u64,
-    /// Training examples.
-    #[arg(long, default_value_t = ToyTrainConfig::default().n_train)]
-    n_train: usize,
-    /// Held-out examples (from nouns never seen in training).
-    #[arg(long, default_value_t = ToyTrainConfig::default().n_test)]
-    n_test: usize,
-    /// Input noise level, in [0, 0.15].
-    #[arg(long, default_value_t = ToyTrainConfig::default().noise)]
-    noise: f64,
-    /// Full-batch Adam steps.
-    #[arg(long, default_value_t = ToyTrainConfig::default().epochs)]
-    epochs: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = ToyTrainConfig::default().lr)]
-    lr: f64,
-    /// Hidden width.
-    #[arg(long, default_value_t = ToyTrainConfig::default().hidden)]
-    hidden: usize,
+    #[command(flatten)]
+    options: TrainToyOptions,
     /// Only check the options, the memory estimate and that --out can be written;
     /// exit 0 or 2 (one line on stderr), writing nothing.
     #[arg(long)]
@@ -68,14 +50,17 @@ fn run(args: Args) -> Result<()> {
         "circuitry-train-toy",
         std::env::args().skip(1).collect(),
     );
+    let o = &args.options;
+    o.check()?;
+    let d = ToyTrainConfig::default();
     let cfg = ToyTrainConfig {
-        seed: args.seed,
-        n_train: args.n_train,
-        n_test: args.n_test,
-        noise: args.noise,
-        epochs: args.epochs,
-        lr: args.lr,
-        hidden: args.hidden,
+        seed: o.seed.unwrap_or(d.seed),
+        n_train: o.n_train.unwrap_or(d.n_train),
+        n_test: o.n_test.unwrap_or(d.n_test),
+        noise: o.noise.unwrap_or(d.noise),
+        epochs: o.epochs.unwrap_or(d.epochs),
+        lr: o.lr.unwrap_or(d.lr),
+        hidden: o.hidden.unwrap_or(d.hidden),
     }
     .check()
     .context("invalid arguments")?;

@@ -1,45 +1,42 @@
-//! `circuit-toy`: build and draw the toy network's feature circuit
-//! (`circuitry-circuit toy --model DIR --sae DIR --store DIR --out DIR [--top-paths N] [--min-weight F]`).
+//! `circuit-toy`: the toy network's feature circuit (`circuitry-circuit toy --model DIR
+//! --sae DIR --store DIR --out DIR [options]`; the options are [`CircuitToyOptions`]).
+use circuitry_core::params::CircuitToyOptions;
 use serde::Deserialize;
 
-use super::{non_negative_real, positive, ArgsBuilder, Invalid, ParamGuard, StageParams};
+use super::{ArgsBuilder, Invalid, ParamGuard, StageParams};
 use crate::Input;
 
-/// `circuit-toy` parameters as written in the manifest.
+/// `circuit-toy` inputs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CircuitToyParams {
-    /// The trained toy model, e.g. `"@model"`.
+pub struct CircuitToyInputs {
+    /// The toy model directory.
     pub model: Input,
     /// The SAE directory (SAELens layout), e.g. `"@sae/toy.hook_hidden"`.
     pub sae: Input,
-    /// The activation store, e.g. `"@acts"`.
+    /// The activation store with `toy.hook_input` and `toy.hook_hidden`.
     pub store: Input,
-    /// How many strongest paths to each output the summary lists.
-    pub top_paths: Option<usize>,
-    /// Prune edges whose |mean weight| is below this over all examples and in each
-    /// group (default 0).
-    pub min_weight: Option<f64>,
 }
 
 /// Validated `circuit-toy` parameters.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CircuitToy(CircuitToyParams);
+pub struct CircuitToy(CircuitToyInputs, CircuitToyOptions);
 
-impl ParamGuard for CircuitToyParams {
+impl ParamGuard for CircuitToy {
     const KIND: &'static str = "circuit-toy";
+    const INPUT_KEYS: &'static [&'static str] = &["model", "sae", "store"];
+    type Inputs = CircuitToyInputs;
+    type Options = CircuitToyOptions;
     type Checked = CircuitToy;
 
-    fn check(self) -> Result<CircuitToy, Invalid> {
-        positive("top_paths", self.top_paths)?;
-        non_negative_real("min_weight", self.min_weight)?;
-        Ok(CircuitToy(self))
+    fn check(inputs: CircuitToyInputs, options: CircuitToyOptions) -> Result<CircuitToy, Invalid> {
+        Ok(CircuitToy(inputs, options))
     }
 }
 
 impl StageParams for CircuitToy {
     fn kind(&self) -> &'static str {
-        CircuitToyParams::KIND
+        <Self as ParamGuard>::KIND
     }
 
     fn program(&self) -> &'static str {
@@ -58,7 +55,6 @@ impl StageParams for CircuitToy {
             .input("--sae", &p.sae)
             .input("--store", &p.store)
             .out()
-            .opt("--top-paths", p.top_paths)
-            .opt("--min-weight", p.min_weight);
+            .options(&self.1);
     }
 }

@@ -1,14 +1,23 @@
 //! Stage kinds: for each, the manifest parameters and the command line of its binary.
 //!
-//! A kind is a raw parameter struct deserialised with unknown keys denied (its
-//! field names are the binary's flags in snake_case), a [`ParamGuard::check`] that
-//! validates it into a [`StageParams`], and [`StageParams::write_args`], which writes
-//! the binary's arguments. Adding a kind is local: a new module here with those three
-//! pieces, and one line in `KINDS` (this module).
+//! A kind's keys are its inputs (paths, which may be `@stage` references: the kind's
+//! `Inputs` struct, [`ParamGuard::INPUT_KEYS`]) and its options: the stage binary's own
+//! options struct from [`circuitry_core::params`], which clap parses from the command
+//! line and serde from the manifest, checked by the same
+//! [`StageOptions::check`] in both. [`ParamGuard::check`] combines the two into a
+//! [`StageParams`], whose [`StageParams::write_args`] writes the binary's arguments.
+//! Adding a kind is local: a new module here with those pieces, and one line in
+//! `KINDS` (this module).
 use std::fmt;
 
+use std::ops::Range;
+
+use circuitry_core::params::option_args;
+pub use circuitry_core::params::Invalid;
 use serde::de::DeserializeOwned;
-use toml::de::ValueDeserializer;
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
 
 use crate::Input;
 
@@ -19,21 +28,26 @@ mod dump_toy;
 mod train_sae;
 mod train_toy;
 
-pub use circuit::{Circuit, CircuitAblation, CircuitAggregation, CircuitMethod, CircuitParams};
-pub use circuit_toy::{CircuitToy, CircuitToyParams};
-pub use dump::{Dump, DumpParams, StoreDtype};
-pub use dump_toy::{DumpToy, DumpToyParams, NounSet};
-pub use train_sae::{SaeArchitecture, SaeGemm, TrainSae, TrainSaeParams};
-pub use train_toy::{TrainToy, TrainToyParams};
+pub use circuit::{Circuit, CircuitAblation, CircuitAggregation, CircuitInputs, CircuitMethod};
+pub use circuit_toy::{CircuitToy, CircuitToyInputs};
+pub use circuitry_core::options::NounSet;
+pub use circuitry_core::params::{
+    CircuitOptions, CircuitToyOptions, DumpOptions, DumpToyOptions, StageOptions, TrainSaeOptions,
+    TrainToyOptions,
+};
+pub use dump::{Dump, DumpInputs, StoreDtype};
+pub use dump_toy::{DumpToy, DumpToyInputs};
+pub use train_sae::{SaeArchitecture, SaeGemm, SaeNormalization, TrainSae, TrainSaeInputs};
+pub use train_toy::{TrainToy, TrainToyInputs};
 
 /// Every stage kind a manifest may name, in the order they are listed to users.
 pub(crate) const KINDS: &[Kind] = &[
-    Kind::of::<TrainToyParams>(),
-    Kind::of::<DumpToyParams>(),
-    Kind::of::<DumpParams>(),
-    Kind::of::<TrainSaeParams>(),
-    Kind::of::<CircuitToyParams>(),
-    Kind::of::<CircuitParams>(),
+    Kind::of::<TrainToy>(),
+    Kind::of::<DumpToy>(),
+    Kind::of::<Dump>(),
+    Kind::of::<TrainSae>(),
+    Kind::of::<CircuitToy>(),
+    Kind::of::<Circuit>(),
 ];
 
 /// A validated stage configuration: what one stage runs. Built only by
@@ -72,43 +86,33 @@ pub enum Split {
     },
 }
 
-/// A raw parameter struct as written in a manifest, which [`check`](ParamGuard::check)
-/// validates into the kind's [`StageParams`] (linfa's `ParamGuard` pattern).
-pub trait ParamGuard: DeserializeOwned {
+/// A kind's manifest keys, read as two structs, and how they combine into the kind's
+/// [`StageParams`] (linfa's `ParamGuard` pattern).
+pub trait ParamGuard {
     /// The kind's name in manifests.
     const KIND: &'static str;
+    /// The keys that name inputs (paths or `@stage` references); every other key is
+    /// an option.
+    const INPUT_KEYS: &'static [&'static str];
+    /// The inputs, unknown keys denied.
+    type Inputs: DeserializeOwned;
+    /// The stage binary's options (shared with its command line).
+    type Options: StageOptions;
     /// The validated configuration.
     type Checked: StageParams + 'static;
-    /// Validate ranges and combinations of values.
-    fn check(self) -> Result<Self::Checked, Invalid>;
+    /// Validate combinations of inputs and options (the options have passed their own
+    /// [`StageOptions::check`]).
+    fn check(inputs: Self::Inputs, options: Self::Options) -> Result<Self::Checked, Invalid>;
 }
 
-/// Why [`ParamGuard::check`] rejected a value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Invalid {
-    /// The manifest key.
-    pub field: &'static str,
-    /// What is wrong.
-    pub problem: String,
-    /// How to fix it.
-    pub fix: String,
-}
-
-impl Invalid {
-    /// A rejected value of `field`.
-    pub fn new(field: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        Invalid {
-            field,
-            problem: problem.into(),
-            fix: fix.into(),
-        }
-    }
-}
+/// Parses a stage's table (without `name` and `kind`; the span is its header's) into
+/// the kind's checked parameters.
+type ParseFn = fn(&DeTable<'_>, &Range<usize>) -> Result<Box<dyn StageParams>, KindError>;
 
 /// An entry of the kind registry: the name and how to parse and check its parameters.
 pub(crate) struct Kind {
     pub(crate) name: &'static str,
-    pub(crate) parse: fn(ValueDeserializer<'_>) -> Result<Box<dyn StageParams>, KindError>,
+    pub(crate) parse: ParseFn,
 }
 
 impl Kind {
@@ -122,17 +126,59 @@ impl Kind {
 
 /// Why a stage's parameters were rejected.
 pub(crate) enum KindError {
-    /// Unknown key, wrong type or missing key.
+    /// A wrong type or a missing key.
     Toml(toml::de::Error),
+    /// A key that is neither an input nor an option of the kind.
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// Every key the kind knows.
+        known: Vec<String>,
+    },
     /// A value out of range.
     Invalid(Invalid),
 }
 
+/// The option keys of `T`: its fields' names, which are also its flags.
+fn option_keys<T: StageOptions>() -> Vec<String> {
+    T::augment_args(clap::Command::new("options"))
+        .get_arguments()
+        .map(|a| a.get_id().as_str().to_string())
+        .collect()
+}
+
+/// A deserializer of `table`, errors without a key of their own pointing at `header`.
+fn table_deserializer<'a>(table: DeTable<'a>, header: &Range<usize>) -> ValueDeserializer<'a> {
+    ValueDeserializer::from(Spanned::new(header.clone(), DeValue::Table(table)))
+}
+
 fn parse_checked<P: ParamGuard>(
-    de: ValueDeserializer<'_>,
+    table: &DeTable<'_>,
+    header: &Range<usize>,
 ) -> Result<Box<dyn StageParams>, KindError> {
-    let raw = P::deserialize(de).map_err(KindError::Toml)?;
-    let checked = raw.check().map_err(KindError::Invalid)?;
+    let option_keys = option_keys::<P::Options>();
+    let (mut inputs, mut options) = (DeTable::new(), DeTable::new());
+    for (key, value) in table.iter() {
+        let name: &str = key.get_ref();
+        if P::INPUT_KEYS.contains(&name) {
+            inputs.insert(key.clone(), value.clone());
+        } else if option_keys.iter().any(|k| k == name) {
+            options.insert(key.clone(), value.clone());
+        } else {
+            let mut known: Vec<String> = P::INPUT_KEYS.iter().map(|k| k.to_string()).collect();
+            known.extend(option_keys);
+            return Err(KindError::UnknownKey {
+                key: name.to_string(),
+                known,
+            });
+        }
+    }
+    let inputs =
+        P::Inputs::deserialize(table_deserializer(inputs, header)).map_err(KindError::Toml)?;
+    let options =
+        P::Options::deserialize(table_deserializer(options, header)).map_err(KindError::Toml)?;
+    options.check().map_err(KindError::Invalid)?;
+    let checked = P::check(inputs, options).map_err(KindError::Invalid)?;
     Ok(Box::new(checked))
 }
 
@@ -187,68 +233,11 @@ impl<'a> ArgsBuilder<'a> {
         self
     }
 
-    /// `FLAG VALUE`.
-    pub fn value(&mut self, flag: &str, value: impl fmt::Display) -> &mut Self {
-        self.argv.push(flag.to_string());
-        self.argv.push(value.to_string());
+    /// The options the manifest sets, as the binary's flags ([`option_args`]); unset
+    /// options are left out, so the binary's own default applies.
+    pub fn options<T: StageOptions>(&mut self, options: &T) -> &mut Self {
+        self.argv.extend(option_args(options));
         self
-    }
-
-    /// `FLAG VALUE` when the manifest gives the value; nothing otherwise, so the
-    /// binary's own default applies.
-    pub fn opt<T: fmt::Display>(&mut self, flag: &str, value: Option<T>) -> &mut Self {
-        if let Some(v) = value {
-            self.value(flag, v);
-        }
-        self
-    }
-}
-
-/// Counts must be at least 1.
-pub(crate) fn positive(field: &'static str, value: Option<usize>) -> Result<(), Invalid> {
-    match value {
-        Some(0) => Err(Invalid::new(
-            field,
-            "must be at least 1, got 0",
-            format!("set `{field}` to a positive integer"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Rates and scales must be finite and greater than 0.
-pub(crate) fn positive_real(field: &'static str, value: Option<f64>) -> Result<(), Invalid> {
-    match value {
-        Some(v) if !(v.is_finite() && v > 0.0) => Err(Invalid::new(
-            field,
-            format!("must be a finite number greater than 0, got {v}"),
-            format!("set `{field}` to a positive number, e.g. 0.001"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Coefficients and noise levels must be finite and at least 0.
-pub(crate) fn non_negative_real(field: &'static str, value: Option<f64>) -> Result<(), Invalid> {
-    match value {
-        Some(v) if !(v.is_finite() && v >= 0.0) => Err(Invalid::new(
-            field,
-            format!("must be a finite number at least 0, got {v}"),
-            format!("set `{field}` to 0 or a positive number"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Fractions of a dataset held out must lie in [0, 1).
-pub(crate) fn fraction(field: &'static str, value: Option<f64>) -> Result<(), Invalid> {
-    match value {
-        Some(v) if !(0.0..1.0).contains(&v) => Err(Invalid::new(
-            field,
-            format!("must be at least 0 and below 1, got {v}"),
-            format!("set `{field}` to a fraction such as 0.1"),
-        )),
-        _ => Ok(()),
     }
 }
 
@@ -268,20 +257,11 @@ mod tests {
     fn optional_flags_are_left_out_when_unset() {
         let resolve = |i: &Input| i.to_string();
         let mut args = ArgsBuilder::new("runs/x", &resolve);
-        args.word("toy")
-            .out()
-            .opt("--seed", Some(3))
-            .opt::<f64>("--lr", None);
+        args.word("toy").out().options(&TrainToyOptions {
+            seed: Some(3),
+            lr: None,
+            ..Default::default()
+        });
         assert_eq!(args.finish(), ["toy", "--out", "runs/x", "--seed", "3"]);
-    }
-
-    #[test]
-    fn range_checks_name_the_field() {
-        assert_eq!(positive("steps", Some(0)).unwrap_err().field, "steps");
-        assert!(positive("steps", None).is_ok());
-        assert!(positive_real("lr", Some(f64::NAN)).is_err());
-        assert!(non_negative_real("noise", Some(-0.1)).is_err());
-        assert!(fraction("eval_fraction", Some(1.0)).is_err());
-        assert!(fraction("eval_fraction", Some(0.0)).is_ok());
     }
 }

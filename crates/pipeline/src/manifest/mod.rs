@@ -540,9 +540,16 @@ impl Parser<'_> {
             let mut rest = table.clone();
             rest.remove("name");
             rest.remove("kind");
-            let de = ValueDeserializer::from(Spanned::new(header.clone(), DeValue::Table(rest)));
-            let params = (kind.parse)(de).map_err(|e| match e {
+            let params = (kind.parse)(&rest, &header).map_err(|e| match e {
                 KindError::Toml(e) => self.toml_error(e, header.clone()),
+                KindError::UnknownKey { key, known } => self.schema(
+                    Some(
+                        table
+                            .get_key_value(key.as_str())
+                            .map_or(header.clone(), |(k, _)| k.span()),
+                    ),
+                    unknown_key_message(&key, &known),
+                ),
                 KindError::Invalid(invalid) => self.error(
                     Some(
                         table
@@ -687,6 +694,22 @@ fn assigned_keys(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The directory of the manifest, `.` when it has none.
+/// The message for a key a stage kind does not know, pointing at the likely one.
+fn unknown_key_message(key: &str, known: &[String]) -> String {
+    let list = known
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let plural = format!("{key}s");
+    let hint = if known.contains(&plural) {
+        format!(" (did you mean `{plural}`?)")
+    } else {
+        String::new()
+    };
+    format!("unknown field `{key}`, expected one of {list}{hint}")
+}
+
 fn base_dir_of(manifest: &Path) -> PathBuf {
     match manifest.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),

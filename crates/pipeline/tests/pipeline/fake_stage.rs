@@ -135,7 +135,7 @@ fn run(tool: &str, args: &[String]) -> i32 {
     let content = format!("{tool} {args:?}\ninputs {inputs:?}\nsalt {salt}\n");
     fs::write(out.join("result.txt"), &content).unwrap();
     let mut output_names = vec!["result.txt".to_string()];
-    if let Some(hook) = flag(args, "--hook") {
+    for hook in flag(args, "--hooks").into_iter().flat_map(|h| h.split(',')) {
         fs::create_dir_all(out.join(hook)).unwrap();
         fs::write(out.join(hook).join("cfg.json"), &content).unwrap();
         output_names.push(hook.to_string());

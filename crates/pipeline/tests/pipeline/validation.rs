@@ -79,7 +79,7 @@ fn shipped_toy_manifest_is_valid_and_builds_the_documented_commands() {
              --noise 0.1 --epochs 300 --lr 0.05 --hidden 4",
             "circuitry-dump toy --model ../runs/toy/model --out ../runs/toy/acts --n-examples 2000 \
              --seed 1 --noise 0.1 --shard-rows 1000",
-            "circuitry-train-sae --store ../runs/toy/acts --hook toy.hook_hidden --out ../runs/toy/sae \
+            "circuitry-train-sae --store ../runs/toy/acts --out ../runs/toy/sae --hooks toy.hook_hidden \
              --d-sae 8 --architecture standard --l1-coefficient 0.01 --lr 0.01 --steps 2000 \
              --batch-size 64 --seed 3 --eval-fraction 0.1",
             "circuitry-circuit toy --model ../runs/toy/model --sae ../runs/toy/sae/toy.hook_hidden \
@@ -380,5 +380,39 @@ fn dump_with_both_corpus_and_pairs() {
 #[test]
 fn dump_without_hooks() {
     let text = "[pipeline]\nname = \"x\"\nrun_dir = \"../runs/x\"\n\n[[stage]]\nname = \"acts\"\nkind = \"dump\"\nmodel = \".\"\nhooks = []\ncorpus = \"bad.toml\"\n";
-    rejects(text, "hooks =", "[]", &["`hooks` must be a non-empty list"]);
+    rejects(text, "hooks =", "[]", &["`hooks`: no hook is given"]);
+}
+
+/// Hook lists have one spelling, `hooks = [...]`, on every kind: the old single
+/// `hook` of `train-sae` is refused at its key with the right name.
+#[test]
+fn train_sae_hook_is_spelled_hooks() {
+    let text = toy_with(
+        "hooks = [\"toy.hook_hidden\"]",
+        "hook = \"toy.hook_hidden\"",
+    );
+    rejects(
+        &text,
+        "hook = ",
+        "hook",
+        &["unknown field `hook`", "(did you mean `hooks`?)"],
+    );
+}
+
+/// The options check is the binary's: a hook listed twice is refused at load.
+#[test]
+fn train_sae_hook_listed_twice() {
+    let text = toy_with(
+        "hooks = [\"toy.hook_hidden\"]",
+        "hooks = [\"toy.hook_hidden\", \"toy.hook_hidden\"]",
+    );
+    rejects(
+        &text,
+        "hooks = ",
+        "[",
+        &[
+            "toy.hook_hidden is listed twice (entry 2)",
+            "list each hook once",
+        ],
+    );
 }

@@ -29,9 +29,6 @@ use crate::{Error, Result};
 pub const MKL_LIB: &str = "libmkl_rt.so.3";
 /// The environment variable naming it (or its folder), read by the binary.
 pub const MKL_ENV: &str = "CIRCUITRY_MKL";
-/// The environment variable the binary reads for the CNR mode when `--mkl-cbwr` is
-/// not given (kept for scripts written before the flag).
-pub const MKL_CBWR_ENV: &str = "CIRCUITRY_MKL_CBWR";
 /// The CNR mode used unless `--mkl-cbwr` says otherwise.
 pub const DEFAULT_CBWR: &str = "auto";
 
@@ -180,23 +177,13 @@ impl fmt::Display for MklSettings {
 }
 
 impl MklSettings {
-    /// The settings given by the values of `CIRCUITRY_MKL` (`library`) and
-    /// `CIRCUITRY_MKL_CBWR` (`cbwr`) as a binary read them; empty means unset.
-    pub fn from_env_values(library: Option<OsString>, cbwr: Option<String>) -> Result<Self> {
-        let cbwr = match cbwr.filter(|v| !v.is_empty()) {
-            Some(v) => v.parse().map_err(|e| {
-                Error::config(
-                    "mkl_cbwr",
-                    &v,
-                    format!("{MKL_CBWR_ENV}: {e}; or unset it and pass --mkl-cbwr"),
-                )
-            })?,
-            None => CbwrMode::default(),
-        };
-        Ok(MklSettings {
+    /// The settings with the library named by the value of `CIRCUITRY_MKL` as a binary
+    /// read it (empty means unset) and the CNR mode `cbwr` (`--mkl-cbwr`).
+    pub fn new(library: Option<OsString>, cbwr: CbwrMode) -> Self {
+        MklSettings {
             library: library.filter(|v| !v.is_empty()).map(PathBuf::from),
             cbwr,
-        })
+        }
     }
 
     /// True when nothing of these settings is recorded (the default CNR mode; the

@@ -46,9 +46,7 @@ mod tests;
 mod vector;
 
 pub use matmul::{Backend, Gemm, GemmChoice};
-pub use mkl::{
-    CbwrBranch, CbwrMode, Mkl, MklSettings, DEFAULT_CBWR, MKL_CBWR_ENV, MKL_ENV, MKL_LIB,
-};
+pub use mkl::{CbwrBranch, CbwrMode, Mkl, MklSettings, DEFAULT_CBWR, MKL_ENV, MKL_LIB};
 pub use prefilter::available as topk_prefilter_available;
 
 /// A float type the SAE math runs in (`f32` or `f64`).

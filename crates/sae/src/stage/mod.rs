@@ -221,7 +221,7 @@ pub fn run(
 }
 
 /// What to change when [`memory_estimate`] exceeds the machine.
-const MEMORY_FIX: &str = "lower --d-sae, --batch-size or --buffer-rows, train fewer --hook at once (--only-hook), or run on a machine with more memory";
+const MEMORY_FIX: &str = "lower --d-sae, --batch-size or --buffer-rows, train fewer --hooks at once (--only-hook), or run on a machine with more memory";
 
 /// The store's layout for `cfg.hooks`, checked: rows present, widths as `--d-in`.
 fn check_store(cfg: &StageConfig, store: &ActivationStore) -> Result<HookLayout> {
@@ -370,7 +370,7 @@ fn check(cfg: &StageConfig) -> Result<()> {
         return Err(Error::config(
             "hook",
             "(none)",
-            "name at least one hook with --hook",
+            "name at least one hook with --hooks",
         ));
     }
     for (i, h) in cfg.hooks.iter().enumerate() {
@@ -388,7 +388,7 @@ fn check(cfg: &StageConfig) -> Result<()> {
                 "only_hook",
                 h,
                 format!(
-                    "is not one of the stage's hooks ({}); --only-hook picks among --hook",
+                    "is not one of the stage's hooks ({}); --only-hook picks among --hooks",
                     cfg.hooks
                         .iter()
                         .map(|h| h.to_string())

@@ -12,7 +12,7 @@ use crate::stage::{make_store, s, text, train_sae, HOOK_A};
 
 /// Small, fast training arguments on `store` into `out` (`extra` overrides them).
 fn small<'a>(store: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["--store", store, "--out", out, "--hook", HOOK_A];
+    let mut v = vec!["--store", store, "--out", out, "--hooks", HOOK_A];
     for (flag, value) in [("--d-sae", "16"), ("--steps", "30"), ("--batch-size", "32")] {
         if !extra.contains(&flag) {
             v.extend_from_slice(&[flag, value]);
@@ -93,7 +93,7 @@ fn an_impossible_d_sae_is_refused_before_allocating() {
             s(&store),
             "--out",
             s(&out),
-            "--hook",
+            "--hooks",
             HOOK_A,
             "--d-sae",
             "1000000000000",
@@ -326,11 +326,11 @@ fn a_run_needs_memory_only_for_the_hooks_it_still_trains() {
     make_store(&store, 300, None);
     let out = dir.path().join("out");
     let hook_b = "blocks.0.hook_mlp_out";
-    let both = ["--hook", hook_b];
-    let one = estimate(&store, &out, &["--hook", hook_b, "--only-hook", HOOK_A]).max(estimate(
+    let both = ["--hooks", hook_b];
+    let one = estimate(&store, &out, &["--hooks", hook_b, "--only-hook", HOOK_A]).max(estimate(
         &store,
         &out,
-        &["--hook", hook_b, "--only-hook", hook_b],
+        &["--hooks", hook_b, "--only-hook", hook_b],
     ));
     let all = estimate(&store, &out, &both);
     println!("estimates: one hook {one} B, both {all} B");

@@ -155,7 +155,7 @@ fn args<'a>(store: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         ("--k", "4"),
     ];
     let mut v = vec![
-        "--store", store, "--out", out, "--hook", HOOK_A, "--hook", HOOK_B,
+        "--store", store, "--out", out, "--hooks", HOOK_A, "--hooks", HOOK_B,
     ];
     for (flag, value) in base {
         if !extra.contains(&flag) {
@@ -176,6 +176,7 @@ pub fn s(p: &Path) -> &str {
 
 #[test]
 fn joint_run_equals_per_hook_runs_and_reruns_skip_complete_hooks() {
+    // (also: `--keep-freed-memory false` changes no output byte)
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     make_store(&store, 1000, None);
@@ -185,11 +186,13 @@ fn joint_run_equals_per_hook_runs_and_reruns_skip_complete_hooks() {
     println!("{out}");
     assert!(joint.join("stage.json").is_file());
     for hook in [HOOK_A, HOOK_B] {
-        let t = ok(train_sae(&args(
-            s(&store),
-            s(&split),
-            &["--only-hook", hook],
-        )));
+        // The second hook also returns freed memory to the kernel: a speed setting,
+        // the same bytes.
+        let mut extra = vec!["--only-hook", hook];
+        if hook == HOOK_B {
+            extra.extend_from_slice(&["--keep-freed-memory", "false"]);
+        }
+        let t = ok(train_sae(&args(s(&store), s(&split), &extra)));
         assert!(t.contains(hook), "{t}");
         assert!(
             !split.join("stage.json").exists(),
@@ -406,7 +409,7 @@ fn refused(make: impl FnOnce(&Path), extra: &[&str], hooks: &[&str], needles: &[
         "20",
     ];
     for h in hooks {
-        a.extend_from_slice(&["--hook", h]);
+        a.extend_from_slice(&["--hooks", h]);
     }
     a.extend_from_slice(extra);
     let o = train_sae(&a);
@@ -484,8 +487,8 @@ fn bad_input_a_model_other_than_the_stores() {
 
 /// `--mkl-cbwr` (MKL's CNR mode, which changes its rounding) reaches the run key: the
 /// default, given or not, keeps the key (so keys of earlier runs stay valid); another
-/// mode retrains and training.json names it; `CIRCUITRY_MKL_CBWR` is read when the flag
-/// is not given.
+/// mode retrains and training.json names it. No environment variable sets it (the
+/// pipeline's freshness sees only flags).
 #[test]
 fn mkl_cbwr_mode_is_part_of_the_run_key() {
     let mkl = circuitry_sae::MklSettings::default();
@@ -497,22 +500,20 @@ fn mkl_cbwr_mode_is_part_of_the_run_key() {
     let store = dir.path().join("store");
     make_store(&store, 500, None);
     let out = dir.path().join("out");
-    let run = |extra: &[&str], env: Option<&str>| {
+    let run = |extra: &[&str]| {
         let mut a = vec!["--steps", "100", "--gemm", "mkl"];
         a.extend_from_slice(extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_circuitry-train-sae"));
         cmd.args(args(s(&store), s(&out), &a))
             .env("RUST_LOG", "info")
-            .env_remove("CIRCUITRY_MKL_CBWR");
-        if let Some(mode) = env {
-            cmd.env("CIRCUITRY_MKL_CBWR", mode);
-        }
+            .env("CIRCUITRY_MKL_CBWR", "compatible");
         let t = ok(cmd.output().unwrap());
         let record: serde_json::Value =
             serde_json::from_slice(&bytes(out.join(HOOK_A).join("training.json"))).unwrap();
         (t, record)
     };
-    let (_, first) = run(&[], None);
+    // A leftover environment variable of older versions changes nothing.
+    let (_, first) = run(&[]);
     let gemm = first["gemm"].as_str().unwrap().to_string();
     println!("default: gemm {gemm:?}, run key {}", first["run_key"]);
     assert!(gemm.contains("CNR auto"), "{gemm}");
@@ -521,11 +522,11 @@ fn mkl_cbwr_mode_is_part_of_the_run_key() {
         "the default is not recorded"
     );
 
-    let (t, same) = run(&["--mkl-cbwr", "auto"], None);
+    let (t, same) = run(&["--mkl-cbwr", "auto"]);
     assert_eq!(t.matches("skipping: outputs complete").count(), 2, "{t}");
     assert_eq!(same["run_key"], first["run_key"]);
 
-    let (t, other) = run(&["--mkl-cbwr", "compatible"], None);
+    let (t, other) = run(&["--mkl-cbwr", "compatible"]);
     println!(
         "compatible: gemm {}, run key {}",
         other["gemm"], other["run_key"]
@@ -535,12 +536,7 @@ fn mkl_cbwr_mode_is_part_of_the_run_key() {
     assert!(other["gemm"].as_str().unwrap().contains("CNR compatible"));
     assert_eq!(other["train"]["mkl"]["cbwr"], "compatible");
 
-    // The environment variable, without the flag, is the same setting.
-    let (t, env) = run(&[], Some("compatible"));
-    assert_eq!(t.matches("skipping: outputs complete").count(), 2, "{t}");
-    assert_eq!(env["run_key"], other["run_key"]);
-    // The flag wins over it.
-    let (t, back) = run(&["--mkl-cbwr", "auto"], Some("compatible"));
+    let (t, back) = run(&["--mkl-cbwr", "auto"]);
     assert!(!t.contains("skipping"), "{t}");
     assert_eq!(back["run_key"], first["run_key"]);
 }
@@ -575,7 +571,7 @@ fn bad_input_gemm_mkl_without_mkl_says_how_to_install_it() {
             s(&store),
             "--out",
             s(&out),
-            "--hook",
+            "--hooks",
             HOOK_A,
             "--d-sae",
             "16",
