@@ -17,6 +17,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import llama_golden  # noqa: E402
 
 TOL = 1e-5
+# Rewriting the golden file on another CPU: relative to each tensor's largest value.
+REWRITE_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +30,19 @@ def test_committed_files_are_what_the_script_writes(tmp_path, golden):
     llama_golden.tiny_golden(tmp_path)
     again = load_file(str(tmp_path / "llama_golden.safetensors"))
     assert set(again) == set(golden)
+    # Activations are rounded by the CPU's kernels (AVX-512 and AVX2 machines differ in
+    # the last bits), so they are compared within a tolerance; ids, masks and the
+    # seeded weights below must be equal.
+    worst = 0.0
     for k in golden:
-        assert torch.equal(again[k], golden[k]), k
+        if golden[k].is_floating_point():
+            d = float((again[k].double() - golden[k].double()).abs().max())
+            scale = max(1.0, float(golden[k].double().abs().max()))
+            worst = max(worst, d / scale)
+            assert d <= REWRITE_TOL * scale, (k, d)
+        else:
+            assert torch.equal(again[k], golden[k]), k
+    print(f"golden rewritten here vs committed: max diff {worst:.2e} (relative to each tensor's max)")
     ours = load_file(str(DATA / "llama_tiny_random" / "model.safetensors"))
     theirs = load_file(str(tmp_path / "llama_tiny_random" / "model.safetensors"))
     assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
