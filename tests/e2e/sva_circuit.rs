@@ -128,3 +128,84 @@ fn circuit_stage_runs_in_a_pipeline_and_reruns_alone_when_its_threshold_changes(
         serde_json::from_slice(&fs::read(run.join("circuit/stage.json")).unwrap()).unwrap();
     assert!(record["argv"].to_string().contains("\"0.05\""), "{record}");
 }
+
+/// `aggregation = "per-position"` on template-aligned pairs: the circuit's nodes carry
+/// positions, `circuit.json` labels the positions with the first pair's tokens (the
+/// dump's `<|endoftext|>` first, then "The cousin" of the first line of
+/// simple_test.jsonl), the drawing is the grid, and Neuronpedia gets the same tokens.
+#[test]
+fn per_position_circuit_labels_its_positions_with_the_first_pairs_tokens() {
+    let data = repo_root().join("datasets/tiny-gpt2");
+    let d = data.display();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("per-position.toml");
+    fs::write(
+        &path,
+        format!(
+            r#"[pipeline]
+name = "per-position"
+run_dir = "run"
+
+[[stage]]
+name = "pairs"
+kind = "dump"
+model = "{d}"
+pairs = "{d}/agreement/simple_test.jsonl"
+hooks = ["blocks.2.hook_resid_pre", "blocks.3.hook_attn_out"]
+batch_size = 64
+max_tokens = 1200
+
+[[stage]]
+name = "saes"
+kind = "train-sae"
+store = "@pairs"
+hooks = ["blocks.2.hook_resid_pre", "blocks.3.hook_attn_out"]
+d_sae = 128
+steps = 300
+batch_size = 64
+seed = 0
+
+[[stage]]
+name = "circuit"
+kind = "circuit"
+model = "{d}"
+saes = ["@saes"]
+store = "@pairs"
+aggregation = "per-position"
+node_threshold = 0.05
+"#
+        ),
+    )
+    .unwrap();
+    println!("{}", text(&circuitry(&["run"], &path)));
+    let out = dir.path().join("run/circuit");
+    let c: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("circuit.json")).unwrap()).unwrap();
+    let positions: Vec<&str> = c["positions"]
+        .as_array()
+        .expect("circuit.json has positions")
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    println!("positions {positions:?}");
+    assert_eq!(positions, ["<|endoftext|>", "The", " cousin"]);
+    let nodes = c["nodes"].as_array().unwrap();
+    assert!(nodes.len() > 1, "the circuit has nodes: {nodes:?}");
+    for n in nodes {
+        if n["kind"] != "output" {
+            let p = n["position"]
+                .as_u64()
+                .expect("per-position nodes have a position");
+            assert!((p as usize) < positions.len(), "{n}");
+        }
+    }
+    let svg = fs::read_to_string(out.join("circuit.svg")).unwrap();
+    assert_eq!(
+        svg.matches("class=\"position\"").count(),
+        3,
+        "the grid's labels"
+    );
+    let np: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("neuronpedia.json")).unwrap()).unwrap();
+    assert_eq!(np["metadata"]["prompt_tokens"], c["positions"]);
+}

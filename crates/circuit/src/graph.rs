@@ -264,6 +264,11 @@ pub struct Circuit {
     pub scores: BTreeMap<String, f64>,
     /// Free-text remarks a reader needs (e.g. constants not drawn as nodes).
     pub notes: Vec<String>,
+    /// Token labels of the positions of a per-position circuit (template-aligned
+    /// pairs): `positions[p]` is the token at position `p` of the first pair's clean
+    /// prompt, decoded. Empty (and omitted from the JSON) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub positions: Vec<String>,
     /// The nodes, in canonical order (layer, position, kind, index, id).
     pub nodes: Vec<Node>,
     /// The edges, in canonical order (source's then target's node order).
@@ -303,6 +308,15 @@ impl Circuit {
             Ok(())
         };
         for n in &self.nodes {
+            if let Some(p) = n.position.filter(|_| !self.positions.is_empty()) {
+                if p as usize >= self.positions.len() {
+                    return Err(Error::graph(format!(
+                        "node {} is at position {p} but positions has {} labels",
+                        n.id,
+                        self.positions.len()
+                    )));
+                }
+            }
             for (name, stat) in [
                 ("activation", &n.activation),
                 ("bias", &n.bias),
@@ -500,6 +514,7 @@ mod tests {
             thresholds: Thresholds::default(),
             scores: BTreeMap::new(),
             notes: vec![],
+            positions: vec![],
             edges: vec![Edge {
                 source: a.id.clone(),
                 target: b.id.clone(),

@@ -453,6 +453,7 @@ pub fn build_circuit(
         thresholds: Thresholds::default(),
         scores,
         notes,
+        positions: Vec::new(),
         nodes,
         edges,
     })

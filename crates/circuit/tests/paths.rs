@@ -63,6 +63,7 @@ pub fn diamond() -> Circuit {
         thresholds: Thresholds::default(),
         scores: BTreeMap::new(),
         notes: vec![],
+        positions: vec![],
         nodes,
         edges,
     }

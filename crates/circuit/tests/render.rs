@@ -201,3 +201,239 @@ fn summary_lists_paths_per_output_with_numbers() {
         .count();
     assert_eq!(path_lines, 6);
 }
+
+/// A per-position circuit of a three-token template: features and an error node of
+/// layer 0's resid, attention and MLP at positions 1 and 2, and the metric.
+pub fn per_position_circuit() -> Circuit {
+    use circuitry_circuit::{Described, Edge, Node, Stat, Thresholds, CIRCUIT_SCHEMA_VERSION};
+    let resid: HookPoint = "blocks.0.hook_resid_pre".parse().unwrap();
+    let attn: HookPoint = "blocks.0.hook_attn_out".parse().unwrap();
+    let mlp: HookPoint = "blocks.0.hook_mlp_out".parse().unwrap();
+    let f = |label: &str, hook, layer, pos, index| {
+        Node::new(
+            NodeKind::Feature,
+            label,
+            hook,
+            layer,
+            Some(pos),
+            Some(index),
+        )
+    };
+    let mut nodes = vec![
+        f("R0/5@1", resid, 0, 1, 5),
+        f("R0/7@2", resid, 0, 2, 7),
+        Node::new(NodeKind::Error, "R0 err@2", resid, 0, Some(2), None),
+        f("A0/3@2", attn, 1, 2, 3),
+        f("M0/2@1", mlp, 2, 1, 2),
+        f("M0/9@2", mlp, 2, 2, 9),
+        Node::new(
+            NodeKind::Output,
+            "logit diff",
+            HookPoint::LnFinal,
+            3,
+            None,
+            None,
+        ),
+    ];
+    for (k, n) in nodes.iter_mut().enumerate() {
+        n.effect = Some(Stat::new(0.1 * (k + 1) as f64));
+        n.activation = Some(Stat::new(1.0));
+    }
+    let edge = |s: usize, t: usize, w: f64| Edge {
+        source: nodes[s].id.clone(),
+        target: nodes[t].id.clone(),
+        weight: Stat::new(w),
+    };
+    let edges = vec![
+        edge(0, 3, 0.8),
+        edge(1, 3, -0.2),
+        edge(0, 4, 0.3),
+        edge(2, 5, 0.1),
+        edge(3, 5, 0.6),
+        edge(5, 6, 1.5),
+        edge(4, 6, -0.4),
+    ];
+    let mut c = Circuit {
+        schema_version: CIRCUIT_SCHEMA_VERSION,
+        title: "per-position".into(),
+        method: Described {
+            name: "ig".into(),
+            description: "d".into(),
+        },
+        metric: Described {
+            name: "logit_diff".into(),
+            description: "d".into(),
+        },
+        provenance: Provenance {
+            tool_version: "test".into(),
+            model: "m".into(),
+            dataset: "d".into(),
+            saes: Default::default(),
+        },
+        n_examples: 4,
+        groups: vec![],
+        thresholds: Thresholds::default(),
+        scores: Default::default(),
+        notes: vec![],
+        positions: vec!["<|endoftext|>".into(), "The".into(), " keys".into()],
+        nodes,
+        edges,
+    };
+    c.canonicalize();
+    c.validate().unwrap();
+    c
+}
+
+/// The centre of each drawn node (from its label, drawn 4 px under the centre).
+fn centres(doc: &roxmltree::Document<'_>) -> std::collections::BTreeMap<String, (f64, f64)> {
+    doc.descendants()
+        .filter(|n| n.has_tag_name("g") && n.attribute("class") == Some("node"))
+        .map(|g| {
+            let label = g.children().find(|c| c.has_tag_name("text")).unwrap();
+            let num = |a: &str| label.attribute(a).unwrap().parse::<f64>().unwrap();
+            (
+                g.attribute("data-id").unwrap().to_string(),
+                (num("x"), num("y") - 4.0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+pub fn per_position_circuit_is_drawn_as_a_grid_of_positions_and_layers() {
+    let c = per_position_circuit();
+    assert!(svg::is_grid(&c));
+    assert!(!svg::is_grid(&toy()), "the toy has no positions");
+    let text = svg::render(&c, None);
+    let doc = roxmltree::Document::parse(&text).expect("valid XML");
+    // Columns labelled with the template's tokens, left to right.
+    let labels: Vec<(&str, f64)> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("position"))
+        .map(|n| {
+            (
+                n.text().unwrap(),
+                n.attribute("x").unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    println!("position labels {labels:?}");
+    let names: Vec<&str> = labels.iter().map(|l| l.0).collect();
+    assert_eq!(names, ["<|endoftext|>", "The", "keys"]);
+    assert!(labels.windows(2).all(|w| w[0].1 < w[1].1));
+    // Rows labelled with the hooks.
+    let rows: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("row-header"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "ln_final.hook_normalized",
+            "blocks.0.hook_mlp_out",
+            "blocks.0.hook_attn_out",
+            "blocks.0.hook_resid_pre"
+        ]
+    );
+    let at = centres(&doc);
+    assert_eq!(at.len(), c.nodes.len());
+    for a in &c.nodes {
+        for b in &c.nodes {
+            let (pa, pb) = (at[&a.id], at[&b.id]);
+            // Higher layers above, one row per layer.
+            if a.layer > b.layer {
+                assert!(pa.1 < pb.1, "{} is not above {}", a.id, b.id);
+            }
+            if a.layer == b.layer {
+                assert_eq!(pa.1, pb.1, "{} and {} share a row", a.id, b.id);
+            }
+            // Later positions to the right (the output sits at the last position).
+            let pos = |n: &circuitry_circuit::Node| n.position.unwrap_or(2);
+            if pos(a) < pos(b) {
+                assert!(pa.0 < pb.0, "{} is not left of {}", a.id, b.id);
+            }
+        }
+    }
+    // Two nodes in one cell sit side by side.
+    let (r7, err) = (
+        at["feature:blocks.0.hook_resid_pre@2/7"],
+        at["error:blocks.0.hook_resid_pre@2"],
+    );
+    assert!(r7.0 < err.0, "features before the error node in a cell");
+    // Edges run upwards: each path starts below where it ends.
+    let paths: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("edge"))
+        .collect();
+    assert_eq!(paths.len(), c.edges.len());
+    for p in paths {
+        let d: Vec<f64> = p
+            .attribute("d")
+            .unwrap()
+            .split(|ch: char| ch == ' ' || ch == ',')
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let (y_start, y_end) = (d[1], d[d.len() - 1]);
+        assert!(
+            y_start > y_end,
+            "edge {:?} does not run upwards",
+            p.attribute("d")
+        );
+    }
+}
+
+#[test]
+fn a_node_past_the_last_position_label_is_refused() {
+    let mut c = per_position_circuit();
+    c.positions.truncate(2);
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("position 2") && err.contains("2 labels"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_crowded_grid_cell_wraps_onto_lines_within_its_row() {
+    use circuitry_circuit::{Node, Stat};
+    let mut c = per_position_circuit();
+    let resid: HookPoint = "blocks.0.hook_resid_pre".parse().unwrap();
+    for i in 100..110 {
+        let mut n = Node::new(
+            NodeKind::Feature,
+            format!("R0/{i}@1"),
+            resid,
+            0,
+            Some(1),
+            Some(i),
+        );
+        n.effect = Some(Stat::new(1.0 / f64::from(i)));
+        c.nodes.push(n);
+    }
+    c.canonicalize();
+    c.validate().unwrap();
+    let text = svg::render(&c, None);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let at = centres(&doc);
+    // 11 nodes in the cell (layer 0, position 1): 8 on the first line, 3 on the second.
+    let cell: Vec<(f64, f64)> = c
+        .nodes
+        .iter()
+        .filter(|n| n.layer == 0 && n.position == Some(1))
+        .map(|n| at[&n.id])
+        .collect();
+    let mut ys: Vec<f64> = cell.iter().map(|p| p.1).collect();
+    ys.sort_by(f64::total_cmp);
+    ys.dedup();
+    assert_eq!(ys.len(), 2, "two lines: {cell:?}");
+    let first_line = cell.iter().filter(|p| p.1 == ys[0]).count();
+    assert_eq!(first_line, 8);
+    // The strongest feature leads the first line.
+    assert_eq!(at["feature:blocks.0.hook_resid_pre@1/5"].1, ys[0]);
+    // Both lines sit below every node of the next layer up.
+    let attn_y = at["feature:blocks.0.hook_attn_out@2/3"].1;
+    assert!(ys.iter().all(|&y| y > attn_y));
+    // The other cells of the row keep the row's first line.
+    assert_eq!(at["feature:blocks.0.hook_resid_pre@2/7"].1, ys[0]);
+}

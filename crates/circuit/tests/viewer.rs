@@ -98,6 +98,7 @@ fn gpt2_like_circuit() -> Circuit {
         thresholds: Thresholds::default(),
         scores: BTreeMap::from([("faithfulness".to_string(), 0.83)]),
         notes: vec!["a note with </footer> in it".into()],
+        positions: vec![],
         nodes,
         edges,
     };
@@ -697,4 +698,69 @@ fn gpt2_like_circuit_labels_features_with_their_top_token() {
         "1200,800",
         &screenshot_dir().join("gpt2_like.png"),
     );
+}
+
+/// The per-position grid in the viewer: its self-test passes, position labels and every
+/// node are drawn, and screenshots of the grid and of the same circuit in columns
+/// (without position labels) are saved in `target/tmp/viewer`.
+#[test]
+fn per_position_grid_runs_in_the_viewer_and_both_views_are_screenshotted() {
+    let Some(browser) = chromium() else {
+        eprintln!(
+            "SKIPPED: no chromium on PATH (CI installs Debian's `chromium`; `apt-get install chromium`)"
+        );
+        return;
+    };
+    let grid = crate::render::per_position_circuit();
+    let features = FeatureTable::from([(
+        feature_key("blocks.0.hook_resid_pre", 5),
+        FeatureInfo {
+            density: 0.02,
+            mean_activation: 1.0,
+            max_activation: 2.0,
+            contexts: vec![Context {
+                activation: 2.0,
+                left: "The".into(),
+                token: " keys".into(),
+                right: " are".into(),
+            }],
+        },
+    )]);
+    let mut columns = grid.clone();
+    columns.positions.clear();
+    let shots = screenshot_dir();
+    for (name, circuit) in [("per_position", &grid), ("columns", &columns)] {
+        let page = shots.join(format!("{name}.html"));
+        std::fs::write(&page, html::render(circuit, &features).unwrap()).unwrap();
+        let (dom, _) = dump_dom(&browser, &page, "#selftest");
+        assert_eq!(body_attribute(&dom, "data-ready").as_deref(), Some("ok"));
+        assert_eq!(
+            body_attribute(&dom, "data-errors"),
+            None,
+            "{name}: errors on the page"
+        );
+        assert_eq!(
+            body_attribute(&dom, "data-selftest").as_deref(),
+            Some("pass"),
+            "{name}"
+        );
+        let drawn = dom.matches("<g class=\"node\"").count();
+        assert_eq!(drawn, circuit.nodes.len(), "{name}: every node is drawn");
+        let positions = dom.matches("class=\"position\"").count();
+        assert_eq!(
+            positions,
+            circuit.positions.len(),
+            "{name}: one label per position"
+        );
+        assert_eq!(
+            node_label(&dom, "feature:blocks.0.hook_resid_pre@1/5"),
+            "R0/5@1 \"keys\""
+        );
+        screenshot(
+            &browser,
+            &format!("file://{}", page.display()),
+            "1200,800",
+            &shots.join(format!("{name}.png")),
+        );
+    }
 }

@@ -470,7 +470,8 @@ pub struct CircuitOptions {
     /// Integrated-gradient steps (default 10).
     #[arg(long)]
     pub ig_steps: Option<usize>,
-    /// Sum node effects over positions or keep positions apart (default sum).
+    /// Sum node effects over positions or keep positions apart (default sum;
+    /// per-position needs pairs of one token length and draws a positions × layers grid).
     #[arg(long, value_enum)]
     pub aggregation: Option<CircuitAggregation>,
     /// Nodes with |mean effect| above this are in the circuit (default 0.05).

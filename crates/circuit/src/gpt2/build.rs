@@ -50,6 +50,8 @@ pub struct GraphMeta {
     pub scores: BTreeMap<String, f64>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// Token labels of the positions (per-position circuits; empty otherwise).
+    pub positions: Vec<String>,
 }
 
 /// A short label: `R2`, `A1`, `M3` for the submodule, then `/123` or ` err`, and
@@ -152,6 +154,7 @@ pub fn build_graph(parts: &GraphParts<'_>, meta: GraphMeta) -> Result<Circuit> {
         },
         scores: meta.scores,
         notes: meta.notes,
+        positions: meta.positions,
         nodes,
         edges,
     };

@@ -474,6 +474,10 @@ fn circuit_graph(
         n_examples: f.analysis.n_examples as u64,
         scores: scores.into_map(),
         notes: notes(cfg),
+        positions: match cfg.aggregation {
+            Aggregation::Sum => Vec::new(),
+            Aggregation::PerPosition => position_labels(&cfg.model, &i.data)?,
+        },
     };
     let parts = GraphParts {
         subs: &i.subs,
@@ -484,6 +488,18 @@ fn circuit_graph(
         metric_mean,
     };
     build_graph(&parts, meta)
+}
+
+/// The tokens of the first pair's clean prompt, one per position, decoded with the
+/// model folder's `tokenizer.json` (token ids as text when it has none): the column
+/// labels of a per-position circuit, whose pairs all have one length.
+fn position_labels(model: &Path, data: &PairData) -> Result<Vec<String>> {
+    let Some(batch) = data.batches.first() else {
+        return Ok(Vec::new());
+    };
+    let tokenizer = model.join("tokenizer.json");
+    let decode = circuitry_sae::stats::decoder(tokenizer.is_file().then_some(tokenizer.as_path()))?;
+    Ok(batch.clean.row(0).iter().map(|&id| decode(&[id])).collect())
 }
 
 /// The drawings' title: `--title`, or from the store's folder name.
@@ -550,7 +566,7 @@ fn render_files(
         &render::neuronpedia::NeuronpediaOptions {
             slug,
             scan,
-            prompt_tokens: Vec::new(),
+            prompt_tokens: circuit.positions.clone(),
         },
     );
     files.insert("neuronpedia.json", pretty_json("neuronpedia.json", &np)?);

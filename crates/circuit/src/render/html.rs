@@ -120,7 +120,7 @@ pub fn top_token(info: &FeatureInfo) -> Option<String> {
 }
 
 /// A decoded token as a label shows it (see [`top_token`]).
-fn display_token(token: &str) -> String {
+pub(crate) fn display_token(token: &str) -> String {
     let trimmed = token.trim();
     if trimmed.is_empty() {
         if token.contains('\n') { "⏎" } else { "␣" }.to_string()

@@ -3,6 +3,10 @@
 //! Bézier curves with width ∝ |weight| and colour by sign; nodes are shaped and coloured by kind (error nodes
 //! are dashed diamonds); a title, column headers and a legend frame the graph.
 //!
+//! A per-position circuit with token labels is drawn as a grid instead ([`is_grid`]):
+//! token positions left to right, submodules bottom to top, as in Marks et al.'s
+//! figures.
+//!
 //! [`render_annotated`] adds a short text beside chosen nodes' labels (the viewer puts
 //! a feature's top token there: `R1/12 "cabinet"`), drawn with a white halo so it
 //! stays readable over the edges.
@@ -14,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::dot::max_abs_weight;
+use super::html::display_token;
 use super::{edge_colour, edge_weight, kind_plural, node_colours, short, NEGATIVE, POSITIVE};
 use crate::graph::{Circuit, Node, NodeKind};
 use crate::layout::layered;
@@ -32,6 +37,21 @@ const MAX_STROKE: f64 = 8.0;
 const MIN_WIDTH: f64 = 720.0;
 const LEGEND_KINDS_X: f64 = 300.0;
 const LEGEND_KIND_COL: f64 = 150.0;
+/// Grid: room left of the grid for the row (hook) labels.
+const ROW_LABEL_W: f64 = 190.0;
+/// Grid: horizontal distance between the nodes of one cell.
+const CELL_W: f64 = 96.0;
+/// Grid: most nodes side by side in a cell; more wrap onto further lines.
+const GRID_LINE_NODES: usize = 8;
+/// Grid: distance between the lines of a row (room for a label, activation and
+/// annotation per node).
+const GRID_LINE: f64 = 76.0;
+/// Grid: extra space between rows.
+const GRID_ROW_GAP: f64 = 16.0;
+/// Grid: gap between position columns.
+const COL_PAD: f64 = 24.0;
+/// Grid: room under the grid for the position labels.
+const POSITION_LABEL_H: f64 = 48.0;
 
 /// Text shown beside a node's label, by node id.
 pub type Annotations = BTreeMap<String, String>;
@@ -42,33 +62,30 @@ pub fn render(circuit: &Circuit, group: Option<&str>) -> String {
     render_annotated(circuit, group, &Annotations::new())
 }
 
-/// [`render`], with `annotations` (node id → text) written right of those nodes in a
-/// `<text class="annotation">`.
+/// [`render`], with `annotations` (node id → text) written beside those nodes in a
+/// `<text class="annotation">` (right of the node in the layered drawing, under it in
+/// the grid).
+///
+/// A per-position circuit with position labels ([`Circuit::positions`]) is drawn as a
+/// grid (see [`is_grid`]); any other circuit as layered columns.
 pub fn render_annotated(
     circuit: &Circuit,
     group: Option<&str>,
     annotations: &Annotations,
 ) -> String {
-    let layout = layered(circuit);
-    let n_cols = layout.columns.len();
-    let max_rows = layout.columns.iter().map(Vec::len).max().unwrap_or(0);
-    let width = (2.0 * MARGIN_X + n_cols.saturating_sub(1) as f64 * COL_GAP).max(MIN_WIDTH);
-    let graph_w = n_cols.saturating_sub(1) as f64 * COL_GAP;
-    let left = (width - graph_w) / 2.0;
-    let graph_h = max_rows.saturating_sub(1) as f64 * ROW_GAP + 2.0 * RADIUS + 24.0;
-    let top = TITLE_H + HEADER_H + RADIUS;
-    let height = TITLE_H + HEADER_H + graph_h + LEGEND_H;
-
-    // Node centres, by node index.
-    let mut centre = vec![(0.0, 0.0); circuit.nodes.len()];
-    for (c, column) in layout.columns.iter().enumerate() {
-        let offset = (max_rows - column.len()) as f64 * ROW_GAP / 2.0;
-        for (r, &i) in column.iter().enumerate() {
-            if let Some(slot) = centre.get_mut(i) {
-                *slot = (left + c as f64 * COL_GAP, top + offset + r as f64 * ROW_GAP);
-            }
-        }
-    }
+    let frame = if is_grid(circuit) {
+        grid_frame(circuit)
+    } else {
+        column_frame(circuit)
+    };
+    let Frame {
+        width,
+        height,
+        ref centre,
+        ref guides,
+        legend_y,
+        flow,
+    } = frame;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -93,32 +110,7 @@ pub fn render_annotated(
         esc(&circuit.method.name),
         esc(&over)
     );
-
-    // Column headers: the kinds and hooks of the nodes in each column.
-    for (c, column) in layout.columns.iter().enumerate() {
-        let kinds: BTreeSet<NodeKind> = column.iter().map(|&i| circuit.nodes[i].kind).collect();
-        let hooks: BTreeSet<String> = column
-            .iter()
-            .map(|&i| circuit.nodes[i].hook.to_string())
-            .collect();
-        let name: Vec<&str> = kinds.iter().map(|&k| kind_plural(k)).collect();
-        let x = left + c as f64 * COL_GAP;
-        let _ = writeln!(
-            s,
-            r#"<text class="header" x="{x:.1}" y="{:.1}" font-size="13" font-weight="bold" text-anchor="middle">{}</text>"#,
-            TITLE_H + 14.0,
-            esc(&name.join(" + "))
-        );
-        if hooks.len() == 1 {
-            let hook: Vec<&str> = hooks.iter().map(String::as_str).collect();
-            let _ = writeln!(
-                s,
-                r##"<text class="header" x="{x:.1}" y="{:.1}" font-size="11" fill="#666" text-anchor="middle">{}</text>"##,
-                TITLE_H + 30.0,
-                esc(hook[0])
-            );
-        }
-    }
+    s.push_str(guides);
 
     // Edges, weakest first so strong edges are drawn on top.
     let max = max_abs_weight(circuit, group);
@@ -136,13 +128,8 @@ pub fn render_annotated(
         else {
             continue;
         };
-        let (x1, y1) = centre[si];
-        let (x2, y2) = centre[ti];
-        let (x1, x2) = (
-            x1 + half_width(&circuit.nodes[si]),
-            x2 - half_width(&circuit.nodes[ti]),
-        );
-        let mid = (x1 + x2) / 2.0;
+        let (source, target) = (&circuit.nodes[si], &circuit.nodes[ti]);
+        let path = flow.path(centre[si], source, centre[ti], target);
         let w = edge_weight(e, group);
         let stroke = if max > 0.0 {
             MIN_STROKE + (MAX_STROKE - MIN_STROKE) * w.abs() / max
@@ -151,8 +138,8 @@ pub fn render_annotated(
         };
         let mut tip = format!(
             "{} → {}: {}",
-            circuit.nodes[si].label,
-            circuit.nodes[ti].label,
+            source.label,
+            target.label,
             short(e.weight.all)
         );
         for (g, v) in &e.weight.by_group {
@@ -160,7 +147,7 @@ pub fn render_annotated(
         }
         let _ = writeln!(
             s,
-            r#"<path class="edge" data-source="{}" data-target="{}" d="M {x1:.1} {y1:.1} C {mid:.1} {y1:.1}, {mid:.1} {y2:.1}, {x2:.1} {y2:.1}" stroke="{}" stroke-width="{stroke:.2}"><title>{}</title></path>"#,
+            r#"<path class="edge" data-source="{}" data-target="{}" d="{path}" stroke="{}" stroke-width="{stroke:.2}"><title>{}</title></path>"#,
             esc(&e.source),
             esc(&e.target),
             edge_colour(w),
@@ -182,12 +169,14 @@ pub fn render_annotated(
             esc(&n.label)
         );
         if let Some(note) = annotations.get(&n.id) {
-            // Right of the node, over its outgoing edges: a white halo keeps it legible.
+            // A white halo keeps it legible over the edges.
+            let (nx, ny, anchor) = match flow {
+                Flow::Right => (x + half_width(n) + 3.0, y + 4.0, "start"),
+                Flow::Up => (x, y + RADIUS + 25.0, "middle"),
+            };
             let _ = writeln!(
                 s,
-                r##"<text class="annotation" x="{:.1}" y="{:.1}" font-size="12" font-style="italic" fill="#8c2d04" stroke="white" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}</text>"##,
-                x + half_width(n) + 3.0,
-                y + 4.0,
+                r##"<text class="annotation" x="{nx:.1}" y="{ny:.1}" font-size="12" font-style="italic" fill="#8c2d04" stroke="white" stroke-width="3" stroke-linejoin="round" paint-order="stroke" text-anchor="{anchor}">{}</text>"##,
                 esc(note)
             );
         }
@@ -203,14 +192,266 @@ pub fn render_annotated(
     }
     let _ = writeln!(s, "</g>");
 
-    legend(&mut s, circuit, TITLE_H + HEADER_H + graph_h, max);
+    legend(&mut s, circuit, legend_y, max);
     let _ = writeln!(s, "</svg>");
     s
+}
+
+/// Which way edges run in a drawing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Left to right: the layered columns.
+    Right,
+    /// Bottom to top: the per-position grid.
+    Up,
+}
+
+impl Flow {
+    /// The SVG path of an edge from a node at `from` to one at `to`: a Bézier curve
+    /// between the facing sides of the two shapes.
+    fn path(self, from: (f64, f64), source: &Node, to: (f64, f64), target: &Node) -> String {
+        let ((x1, y1), (x2, y2)) = (from, to);
+        match self {
+            Flow::Right => {
+                let (x1, x2) = (x1 + half_width(source), x2 - half_width(target));
+                let mid = (x1 + x2) / 2.0;
+                format!("M {x1:.1} {y1:.1} C {mid:.1} {y1:.1}, {mid:.1} {y2:.1}, {x2:.1} {y2:.1}")
+            }
+            Flow::Up => {
+                let (y1, y2) = (y1 - half_height(source), y2 + half_height(target));
+                let mid = (y1 + y2) / 2.0;
+                format!("M {x1:.1} {y1:.1} C {x1:.1} {mid:.1}, {x2:.1} {mid:.1}, {x2:.1} {y2:.1}")
+            }
+        }
+    }
+}
+
+/// Where a drawing puts its nodes, and the drawing's size and guides.
+struct Frame {
+    width: f64,
+    height: f64,
+    /// Node centres, by node index.
+    centre: Vec<(f64, f64)>,
+    /// SVG elements under the graph: column or row headers, grid rules.
+    guides: String,
+    /// Top of the legend.
+    legend_y: f64,
+    flow: Flow,
+}
+
+/// The layered drawing: one column per graph layer, left to right, nodes in the order
+/// of [`layered`], headed by their kinds and hook.
+fn column_frame(circuit: &Circuit) -> Frame {
+    let layout = layered(circuit);
+    let n_cols = layout.columns.len();
+    let max_rows = layout.columns.iter().map(Vec::len).max().unwrap_or(0);
+    let width = (2.0 * MARGIN_X + n_cols.saturating_sub(1) as f64 * COL_GAP).max(MIN_WIDTH);
+    let graph_w = n_cols.saturating_sub(1) as f64 * COL_GAP;
+    let left = (width - graph_w) / 2.0;
+    let graph_h = max_rows.saturating_sub(1) as f64 * ROW_GAP + 2.0 * RADIUS + 24.0;
+    let top = TITLE_H + HEADER_H + RADIUS;
+
+    let mut centre = vec![(0.0, 0.0); circuit.nodes.len()];
+    for (c, column) in layout.columns.iter().enumerate() {
+        let offset = (max_rows - column.len()) as f64 * ROW_GAP / 2.0;
+        for (r, &i) in column.iter().enumerate() {
+            if let Some(slot) = centre.get_mut(i) {
+                *slot = (left + c as f64 * COL_GAP, top + offset + r as f64 * ROW_GAP);
+            }
+        }
+    }
+
+    // Column headers: the kinds and hooks of the nodes in each column.
+    let mut guides = String::new();
+    for (c, column) in layout.columns.iter().enumerate() {
+        let kinds: BTreeSet<NodeKind> = column.iter().map(|&i| circuit.nodes[i].kind).collect();
+        let hooks: BTreeSet<String> = column
+            .iter()
+            .map(|&i| circuit.nodes[i].hook.to_string())
+            .collect();
+        let name: Vec<&str> = kinds.iter().map(|&k| kind_plural(k)).collect();
+        let x = left + c as f64 * COL_GAP;
+        let _ = writeln!(
+            guides,
+            r#"<text class="header" x="{x:.1}" y="{:.1}" font-size="13" font-weight="bold" text-anchor="middle">{}</text>"#,
+            TITLE_H + 14.0,
+            esc(&name.join(" + "))
+        );
+        if hooks.len() == 1 {
+            let hook: Vec<&str> = hooks.iter().map(String::as_str).collect();
+            let _ = writeln!(
+                guides,
+                r##"<text class="header" x="{x:.1}" y="{:.1}" font-size="11" fill="#666" text-anchor="middle">{}</text>"##,
+                TITLE_H + 30.0,
+                esc(hook[0])
+            );
+        }
+    }
+    Frame {
+        width,
+        height: TITLE_H + HEADER_H + graph_h + LEGEND_H,
+        centre,
+        guides,
+        legend_y: TITLE_H + HEADER_H + graph_h,
+        flow: Flow::Right,
+    }
+}
+
+/// True when `circuit` is drawn as a per-position grid: it has position labels and
+/// every node but the outputs has a position (a per-position GPT-2 or Llama circuit
+/// of template-aligned pairs).
+pub fn is_grid(circuit: &Circuit) -> bool {
+    !circuit.positions.is_empty()
+        && circuit
+            .nodes
+            .iter()
+            .all(|n| n.kind == NodeKind::Output || n.position.is_some())
+}
+
+/// The per-position grid, read as in Marks et al.'s figures: one column per token
+/// position, labelled under the grid with the first pair's token there; one row per
+/// graph layer (submodule), the first at the bottom and the output on top, labelled
+/// at the left with its hook; edges run upwards. The nodes of one cell sit side by
+/// side, features before error nodes, the strongest |effect| first, wrapping onto
+/// further lines of the row after [`GRID_LINE_NODES`]. Output nodes sit at the last
+/// position.
+fn grid_frame(circuit: &Circuit) -> Frame {
+    let n_pos = circuit.positions.len();
+    let column_of = |n: &Node| {
+        n.position
+            .map_or(n_pos - 1, |p| (p as usize).min(n_pos - 1))
+    };
+    let layers: Vec<u32> = circuit
+        .nodes
+        .iter()
+        .map(|n| n.layer)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let row_of: BTreeMap<u32, usize> = layers.iter().enumerate().map(|(r, &l)| (l, r)).collect();
+    // Cells (row, column) → node indices in drawing order.
+    let mut cells: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for (i, n) in circuit.nodes.iter().enumerate() {
+        cells
+            .entry((row_of[&n.layer], column_of(n)))
+            .or_default()
+            .push(i);
+    }
+    let strength = |i: usize| {
+        circuit.nodes[i]
+            .effect
+            .as_ref()
+            .map_or(0.0, |e| e.all.abs())
+    };
+    for cell in cells.values_mut() {
+        cell.sort_by(|&a, &b| {
+            let (na, nb) = (&circuit.nodes[a], &circuit.nodes[b]);
+            na.kind
+                .cmp(&nb.kind)
+                .then(strength(b).total_cmp(&strength(a)))
+                .then(na.id.cmp(&nb.id))
+        });
+    }
+    // Nodes per column line: the widest cell of the column, wrapped at GRID_LINE_NODES.
+    let mut slots = vec![1usize; n_pos];
+    // Lines per row: the tallest cell of the row.
+    let mut lines = vec![1usize; layers.len()];
+    for (&(r, c), cell) in &cells {
+        slots[c] = slots[c].max(cell.len().min(GRID_LINE_NODES));
+        lines[r] = lines[r].max(cell.len().div_ceil(GRID_LINE_NODES));
+    }
+    let left = MARGIN_X / 2.0 + ROW_LABEL_W;
+    let mut col_left = Vec::with_capacity(n_pos);
+    let mut x = left;
+    for &k in &slots {
+        col_left.push(x);
+        x += k as f64 * CELL_W + COL_PAD;
+    }
+    let graph_w = x - left;
+    let width = (left + graph_w + MARGIN_X / 2.0).max(MIN_WIDTH);
+    let top = TITLE_H + HEADER_H / 2.0 + RADIUS;
+    // The y of each row's first line.
+    let mut row_y = Vec::with_capacity(layers.len());
+    let mut y = top;
+    for &n in &lines {
+        row_y.push(y);
+        y += n as f64 * GRID_LINE + GRID_ROW_GAP;
+    }
+    let graph_bottom = y - GRID_ROW_GAP - GRID_LINE + RADIUS + 36.0;
+
+    let mut centre = vec![(0.0, 0.0); circuit.nodes.len()];
+    for (&(r, c), cell) in &cells {
+        let mid = col_left[c] + slots[c] as f64 * CELL_W / 2.0;
+        for (l, line) in cell.chunks(GRID_LINE_NODES).enumerate() {
+            let first = mid - (line.len() as f64 - 1.0) * CELL_W / 2.0;
+            for (j, &i) in line.iter().enumerate() {
+                centre[i] = (first + j as f64 * CELL_W, row_y[r] + l as f64 * GRID_LINE);
+            }
+        }
+    }
+
+    let mut guides = String::from(r##"<g class="grid" font-size="11" fill="#666">"##);
+    guides.push('\n');
+    for (r, &layer) in layers.iter().enumerate() {
+        let hooks: BTreeSet<String> = circuit
+            .nodes
+            .iter()
+            .filter(|n| n.layer == layer)
+            .map(|n| n.hook.to_string())
+            .collect();
+        let name = hooks.into_iter().collect::<Vec<_>>().join(", ");
+        let y = row_y[r];
+        let _ = writeln!(
+            guides,
+            r##"<line x1="{left:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text class="row-header" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left + graph_w,
+            left - 12.0,
+            y + 4.0,
+            esc(&name)
+        );
+    }
+    for (c, label) in circuit.positions.iter().enumerate() {
+        let x = col_left[c] + slots[c] as f64 * CELL_W / 2.0;
+        if c > 0 {
+            let rule = col_left[c] - COL_PAD / 2.0;
+            let _ = writeln!(
+                guides,
+                r##"<line x1="{rule:.1}" y1="{:.1}" x2="{rule:.1}" y2="{graph_bottom:.1}" stroke="#ddd" stroke-dasharray="2 3"/>"##,
+                top - RADIUS
+            );
+        }
+        let _ = writeln!(
+            guides,
+            r##"<text class="position" x="{x:.1}" y="{:.1}" font-size="14" font-weight="bold" fill="#222" text-anchor="middle">{}</text><text x="{x:.1}" y="{:.1}" text-anchor="middle">position {c}</text>"##,
+            graph_bottom + 18.0,
+            esc(&display_token(label)),
+            graph_bottom + 34.0
+        );
+    }
+    guides.push_str("</g>\n");
+    let legend_y = graph_bottom + POSITION_LABEL_H;
+    Frame {
+        width,
+        height: legend_y + LEGEND_H,
+        centre,
+        guides,
+        legend_y,
+        flow: Flow::Up,
+    }
 }
 
 fn half_width(n: &Node) -> f64 {
     match n.kind {
         NodeKind::Input | NodeKind::Output => BOX_W / 2.0,
+        _ => RADIUS,
+    }
+}
+
+fn half_height(n: &Node) -> f64 {
+    match n.kind {
+        NodeKind::Input | NodeKind::Output => BOX_H / 2.0,
+        NodeKind::Error => RADIUS + 4.0,
         _ => RADIUS,
     }
 }
