@@ -55,7 +55,7 @@ def build(a):
 
         cfg = GPT2Config(
             n_layer=a.layers, n_embd=a.d_model, n_head=a.heads, vocab_size=a.vocab,
-            n_positions=1024, n_inner=a.d_mlp, attn_implementation="eager",
+            n_positions=1024, n_inner=a.d_mlp or None, attn_implementation="eager",
         )
         model = GPT2LMHeadModel(cfg)
         blocks = model.transformer.h

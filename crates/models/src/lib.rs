@@ -5,6 +5,8 @@
 //! - [`toy`]: the seed recipe's `SubjectVerbAgreementNN` (2 → 4 ReLU → 2), its
 //!   synthetic singular/plural data set, training with a hand-written backward pass,
 //!   and Hugging Face–style safetensors I/O.
+//! - [`gemm`]: dense products of ndarray views through faer (the transformer's and the
+//!   SAE trainer's).
 //! - [`tensors`]: reading and writing f32 tensors in safetensors files.
 //! - [`transformer`]: decoder-only language models from Hugging Face safetensors, GPT-2
 //!   and Llama families behind one type: forward with hook capture and interventions,
@@ -23,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod gemm;
 pub mod tensors;
 pub mod toy;
 pub mod transformer;

@@ -7,28 +7,18 @@
 //! | [`Norm`] | LayerNorm (gain and bias) | RMSNorm (gain) |
 //! | [`Attention`] | fused `c_attn`, one key/value head per query head | `q_proj`/`k_proj`/`v_proj` fused here, grouped key/value heads, rotary positions ([`Rotary`]) |
 //! | [`Mlp`] | `c_proj(gelu_new(c_fc x))` | `down_proj(silu(gate_proj x) · up_proj x)` |
-use ndarray::linalg::general_mat_mul;
 use ndarray::parallel::prelude::*;
 use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 use super::Scalar;
 
-/// Fewest rows per parallel task in [`matmul`].
-const MIN_ROW_CHUNK: usize = 16;
-
-/// `x · w`, parallel over one block of rows per thread (each block packs `w` once, so
-/// fewer, larger blocks are faster).
+/// `x · w` through faer ([`crate::gemm`]), parallel over rayon's threads.
 pub(crate) fn matmul<A: Scalar>(
     x: ArrayView2<'_, A>, // (n, k)
     w: ArrayView2<'_, A>, // (k, m)
 ) -> Array2<A> /* (n, m) */ {
     let mut out = Array2::zeros((x.nrows(), w.ncols()));
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = x.nrows().div_ceil(threads).max(MIN_ROW_CHUNK);
-    out.axis_chunks_iter_mut(Axis(0), chunk)
-        .into_par_iter()
-        .zip(x.axis_chunks_iter(Axis(0), chunk).into_par_iter())
-        .for_each(|(mut o, xc)| general_mat_mul(A::one(), &xc, &w, A::zero(), &mut o));
+    A::gemm(out.view_mut(), false, x, w, A::one());
     out
 }
 

@@ -75,7 +75,7 @@ use crate::{Error, Result};
 
 /// The float types the model runs in: `f32` (weights as stored) or `f64` (for
 /// finite-difference checks).
-pub trait Scalar: NdFloat {
+pub trait Scalar: NdFloat + crate::gemm::Gemm {
     /// Convert from `f64` (rounding for `f32`).
     fn of(x: f64) -> Self;
 }

@@ -1,13 +1,12 @@
 //! Dense matrix products, through one of two backends ([`Backend`]):
-//! - faer (always there; AVX-512/AVX2 kernels picked at run time, rayon-parallel);
+//! - faer (always there; AVX-512/AVX2 kernels picked at run time, rayon-parallel;
+//!   [`circuitry_models::gemm`], shared with the transformer);
 //! - Intel MKL, loaded at run time when installed ([`super::mkl`]), in blocks of the
 //!   output that rayon runs, each a sequential MKL call.
 //!
 //! Either way each output element is computed by one thread in an order fixed by the
 //! shapes, so products do not depend on the number of threads (tests in `tests.rs`
 //! check it for both).
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{s, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -214,47 +213,7 @@ macro_rules! impl_gemm {
                         return;
                     }
                 }
-                let (m, n) = c.dim();
-                let a_own;
-                let a_ref: MatRef<'_, $t> = match a.to_slice() {
-                    Some(s) => MatRef::from_row_major_slice(s, a.nrows(), a.ncols()),
-                    None => match a.t().to_slice() {
-                        Some(s) => MatRef::from_column_major_slice(s, a.nrows(), a.ncols()),
-                        None => {
-                            a_own = a.as_standard_layout().into_owned();
-                            let s = a_own.as_slice().unwrap_or(&[]);
-                            MatRef::from_row_major_slice(s, a.nrows(), a.ncols())
-                        }
-                    },
-                };
-                let b_own;
-                let b_ref: MatRef<'_, $t> = match b.to_slice() {
-                    Some(s) => MatRef::from_row_major_slice(s, b.nrows(), b.ncols()),
-                    None => match b.t().to_slice() {
-                        Some(s) => MatRef::from_column_major_slice(s, b.nrows(), b.ncols()),
-                        None => {
-                            b_own = b.as_standard_layout().into_owned();
-                            let s = b_own.as_slice().unwrap_or(&[]);
-                            MatRef::from_row_major_slice(s, b.nrows(), b.ncols())
-                        }
-                    },
-                };
-                let beta = if accumulate {
-                    Accum::Add
-                } else {
-                    Accum::Replace
-                };
-                match c.as_slice_mut() {
-                    Some(s) => {
-                        let c_mut: MatMut<'_, $t> = MatMut::from_row_major_slice_mut(s, m, n);
-                        matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
-                    }
-                    None => {
-                        // Not contiguous (never the case in this crate): ndarray's own product.
-                        let keep: $t = if accumulate { 1.0 } else { 0.0 };
-                        ndarray::linalg::general_mat_mul(alpha, &a, &b, keep, &mut c);
-                    }
-                }
+                <$t as circuitry_models::gemm::Gemm>::gemm(c, accumulate, a, b, alpha);
             }
         }
     };

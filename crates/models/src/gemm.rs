@@ -1,0 +1,160 @@
+//! Dense products `c = alpha · a b` (or `c += alpha · a b`) of ndarray views through
+//! faer, whose kernels are chosen at run time for the CPU (AVX-512 where it has it,
+//! AVX2 + FMA otherwise) and which splits the product over rayon's threads.
+//!
+//! Each output element is computed by one thread in an order fixed by the shapes, so
+//! products do not depend on the number of threads (tested here and in the SAE
+//! crate's kernels, which share this function).
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// Float types faer multiplies: `f32` and `f64`.
+pub trait Gemm: Sized {
+    /// `c = alpha · a b`, or `c += alpha · a b` with `accumulate`: `a (m, k)`,
+    /// `b (k, n)`, `c (m, n)`. Operands of any layout (copied to a standard layout
+    /// when neither row- nor column-major); `c` may have any layout.
+    ///
+    /// # Panics
+    /// When the shapes do not agree.
+    fn gemm(
+        c: ArrayViewMut2<'_, Self>,
+        accumulate: bool,
+        a: ArrayView2<'_, Self>,
+        b: ArrayView2<'_, Self>,
+        alpha: Self,
+    );
+}
+
+macro_rules! impl_gemm {
+    ($t:ty) => {
+        impl Gemm for $t {
+            fn gemm(
+                mut c: ArrayViewMut2<'_, $t>,
+                accumulate: bool,
+                a: ArrayView2<'_, $t>,
+                b: ArrayView2<'_, $t>,
+                alpha: $t,
+            ) {
+                let (m, n) = c.dim();
+                assert!(
+                    a.nrows() == m && b.ncols() == n && a.ncols() == b.nrows(),
+                    "gemm: shapes {:?} · {:?} → {:?} do not agree",
+                    a.dim(),
+                    b.dim(),
+                    c.dim()
+                );
+                let a_own;
+                let a_ref: MatRef<'_, $t> = match a.to_slice() {
+                    Some(s) => MatRef::from_row_major_slice(s, a.nrows(), a.ncols()),
+                    None => match a.t().to_slice() {
+                        Some(s) => MatRef::from_column_major_slice(s, a.nrows(), a.ncols()),
+                        None => {
+                            a_own = a.as_standard_layout().into_owned();
+                            let s = a_own.as_slice().unwrap_or(&[]);
+                            MatRef::from_row_major_slice(s, a.nrows(), a.ncols())
+                        }
+                    },
+                };
+                let b_own;
+                let b_ref: MatRef<'_, $t> = match b.to_slice() {
+                    Some(s) => MatRef::from_row_major_slice(s, b.nrows(), b.ncols()),
+                    None => match b.t().to_slice() {
+                        Some(s) => MatRef::from_column_major_slice(s, b.nrows(), b.ncols()),
+                        None => {
+                            b_own = b.as_standard_layout().into_owned();
+                            let s = b_own.as_slice().unwrap_or(&[]);
+                            MatRef::from_row_major_slice(s, b.nrows(), b.ncols())
+                        }
+                    },
+                };
+                let beta = if accumulate {
+                    Accum::Add
+                } else {
+                    Accum::Replace
+                };
+                if let Some(s) = c.as_slice_mut() {
+                    let c_mut: MatMut<'_, $t> = MatMut::from_row_major_slice_mut(s, m, n);
+                    matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
+                    return;
+                }
+                if let Some(s) = c.view_mut().reversed_axes().as_slice_mut() {
+                    let c_mut: MatMut<'_, $t> = MatMut::from_column_major_slice_mut(s, m, n);
+                    matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
+                    return;
+                }
+                // A strided output: ndarray's own product.
+                let keep: $t = if accumulate { 1.0 } else { 0.0 };
+                ndarray::linalg::general_mat_mul(alpha, &a, &b, keep, &mut c);
+            }
+        }
+    };
+}
+
+impl_gemm!(f32);
+impl_gemm!(f64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, ShapeBuilder};
+
+    fn filled(m: usize, n: usize, seed: u64) -> Array2<f64> {
+        Array2::from_shape_fn((m, n), |(i, j)| {
+            let x = (i as u64 * 7919 + j as u64 * 104_729 + seed * 31) % 1000;
+            x as f64 / 500.0 - 1.0
+        })
+    }
+
+    #[test]
+    fn every_layout_gives_ndarrays_product() {
+        let (a, b) = (filled(37, 23, 1), filled(23, 41, 2));
+        let want = a.dot(&b);
+        let at = a.t().as_standard_layout().into_owned(); // (23, 37), a = at.t()
+        let bt = b.t().as_standard_layout().into_owned();
+        for (ai, bi) in [(a.view(), b.view()), (at.t(), bt.t())] {
+            for fortran in [false, true] {
+                let mut c = Array2::<f64>::zeros((37, 41).set_f(fortran));
+                f64::gemm(c.view_mut(), false, ai, bi, 1.0);
+                let d = (&c - &want).mapv(f64::abs).fold(0.0f64, |m, &x| m.max(x));
+                assert!(d < 1e-12, "max diff {d}");
+                f64::gemm(c.view_mut(), true, ai, bi, -1.0);
+                assert!(c.iter().all(|x| x.abs() < 1e-12), "accumulate");
+            }
+        }
+        // A strided output (every other column).
+        let mut wide = Array2::<f64>::zeros((37, 82));
+        f64::gemm(
+            wide.slice_mut(ndarray::s![.., ..;2]),
+            false,
+            a.view(),
+            b.view(),
+            2.0,
+        );
+        let d = (&wide.slice(ndarray::s![.., ..;2]) - &(2.0 * &want))
+            .mapv(f64::abs)
+            .fold(0.0f64, |m, &x| m.max(x));
+        assert!(d < 1e-12, "strided: max diff {d}");
+    }
+
+    #[test]
+    fn products_do_not_depend_on_the_thread_count() {
+        let a = filled(300, 257, 3).mapv(|x| x as f32);
+        let b = filled(257, 513, 4).mapv(|x| x as f32);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut c = Array2::<f32>::zeros((300, 513));
+                f32::gemm(c.view_mut(), false, a.view(), b.view(), 1.0);
+                c
+            })
+        };
+        let one = run(1);
+        for t in [2, 3, 8] {
+            assert_eq!(run(t), one, "{t} threads");
+        }
+    }
+}
