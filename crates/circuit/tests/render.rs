@@ -371,7 +371,7 @@ pub fn per_position_circuit_is_drawn_as_a_grid_of_positions_and_layers() {
         let d: Vec<f64> = p
             .attribute("d")
             .unwrap()
-            .split(|ch: char| ch == ' ' || ch == ',')
+            .split([' ', ','])
             .filter_map(|t| t.parse().ok())
             .collect();
         let (y_start, y_end) = (d[1], d[d.len() - 1]);

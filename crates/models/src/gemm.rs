@@ -26,6 +26,23 @@ pub trait Gemm: Sized {
     );
 }
 
+/// `x` as a faer matrix: its own memory when it is row- or column-major, else a
+/// row-major copy kept in `own`.
+fn as_faer<'a, T: Copy + 'static>(
+    x: ArrayView2<'a, T>,
+    own: &'a mut Option<ndarray::Array2<T>>,
+) -> MatRef<'a, T> {
+    let (m, n) = x.dim();
+    if let Some(s) = x.to_slice() {
+        return MatRef::from_row_major_slice(s, m, n);
+    }
+    if let Some(s) = x.reversed_axes().to_slice() {
+        return MatRef::from_column_major_slice(s, m, n);
+    }
+    let copy = own.insert(x.as_standard_layout().into_owned());
+    MatRef::from_row_major_slice(copy.as_slice().unwrap_or(&[]), m, n)
+}
+
 macro_rules! impl_gemm {
     ($t:ty) => {
         impl Gemm for $t {
@@ -44,30 +61,9 @@ macro_rules! impl_gemm {
                     b.dim(),
                     c.dim()
                 );
-                let a_own;
-                let a_ref: MatRef<'_, $t> = match a.to_slice() {
-                    Some(s) => MatRef::from_row_major_slice(s, a.nrows(), a.ncols()),
-                    None => match a.t().to_slice() {
-                        Some(s) => MatRef::from_column_major_slice(s, a.nrows(), a.ncols()),
-                        None => {
-                            a_own = a.as_standard_layout().into_owned();
-                            let s = a_own.as_slice().unwrap_or(&[]);
-                            MatRef::from_row_major_slice(s, a.nrows(), a.ncols())
-                        }
-                    },
-                };
-                let b_own;
-                let b_ref: MatRef<'_, $t> = match b.to_slice() {
-                    Some(s) => MatRef::from_row_major_slice(s, b.nrows(), b.ncols()),
-                    None => match b.t().to_slice() {
-                        Some(s) => MatRef::from_column_major_slice(s, b.nrows(), b.ncols()),
-                        None => {
-                            b_own = b.as_standard_layout().into_owned();
-                            let s = b_own.as_slice().unwrap_or(&[]);
-                            MatRef::from_row_major_slice(s, b.nrows(), b.ncols())
-                        }
-                    },
-                };
+                let (mut a_own, mut b_own) = (None, None);
+                let a_ref = as_faer(a, &mut a_own);
+                let b_ref = as_faer(b, &mut b_own);
                 let beta = if accumulate {
                     Accum::Add
                 } else {
