@@ -251,3 +251,36 @@ fn parquet_corpus_gives_the_same_dataset_as_text() {
     assert!(ActivationStore::open(&a).unwrap().n_rows() > 1000);
     assert_same_data(&a, &b);
 }
+
+/// `--threads` is a speed-only flag for the pipeline's freshness (a changed value does not
+/// re-run a dump): ONNX Runtime's intra-op thread count must not change a single byte of
+/// the shards, for corpus windows and left-padded pairs.
+#[test]
+fn the_thread_count_does_not_change_the_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = model_dir().join("agreement/across_rc_test.jsonl");
+    for (name, input) in [
+        ("corpus", DumpInput::Corpus(model_dir().join("corpus.txt"))),
+        ("pairs", DumpInput::Pairs(pairs)),
+    ] {
+        let mut shards: Vec<Vec<Vec<u8>>> = Vec::new();
+        for threads in [1, 2, 3] {
+            let out = dir.path().join(format!("{name}-{threads}"));
+            let mut cfg = config(&out, input.clone(), Some(3000));
+            cfg.threads = threads;
+            onnx::dump(&cfg).unwrap();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .collect();
+            files.sort();
+            assert!(!files.is_empty());
+            shards.push(files.iter().map(|f| std::fs::read(f).unwrap()).collect());
+        }
+        assert!(
+            shards.iter().all(|s| *s == shards[0]),
+            "{name}: shards differ with the thread count"
+        );
+    }
+}

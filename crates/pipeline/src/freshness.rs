@@ -231,7 +231,11 @@ pub fn diff_args(old: &[String], new: &[String]) -> Vec<ArgChange> {
         return Vec::new();
     }
     let (old_words, mut old_flags) = split_flags(old);
-    let (new_words, new_flags) = split_flags(new);
+    let (new_words, mut new_flags) = split_flags(new);
+    for flag in SPEED_ONLY_FLAGS {
+        old_flags.remove(*flag);
+        new_flags.remove(*flag);
+    }
     for (was, now) in RENAMED_LIST_FLAGS {
         if let Some(values) = old_flags.remove(*was) {
             old_flags
@@ -272,6 +276,12 @@ pub fn diff_args(old: &[String], new: &[String]) -> Vec<ArgChange> {
     }
     changes
 }
+
+/// Flags that change only how fast a stage runs, never its outputs, so changing them
+/// does not make a stage stale: `circuitry-dump onnx --threads` (ONNX Runtime's
+/// intra-op threads; its shards are byte-identical with 1, 2 and 3 threads, tested in
+/// crates/dump/tests/tiny_model.rs). A dump of hours is not redone to use more cores.
+const SPEED_ONLY_FLAGS: &[&str] = &["--threads"];
 
 /// List flags renamed since records were written: `(old, new)`, where the old flag
 /// was repeated once per value and the new one takes a comma-separated list. A record
@@ -508,6 +518,25 @@ mod tests {
         let other = diff_args(&old, &words("--store s --out o --hooks b,a --d-sae 8"));
         assert!(
             matches!(&other[..], [ArgChange::Changed { flag, .. }] if flag == "--hooks"),
+            "{other:?}"
+        );
+    }
+
+    #[test]
+    fn a_speed_only_flag_never_makes_a_stage_stale() {
+        let old = words("onnx --model m --out o --threads 2 --batch-size 8");
+        for new in [
+            "onnx --model m --out o --threads 16 --batch-size 8",
+            "onnx --model m --out o --batch-size 8",
+        ] {
+            assert!(diff_args(&old, &words(new)).is_empty(), "{new}");
+        }
+        let other = diff_args(
+            &old,
+            &words("onnx --model m --out o --threads 16 --batch-size 4"),
+        );
+        assert!(
+            matches!(&other[..], [ArgChange::Changed { flag, .. }] if flag == "--batch-size"),
             "{other:?}"
         );
     }
