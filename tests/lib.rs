@@ -95,3 +95,29 @@ pub fn python(script: &str, args: &[&Path]) -> String {
     let out = run_ok(&mut cmd);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The largest difference between the numbers of two JSON values of one shape
+/// (anything else must be equal).
+pub fn json_max_diff(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> f64 {
+    use serde_json::Value::{Array, Number, Object};
+    match (a, b) {
+        (Number(x), Number(y)) => (x.as_f64().unwrap() - y.as_f64().unwrap()).abs(),
+        (Array(x), Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: lengths differ");
+            x.iter()
+                .zip(y)
+                .map(|(u, v)| json_max_diff(u, v, at))
+                .fold(0.0, f64::max)
+        }
+        (Object(x), Object(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: keys differ");
+            x.iter()
+                .map(|(k, u)| json_max_diff(u, &y[k], &format!("{at}.{k}")))
+                .fold(0.0, f64::max)
+        }
+        _ => {
+            assert_eq!(a, b, "{at} differs");
+            0.0
+        }
+    }
+}

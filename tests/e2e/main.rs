@@ -2,6 +2,7 @@
 //! Build the binaries first: `cargo build --release --workspace --bins` (scripts/test.sh).
 
 mod cache_integrity;
+mod circuit_parts;
 mod demo;
 mod gpt2_small_manifest;
 mod one_shape;

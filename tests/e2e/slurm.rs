@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use circuitry_tests::{bin, bin_dir, private_manifest, python, repo_root, run_ok, text};
+use circuitry_tests::{
+    bin, bin_dir, json_max_diff, private_manifest, python, repo_root, run_ok, text,
+};
 
 /// The cluster's `SLURM_CONF`, starting the cluster on first use; `None` (after a
 /// loud message) when Slurm is not installed.
@@ -287,28 +289,55 @@ fn forced_resubmission_replaces_a_complete_stage_and_a_failed_job_restores_it() 
     assert!(again.contains("nothing to run"), "{again}");
 }
 
-/// The tiny GPT-2 pipeline as shipped (4000-row shards, without its circuit stages)
-/// through Slurm, with the
-/// corpus dump split into a 3-task job array (and the SAE stage into one array task
-/// per hook when it trains several): all stages done, the corpus activations equal a
-/// local single-process dump row for row (read in the store's shard order), and every
-/// other Parquet and safetensors output (the paired dump, the SAEs, trained through
-/// the store reader on the assembled parts) byte-identical to the local run's.
+/// The tiny GPT-2 pipeline as shipped (4000-row shards; its circuits on their first
+/// 64 pairs in batches of 8, without the exact-patching check) through Slurm, with the
+/// corpus dump split into a 3-task job array, the SAE stage into one array task per
+/// hook when it trains several, and every circuit into 4 parts (three rounds of job
+/// arrays): all stages done, the corpus activations equal a local single-process dump
+/// row for row (read in the store's shard order), every other Parquet and safetensors
+/// output (the paired dump, the SAEs, trained through the store reader on the
+/// assembled parts) byte-identical to the local run's, and every circuit's
+/// `circuit.json` and `faithfulness.json` equal to the local run's within 1e-6.
 #[test]
 fn sva_tiny_through_slurm_with_dump_parts_equals_a_local_run() {
     let Some(conf) = cluster() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    // Without the circuit stages (slow, and nothing Slurm changes: single jobs).
+    // The circuits on 64 pairs in batches of 8 (8 batches, 2 per part), without the
+    // exact-patching check, which runs in the plain job, not in the parts.
     let shorten = |manifest: &Path, slurm: &str| {
         let text = fs::read_to_string(manifest)
             .unwrap()
             .replace("shard_rows = 20000", "shard_rows = 4000");
-        let kept: Vec<&str> = text
+        let blocks: Vec<String> = text
             .split("\n[[stage]]")
-            .filter(|block| !block.contains("kind = \"circuit\""))
+            .map(|block| {
+                if block.contains("kind = \"circuit\"") {
+                    let kept: Vec<&str> = block
+                        .lines()
+                        .filter(|l| !l.starts_with("exact_check"))
+                        .collect();
+                    format!("{}\nmax_examples = 64\nbatch_size = 8\n", kept.join("\n"))
+                } else {
+                    block.to_string()
+                }
+            })
             .collect();
-        fs::write(manifest, format!("{}\n{slurm}", kept.join("\n[[stage]]"))).unwrap();
+        fs::write(manifest, format!("{}\n{slurm}", blocks.join("\n[[stage]]"))).unwrap();
     };
+    let circuits: Vec<String> = fs::read_to_string(repo_root().join("pipelines/sva-tiny.toml"))
+        .unwrap()
+        .split("\n[[stage]]")
+        .filter(|b| b.contains("kind = \"circuit\""))
+        .filter_map(|b| {
+            b.lines()
+                .find_map(|l| l.strip_prefix("name = \""))
+                .map(|n| n.trim_end_matches('"').to_string())
+        })
+        .collect();
+    assert!(
+        circuits.len() >= 2,
+        "sva-tiny has circuit stages: {circuits:?}"
+    );
     let dir = awkward_dir(tmp.path());
     let manifest = private_manifest("sva-tiny.toml", &dir);
     let shipped = fs::read_to_string(&manifest).unwrap();
@@ -316,6 +345,9 @@ fn sva_tiny_through_slurm_with_dump_parts_equals_a_local_run() {
     let per_hook = shipped.contains("name = \"saes\"") && shipped.contains("\nhooks = [");
     if per_hook {
         slurm.push_str("\n[slurm.stage.saes]\nper_hook = true\n");
+    }
+    for c in &circuits {
+        slurm.push_str(&format!("\n[slurm.stage.{c}]\nparts = 4\n"));
     }
     shorten(&manifest, &slurm);
     let submitted = ok(circuitry(conf, &["submit"], &manifest));
@@ -337,6 +369,10 @@ fn sva_tiny_through_slurm_with_dump_parts_equals_a_local_run() {
             status.contains("(--only-hook blocks.0.hook_resid_pre): done"),
             "{status}"
         );
+    }
+    for round in 1..=3 {
+        let task = format!("task 3 (part 3/4, round {round}/3): done");
+        assert!(status.contains(&task), "{task} not in:\n{status}");
     }
     let local_dir = tmp.path().join("local");
     fs::create_dir(&local_dir).unwrap();
@@ -403,6 +439,25 @@ assert worst == 0.0, worst
             a == b,
             "{f} differs between the Slurm run and the local run"
         );
+    }
+    for c in &circuits {
+        assert!(
+            !run.join(c).join("parts").exists(),
+            "{c}: parts left behind"
+        );
+        for file in ["circuit.json", "faithfulness.json"] {
+            // Not the provenance: the SAE folders' fingerprints cover their training
+            // records, whose timings differ between the two runs.
+            let read = |dir: &Path| -> serde_json::Value {
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&fs::read(dir.join(c).join(file)).unwrap()).unwrap();
+                v.as_object_mut().map(|o| o.remove("provenance"));
+                v
+            };
+            let d = json_max_diff(&read(&run), &read(&local), &format!("{c}/{file}"));
+            println!("{c}/{file}: 4 parts on Slurm vs one local process, max |diff| {d:e}");
+            assert!(d <= 1e-6, "{c}/{file} differs by {d}");
+        }
     }
     let again = ok(circuitry(conf, &["run"], &manifest));
     assert!(again.contains("nothing to run"), "{again}");

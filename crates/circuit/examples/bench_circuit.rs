@@ -314,7 +314,7 @@ fn main() -> anyhow::Result<()> {
         let state = BatchState {
             batch: &batch,
             prep: &prep,
-            effects: &effects,
+            grad: &effects.grad,
         };
         let t = Instant::now();
         add_edges(&model, &subs, state, &nodes, max_rows, &mut sums)?;

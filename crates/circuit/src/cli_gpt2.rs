@@ -23,6 +23,13 @@ pub struct Gpt2Args {
     out: PathBuf,
     #[command(flatten)]
     options: CircuitOptions,
+    /// Compute only part I of N (0 <= I < N) of the pairs: each run does the next of
+    /// its three rounds (node effects; edges and the node sweep; the edge sweep) into
+    /// OUT/parts/I/, once every part has done the round before. The command without
+    /// --part then finishes any round left and writes the circuit, the same as one
+    /// run over all pairs. `circuitry submit` runs the rounds as three job arrays.
+    #[arg(long, value_name = "I/N")]
+    pub part: Option<circuitry_core::part::Part>,
     /// Only check the options, the inputs that exist (SAEs, store), the memory
     /// estimate and that --out can be written; exit 0 or 2 (one line on stderr),
     /// writing nothing.

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use circuitry_circuit::gpt2::stage::{load_saes, run_gpt2_stage};
+use circuitry_circuit::gpt2::parts::ROUNDS;
+use circuitry_circuit::gpt2::stage::{load_saes, run_gpt2_part, run_gpt2_stage, PartOutcome};
 use circuitry_circuit::stage::{run_toy_stage, ToyStageConfig};
 use circuitry_core::binary;
 use circuitry_core::params::{CircuitToyOptions, StageOptions};
@@ -114,6 +115,7 @@ fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
     let timer = StageTimer::start("circuitry-circuit", std::env::args().skip(1).collect());
     let check_only = args.check_only;
     let limit = MemoryLimit::from_flag(args.memory_limit);
+    let part = args.part;
     let cfg = args.into_config()?;
     preflight(
         &cfg.out,
@@ -126,6 +128,25 @@ fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let _span = tracing::info_span!("circuit_gpt2", out = %cfg.out.display()).entered();
+    if let Some(part) = part {
+        // An array task: one round of one part; the plain command assembles the parts.
+        let outcome = run_gpt2_part(&cfg, part)
+            .with_context(|| format!("computing part {part} into {}", cfg.out.display()))?;
+        match outcome {
+            PartOutcome::Wrote(round, file) => eprintln!(
+                "part {part}: round {} of {} ({}) written to {}",
+                round.number(),
+                ROUNDS.len(),
+                round.what(),
+                file.display()
+            ),
+            PartOutcome::AllDone => eprintln!(
+                "part {part}: all {} rounds done; run without --part to assemble the circuit",
+                ROUNDS.len()
+            ),
+        }
+        return Ok(());
+    }
     let summary = run_gpt2_stage(&cfg, timer)
         .with_context(|| format!("building the circuit into {}", cfg.out.display()))?;
     print!("{summary}");

@@ -163,7 +163,7 @@ fn edges_match_finite_differences_of_the_downstream_node_on(
     let state = BatchState {
         batch: &pb,
         prep: &prep,
-        effects: &eff,
+        grad: &eff.grad,
     };
     add_edges(&model, &subs, state, &nodes, 4096, &mut sums).unwrap();
     let clean = model

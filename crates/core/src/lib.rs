@@ -13,6 +13,7 @@
 //!   that looks complete;
 //! - [`fingerprint`]: content hashes (BLAKE3) of files and directories;
 //! - [`options`]: option values a binary's flag and its manifest key share;
+//! - [`part`]: part `I` of `N` of a stage's work, a Slurm array task's share;
 //! - [`progress`]: a bar with an ETA on a terminal, periodic log lines otherwise;
 //! - [`binary`]: what every binary's `main` shares (logging set-up, the one-line
 //!   error with its cause chain, the exit code).
@@ -34,6 +35,7 @@ mod hook;
 mod model;
 pub mod options;
 pub mod params;
+pub mod part;
 pub mod preflight;
 pub mod progress;
 mod record;

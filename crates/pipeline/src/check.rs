@@ -216,7 +216,7 @@ pub fn check_jobs(pipeline: &Pipeline, plan: &Plan, bins: &BinDirs) -> Result<Ve
             .collect();
         let tasks: Vec<(String, Vec<String>)> = match pipeline.array_plan(stage) {
             ArrayPlan::Single => vec![(String::new(), Vec::new())],
-            ArrayPlan::Parts { n } => (0..n)
+            ArrayPlan::Parts { n, .. } => (0..n)
                 .map(|i| {
                     (
                         format!("array task {i} of {n} (--part {i}/{n}): "),

@@ -134,8 +134,10 @@ pub struct EdgeEval<'a> {
     pub model: &'a Transformer,
     /// Its spliced submodules.
     pub subs: &'a Submodules,
-    /// The pairs.
+    /// The pairs: a run of the dataset's batches.
     pub batches: &'a [PairBatch],
+    /// The index of `batches[0]` in the dataset (seeds resample ablation).
+    pub first_batch: usize,
     /// Their clean/patch states (for resample ablation).
     pub preps: &'a [Prepared],
     /// Per submodule: mean features (seq_max, d_sae) and errors (seq_max, d_model).
@@ -171,7 +173,7 @@ impl EdgeEval<'_> {
             .iter()
             .zip(self.preps)
             .enumerate()
-            .map(|(bi, (batch, prep))| self.batch(bi, batch, prep, &keep, &plan))
+            .map(|(bi, (batch, prep))| self.batch(self.first_batch + bi, batch, prep, &keep, &plan))
             .collect()
     }
 

@@ -8,7 +8,7 @@ use circuitry_core::HookPoint;
 use circuitry_models::transformer::{Backward, Forward, Transformer};
 use ndarray::{s, Array2, Array3, ArrayView3};
 
-use super::nodes::{NodeEffects, Prepared};
+use super::nodes::Prepared;
 use super::pairs::{answers, logit_diff, repeat_rows, PairBatch};
 use super::splice::{from_rows, to_rows, Submodules};
 use crate::{Error, Result};
@@ -46,12 +46,13 @@ pub struct BatchState<'a> {
     pub batch: &'a PairBatch,
     /// Their clean/patch states and clean gradients.
     pub prep: &'a Prepared,
-    /// Their node effects (whose `grad` is the left vector of the edges).
-    pub effects: &'a NodeEffects,
+    /// Per submodule, the gradient the node effects used (batch, seq, d_model):
+    /// [`NodeEffects::grad`](super::nodes::NodeEffects::grad), the left vector of the edges.
+    pub grad: &'a [Array3<f32>],
 }
 
 /// Add the edges of one batch between the `nodes` of the circuit to `sums`.
-/// `effects.grad` gives `∇m` at each submodule (the left vector); Jacobians are taken
+/// `state.grad` gives `∇m` at each submodule (the left vector); Jacobians are taken
 /// at the clean prompts; `max_rows` bounds batch·seq of one pass.
 pub fn add_edges(
     model: &Transformer,
@@ -61,11 +62,7 @@ pub fn add_edges(
     max_rows: usize,
     sums: &mut EdgeSums,
 ) -> Result<()> {
-    let BatchState {
-        batch,
-        prep,
-        effects,
-    } = state;
+    let BatchState { batch, prep, grad } = state;
     let (b, seq) = batch.clean.dim();
     let hooks = subs.hooks();
     for d in 0..=subs.len() {
@@ -113,7 +110,7 @@ pub fn add_edges(
         }
         let sub_d = &subs.all()[d];
         let per_chunk = (max_rows / (b * seq).max(1)).max(1);
-        let left_f = sub_d.feature_grad(effects.grad[d].view()); // (batch, seq, d_sae)
+        let left_f = sub_d.feature_grad(grad[d].view()); // (batch, seq, d_sae)
         for group in down.chunks(per_chunk) {
             let k = group.len();
             let ids = repeat_rows(batch.clean.view(), k);
@@ -138,7 +135,7 @@ pub fn add_edges(
                         let mut left = Array3::<f32>::zeros((b, seq, dm));
                         for p in range {
                             left.slice_mut(s![.., p, ..])
-                                .assign(&effects.grad[d].slice(s![.., p, ..]));
+                                .assign(&grad[d].slice(s![.., p, ..]));
                         }
                         part.assign(&sub_d.error_vjp(prep.clean[d].f.view(), left.view()));
                     }

@@ -108,6 +108,87 @@ impl Membership {
     }
 }
 
+/// Sums of features and errors per position over the clean and patch prompts of a
+/// share of the pairs, and how many prompts reached each position: the per-position
+/// means of mean ablation are their totals over all pairs ([`PositionSums::means`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PositionSums {
+    /// Per submodule: Σ features (seq_max, d_sae).
+    pub feat: Vec<Array2<f64>>,
+    /// Per submodule: Σ errors (seq_max, d_model).
+    pub err: Vec<Array2<f64>>,
+    /// Per position: prompts summed.
+    pub count: Vec<u64>,
+}
+
+impl PositionSums {
+    /// Nothing summed yet, for prompts of at most `seq_max` tokens.
+    pub fn zeros(subs: &Submodules, seq_max: usize, d_model: usize) -> PositionSums {
+        PositionSums {
+            feat: subs
+                .all()
+                .iter()
+                .map(|s| Array2::zeros((seq_max, s.d_sae())))
+                .collect(),
+            err: subs
+                .all()
+                .iter()
+                .map(|_| Array2::zeros((seq_max, d_model)))
+                .collect(),
+            count: vec![0; seq_max],
+        }
+    }
+
+    /// Add the clean and patch prompts of one batch.
+    pub fn add_batch(&mut self, prep: &Prepared) {
+        let axis = ndarray::Axis(0);
+        for s in 0..self.feat.len() {
+            for st in [&prep.clean[s], &prep.patch[s]] {
+                let seq = st.f.dim().1;
+                for p in 0..seq {
+                    let mut fr = self.feat[s].row_mut(p);
+                    fr += &st.f.slice(s![.., p, ..]).mapv(f64::from).sum_axis(axis);
+                    let mut er = self.err[s].row_mut(p);
+                    er += &st.err.slice(s![.., p, ..]).mapv(f64::from).sum_axis(axis);
+                }
+            }
+        }
+        let (b, seq) = (prep.metric.len() as u64, prep.clean[0].f.dim().1);
+        for c in self.count.iter_mut().take(seq) {
+            *c += 2 * b;
+        }
+    }
+
+    /// Add another share's sums (of the same shapes).
+    pub fn add(&mut self, other: &PositionSums) {
+        for s in 0..self.feat.len() {
+            self.feat[s] += &other.feat[s];
+            self.err[s] += &other.err[s];
+        }
+        for (c, o) in self.count.iter_mut().zip(&other.count) {
+            *c += o;
+        }
+    }
+
+    /// Per submodule `(mean features (seq_max, d_sae), mean errors (seq_max, d_model))`;
+    /// 0 at positions no prompt reached.
+    pub fn means(&self) -> Vec<(Array2<f32>, Array2<f32>)> {
+        let mean = |a: &Array2<f64>| {
+            let mut out = Array2::<f32>::zeros(a.raw_dim());
+            for (p, &c) in self.count.iter().enumerate() {
+                let n = c.max(1) as f64;
+                out.row_mut(p).assign(&a.row(p).mapv(|v| (v / n) as f32));
+            }
+            out
+        };
+        self.feat
+            .iter()
+            .zip(&self.err)
+            .map(|(f, e)| (mean(f), mean(e)))
+            .collect()
+    }
+}
+
 /// Mean features and errors per position over clean and patch prompts of all batches:
 /// per submodule `(f (seq_max, d_sae), err (seq_max, d_model))`.
 pub fn position_means(preps: &[Prepared]) -> Vec<(Array2<f32>, Array2<f32>)> {
@@ -119,41 +200,23 @@ pub fn position_means(preps: &[Prepared]) -> Vec<(Array2<f32>, Array2<f32>)> {
         .map(|p| p.clean[0].f.dim().1)
         .max()
         .unwrap_or(0);
-    let mut out = Vec::new();
-    for s in 0..first.clean.len() {
-        let d_sae = first.clean[s].f.dim().2;
-        let d = first.clean[s].err.dim().2;
-        let mut f = Array2::<f64>::zeros((seq_max, d_sae));
-        let mut e = Array2::<f64>::zeros((seq_max, d));
-        let mut count = vec![0usize; seq_max];
-        for prep in preps {
-            for st in [&prep.clean[s], &prep.patch[s]] {
-                let (b, seq, _) = st.f.dim();
-                for (p, c) in count.iter_mut().enumerate().take(seq) {
-                    *c += b;
-                    let mut fr = f.row_mut(p);
-                    fr += &st
-                        .f
-                        .slice(s![.., p, ..])
-                        .mapv(f64::from)
-                        .sum_axis(ndarray::Axis(0));
-                    let mut er = e.row_mut(p);
-                    er += &st
-                        .err
-                        .slice(s![.., p, ..])
-                        .mapv(f64::from)
-                        .sum_axis(ndarray::Axis(0));
-                }
-            }
-        }
-        for (p, &c) in count.iter().enumerate() {
-            let n = c.max(1) as f64;
-            f.row_mut(p).mapv_inplace(|v| v / n);
-            e.row_mut(p).mapv_inplace(|v| v / n);
-        }
-        out.push((f.mapv(|v| v as f32), e.mapv(|v| v as f32)));
+    let mut sums = PositionSums {
+        feat: first
+            .clean
+            .iter()
+            .map(|st| Array2::zeros((seq_max, st.f.dim().2)))
+            .collect(),
+        err: first
+            .clean
+            .iter()
+            .map(|st| Array2::zeros((seq_max, st.err.dim().2)))
+            .collect(),
+        count: vec![0; seq_max],
+    };
+    for prep in preps {
+        sums.add_batch(prep);
     }
-    out
+    sums.means()
 }
 
 /// The mean metric over all pairs with every node outside `keep` ablated.
@@ -166,7 +229,7 @@ pub fn ablated_metric(
     keep: &Membership,
     ablation: Ablation,
 ) -> Result<f64> {
-    let per_pair = ablated_metrics(model, subs, batches, preps, means, keep, ablation)?;
+    let per_pair = ablated_metrics(model, subs, (batches, 0), preps, means, keep, ablation)?;
     Ok(mean_of(&per_pair))
 }
 
@@ -181,11 +244,12 @@ pub fn mean_of(per_pair: &[Array1<f32>]) -> f64 {
 }
 
 /// The metric of every pair (one array per batch) with every node outside `keep`
-/// ablated.
+/// ablated. `batches` is a run of the dataset's batches with the index of its first
+/// (which seeds resample ablation's permutations).
 pub fn ablated_metrics(
     model: &Transformer,
     subs: &Submodules,
-    batches: &[PairBatch],
+    (batches, first_batch): (&[PairBatch], usize),
     preps: &[Prepared],
     means: &[(Array2<f32>, Array2<f32>)],
     keep: &Membership,
@@ -194,7 +258,7 @@ pub fn ablated_metrics(
     let mut per_pair = Vec::new();
     for (bi, (batch, prep)) in batches.iter().zip(preps).enumerate() {
         let b = batch.len();
-        let donor = donor_perm(ablation, bi, b);
+        let donor = donor_perm(ablation, first_batch + bi, b);
         let hooks = subs.hooks();
         let out = model.run_with(
             &Forward::tokens(batch.clean.view()),
@@ -413,24 +477,26 @@ pub fn case_means(batches: &[PairBatch], per_pair: &[Array1<f32>]) -> BTreeMap<S
         .collect()
 }
 
-/// The mean metric over the pairs the model gets right ([`Prepared::right`]), from
-/// per-batch, per-pair metrics; `None` when it gets none right.
-pub fn right_mean(preps: &[Prepared], per_pair: &[Array1<f32>]) -> Option<f64> {
-    let (total, n) = preps
+/// Per batch, whether the model gets each pair right ([`Prepared::right`]).
+pub fn rights(preps: &[Prepared]) -> Vec<Array1<bool>> {
+    preps.iter().map(|p| p.right.clone()).collect()
+}
+
+/// The mean metric over the pairs the model gets right (`right`, per batch: see
+/// [`rights`]), from per-batch, per-pair metrics; `None` when it gets none right.
+pub fn right_mean(right: &[Array1<bool>], per_pair: &[Array1<f32>]) -> Option<f64> {
+    let (total, n) = right
         .iter()
         .zip(per_pair)
-        .flat_map(|(p, m)| p.right.iter().zip(m))
+        .flat_map(|(r, m)| r.iter().zip(m))
         .filter(|(&r, _)| r)
         .fold((0.0, 0usize), |(t, n), (_, &v)| (t + f64::from(v), n + 1));
     (n > 0).then(|| total / n as f64)
 }
 
-/// The number of pairs the model gets right ([`Prepared::right`]).
-pub fn right_count(preps: &[Prepared]) -> usize {
-    preps
-        .iter()
-        .map(|p| p.right.iter().filter(|&&r| r).count())
-        .sum()
+/// The number of pairs the model gets right (`right`, per batch: see [`rights`]).
+pub fn right_count(right: &[Array1<bool>]) -> usize {
+    right.iter().map(|r| r.iter().filter(|&&r| r).count()).sum()
 }
 
 /// The number of pairs per `case`.

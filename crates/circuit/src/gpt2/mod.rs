@@ -20,6 +20,8 @@
 //! - [`edgeeval`]: faithfulness with the edges outside the circuit ablated too;
 //! - [`discover`]: the whole dataset: [`analyse`], [`select`], [`mean_edges`], [`sweep`],
 //!   [`edge_sweep`];
+//! - [`parts`]: the computation in three rounds over shares of the pairs, in one go or
+//!   split into parts (`--part I/N`, Slurm job arrays) whose files add up;
 //! - [`build`]: the [`Circuit`](crate::Circuit) graph of the result;
 //! - [`stage`]: the `circuitry-circuit gpt2` stage; [`plot`]: the faithfulness plot.
 pub mod build;
@@ -30,6 +32,7 @@ pub mod eval;
 pub mod exactcheck;
 pub mod nodes;
 pub mod pairs;
+pub mod parts;
 pub mod plot;
 pub mod splice;
 pub mod stage;

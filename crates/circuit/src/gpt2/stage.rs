@@ -13,19 +13,22 @@ use circuitry_store::ActivationStore;
 use serde::Serialize;
 
 use super::build::{build_graph, label, GraphMeta, GraphParts};
-use super::discover::{
-    analyse, edge_sweep, log_thresholds, mean_edges, select, sweep, Aggregation,
-};
-use super::edgeeval::EdgeEval;
+use super::discover::{edge_sweep_rows, log_thresholds, sweep_rows, Aggregation};
+use super::edgeeval::all_edges;
 use super::edges::EdgeSums;
-use super::eval::{position_means, Ablation, EdgeEvalRow, Ends, EvalRow};
+use super::eval::{Ablation, EdgeEvalRow, Ends, EvalRow};
 use super::nodes::Method;
-use super::pairs::{check_reproduces, PairData};
+use super::pairs::PairData;
+use super::parts::{
+    concat, edge_sweep_round, edges_round, mean_edges, nodes_round, split_key, NodeTotals, Round,
+    ShareFile, Split, Work, ROUNDS,
+};
 use super::splice::{Submodule, Submodules};
 use super::{exactcheck, plot};
 use crate::graph::{Described, Provenance, CIRCUIT_FILE};
 use crate::render;
 use crate::{Error, Result};
+use circuitry_core::part::{Part, PARTS_DIR};
 
 /// The files the stage writes, besides `stage.json`.
 pub const OUTPUT_FILES: [&str; 9] = [
@@ -184,8 +187,8 @@ pub fn load_saes(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Sae)>> {
 /// nothing.
 pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
     let inputs = load_inputs(cfg)?;
-    let found = discover(cfg, &inputs)?;
-    let (ends, rows, edge_rows) = evaluate(cfg, &inputs, &found)?;
+    let found = find(cfg, &inputs)?;
+    let (ends, rows, edge_rows) = (&found.ends, &found.rows, &found.edge_rows);
     let exact = match cfg.exact_check {
         0 => None,
         n => Some(exactcheck::compare(
@@ -196,14 +199,14 @@ pub fn build_gpt2(cfg: &Gpt2StageConfig) -> Result<Gpt2Outputs> {
             n,
         )?),
     };
-    let scores = Scores::new(cfg, &found, (&rows, &edge_rows, &ends), exact);
+    let scores = Scores::new(cfg, &found, (rows, edge_rows, ends), exact);
     let circuit = circuit_graph(cfg, &inputs, &found, scores)?;
-    let files = render_files(cfg, &inputs, &found, &circuit, (&rows, &edge_rows, &ends))?;
+    let files = render_files(cfg, &inputs, &found, &circuit, (rows, edge_rows, ends))?;
     Ok(Gpt2Outputs {
         circuit,
         files,
-        rows,
-        edge_rows,
+        rows: found.rows,
+        edge_rows: found.edge_rows,
     })
 }
 
@@ -216,6 +219,29 @@ struct Inputs {
     sae_dirs: BTreeMap<String, PathBuf>,
     data: PairData,
     model_fp: String,
+    /// The fingerprint of the model the store was dumped from.
+    store_model_fp: String,
+    /// The key of a split of this computation into parts ([`split_key`]), without the
+    /// count: `key(count)`.
+    key_inputs: (String, String),
+}
+
+impl Inputs {
+    fn work<'a>(&'a self, cfg: &'a Gpt2StageConfig) -> Work<'a> {
+        Work {
+            cfg,
+            model: &self.model,
+            subs: &self.subs,
+            data: &self.data,
+            fingerprints: (&self.model_fp, &self.store_model_fp),
+        }
+    }
+
+    /// The key of a split of `count` parts.
+    fn key(&self, cfg: &Gpt2StageConfig, count: usize) -> String {
+        let (model, store) = &self.key_inputs;
+        split_key(cfg, (model, &self.sae_fps, store), count)
+    }
 }
 
 /// Load the model and the SAEs, read the pairs, and check that the model reproduces
@@ -262,10 +288,8 @@ fn load_inputs(cfg: &Gpt2StageConfig) -> Result<Inputs> {
         }
     }
     let model_fp = fingerprint_path(&cfg.model.join("model.safetensors"))?;
-    let store_fp = store.meta().model_fingerprint.clone();
-    for (batch, cached) in data.batches.iter().zip(&data.cached) {
-        check_reproduces(&model, batch, cached, &cfg.store, (&model_fp, &store_fp))?;
-    }
+    let store_model_fp = store.meta().model_fingerprint.clone();
+    let key_inputs = (model_fp.clone(), fingerprint_path(&cfg.store)?);
     Ok(Inputs {
         model,
         subs,
@@ -273,84 +297,262 @@ fn load_inputs(cfg: &Gpt2StageConfig) -> Result<Inputs> {
         sae_dirs,
         data,
         model_fp,
+        store_model_fp,
+        key_inputs,
     })
 }
 
-/// Node effects over all pairs, the circuit's nodes at the node threshold and the
-/// mean edges between them.
+/// Node effects over all pairs, the circuit's nodes at the node threshold, the mean
+/// edges between them and the sweeps.
 struct Found {
-    analysis: super::discover::Analysis,
-    /// Every node with its mean effect.
-    scored: Vec<super::discover::ScoredNode>,
-    /// The circuit's nodes.
-    nodes: Vec<super::edges::NodeRef>,
-    /// The circuit's nodes with their effects, in `scored`'s order.
+    totals: NodeTotals,
+    /// The circuit's nodes with their effects, in `totals.scored`'s order.
     in_circuit: Vec<super::discover::ScoredNode>,
     edges: EdgeSums,
+    ends: Ends,
+    rows: Vec<EvalRow>,
+    edge_rows: Vec<EdgeEvalRow>,
 }
 
-fn discover(cfg: &Gpt2StageConfig, i: &Inputs) -> Result<Found> {
-    let analysis = analyse(&i.model, &i.subs, &i.data.batches, cfg.method, cfg.max_rows)?;
-    let scored = analysis.scored_nodes(cfg.aggregation);
-    let nodes = select(&scored, cfg.node_threshold);
-    let edges = mean_edges(
-        &i.model,
-        &i.subs,
-        &i.data.batches,
-        &analysis,
-        &nodes,
-        cfg.max_rows,
-    )?;
-    let chosen: std::collections::HashSet<_> = nodes.iter().copied().collect();
-    let in_circuit = scored
+/// The current split of `cfg.out` into parts, if any: its count.
+fn current_split(cfg: &Gpt2StageConfig, i: &Inputs) -> Option<usize> {
+    let split = Split::read(&cfg.out)?;
+    if split.key == i.key(cfg, split.count) {
+        return Some(split.count);
+    }
+    tracing::warn!(
+        "ignoring {}: its parts were computed with other options or inputs",
+        cfg.out.join(PARTS_DIR).display()
+    );
+    None
+}
+
+/// The whole computation: in one go, or, when `cfg.out` holds parts of it, by
+/// finishing every part's rounds and adding them up.
+fn find(cfg: &Gpt2StageConfig, i: &Inputs) -> Result<Found> {
+    let work = i.work(cfg);
+    if let Some(count) = current_split(cfg, i) {
+        let key = i.key(cfg, count);
+        for round in ROUNDS {
+            for part in Part::all(count) {
+                let file = share_file(cfg, i, &key, part);
+                if !file.done(round)? {
+                    compute_round(&work, &file, round)?;
+                }
+            }
+        }
+        let files: Vec<ShareFile<'_>> = Part::all(count)
+            .map(|p| share_file(cfg, i, &key, p))
+            .collect();
+        return assemble_parts(&work, &files);
+    }
+    let all = 0..i.data.batches.len();
+    let (mut nodes, preps) = nodes_round(&work, all.clone())?;
+    let totals = NodeTotals::new(cfg, &i.subs, &[&nodes]);
+    let grads = std::mem::take(&mut nodes.grads);
+    let edge_share = edges_round(&work, all.clone(), &preps, &grads, &totals)?;
+    drop(grads);
+    let edges = mean_edges(&[&edge_share], totals.analysis.n_examples);
+    let thresholds = edge_thresholds(cfg.edge_threshold, &edges);
+    let sweep_share = edge_sweep_round(&work, all, &preps, &totals, (&edges, &thresholds))?;
+    Ok(assemble(
+        &work,
+        totals,
+        &[&edge_share.sweep],
+        &[&sweep_share.metrics],
+        (edges, &thresholds),
+    ))
+}
+
+/// The sweeps' rows from every share's metrics (in dataset order).
+fn assemble(
+    w: &Work<'_>,
+    totals: NodeTotals,
+    node_sweeps: &[&[Vec<ndarray::Array1<f32>>]],
+    edge_sweeps: &[&[Vec<ndarray::Array1<f32>>]],
+    (edges, thresholds): (EdgeSums, &[f64]),
+) -> Found {
+    let batches = &w.data.batches;
+    let (ends, rows) = sweep_rows(batches, &totals.right, &totals.plan, &concat(node_sweeps));
+    let all = all_edges(w.subs, &totals.nodes).len();
+    let edge_rows = edge_sweep_rows(
+        (batches, &totals.right),
+        (totals.nodes.len(), all),
+        &edges,
+        thresholds,
+        &concat(edge_sweeps),
+        &ends,
+    );
+    let chosen: std::collections::HashSet<_> = totals.nodes.iter().copied().collect();
+    let in_circuit = totals
+        .scored
         .iter()
         .copied()
         .filter(|s| chosen.contains(&s.node))
         .collect();
-    Ok(Found {
-        analysis,
-        scored,
-        nodes,
+    Found {
+        totals,
         in_circuit,
         edges,
-    })
+        ends,
+        rows,
+        edge_rows,
+    }
 }
 
-/// The node-threshold sweep and the edge sweep at the node threshold.
-fn evaluate(
-    cfg: &Gpt2StageConfig,
-    i: &Inputs,
-    f: &Found,
-) -> Result<(Ends, Vec<EvalRow>, Vec<EdgeEvalRow>)> {
-    let (ends, rows) = sweep(
-        &i.model,
-        &i.subs,
-        &i.data.batches,
-        &f.analysis,
-        cfg.aggregation,
-        cfg.ablation,
-        &cfg.sweep,
-    )?;
-    let means = position_means(&f.analysis.preps);
-    let edge_eval = EdgeEval {
-        model: &i.model,
-        subs: &i.subs,
-        batches: &i.data.batches,
-        preps: &f.analysis.preps,
-        means: &means,
-        ablation: cfg.ablation,
-        max_rows: cfg.max_rows,
+fn share_file<'a>(cfg: &'a Gpt2StageConfig, i: &Inputs, key: &'a str, part: Part) -> ShareFile<'a> {
+    ShareFile {
+        out: &cfg.out,
+        key,
+        part,
+        batches: part.rows(i.data.batches.len(), 1),
+    }
+}
+
+/// The files of every part of `file`'s split.
+fn all_files<'a>(w: &Work<'_>, file: &ShareFile<'a>) -> Vec<ShareFile<'a>> {
+    Part::all(file.part.count)
+        .map(|part| ShareFile {
+            out: file.out,
+            key: file.key,
+            part,
+            batches: part.rows(w.data.batches.len(), 1),
+        })
+        .collect()
+}
+
+/// A part whose file of `round` is missing: what to run.
+fn not_done(w: &Work<'_>, part: Part, round: Round) -> Error {
+    Error::Missing {
+        what: format!("round {} ({}) of part {part}", round.number(), round.what()),
+        detail: format!(
+            "{} has no current {}; run `circuitry-circuit gpt2 ... --part {part}` until it has, or run without --part to finish every part in this process",
+            w.cfg.out.display(),
+            round.file(part, w.cfg.out.as_path()).display()
+        ),
+    }
+}
+
+/// The totals of round 1 over every part of the split.
+fn node_totals(w: &Work<'_>, files: &[ShareFile<'_>]) -> Result<NodeTotals> {
+    let shares = files
+        .iter()
+        .map(|f| {
+            f.read_nodes(w.subs, false)?
+                .ok_or_else(|| not_done(w, f.part, Round::Nodes))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<_> = shares.iter().collect();
+    Ok(NodeTotals::new(w.cfg, w.subs, &refs))
+}
+
+/// The mean edges and the edge thresholds from round 2 of every part.
+fn edge_totals(
+    w: &Work<'_>,
+    files: &[ShareFile<'_>],
+    totals: &NodeTotals,
+) -> Result<(Vec<super::parts::EdgeShare>, EdgeSums, Vec<f64>)> {
+    let shares = files
+        .iter()
+        .map(|f| {
+            f.read_edges(totals.plan.keep.len())?
+                .ok_or_else(|| not_done(w, f.part, Round::Edges))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<_> = shares.iter().collect();
+    let edges = mean_edges(&refs, totals.analysis.n_examples);
+    let thresholds = edge_thresholds(w.cfg.edge_threshold, &edges);
+    Ok((shares, edges, thresholds))
+}
+
+/// Compute and write `round` of `file`'s part (the rounds before it done by every part).
+fn compute_round(w: &Work<'_>, file: &ShareFile<'_>, round: Round) -> Result<()> {
+    let range = file.batches.clone();
+    let _span = tracing::info_span!("part", part = %file.part, round = round.number()).entered();
+    match round {
+        Round::Nodes => file.write_nodes(&nodes_round(w, range)?.0),
+        Round::Edges => {
+            let files = all_files(w, file);
+            let totals = node_totals(w, &files)?;
+            let own = file
+                .read_nodes(w.subs, true)?
+                .ok_or_else(|| not_done(w, file.part, Round::Nodes))?;
+            let preps = w.prepare_range(range.clone())?;
+            file.write_edges(&edges_round(w, range, &preps, &own.grads, &totals)?)
+        }
+        Round::EdgeSweep => {
+            let files = all_files(w, file);
+            let totals = node_totals(w, &files)?;
+            let (_, edges, thresholds) = edge_totals(w, &files, &totals)?;
+            let preps = w.prepare_range(range.clone())?;
+            let share = edge_sweep_round(w, range, &preps, &totals, (&edges, &thresholds))?;
+            file.write_edge_sweep(&share)
+        }
+    }
+}
+
+/// Every part's rounds read back and added up.
+fn assemble_parts(w: &Work<'_>, files: &[ShareFile<'_>]) -> Result<Found> {
+    let totals = node_totals(w, files)?;
+    let (edge_shares, edges, thresholds) = edge_totals(w, files, &totals)?;
+    let sweeps = files
+        .iter()
+        .map(|f| {
+            f.read_edge_sweep(thresholds.len())?
+                .ok_or_else(|| not_done(w, f.part, Round::EdgeSweep))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let node_sweeps: Vec<&[_]> = edge_shares.iter().map(|s| s.sweep.as_slice()).collect();
+    let edge_sweeps: Vec<&[_]> = sweeps.iter().map(|s| s.metrics.as_slice()).collect();
+    Ok(assemble(
+        w,
+        totals,
+        &node_sweeps,
+        &edge_sweeps,
+        (edges, &thresholds),
+    ))
+}
+
+/// What one `--part I/N` run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartOutcome {
+    /// It computed and wrote this round of the part.
+    Wrote(Round, PathBuf),
+    /// Every round of the part was already done.
+    AllDone,
+}
+
+/// One array task: the next round of `part` that is not done (every part must have
+/// done the rounds before it), written to `cfg.out/parts/I/`. `stage.json` and the
+/// circuit files are not written: the command without `--part` assembles the parts.
+pub fn run_gpt2_part(cfg: &Gpt2StageConfig, part: Part) -> Result<PartOutcome> {
+    let inputs = load_inputs(cfg)?;
+    let key = inputs.key(cfg, part.count);
+    let split = Split {
+        key: key.clone(),
+        count: part.count,
     };
-    let per_position = (cfg.aggregation == Aggregation::PerPosition).then_some(f.analysis.seq_max);
-    let edge_rows = edge_sweep(
-        &edge_eval,
-        &f.nodes,
-        per_position,
-        &f.edges,
-        &edge_thresholds(cfg.edge_threshold, &f.edges),
-        &ends,
-    )?;
-    Ok((ends, rows, edge_rows))
+    if Split::read(&cfg.out).as_ref() != Some(&split) {
+        split.write(&cfg.out)?;
+    }
+    let work = inputs.work(cfg);
+    let file = share_file(cfg, &inputs, &key, part);
+    for round in ROUNDS {
+        if file.done(round)? {
+            continue;
+        }
+        if round != Round::Nodes {
+            let prev = ROUNDS[round.number() - 2];
+            for other in all_files(&work, &file) {
+                if !other.done(prev)? {
+                    return Err(not_done(&work, other.part, prev));
+                }
+            }
+        }
+        compute_round(&work, &file, round)?;
+        return Ok(PartOutcome::Wrote(round, round.file(part, &cfg.out)));
+    }
+    Ok(PartOutcome::AllDone)
 }
 
 /// The circuit's scores (`circuit.json`'s `scores`, by these names); counts as
@@ -398,18 +600,18 @@ impl Scores {
         (rows, edge_rows, ends): Sweeps<'_>,
         exact: Option<exactcheck::ExactAgreement>,
     ) -> Scores {
-        let analysis = &f.analysis;
+        let totals = &f.totals;
         let mut s = Scores {
             pairs_right: ends.pairs_right as f64,
             f_model: ends.f_model,
             f_empty: ends.f_empty,
-            all_nodes: f.scored.len() as f64,
-            metric_clean: analysis
-                .preps
+            all_nodes: totals.scored.len() as f64,
+            metric_clean: totals
+                .metric
                 .iter()
-                .flat_map(|p| p.metric.iter().map(|&v| f64::from(v)))
+                .flat_map(|m| m.iter().map(|&v| f64::from(v)))
                 .sum::<f64>()
-                / analysis.n_examples.max(1) as f64,
+                / totals.analysis.n_examples.max(1) as f64,
             ..Scores::default()
         };
         if let Some(r) = edge_rows
@@ -471,7 +673,7 @@ fn circuit_graph(
             dataset: fingerprint_path(&cfg.store)?,
             saes: i.sae_fps.clone(),
         },
-        n_examples: f.analysis.n_examples as u64,
+        n_examples: f.totals.analysis.n_examples as u64,
         scores: scores.into_map(),
         notes: notes(cfg),
         positions: match cfg.aggregation {
@@ -596,7 +798,7 @@ fn render_files(
         "f_empty_right": ends.f_empty_right,
         "node_threshold": cfg.node_threshold,
         "edge_threshold": cfg.edge_threshold,
-        "all_nodes": f.scored.len(),
+        "all_nodes": f.totals.scored.len(),
         "rows": rows,
         "edge_rows": edge_rows,
     });
@@ -838,5 +1040,15 @@ pub fn run_gpt2_stage(cfg: &Gpt2StageConfig, timer: StageTimer) -> Result<String
     let mut inputs: Vec<&Path> = vec![&cfg.model, &cfg.store];
     inputs.extend(cfg.saes.iter().map(PathBuf::as_path));
     timer.finish(cfg, &inputs, &cfg.out, &OUTPUT_FILES)?;
+    // The parts, if any, are summed into the outputs: no longer needed.
+    let parts = cfg.out.join(PARTS_DIR);
+    if parts.exists() {
+        std::fs::remove_dir_all(&parts).map_err(|e| Error::Missing {
+            what: format!("the finished parts {}", parts.display()),
+            detail: format!(
+                "cannot delete them ({e}); the circuit is complete, delete them by hand"
+            ),
+        })?;
+    }
     Ok(String::from_utf8_lossy(&outputs.files["summary.txt"]).into_owned())
 }

@@ -87,59 +87,7 @@ pub struct OnnxDumpConfig {
     pub ort_library: Option<PathBuf>,
 }
 
-/// Part `index` of `count` of a dump: a fixed, contiguous range of whole shards of
-/// the dump in one go (`shard_rows` rows each). A part computes the same batches as
-/// the dump in one go for its rows, so its shards hold the same rows with the same
-/// values as that dump's shards — and the assembled store has the same shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Part {
-    /// 0-based part number, below `count`.
-    pub index: usize,
-    /// Number of parts, at least 1.
-    pub count: usize,
-}
-
-impl Part {
-    /// The rows of this part out of `total` rows in shards of `shard_rows`: shards
-    /// `[index·S/count, (index+1)·S/count)` of the `S = ⌈total / shard_rows⌉` shards.
-    pub fn rows(&self, total: usize, shard_rows: usize) -> std::ops::Range<usize> {
-        let shards = total.div_ceil(shard_rows.max(1));
-        let bound = |i: usize| (i * shards / self.count * shard_rows).min(total);
-        bound(self.index)..bound(self.index + 1)
-    }
-
-    /// The part's store directory inside the dump's output directory.
-    pub fn dir(&self, out: &Path) -> PathBuf {
-        out.join(PARTS_DIR).join(self.index.to_string())
-    }
-}
-
-impl std::str::FromStr for Part {
-    type Err = String;
-
-    /// `I/N`, e.g. `0/4`.
-    fn from_str(text: &str) -> std::result::Result<Part, String> {
-        let bad = || format!("{text:?} is not a part: write I/N with 0 <= I < N, e.g. 0/4");
-        let (i, n) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (
-            i.trim().parse::<usize>().map_err(|_| bad())?,
-            n.trim().parse::<usize>().map_err(|_| bad())?,
-        );
-        if index >= count {
-            return Err(bad());
-        }
-        Ok(Part { index, count })
-    }
-}
-
-impl std::fmt::Display for Part {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
-/// Directory of a dump's parts inside its output directory.
-pub const PARTS_DIR: &str = "parts";
+pub use circuitry_core::part::{Part, PARTS_DIR};
 
 impl OnnxDumpConfig {
     /// Check the ranges; the returned config is the only one [`dump`] accepts.

@@ -4,7 +4,7 @@
 use circuitry_core::params::CircuitOptions;
 use serde::Deserialize;
 
-use super::{ArgsBuilder, Invalid, ParamGuard, StageParams};
+use super::{ArgsBuilder, Invalid, ParamGuard, Split, StageParams};
 use crate::Input;
 
 pub use circuitry_core::options::{CircuitAblation, CircuitAggregation, CircuitMethod};
@@ -69,5 +69,11 @@ impl StageParams for Circuit {
             args.input("--sae", s);
         }
         args.out().options(&self.1);
+    }
+
+    /// Split by pairs: three rounds (node effects; edges and the node sweep; the edge
+    /// sweep), each needing every part's previous round.
+    fn split(&self) -> Option<Split> {
+        Some(Split::Parts { rounds: 3 })
     }
 }

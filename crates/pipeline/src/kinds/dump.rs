@@ -84,6 +84,6 @@ impl StageParams for Dump {
     }
 
     fn split(&self) -> Option<Split> {
-        Some(Split::Parts)
+        Some(Split::Parts { rounds: 1 })
     }
 }

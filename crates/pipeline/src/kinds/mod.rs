@@ -75,8 +75,13 @@ pub trait StageParams: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Split {
     /// `--part I/N`: a deterministic partition into N contiguous parts; N is chosen
-    /// in the manifest (`[slurm.stage.NAME] parts = N`).
-    Parts,
+    /// in the manifest (`[slurm.stage.NAME] parts = N`). The array runs `rounds`
+    /// times, each after the one before: a task does the next round of its part
+    /// (a circuit's three rounds need the totals of every part's previous round).
+    Parts {
+        /// Arrays run one after the other, each with the same tasks.
+        rounds: usize,
+    },
     /// One task per value: the task adds `flag value` (e.g. `--only-hook H`).
     Each {
         /// The flag.

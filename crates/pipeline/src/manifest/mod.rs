@@ -443,13 +443,13 @@ impl Parser<'_> {
                 .map_err(|(field, e)| invalid(t, &entry.span(), field, e))?;
             let split = stage.params.split();
             if let Some(n) = raw.parts {
-                let problem = if split != Some(crate::kinds::Split::Parts) {
+                let problem = if !matches!(split, Some(crate::kinds::Split::Parts { .. })) {
                     Some((
                         format!(
                             "stage `{name}` (kind {}) cannot be split into parts",
                             stage.params.kind()
                         ),
-                        "remove `parts`; only `dump` stages run as parts".to_string(),
+                        "remove `parts`; only `dump` and `circuit` stages run as parts".to_string(),
                     ))
                 } else if n < 2 {
                     Some((

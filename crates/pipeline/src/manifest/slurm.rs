@@ -42,8 +42,9 @@ pub(crate) struct StageSlurmRaw {
     pub(crate) gres: Option<String>,
     pub(crate) account: Option<String>,
     pub(crate) extra: Option<Vec<String>>,
-    /// `dump` stages: run as an array of this many parts (`--part I/N`), then the
-    /// plain command assembles them.
+    /// `dump` and `circuit` stages: run as arrays of this many parts (`--part I/N`;
+    /// a circuit's three rounds as three arrays in turn), then the plain command
+    /// assembles them.
     pub(crate) parts: Option<usize>,
     /// `train-sae` stages: one array task per hook (`--only-hook H`), then the
     /// plain command writes the stage record.
@@ -72,11 +73,14 @@ impl StageSlurmRaw {
 pub enum ArrayPlan {
     /// One job running the stage's command.
     Single,
-    /// A job array of `n` tasks, task `i` running the stage's command plus
-    /// `--part i/n`, then one job running the plain command, which assembles the parts.
+    /// `rounds` job arrays of `n` tasks, each after the one before, task `i` running
+    /// the stage's command plus `--part i/n`, then one job running the plain command,
+    /// which assembles the parts.
     Parts {
         /// Number of parts.
         n: usize,
+        /// Number of arrays.
+        rounds: usize,
     },
     /// A job array, task `i` running the stage's command plus `flag values[i]`, then
     /// one job running the plain command.
@@ -166,7 +170,7 @@ impl SlurmConfig {
             return ArrayPlan::Single;
         };
         match (split, stage.parts, stage.per_hook) {
-            (Some(Split::Parts), Some(n), _) if n > 1 => ArrayPlan::Parts { n },
+            (Some(Split::Parts { rounds }), Some(n), _) if n > 1 => ArrayPlan::Parts { n, rounds },
             (Some(Split::Each { flag, values }), _, Some(true)) if !values.is_empty() => {
                 ArrayPlan::Each { flag, values }
             }

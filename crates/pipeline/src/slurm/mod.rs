@@ -60,8 +60,26 @@ pub struct StageJobs {
     pub script: PathBuf,
     /// Its log, `RUN_DIR/slurm/logs/<stage>-<job>.out`.
     pub log: PathBuf,
-    /// The job array that ran first, if the stage is split.
-    pub array: Option<ArrayJobs>,
+    /// The job arrays that ran first, each after the one before, if the stage is
+    /// split (a circuit split into parts runs three rounds).
+    #[serde(default, alias = "array", deserialize_with = "one_or_many")]
+    pub arrays: Vec<ArrayJobs>,
+}
+
+/// `arrays`, also as written before stages could have several: `null` or one array.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<ArrayJobs>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<ArrayJobs>),
+        One(Option<ArrayJobs>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(a) => a.into_iter().collect(),
+    })
 }
 
 /// A stage's job array.
@@ -99,9 +117,7 @@ impl JobsFile {
     pub fn job_ids(&self) -> Vec<String> {
         let mut ids = Vec::new();
         for s in &self.stages {
-            if let Some(a) = &s.array {
-                ids.push(a.job.clone());
-            }
+            ids.extend(s.arrays.iter().map(|a| a.job.clone()));
             ids.push(s.job.clone());
         }
         ids
@@ -348,34 +364,50 @@ fn submit_jobs(
     base_flags: &dyn Fn(String, &[String]) -> Vec<String>,
 ) -> Result<StageJobs> {
     let plan = pipeline.array_plan(stage);
-    let mut array = None;
+    let mut arrays = Vec::new();
     let mut deps = upstream.to_vec();
-    let (task, labels): (Option<Task<'_>>, Vec<String>) = match &plan {
-        ArrayPlan::Single => (None, Vec::new()),
-        ArrayPlan::Parts { n } => (
+    let (task, labels, rounds): (Option<Task<'_>>, Vec<String>, usize) = match &plan {
+        ArrayPlan::Single => (None, Vec::new(), 0),
+        ArrayPlan::Parts { n, rounds } => (
             Some(Task::Part { n: *n }),
             (0..*n).map(|i| format!("part {i}/{n}")).collect(),
+            *rounds,
         ),
         ArrayPlan::Each { flag, values } => (
             Some(Task::Each { flag, values }),
             values.iter().map(|v| format!("{flag} {v}")).collect(),
+            1,
         ),
     };
-    if let Some(task) = task {
-        let path = dir.join(format!("{}.tasks.sbatch", stage.name()));
+    // Each round's array runs after the one before (the same tasks: each does the
+    // next round of its part), the first after the upstream stages.
+    for round in 1..=rounds {
+        let Some(task) = &task else { break };
+        let (name, labels) = if rounds == 1 {
+            (format!("{}.tasks.sbatch", stage.name()), labels.clone())
+        } else {
+            (
+                format!("{}.round{round}.sbatch", stage.name()),
+                labels
+                    .iter()
+                    .map(|l| format!("{l}, round {round}/{rounds}"))
+                    .collect(),
+            )
+        };
+        let path = dir.join(name);
         let mut flags = base_flags(
             log_pattern(logs, &format!("{}-%A_%a.out", stage.name())),
-            upstream,
+            &deps,
         );
         flags.insert(1, format!("--array=0-{}", labels.len() - 1));
         let job = sbatch(&path, &flags, |line| spec(task.clone(), line), dry_run)?;
-        array = Some(ArrayJobs {
+        arrays.push(ArrayJobs {
             job: job.clone(),
             script: path,
             tasks: labels,
             log_dir: logs.to_path_buf(),
         });
-        deps.push(job);
+        deps = vec![job];
     }
     let path = dir.join(format!("{}.sbatch", stage.name()));
     let flags = base_flags(
@@ -388,9 +420,17 @@ fn submit_jobs(
         eprintln!(
             "  {:<12} job {job}{}",
             stage.name(),
-            match &array {
-                Some(a) => format!(" after array job {} ({} tasks)", a.job, a.tasks.len()),
-                None => String::new(),
+            match arrays.as_slice() {
+                [] => String::new(),
+                [a] => format!(" after array job {} ({} tasks)", a.job, a.tasks.len()),
+                many => format!(
+                    " after array jobs {} ({} tasks each, one after the other)",
+                    many.iter()
+                        .map(|a| a.job.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    many[0].tasks.len()
+                ),
             }
         );
     }
@@ -399,7 +439,7 @@ fn submit_jobs(
         job,
         script: path,
         log,
-        array,
+        arrays,
     })
 }
 

@@ -120,7 +120,7 @@ fn stage_status(sj: &StageJobs) -> Result<StageStatus> {
         .next()
         .map_or(JobState::Unknown, |(_, s)| s);
     let mut tasks = Vec::new();
-    if let Some(array) = &sj.array {
+    for array in &sj.arrays {
         let records = query(&array.job)?;
         for (index, label) in array.tasks.iter().enumerate() {
             let state = records
@@ -150,7 +150,7 @@ pub(crate) fn query_all(jobs: &JobsFile, bins: &BinDirs) -> Result<Vec<(String, 
     find_program(bins, "scontrol", "submit")?;
     let mut out = Vec::new();
     for s in &jobs.stages {
-        if let Some(a) = &s.array {
+        for a in &s.arrays {
             for (tasks, state) in query(&a.job)? {
                 let which = tasks.map_or(String::new(), |t| format!(" tasks {t}"));
                 out.push((format!("{} array job {}{which}", s.stage, a.job), state));

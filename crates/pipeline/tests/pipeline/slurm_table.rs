@@ -232,3 +232,43 @@ fn submit_without_slurm_says_how_to_get_one() {
         status.stderr
     );
 }
+
+/// A `circuit` stage split into parts runs its three rounds as three job arrays, each
+/// after the one before, then the plain job that assembles the circuit.
+#[test]
+fn circuit_parts_are_three_chained_arrays_then_the_plain_job() {
+    let fx = Fixture::new();
+    let manifest = fx.manifest(
+        "circuit.toml",
+        "[pipeline]\nname = \"x\"\nrun_dir = \"../runs/x\"\n\n[[stage]]\nname = \"circuit\"\n\
+         kind = \"circuit\"\nmodel = \".\"\nsaes = [\".\"]\nstore = \".\"\n\n\
+         [slurm.stage.circuit]\nparts = 3\n",
+    );
+    let run = fx.circuitry_env(
+        &["submit", "--dry-run", &manifest],
+        &[("PATH", "/nonexistent")],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let script = |name: &str| {
+        run.stdout
+            .split("# ---- ")
+            .find(|s| s.lines().next().is_some_and(|l| l.ends_with(name)))
+            .unwrap_or_else(|| panic!("no {name} in:\n{}", run.stdout))
+            .to_string()
+    };
+    for round in 1..=3 {
+        let s = script(&format!("slurm/circuit.round{round}.sbatch"));
+        assert!(s.contains("--array=0-2"), "{s}");
+        assert!(s.contains("--part \"${SLURM_ARRAY_TASK_ID}/3\""), "{s}");
+        if round > 1 {
+            let after = format!("--dependency=afterok:<circuit.round{}>", round - 1);
+            assert!(s.contains(&after), "{after} not in:\n{s}");
+        }
+    }
+    let plain = script("slurm/circuit.sbatch");
+    assert!(
+        plain.contains("--dependency=afterok:<circuit.round3>"),
+        "{plain}"
+    );
+    assert!(!plain.contains("--part"), "{plain}");
+}
