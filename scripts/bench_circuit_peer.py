@@ -9,7 +9,8 @@ al.'s feature-circuits code splices them: at each hook `f = relu((x - b_dec) W_e
 `f` and `err` are leaves that get their gradients (`dm/df = g W_dec^T`, `dm/derr = g` for
 the gradient g at the hook; no backward through the encoder, as ours). One pass = that forward over a (batch, seq) batch of
 random tokens, the metric `logit(patch) - logit(clean)` at the last position summed over
-the batch, and its backward, after which every feature and error tensor has its gradient.
+the batch (logits at the last position only, `logits_to_keep=1`, as ours), and its
+backward, after which every feature and error tensor has its gradient.
 
     python3 scripts/bench_circuit_peer.py --family llama --layers 30 --d-model 576 \
         --heads 9 --kv-heads 3 --d-mlp 1536 --vocab 49152 --d-sae 4608 --subs resid \
@@ -103,13 +104,13 @@ def ig_effects(a, model, blocks, saes, ids, ids_patch, clean, patch):
 
     hs = [b.register_forward_pre_hook(capture(i), with_kwargs=True) for i, b in enumerate(blocks)]
     emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-    logits = model(inputs_embeds=emb).logits[:, -1, :]
+    logits = model(inputs_embeds=emb, logits_to_keep=1).logits[:, -1, :]
     for x in captured.values():
         x.retain_grad()
     (logits[rows, patch] - logits[rows, clean]).sum().backward()  # the clean gradient
     acts_clean = [captured[i].detach() for i in range(len(blocks))]
     with torch.no_grad():
-        model(ids_patch)
+        model(ids_patch, logits_to_keep=1)
     acts_patch = [captured[i].detach() for i in range(len(blocks))]
     for h in hs:
         h.remove()
@@ -137,7 +138,7 @@ def ig_effects(a, model, blocks, saes, ids, ids_patch, clean, patch):
             return args, kwargs
 
         h = block.register_forward_pre_hook(splice, with_kwargs=True)
-        logits = model(ids_n).logits[:, -1, :]
+        logits = model(ids_n, logits_to_keep=1).logits[:, -1, :]
         (logits[rows_n, patch_n] - logits[rows_n, clean_n]).sum().backward()
         h.remove()
         with torch.no_grad():
@@ -224,7 +225,7 @@ def main():
         store.clear()
         # The embedding output must require grad so that autograd reaches the splices.
         emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-        logits = model(inputs_embeds=emb).logits
+        logits = model(inputs_embeds=emb, logits_to_keep=1).logits
         last = logits[:, -1, :]
         rows = torch.arange(a.batch)
         metric = (last[rows, patch] - last[rows, clean]).sum()

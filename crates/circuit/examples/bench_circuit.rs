@@ -19,7 +19,9 @@
 //! Threads: rayon's default (all cores), or `RAYON_NUM_THREADS=N`.
 //!
 //! Pass counts the methods need (the unit is one forward + backward pass of the batch):
-//! IG = 2 forwards + 1 backward to prepare (1.5 units) plus `steps` passes per submodule;
+//! IG = 2 forwards + 1 backward to prepare (1.5 units) plus `steps` passes per submodule
+//! (each from the submodule's block on, with logits at the last position only: less than
+//! a unit);
 //! edges = one backward per downstream node of the circuit (counted as one unit each,
 //! although a backward alone is cheaper than forward + backward). Medians of `--reps`.
 use std::time::Instant;
@@ -242,7 +244,12 @@ fn main() -> anyhow::Result<()> {
     let mut spliced = Vec::new();
     for _ in 0..a.reps {
         let t = Instant::now();
-        let out = model.run(&Forward::tokens(clean.view()).capture(&hooks).trace(true))?;
+        let out = model.run(
+            &Forward::tokens(clean.view())
+                .capture(&hooks)
+                .last_logits(true)
+                .trace(true),
+        )?;
         let logits = out
             .logits
             .as_ref()

@@ -279,3 +279,57 @@ fn backward_from_a_cached_resid_pre_equals_the_full_backward() {
         .to_string();
     assert!(err.contains("starts at blocks.1.hook_resid_pre"), "{err}");
 }
+
+/// Logits at the last position only: the full logits' last position, and the backward
+/// from their gradient equals the backward from full logits whose gradient is zero at
+/// every other position; a gradient of the full shape is refused.
+#[test]
+fn last_position_logits_and_their_backward_equal_the_full_ones() {
+    let model = model();
+    let (ids, mask) = batch();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let r_last = Array3::<f64>::random_using((2, 1, 100), StandardNormal, &mut rng);
+    let mut r_full = Array3::<f64>::zeros((2, 6, 100));
+    r_full.slice_mut(ndarray::s![.., 5..6, ..]).assign(&r_last);
+    let hooks = [
+        HookPoint::ResidPre { layer: 0 },
+        HookPoint::AttnOut { layer: 1 },
+    ];
+    let base = Forward::tokens(ids.view()).mask(mask.view()).trace(true);
+    let full = model.run(&base).unwrap();
+    let last = model.run(&base.last_logits(true)).unwrap();
+    let (lf, ll) = (full.logits.unwrap(), last.logits.unwrap());
+    assert_eq!(ll.dim(), (2, 1, 100));
+    let diff = (&lf.slice(ndarray::s![.., 5..6, ..]) - &ll)
+        .mapv(f64::abs)
+        .fold(0.0f64, |m, &v| m.max(v));
+    println!("last-position logits vs full logits' last position: max abs diff {diff:.2e}");
+    assert!(diff <= 1e-12, "{diff:.2e}");
+    let g_full = model
+        .backward(
+            full.trace.as_ref().unwrap(),
+            &Backward::from_logits(r_full.view()).want(&hooks),
+        )
+        .unwrap();
+    let g_last = model
+        .backward(
+            last.trace.as_ref().unwrap(),
+            &Backward::from_logits(r_last.view()).want(&hooks),
+        )
+        .unwrap();
+    for hook in &hooks {
+        let diff = (&g_full[hook] - &g_last[hook])
+            .mapv(f64::abs)
+            .fold(0.0f64, |m, &v| m.max(v));
+        println!("{hook:32} last-position vs full backward max abs diff {diff:.2e}");
+        assert!(diff <= 1e-12, "{hook}: {diff:.2e}");
+    }
+    let err = model
+        .backward(
+            last.trace.as_ref().unwrap(),
+            &Backward::from_logits(r_full.view()).want(&hooks),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("d_logits"), "{err}");
+}

@@ -197,7 +197,7 @@ impl EdgeEval<'_> {
             resid_mid: vec![None; n_layer],
         };
         let out = self.model.run_with(
-            &Forward::tokens(batch.clean.view()),
+            &Forward::tokens(batch.clean.view()).last_logits(true),
             |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| -> Result<()> {
                 if let Some(s) = hooks.iter().position(|&x| x == h) {
                     let st = self.splice(s, act.view(), prep, &donor, keep, plan, &run)?;

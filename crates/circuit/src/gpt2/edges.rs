@@ -84,7 +84,11 @@ pub fn add_edges(
         let want: Vec<HookPoint> = up_idx.iter().map(|&u| hooks[u]).collect();
         if d == subs.len() {
             // The metric node: backward from the logits, every submodule detached.
-            let out = model.run(&Forward::tokens(batch.clean.view()).trace(true))?;
+            let out = model.run(
+                &Forward::tokens(batch.clean.view())
+                    .last_logits(true)
+                    .trace(true),
+            )?;
             let logits = out.logits.as_ref().ok_or_else(internal)?;
             let (_, d_logits) = logit_diff(logits.view(), &answers(batch));
             let trace = out.trace.as_ref().ok_or_else(internal)?;

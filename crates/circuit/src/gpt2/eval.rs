@@ -261,7 +261,7 @@ pub fn ablated_metrics(
         let donor = donor_perm(ablation, first_batch + bi, b);
         let hooks = subs.hooks();
         let out = model.run_with(
-            &Forward::tokens(batch.clean.view()),
+            &Forward::tokens(batch.clean.view()).last_logits(true),
             |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| -> Result<()> {
                 let Some(s) = hooks.iter().position(|&x| x == h) else {
                     return Ok(());

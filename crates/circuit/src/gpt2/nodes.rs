@@ -4,7 +4,7 @@ use circuitry_core::HookPoint;
 use circuitry_models::transformer::{Backward, Forward, Transformer};
 use ndarray::{s, Array2, Array3, ArrayViewMut3, Axis};
 
-use super::pairs::{answers, logit_diff, repeat_rows, PairBatch};
+use super::pairs::{answers, logit_diff, PairBatch};
 use super::splice::{dot_last, SubState, Submodule, Submodules};
 use crate::{Error, Result};
 
@@ -74,9 +74,14 @@ pub fn prepare(model: &Transformer, subs: &Submodules, batch: &PairBatch) -> Res
     let clean = model.run(
         &Forward::tokens(batch.clean.view())
             .capture(&hooks)
+            .last_logits(true)
             .trace(true),
     )?;
-    let patch = model.run(&Forward::tokens(batch.patch.view()).capture(&hooks))?;
+    let patch = model.run(
+        &Forward::tokens(batch.patch.view())
+            .capture(&hooks)
+            .last_logits(true),
+    )?;
     let logits = clean.logits.as_ref().ok_or_else(no_logits)?;
     let (metric, d_logits) = logit_diff(logits.view(), &answers(batch));
     let patch_logits = patch.logits.as_ref().ok_or_else(no_logits)?;
@@ -157,7 +162,7 @@ pub fn node_effects(
             Method::IntegratedGradients { steps } => ig_grad(
                 model,
                 sub,
-                batch,
+                (batch, &prep.resid_pre[block_of(sub.hook)]),
                 &prep.clean[s],
                 &prep.delta[s],
                 steps,
@@ -178,12 +183,25 @@ pub fn node_effects(
     Ok(out)
 }
 
+/// The block whose run computes `hook` (`resid_pre`, `attn_out`, `mlp_out` or
+/// `resid_post` of block L: L): a run from that block's clean `resid_pre` gives the
+/// hook the same input as a run from the tokens.
+pub fn block_of(hook: HookPoint) -> usize {
+    match hook {
+        HookPoint::ResidPost { layer } => layer,
+        h => h.layer().unwrap_or(0),
+    }
+}
+
 /// The mean gradient at `sub`'s hook over the path `clean + k/N · delta`, `k < N`,
 /// with the submodule spliced as `decode(f) + err` and everything else left to run.
+/// `resid_pre` is the clean input of the hook's block ([`block_of`]): the runs start
+/// there, since nothing before the hook changes along the path (the backward pass
+/// stops at the hook).
 pub fn ig_grad(
     model: &Transformer,
     sub: &Submodule,
-    batch: &PairBatch,
+    (batch, resid_pre): (&PairBatch, &Array3<f32>),
     clean: &SubState,
     delta: &SubState,
     steps: usize,
@@ -198,7 +216,9 @@ pub fn ig_grad(
     while k0 < steps {
         let k1 = (k0 + per_chunk).min(steps);
         let n = k1 - k0;
-        let ids = repeat_rows(batch.clean.view(), n); // (n·batch, seq)
+        let input = Array3::from_shape_fn((n * b, seq, resid_pre.dim().2), |(r, p, k)| {
+            resid_pre[[r % b, p, k]]
+        });
         let alpha = |r: usize| (k0 + r / b) as f32 / steps as f32;
         let f = Array3::from_shape_fn((n * b, seq, clean.f.dim().2), |(r, p, i)| {
             clean.f[[r % b, p, i]] + alpha(r) * delta.f[[r % b, p, i]]
@@ -209,7 +229,9 @@ pub fn ig_grad(
         let spliced = sub.decode(&SubState { f, err }); // (n·batch, seq, d)
         let hook = sub.hook;
         let out = model.run_with(
-            &Forward::tokens(ids.view()).trace(true),
+            &Forward::from_resid_pre(block_of(hook), input.view())
+                .last_logits(true)
+                .trace(true),
             |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| {
                 if h == hook {
                     act.assign(&spliced);
@@ -267,10 +289,7 @@ fn exact(
             }
         }
     }
-    let layer = match sub.hook {
-        HookPoint::ResidPost { layer } => layer,
-        h => h.layer().unwrap_or(0),
-    };
+    let layer = block_of(sub.hook);
     let resid = &prep.resid_pre[layer]; // (batch, seq, d)
     let d = resid.dim().2;
     let ans = answers(batch);
@@ -290,7 +309,7 @@ fn exact(
         }
         let hook = sub.hook;
         let out = model.run_with(
-            &Forward::from_resid_pre(layer, input.view()),
+            &Forward::from_resid_pre(layer, input.view()).last_logits(true),
             |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| {
                 if h == hook {
                     act += &add;

@@ -62,7 +62,8 @@ impl PairBatch {
 
 /// The metric of Marks et al.: `logit(patch answer) − logit(clean answer)` at the last
 /// position, per pair, and its gradient with respect to the logits (of the sum over
-/// pairs). `logits` is (batch, seq, vocab); each pair's row of `answers` is
+/// pairs). `logits` is (batch, seq, vocab), or (batch, 1, vocab) from a run with
+/// `last_logits`; each pair's row of `answers` is
 /// `(clean, patch)`. Rows are taken modulo `answers.len()` so a batch that repeats the
 /// pairs (integrated-gradient steps, exact-patching variants) uses the same answers.
 pub fn logit_diff(
@@ -319,7 +320,7 @@ fn max_diff(a: ArrayView3<'_, f32>, b: ArrayView3<'_, f32>) -> (f32, f32) {
 
 /// The per-pair metric on clean prompts with no edit (batch).
 pub fn clean_metric(model: &Transformer, batch: &PairBatch) -> Result<Array1<f32>> {
-    let out = model.run(&Forward::tokens(batch.clean.view()))?;
+    let out = model.run(&Forward::tokens(batch.clean.view()).last_logits(true))?;
     let logits = out.logits.ok_or_else(|| Error::Missing {
         what: "logits".into(),
         detail: "the forward was asked for logits".into(),

@@ -161,16 +161,27 @@ impl<A: Scalar> Transformer<A> {
         let d_ln = match bwd.d_logits {
             Some(dl) => {
                 let vocab = self.config.vocab_size;
-                if dl.dim() != (batch, seq, vocab) {
+                let positions = if trace.last_logits { 1 } else { seq };
+                if dl.dim() != (batch, positions, vocab) {
                     return Err(shape_error(
                         "d_logits",
                         "logits".into(),
                         dl.dim(),
-                        (batch, seq, vocab),
+                        (batch, positions, vocab),
                     ));
                 }
                 let dl = dl.as_standard_layout().into_owned();
-                Some(matmul(rows(&dl).view(), self.unembedding().view())) // (rows, d)
+                let g = matmul(rows(&dl).view(), self.unembedding().view()); // (batch·positions, d)
+                Some(if trace.last_logits {
+                    // Only the last position has logits: the others get no gradient.
+                    let mut full = Array2::<A>::zeros((batch * seq, d));
+                    for b in 0..batch {
+                        full.row_mut(b * seq + seq - 1).assign(&g.row(b));
+                    }
+                    full
+                } else {
+                    g
+                })
             }
             None => None,
         };

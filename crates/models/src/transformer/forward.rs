@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use circuitry_core::HookPoint;
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, CowArray, Ix2};
+use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, CowArray, Ix2};
 
 use super::layers::{matmul, AttnCache, Block, NormCache};
 use super::{Scalar, Transformer};
@@ -36,6 +36,10 @@ pub struct Forward<'a, A> {
     pub capture: &'a [HookPoint],
     /// Compute logits (default true; the unembedding is often a third of the work).
     pub logits: bool,
+    /// Compute logits at the last position only: `(batch, 1, vocab)` (default false;
+    /// a metric of the next token needs no more, and the unembedding of every
+    /// position can cost as much as the blocks).
+    pub last_logits: bool,
     /// Keep the intermediate values the backward pass needs (default false).
     pub trace: bool,
 }
@@ -57,6 +61,7 @@ impl<'a, A: Scalar> Forward<'a, A> {
             attention_mask: None,
             capture: &[],
             logits: true,
+            last_logits: false,
             trace: false,
         }
     }
@@ -76,6 +81,13 @@ impl<'a, A: Scalar> Forward<'a, A> {
     /// Whether to compute logits.
     pub fn logits(mut self, yes: bool) -> Self {
         self.logits = yes;
+        self
+    }
+
+    /// Whether to compute logits at the last position only (`(batch, 1, vocab)`; a
+    /// backward pass then takes d(metric)/d(logits) of that shape).
+    pub fn last_logits(mut self, yes: bool) -> Self {
+        self.last_logits = yes;
         self
     }
 
@@ -103,8 +115,9 @@ impl<'a, A: Scalar> Forward<'a, A> {
 /// The result of a forward pass.
 #[derive(Debug, Clone)]
 pub struct Output<A> {
-    /// Logits, when asked for.
-    pub logits: Option<Array3<A>>, // (batch, seq, vocab)
+    /// Logits, when asked for: (batch, seq, vocab), or (batch, 1, vocab) with
+    /// [`Forward::last_logits`].
+    pub logits: Option<Array3<A>>,
     /// The captured hooks, each (batch, seq, width), after any edit at that hook.
     pub hooks: BTreeMap<HookPoint, Array3<A>>,
     /// What the backward pass needs, when asked for.
@@ -118,6 +131,8 @@ pub struct Trace<A> {
     pub(crate) from_tokens: bool,
     pub(crate) batch: usize,
     pub(crate) seq: usize,
+    /// Whether logits were computed at the last position only.
+    pub(crate) last_logits: bool,
     /// One per block from `start_layer`.
     pub(crate) layers: Vec<LayerTrace<A>>,
     /// Present when the forward reached `ln_f`.
@@ -263,8 +278,13 @@ impl<A: Scalar> Transformer<A> {
             let y = ctx.hook(HookPoint::LnFinal, unrows(y, batch, seq))?;
             if fwd.logits {
                 let w_u = self.unembedding(); // (vocab, d)
-                let l = matmul(rows(&y).view(), w_u.t()); // (rows, vocab)
-                logits = Some(unrows(l, batch, seq));
+                logits = Some(if fwd.last_logits {
+                    let last = y.slice(s![.., seq - 1, ..]); // (batch, d)
+                    let l = matmul(last, w_u.t()); // (batch, vocab)
+                    unrows(l, batch, 1)
+                } else {
+                    unrows(matmul(rows(&y).view(), w_u.t()), batch, seq) // (rows, vocab)
+                });
             }
             if fwd.trace {
                 ln_f = Some(cache);
@@ -276,6 +296,7 @@ impl<A: Scalar> Transformer<A> {
             from_tokens: matches!(fwd.input, Input::Tokens(_)),
             batch,
             seq,
+            last_logits: fwd.logits && fwd.last_logits,
             layers,
             ln_f,
         });
