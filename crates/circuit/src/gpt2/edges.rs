@@ -8,8 +8,8 @@ use circuitry_core::HookPoint;
 use circuitry_models::transformer::{Backward, Forward, Transformer};
 use ndarray::{s, Array2, Array3, ArrayView3};
 
-use super::nodes::Prepared;
-use super::pairs::{answers, logit_diff, repeat_rows, PairBatch};
+use super::nodes::{block_of, Prepared};
+use super::pairs::{answers, logit_diff, PairBatch};
 use super::splice::{from_rows, to_rows, Submodules};
 use crate::{Error, Result};
 
@@ -115,10 +115,20 @@ pub fn add_edges(
         let sub_d = &subs.all()[d];
         let per_chunk = (max_rows / (b * seq).max(1)).max(1);
         let left_f = sub_d.feature_grad(grad[d].view()); // (batch, seq, d_sae)
+                                                         // The runs start at the block of the earliest upstream hook, from its clean
+                                                         // input: nothing before it is wanted.
+        let start = want.iter().map(|&h| block_of(h)).min().unwrap_or(0);
+        let resid = &prep.resid_pre[start]; // (batch, seq, d_model)
         for group in down.chunks(per_chunk) {
             let k = group.len();
-            let ids = repeat_rows(batch.clean.view(), k);
-            let out = model.run(&Forward::tokens(ids.view()).logits(false).trace(true))?;
+            let input = Array3::from_shape_fn((k * b, seq, resid.dim().2), |(r, p, i)| {
+                resid[[r % b, p, i]]
+            });
+            let out = model.run(
+                &Forward::from_resid_pre(start, input.view())
+                    .logits(false)
+                    .trace(true),
+            )?;
             let dm = model.config().d_model;
             let mut seed = Array3::<f32>::zeros((k * b, seq, dm));
             for (j, node) in group.iter().enumerate() {

@@ -6,7 +6,7 @@ use std::path::Path;
 use circuitry_core::HookPoint;
 use circuitry_models::transformer::{Forward, Transformer};
 use circuitry_store::ActivationStore;
-use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3};
+use ndarray::{s, Array1, Array2, Array3, ArrayView3};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -326,10 +326,4 @@ pub fn clean_metric(model: &Transformer, batch: &PairBatch) -> Result<Array1<f32
         detail: "the forward was asked for logits".into(),
     })?;
     Ok(logit_diff(logits.view(), &answers(batch)).0)
-}
-
-/// `ids` (batch, seq) repeated `k` times along the batch: row `j·batch + b` is `ids[b]`.
-pub(crate) fn repeat_rows(ids: ArrayView2<'_, u32>, k: usize) -> Array2<u32> {
-    let (b, s) = ids.dim();
-    Array2::from_shape_fn((b * k, s), |(r, p)| ids[[r % b, p]])
 }
