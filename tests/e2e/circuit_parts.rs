@@ -3,7 +3,8 @@
 //! the plain command, give the same circuit as one process over all pairs (resample
 //! ablation, whose permutations are seeded per batch, and per-position nodes included);
 //! a round run before every part finished the previous one is refused; the plain
-//! command finishes parts left undone and ignores parts of other options.
+//! command finishes parts left undone and ignores parts of other options; a damaged
+//! part file is refused with the fix.
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -180,6 +181,26 @@ fn the_plain_command_finishes_parts_left_undone_and_ignores_stale_ones() {
         text(&o)
     );
     assert_same_circuit(&whole, &stale);
+
+    // A damaged part file (cut short): refused, naming the file and the fix, no
+    // circuit written; once deleted, the plain command runs the part again.
+    let damaged = tmp.path().join("damaged");
+    run_ok(&mut circuit(&run, &damaged, &["--part", "0/2"]));
+    let file = damaged.join("parts/0/nodes.safetensors");
+    let bytes = fs::read(&file).unwrap();
+    fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let o = circuit(&run, &damaged, &[]).output().unwrap();
+    let says = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{says}");
+    assert!(
+        says.contains("parts/0/nodes.safetensors")
+            && says.contains("delete it and run its part again"),
+        "the error names the file and the fix: {says}"
+    );
+    assert!(!damaged.join("circuit.json").exists());
+    fs::remove_file(&file).unwrap();
+    run_ok(&mut circuit(&run, &damaged, &[]));
+    assert_same_circuit(&whole, &damaged);
 
     // A part that is not one.
     let bad = circuit(&run, &stale, &["--part", "4/4"]).output().unwrap();

@@ -108,10 +108,11 @@ impl Work<'_> {
         self.data.batches.iter().map(|b| b.seq()).max().unwrap_or(0)
     }
 
-    /// Check that the model reproduces the cached activations of the batches `range`,
-    /// then run their clean and patch prompts.
-    pub fn prepare_range(&self, range: Range<usize>) -> Result<Vec<Prepared>> {
-        for b in range.clone() {
+    /// Check that the model reproduces the cached activations of the batches `range`
+    /// (one clean and one patch forward per batch; round 1 runs it, the later rounds
+    /// of the same inputs need not).
+    pub fn check_range(&self, range: Range<usize>) -> Result<()> {
+        for b in range {
             let (batch, cached) = (&self.data.batches[b], &self.data.cached[b]);
             check_reproduces(
                 self.model,
@@ -121,6 +122,11 @@ impl Work<'_> {
                 self.fingerprints,
             )?;
         }
+        Ok(())
+    }
+
+    /// Run the clean and patch prompts of the batches `range`.
+    pub fn prepare_range(&self, range: Range<usize>) -> Result<Vec<Prepared>> {
         range
             .map(|b| prepare(self.model, self.subs, &self.data.batches[b]))
             .collect()
@@ -159,8 +165,10 @@ pub struct EdgeSweepShare {
     pub metrics: Vec<Vec<Array1<f32>>>,
 }
 
-/// Round 1 over the batches `range`; also returns their forward results.
+/// Round 1 over the batches `range`, after checking that the model reproduces their
+/// cached activations; also returns their forward results.
 pub fn nodes_round(w: &Work<'_>, range: Range<usize>) -> Result<(NodeShare, Vec<Prepared>)> {
+    w.check_range(range.clone())?;
     let preps = w.prepare_range(range.clone())?;
     let d_model = w.model.config().d_model;
     let mut share = NodeShare {

@@ -20,8 +20,8 @@ use super::eval::{Ablation, EdgeEvalRow, Ends, EvalRow};
 use super::nodes::Method;
 use super::pairs::PairData;
 use super::parts::{
-    concat, edge_sweep_round, edges_round, mean_edges, nodes_round, split_key, NodeTotals, Round,
-    ShareFile, Split, Work, ROUNDS,
+    concat, edge_sweep_round, edges_round, mean_edges, nodes_round, split_key, EdgeShare,
+    NodeTotals, Round, ShareFile, Split, Work, ROUNDS,
 };
 use super::splice::{Submodule, Submodules};
 use super::{exactcheck, plot};
@@ -332,19 +332,32 @@ fn current_split(cfg: &Gpt2StageConfig, i: &Inputs) -> Option<usize> {
 fn find(cfg: &Gpt2StageConfig, i: &Inputs) -> Result<Found> {
     let work = i.work(cfg);
     if let Some(count) = current_split(cfg, i) {
+        // Each round's totals are read once, for every part that still needs the next.
         let key = i.key(cfg, count);
-        for round in ROUNDS {
-            for part in Part::all(count) {
-                let file = share_file(cfg, i, &key, part);
-                if !file.done(round)? {
-                    compute_round(&work, &file, round)?;
-                }
-            }
-        }
         let files: Vec<ShareFile<'_>> = Part::all(count)
             .map(|p| share_file(cfg, i, &key, p))
             .collect();
-        return assemble_parts(&work, &files);
+        let missing = |round: Round| -> Result<Vec<&ShareFile<'_>>> {
+            let mut left = Vec::new();
+            for f in &files {
+                if !f.done(round)? {
+                    left.push(f);
+                }
+            }
+            Ok(left)
+        };
+        for file in missing(Round::Nodes)? {
+            nodes_part(&work, file)?;
+        }
+        let totals = node_totals(&work, &files)?;
+        for file in missing(Round::Edges)? {
+            edges_part(&work, file, &totals)?;
+        }
+        let edges = EdgeTotals::read(&work, &files, &totals)?;
+        for file in missing(Round::EdgeSweep)? {
+            edge_sweep_part(&work, file, &totals, &edges)?;
+        }
+        return assemble_parts(&work, &files, totals, edges);
     }
     let all = 0..i.data.batches.len();
     let (mut nodes, preps) = nodes_round(&work, all.clone())?;
@@ -446,70 +459,90 @@ fn node_totals(w: &Work<'_>, files: &[ShareFile<'_>]) -> Result<NodeTotals> {
     Ok(NodeTotals::new(w.cfg, w.subs, &refs))
 }
 
-/// The mean edges and the edge thresholds from round 2 of every part.
-fn edge_totals(
-    w: &Work<'_>,
-    files: &[ShareFile<'_>],
-    totals: &NodeTotals,
-) -> Result<(Vec<super::parts::EdgeShare>, EdgeSums, Vec<f64>)> {
-    let shares = files
-        .iter()
-        .map(|f| {
-            f.read_edges(totals.plan.keep.len())?
-                .ok_or_else(|| not_done(w, f.part, Round::Edges))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let refs: Vec<_> = shares.iter().collect();
-    let edges = mean_edges(&refs, totals.analysis.n_examples);
-    let thresholds = edge_thresholds(w.cfg.edge_threshold, &edges);
-    Ok((shares, edges, thresholds))
+/// Rounds 2 of every part added up: what round 3 and the assembly need.
+struct EdgeTotals {
+    /// Every part's round 2 (its node sweep's metrics), in part order.
+    shares: Vec<EdgeShare>,
+    /// The mean edge weights.
+    edges: EdgeSums,
+    /// The edge sweep's thresholds.
+    thresholds: Vec<f64>,
 }
 
-/// Compute and write `round` of `file`'s part (the rounds before it done by every part).
-fn compute_round(w: &Work<'_>, file: &ShareFile<'_>, round: Round) -> Result<()> {
-    let range = file.batches.clone();
-    let _span = tracing::info_span!("part", part = %file.part, round = round.number()).entered();
-    match round {
-        Round::Nodes => file.write_nodes(&nodes_round(w, range)?.0),
-        Round::Edges => {
-            let files = all_files(w, file);
-            let totals = node_totals(w, &files)?;
-            let own = file
-                .read_nodes(w.subs, true)?
-                .ok_or_else(|| not_done(w, file.part, Round::Nodes))?;
-            let preps = w.prepare_range(range.clone())?;
-            file.write_edges(&edges_round(w, range, &preps, &own.grads, &totals)?)
-        }
-        Round::EdgeSweep => {
-            let files = all_files(w, file);
-            let totals = node_totals(w, &files)?;
-            let (_, edges, thresholds) = edge_totals(w, &files, &totals)?;
-            let preps = w.prepare_range(range.clone())?;
-            let share = edge_sweep_round(w, range, &preps, &totals, (&edges, &thresholds))?;
-            file.write_edge_sweep(&share)
-        }
+impl EdgeTotals {
+    /// Read round 2 of every part in `files` (round 1's totals are `totals`).
+    fn read(w: &Work<'_>, files: &[ShareFile<'_>], totals: &NodeTotals) -> Result<EdgeTotals> {
+        let shares = files
+            .iter()
+            .map(|f| {
+                f.read_edges(totals.plan.keep.len())?
+                    .ok_or_else(|| not_done(w, f.part, Round::Edges))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<_> = shares.iter().collect();
+        let edges = mean_edges(&refs, totals.analysis.n_examples);
+        let thresholds = edge_thresholds(w.cfg.edge_threshold, &edges);
+        Ok(EdgeTotals {
+            shares,
+            edges,
+            thresholds,
+        })
     }
 }
 
-/// Every part's rounds read back and added up.
-fn assemble_parts(w: &Work<'_>, files: &[ShareFile<'_>]) -> Result<Found> {
-    let totals = node_totals(w, files)?;
-    let (edge_shares, edges, thresholds) = edge_totals(w, files, &totals)?;
+/// Round 1 of `file`'s part, written.
+fn nodes_part(w: &Work<'_>, file: &ShareFile<'_>) -> Result<()> {
+    let _span = tracing::info_span!("part", part = %file.part, round = 1).entered();
+    file.write_nodes(&nodes_round(w, file.batches.clone())?.0)
+}
+
+/// Round 2 of `file`'s part, written (`totals`: round 1 of every part).
+fn edges_part(w: &Work<'_>, file: &ShareFile<'_>, totals: &NodeTotals) -> Result<()> {
+    let _span = tracing::info_span!("part", part = %file.part, round = 2).entered();
+    let range = file.batches.clone();
+    let own = file
+        .read_nodes(w.subs, true)?
+        .ok_or_else(|| not_done(w, file.part, Round::Nodes))?;
+    let preps = w.prepare_range(range.clone())?;
+    file.write_edges(&edges_round(w, range, &preps, &own.grads, totals)?)
+}
+
+/// Round 3 of `file`'s part, written (rounds 1 and 2 of every part added up).
+fn edge_sweep_part(
+    w: &Work<'_>,
+    file: &ShareFile<'_>,
+    totals: &NodeTotals,
+    e: &EdgeTotals,
+) -> Result<()> {
+    let _span = tracing::info_span!("part", part = %file.part, round = 3).entered();
+    let range = file.batches.clone();
+    let preps = w.prepare_range(range.clone())?;
+    let share = edge_sweep_round(w, range, &preps, totals, (&e.edges, &e.thresholds))?;
+    file.write_edge_sweep(&share)
+}
+
+/// Every part's round 3 read back and added to the totals of rounds 1 and 2.
+fn assemble_parts(
+    w: &Work<'_>,
+    files: &[ShareFile<'_>],
+    totals: NodeTotals,
+    e: EdgeTotals,
+) -> Result<Found> {
     let sweeps = files
         .iter()
         .map(|f| {
-            f.read_edge_sweep(thresholds.len())?
+            f.read_edge_sweep(e.thresholds.len())?
                 .ok_or_else(|| not_done(w, f.part, Round::EdgeSweep))
         })
         .collect::<Result<Vec<_>>>()?;
-    let node_sweeps: Vec<&[_]> = edge_shares.iter().map(|s| s.sweep.as_slice()).collect();
+    let node_sweeps: Vec<&[_]> = e.shares.iter().map(|s| s.sweep.as_slice()).collect();
     let edge_sweeps: Vec<&[_]> = sweeps.iter().map(|s| s.metrics.as_slice()).collect();
     Ok(assemble(
         w,
         totals,
         &node_sweeps,
         &edge_sweeps,
-        (edges, &thresholds),
+        (e.edges, &e.thresholds),
     ))
 }
 
@@ -549,7 +582,16 @@ pub fn run_gpt2_part(cfg: &Gpt2StageConfig, part: Part) -> Result<PartOutcome> {
                 }
             }
         }
-        compute_round(&work, &file, round)?;
+        let files = all_files(&work, &file);
+        match round {
+            Round::Nodes => nodes_part(&work, &file)?,
+            Round::Edges => edges_part(&work, &file, &node_totals(&work, &files)?)?,
+            Round::EdgeSweep => {
+                let totals = node_totals(&work, &files)?;
+                let edges = EdgeTotals::read(&work, &files, &totals)?;
+                edge_sweep_part(&work, &file, &totals, &edges)?
+            }
+        }
         return Ok(PartOutcome::Wrote(round, round.file(part, &cfg.out)));
     }
     Ok(PartOutcome::AllDone)

@@ -25,6 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// A dump's part `I/N` ([`Part::rows`] with chunks of `shard_rows` rows): a fixed,
+/// contiguous range of whole shards of the dump in one go. A part computes the same
+/// batches as the dump in one go for its rows, so its shards hold the same rows with
+/// the same values as that dump's shards — and the assembled store has the same
+/// shards.
+pub use circuitry_core::part::{Part, PARTS_DIR};
+
 pub mod bench;
 pub mod cli;
 pub mod runtime;
@@ -86,8 +93,6 @@ pub struct OnnxDumpConfig {
     #[serde(skip)]
     pub ort_library: Option<PathBuf>,
 }
-
-pub use circuitry_core::part::{Part, PARTS_DIR};
 
 impl OnnxDumpConfig {
     /// Check the ranges; the returned config is the only one [`dump`] accepts.
