@@ -5,7 +5,7 @@
 //! Each output element is computed by one thread in an order fixed by the shapes, so
 //! products do not depend on the number of threads (tested here and in the SAE
 //! crate's kernels, which share this function).
-use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -71,12 +71,12 @@ macro_rules! impl_gemm {
                 };
                 if let Some(s) = c.as_slice_mut() {
                     let c_mut: MatMut<'_, $t> = MatMut::from_row_major_slice_mut(s, m, n);
-                    matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
+                    faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
                     return;
                 }
                 if let Some(s) = c.view_mut().reversed_axes().as_slice_mut() {
                     let c_mut: MatMut<'_, $t> = MatMut::from_column_major_slice_mut(s, m, n);
-                    matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
+                    faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
                     return;
                 }
                 // A strided output: ndarray's own product.
@@ -89,6 +89,20 @@ macro_rules! impl_gemm {
 
 impl_gemm!(f32);
 impl_gemm!(f64);
+
+/// The product `a · b` as a new array: `a (m, k)`, `b (k, n)` → `(m, n)`, through
+/// [`Gemm::gemm`] (faer's kernels, rayon's threads) rather than ndarray's `dot`.
+///
+/// # Panics
+/// When the shapes do not agree.
+pub fn matmul<T: Gemm + ndarray::LinalgScalar>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+) -> ndarray::Array2<T> {
+    let mut c = ndarray::Array2::zeros((a.nrows(), b.ncols()));
+    T::gemm(c.view_mut(), false, a, b, num_traits::One::one());
+    c
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use circuitry_core::HookPoint;
+use circuitry_models::gemm::matmul;
 use circuitry_models::transformer::{Backward, Forward, Transformer};
 use ndarray::{s, Array2, Array3, ArrayView3};
 
@@ -197,7 +198,7 @@ fn add_upstream(
     let dirs = Array2::from_shape_fn((feats.len(), gu.dim().2), |(r, c)| {
         sub.sae.w_dec[[feats[r], c]]
     });
-    let proj = from_rows(to_rows(gu).dot(&dirs.t()), b, seq); // (batch, seq, n_feats)
+    let proj = from_rows(matmul(to_rows(gu).view(), dirs.t()), b, seq); // (batch, seq, n_feats)
     let mut col = 0;
     for &n in up {
         let mut w = 0.0f64;

@@ -9,6 +9,7 @@
 //! gives `g`. Edges do go through the *downstream* SAE's encoder
 //! ([`Submodule::encoder_vjp`], [`Submodule::error_vjp`]).
 use circuitry_core::HookPoint;
+use circuitry_models::gemm::matmul;
 use circuitry_sae::Sae;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, Zip};
 
@@ -119,7 +120,7 @@ impl Submodule {
     /// gradient `g` (batch, seq, d_model) at the hook. (The error's gradient is `g`.)
     pub fn feature_grad(&self, g: ArrayView3<'_, f32>) -> Array3<f32> {
         let (b, s, _) = g.dim();
-        from_rows(to_rows(g).dot(&self.sae.w_dec.t()), b, s)
+        from_rows(matmul(to_rows(g).view(), self.sae.w_dec.t()), b, s)
     }
 
     /// Vector–Jacobian product of the encoder: `left` (batch, seq, d_sae) times
@@ -134,7 +135,7 @@ impl Submodule {
                 *l = 0.0;
             }
         });
-        from_rows(masked.dot(&self.sae.w_enc.t()), b, s)
+        from_rows(matmul(masked.view(), self.sae.w_enc.t()), b, s)
     }
 
     /// [`Submodule::encoder_vjp`] for one latent `i`: `left` (batch, seq) times

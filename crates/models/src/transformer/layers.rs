@@ -12,15 +12,7 @@ use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayViewMut2, Axis, Zip};
 
 use super::Scalar;
 
-/// `x · w` through faer ([`crate::gemm`]), parallel over rayon's threads.
-pub(crate) fn matmul<A: Scalar>(
-    x: ArrayView2<'_, A>, // (n, k)
-    w: ArrayView2<'_, A>, // (k, m)
-) -> Array2<A> /* (n, m) */ {
-    let mut out = Array2::zeros((x.nrows(), w.ncols()));
-    A::gemm(out.view_mut(), false, x, w, A::one());
-    out
-}
+pub(crate) use crate::gemm::matmul;
 
 /// Which normalisation a [`Norm`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
