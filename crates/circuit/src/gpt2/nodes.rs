@@ -163,7 +163,7 @@ pub fn node_effects(
                 model,
                 sub,
                 (batch, &prep.resid_pre[block_of(sub.hook)]),
-                &prep.clean[s],
+                (&prep.clean[s], &prep.grad[s]),
                 &prep.delta[s],
                 steps,
                 max_rows,
@@ -197,22 +197,25 @@ pub fn block_of(hook: HookPoint) -> usize {
 /// with the submodule spliced as `decode(f) + err` and everything else left to run.
 /// `resid_pre` is the clean input of the hook's block ([`block_of`]): the runs start
 /// there, since nothing before the hook changes along the path (the backward pass
-/// stops at the hook).
+/// stops at the hook). The first step (`k = 0`) is the clean run itself, whose
+/// gradient at the hook `clean_grad` ([`prepare`]'s) is used as it is: the runs are the
+/// steps `k = 1 … N−1` (the spliced `decode(f) + err` equals the clean activation up to
+/// rounding).
 pub fn ig_grad(
     model: &Transformer,
     sub: &Submodule,
     (batch, resid_pre): (&PairBatch, &Array3<f32>),
-    clean: &SubState,
+    (clean, clean_grad): (&SubState, &Array3<f32>),
     delta: &SubState,
     steps: usize,
     max_rows: usize,
 ) -> Result<Array3<f32>> {
     let (b, seq) = batch.clean.dim();
     let per_chunk = (max_rows / (b * seq).max(1)).clamp(1, steps.max(1));
-    let mut total = Array3::<f32>::zeros(clean.err.raw_dim()); // (batch, seq, d)
+    let mut total = clean_grad.clone(); // (batch, seq, d): step 0
     let ans = answers(batch);
     let want = [sub.hook];
-    let mut k0 = 0;
+    let mut k0 = 1;
     while k0 < steps {
         let k1 = (k0 + per_chunk).min(steps);
         let n = k1 - k0;
