@@ -66,9 +66,15 @@ fn smollm2_smoke_pipeline_runs_every_stage_on_a_real_llama() {
     let c = scores["complement_faithfulness"].as_f64().unwrap();
     let frac = scores["node_fraction"].as_f64().unwrap();
     // The model prefers the right verb: the clean metric logit(patch) − logit(clean) < 0.
-    // Measured: faithfulness 0.66 with 16 of 9220 nodes, complement 0.06.
+    // Measured (integrated gradients, Intel Xeon): faithfulness 0.89 with 58 of 9220
+    // nodes, complement 0.01; IG vs exact patching on 16 pairs r 0.98 over nodes.
     assert!(scores["metric_clean"].as_f64().unwrap() < -1.0, "{scores}");
-    assert!(f > 0.5 && c < 0.3 && frac < 0.05, "{scores}");
+    assert!(f > 0.75 && c < 0.2 && frac < 0.05, "{scores}");
+    let r = scores["pearson_r_vs_exact_nodes"].as_f64().unwrap();
+    assert!(
+        r >= 0.9,
+        "IG vs exact patching: r {r} (issue 14 asks >= 0.9)"
+    );
     for file in [
         "circuit.html",
         "circuit.svg",
