@@ -4,7 +4,7 @@
 # the SAEs spliced into transformers' model (scripts/bench_circuit_peer.py), in one run,
 # alternating sides, medians; prints the CPU, the load and the ratio.
 #
-#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2] [pass|ig]
+#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2] [pass|ig] [K]
 #
 # ig: integrated-gradient node effects of one batch instead (prepare, then one spliced
 # forward + backward per submodule over the 10 steps at once), both sides; llama only.
@@ -13,19 +13,22 @@
 # d_mlp 1536, vocab 49152), SAEs of 4608 latents at every resid_pre, batch 8 x 16.
 # gpt2:  GPT-2 small's shape, SAEs of 3072 latents at every resid_pre/attn_out/mlp_out,
 # batch 2 x 10. Random weights: speed does not depend on their values. Not a test.
+# K: TopK SAEs with K active latents, both sides (default 32 for llama, as the SmolLM2
+# pipelines train; 0 for gpt2: ReLU SAEs as Marks et al.'s, about half the latents active).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAMILY=${1:-llama}; REPS=${2:-5}; THREADS=${3:-2}; WHAT=${4:-pass}
+case $FAMILY in llama) K=${5:-32} ;; *) K=${5:-0} ;; esac
 case $FAMILY in
     llama) SHAPE=(--family llama --layers 30 --d-model 576 --heads 9 --kv-heads 3 --d-mlp 1536
-                  --vocab 49152 --d-sae 4608 --subs resid --batch 8 --seq 16) ;;
+                  --vocab 49152 --d-sae 4608 --subs resid --batch 8 --seq 16 --k "$K") ;;
     gpt2)  SHAPE=(--family gpt2 --layers 12 --d-model 768 --heads 12 --vocab 50257
-                  --d-sae 3072 --subs all --batch 2 --seq 10) ;;
+                  --d-sae 3072 --subs all --batch 2 --seq 10 --k "$K") ;;
     *) echo "bench_circuit.sh: unknown family '$FAMILY' (llama or gpt2)" >&2; exit 2 ;;
 esac
 cargo build --release -q -p circuitry-circuit --example bench_circuit
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_circuit"
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1); threads $THREADS"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1); threads $THREADS; SAEs: $([ "$K" = 0 ] && echo ReLU || echo "TopK k=$K")"
 echo "load before: $(uptime)"
 case $WHAT in
     pass) OURS=(--only-pass 1); PEER=(); KEY=pass_s; LINE='spliced pass' ;;

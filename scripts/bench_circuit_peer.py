@@ -2,7 +2,7 @@
 """PyTorch peer of `crates/circuit/examples/bench_circuit.rs`'s *spliced pass*.
 
 A randomly initialised model of the same shape (transformers' GPT2LMHeadModel or
-LlamaForCausalLM, eager attention, float32) with a random ReLU SAE spliced at every
+LlamaForCausalLM, eager attention, float32) with a random ReLU SAE (TopK with `--k K`) spliced at every
 `resid_pre` (and with `--subs all` at every attn_out and mlp_out as well), as Marks et
 al.'s feature-circuits code splices them: at each hook `f = relu((x - b_dec) W_enc + b_enc)`,
 `x_hat = f W_dec + b_dec`, `err = x - x_hat`, the model continues with `x_hat + err`, and
@@ -64,8 +64,9 @@ def build(a):
 
 
 class Sae(torch.nn.Module):
-    def __init__(self, d, d_sae):
+    def __init__(self, d, d_sae, k=0):
         super().__init__()
+        self.k = k
         self.W_enc = torch.nn.Parameter(torch.randn(d, d_sae) * 4.0 / d**0.5)
         self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
         self.W_dec = torch.nn.Parameter(torch.randn(d_sae, d) / d_sae**0.5)
@@ -78,15 +79,23 @@ class Sae(torch.nn.Module):
         # spend an extra encoder backward on it. The gradient also flows on to x, so
         # upstream splices see every path.
         with torch.no_grad():
-            f = torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)  # (batch, seq, d_sae)
+            f = self.act((x - self.b_dec) @ self.W_enc + self.b_enc)  # (batch, seq, d_sae)
         f.requires_grad_(True)
         x_hat = f @ self.W_dec + self.b_dec  # (batch, seq, d)
         err = (x - x_hat).detach().requires_grad_(True)
         store.append((f, err))
         return x_hat + err + (x - x.detach())
 
+    def act(self, pre):
+        # ReLU, or with k TopK as SAELens's TopK SAE: the k largest, ReLU, in a dense
+        # tensor (zeros elsewhere) that the decoder multiplies as it is.
+        if not self.k:
+            return torch.relu(pre)
+        vals, idx = pre.topk(self.k, dim=-1)
+        return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
+
     def encode(self, x):
-        f = torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+        f = self.act((x - self.b_dec) @ self.W_enc + self.b_enc)
         return f, x - (f @ self.W_dec + self.b_dec)
 
 
@@ -152,7 +161,8 @@ def main():
     p.add_argument("--family", choices=["gpt2", "llama"], default="gpt2")
     for name, default in [("layers", 12), ("d-model", 768), ("heads", 12), ("kv-heads", 0),
                           ("d-mlp", 0), ("vocab", 50257), ("d-sae", 3072), ("batch", 2),
-                          ("seq", 10), ("reps", 5), ("threads", 2), ("ig-steps", 0)]:
+                          ("seq", 10), ("reps", 5), ("threads", 2), ("ig-steps", 0),
+                          ("k", 0)]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--subs", choices=["all", "resid"], default="all")
     a = p.parse_args()
@@ -165,7 +175,7 @@ def main():
             raise SystemExit("bench_circuit_peer.py: --ig-steps needs --subs resid")
         saes = []
         for _ in blocks:
-            sae = Sae(a.d_model, a.d_sae)
+            sae = Sae(a.d_model, a.d_sae, a.k)
             for prm in sae.parameters():
                 prm.requires_grad_(False)
             saes.append(sae)
@@ -190,7 +200,7 @@ def main():
     store: list = []
     handles = []
     for block in blocks:
-        sae = Sae(a.d_model, a.d_sae)
+        sae = Sae(a.d_model, a.d_sae, a.k)
         for prm in sae.parameters():
             prm.requires_grad_(False)
 
@@ -206,7 +216,7 @@ def main():
             attn = block.self_attn if a.family == "llama" else block.attn
             mlp = block.mlp
             for mod in (attn, mlp):
-                sae_out = Sae(a.d_model, a.d_sae)
+                sae_out = Sae(a.d_model, a.d_sae, a.k)
                 for prm in sae_out.parameters():
                     prm.requires_grad_(False)
 

@@ -11,10 +11,12 @@
 //! ```text
 //! cargo run --release -p circuitry-circuit --example bench_circuit -- \
 //!     [--family gpt2|llama] [--layers 12] [--d-model 768] [--heads 12] [--kv-heads H] \
-//!     [--d-mlp 4·d] [--vocab 50257] [--d-sae 3072] [--subs all|resid] \
+//!     [--d-mlp 4·d] [--vocab 50257] [--d-sae 3072] [--k 0] [--subs all|resid] \
 //!     [--batch 2] [--seq 10] [--ig-steps 10] [--edge-nodes 16] [--reps 3] [--only-pass 1]
 //!     [--only-ig 1]
 //! ```
+//!
+//! `--k K` makes the SAEs TopK with `K` active latents (0, the default: ReLU).
 //!
 //! Threads: rayon's default (all cores), or `RAYON_NUM_THREADS=N`.
 //!
@@ -32,7 +34,7 @@ use circuitry_circuit::gpt2::{
 };
 use circuitry_core::{Family, HookPoint, ModelConfig};
 use circuitry_models::transformer::{Backward, Forward, Transformer};
-use circuitry_sae::{Sae, SaeConfig};
+use circuitry_sae::{Architecture, Sae, SaeConfig};
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -49,6 +51,7 @@ struct Args {
     heads: usize,
     vocab: usize,
     d_sae: usize,
+    k: usize,
     batch: usize,
     seq: usize,
     ig_steps: usize,
@@ -69,6 +72,7 @@ fn parse() -> anyhow::Result<Args> {
         heads: 12,
         vocab: 50257,
         d_sae: 3072,
+        k: 0,
         batch: 2,
         seq: 10,
         ig_steps: 10,
@@ -105,6 +109,7 @@ fn parse() -> anyhow::Result<Args> {
             "--heads" => a.heads = v,
             "--vocab" => a.vocab = v,
             "--d-sae" => a.d_sae = v,
+            "--k" => a.k = v,
             "--batch" => a.batch = v,
             "--seq" => a.seq = v,
             "--ig-steps" => a.ig_steps = v,
@@ -151,7 +156,11 @@ fn main() -> anyhow::Result<()> {
             ]
         };
         for hook in hooks {
-            let mut sae = Sae::new_init(SaeConfig::new(a.d_model, a.d_sae, hook), &mut rng);
+            let mut cfg = SaeConfig::new(a.d_model, a.d_sae, hook);
+            if a.k > 0 {
+                cfg.architecture = Architecture::TopK { k: a.k };
+            }
+            let mut sae = Sae::new_init(cfg, &mut rng);
             sae.w_enc.mapv_inplace(|v| v * 4.0);
             list.push(Submodule::new(sae)?);
         }
@@ -264,7 +273,7 @@ fn main() -> anyhow::Result<()> {
         for sub in subs.all() {
             let x = &out.hooks[&sub.hook];
             let enc = sub.encode(x.view())?;
-            let g = sub.feature_grad(grads[&sub.hook].view());
+            let g = sub.feature_grad_at(grads[&sub.hook].view(), enc.f.view());
             check += g.sum() + enc.f.sum();
         }
         std::hint::black_box(check);

@@ -72,6 +72,19 @@ fn feature_and_error_gradients_match_finite_differences_on(
     let mut err_pairs = Vec::new();
     for (s, sub) in subs.all().iter().enumerate() {
         let gf = sub.feature_grad(prep.grad[s].view()); // (batch, seq, d_sae)
+                                                        // The masked form the effects use: the same values at the active latents
+                                                        // (dot products instead of the product: a few ulp apart), zero elsewhere.
+        let at = sub.feature_grad_at(prep.grad[s].view(), prep.clean[s].f.view());
+        let mut worst = 0.0f32;
+        for ((&a, &g), &f) in at.iter().zip(&gf).zip(&prep.clean[s].f) {
+            let want = if f != 0.0 { g } else { 0.0 };
+            worst = worst.max((a - want).abs() / (1e-3 + g.abs()));
+        }
+        println!(
+            "{}: feature_grad_at vs feature_grad, max rel diff {worst:.2e}",
+            sub.hook
+        );
+        assert!(worst < 1e-4, "{}: {worst}", sub.hook);
         let (f0, e0) = (f64s(prep.clean[s].f.view()), f64s(prep.clean[s].err.view()));
         for &(b, p, i) in &[(0usize, 4usize, 0usize), (1, 2, 5), (0, 3, 11), (1, 4, 23)] {
             let eval = |d: f64| {

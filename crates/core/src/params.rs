@@ -352,7 +352,8 @@ pub struct TrainSaeOptions {
     /// Write a checkpoint every N steps (default 0: never); a rerun resumes from it.
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
-    /// A latent silent for this many steps counts as dead.
+    /// A latent silent for this many steps counts as dead, and AuxK trains it (default:
+    /// 500, capped at steps / 10 so that a short run has dead latents to revive).
     #[arg(long)]
     pub dead_feature_window: Option<usize>,
     /// JumpReLU: initial threshold of every latent.

@@ -104,7 +104,11 @@ pub(crate) fn config(a: Args, mkl_library: Option<OsString>) -> anyhow::Result<S
             .unwrap_or(d.lr_warm_up_steps.min(steps / 10)),
         lr_decay_steps: o.lr_decay_steps.unwrap_or(steps / 5),
         l1_warm_up_steps: o.l1_warm_up_steps.unwrap_or(steps / 10),
-        dead_feature_window: o.dead_feature_window.unwrap_or(d.dead_feature_window),
+        // A window as long as the run would leave AuxK idle: a latent counts as dead
+        // only after that many silent steps, when the run is over.
+        dead_feature_window: o
+            .dead_feature_window
+            .unwrap_or(d.dead_feature_window.min((steps / 10).max(1))),
         jumprelu_init_threshold: o
             .jumprelu_init_threshold
             .unwrap_or(d.jumprelu_init_threshold),

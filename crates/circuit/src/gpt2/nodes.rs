@@ -172,7 +172,7 @@ pub fn node_effects(
         let (feat, err) = match method {
             Method::Exact => exact(model, sub, batch, prep, s, max_rows)?,
             _ => (
-                sub.feature_grad(grad.view()) * &prep.delta[s].f,
+                sub.feature_grad_at(grad.view(), prep.delta[s].f.view()) * &prep.delta[s].f,
                 dot_last(grad.view(), prep.delta[s].err.view()),
             ),
         };

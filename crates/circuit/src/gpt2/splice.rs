@@ -123,6 +123,40 @@ impl Submodule {
         from_rows(matmul(to_rows(g).view(), self.sae.w_dec.t()), b, s)
     }
 
+    /// [`Submodule::feature_grad`] at the entries where `at` (batch, seq, d_sae) is
+    /// nonzero, zero elsewhere: one dot product with a row of `W_dec` per entry instead
+    /// of the whole product. Every consumer of feature gradients weights them by
+    /// something zero at inactive latents (node effects by `Δf`, the encoder's VJP by
+    /// `[f ≠ 0]`), so with `at` that weight the result is the same. Where more than one
+    /// entry in 16 is nonzero (ReLU SAEs) the whole product is taken and masked.
+    pub fn feature_grad_at(&self, g: ArrayView3<'_, f32>, at: ArrayView3<'_, f32>) -> Array3<f32> {
+        let (b, s, d_sae) = at.dim();
+        let at = to_rows(at); // (rows, d_sae)
+        if at.iter().filter(|&&a| a != 0.0).count() * 16 > at.len() {
+            let mut out = matmul(to_rows(g).view(), self.sae.w_dec.t()); // (rows, d_sae)
+            Zip::from(&mut out).and(&at).par_for_each(|o, &a| {
+                if a == 0.0 {
+                    *o = 0.0;
+                }
+            });
+            return from_rows(out, b, s);
+        }
+        let g = to_rows(g); // (rows, d)
+        let w_dec = &self.sae.w_dec; // (d_sae, d)
+        let mut out = Array2::<f32>::zeros((b * s, d_sae));
+        Zip::from(out.rows_mut())
+            .and(at.rows())
+            .and(g.rows())
+            .par_for_each(|mut out, at, g| {
+                for (i, &a) in at.iter().enumerate() {
+                    if a != 0.0 {
+                        out[i] = g.dot(&w_dec.row(i));
+                    }
+                }
+            });
+        from_rows(out, b, s)
+    }
+
     /// Vector–Jacobian product of the encoder: `left` (batch, seq, d_sae) times
     /// `∂f/∂x` at the activations whose features are `f` (batch, seq, d_sae):
     /// `(left ⊙ [f ≠ 0]) · W_encᵀ` (batch, seq, d_model). A latent that is not active has
@@ -163,7 +197,7 @@ impl Submodule {
     /// Vector–Jacobian product of the error `x − decode(encode(x))` with `left`
     /// (batch, seq, d_model): `left − encoder_vjp(left · W_decᵀ)`.
     pub fn error_vjp(&self, f: ArrayView3<'_, f32>, left: ArrayView3<'_, f32>) -> Array3<f32> {
-        let through = self.encoder_vjp(f, self.feature_grad(left).view());
+        let through = self.encoder_vjp(f, self.feature_grad_at(left, f).view());
         &left - &through
     }
 

@@ -318,3 +318,32 @@ fn vectorised_group_maxima_equal_the_scalar_ones() {
         );
     }
 }
+
+#[test]
+fn sparse_decode_equals_the_dense_product() {
+    // TopK features (4 of 128 active a row) take the gather; the same values in f64
+    // through the dense product are the reference.
+    let o = random::<f32>(40, 24, 128, 7);
+    let pre = super::pre_activations(&o.params(), o.x.view(), true); // (40, 128)
+    let f = super::activate(Architecture::TopK { k: 4 }, pre.view(), None);
+    let sparse = super::decode(&o.params(), f.view()); // the gather
+    let (w_dec, b_dec) = (o.w_dec.mapv(f64::from), o.b_dec.mapv(f64::from));
+    let (w_enc, b_enc) = (o.w_enc.mapv(f64::from), o.b_enc.mapv(f64::from));
+    let p64 = Params {
+        w_enc: w_enc.view(),
+        b_enc: b_enc.view(),
+        w_dec: w_dec.view(),
+        b_dec: b_dec.view(),
+    };
+    let dense = super::decode_with(super::Backend::Faer, &p64, f.mapv(f64::from).view());
+    let diff = max_diff(&sparse.mapv(f64::from), &dense);
+    let scale = dense.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    println!("sparse decode vs f64 dense: max |diff| {diff:.2e} (max |x̂| {scale:.2})");
+    assert!(diff <= 1e-5 * scale, "max |diff| {diff}");
+    // A dense input still goes through the product, and the two paths agree.
+    let relu = super::activate(Architecture::Standard, pre.view(), None);
+    assert!(relu.iter().filter(|&&v| v != 0.0).count() * 16 > relu.len());
+    let through_product = super::decode(&o.params(), relu.view());
+    let reference = super::decode_with(super::Backend::Faer, &o.params(), relu.view());
+    assert_eq!(through_product, reference);
+}
