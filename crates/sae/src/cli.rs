@@ -143,3 +143,35 @@ pub(crate) fn config(a: Args, mkl_library: Option<OsString>) -> anyhow::Result<S
         outlier_norm_ratio: o.outlier_norm_ratio.unwrap_or(0.0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(extra: &[&str]) -> usize {
+        let mut argv = vec![
+            "circuitry-train-sae",
+            "--store",
+            "s",
+            "--out",
+            "o",
+            "--hooks",
+            "blocks.0.hook_resid_pre",
+            "--d-sae",
+            "64",
+        ];
+        argv.extend_from_slice(extra);
+        let args = Args::try_parse_from(argv).unwrap();
+        config(args, None).unwrap().train.dead_feature_window
+    }
+
+    #[test]
+    fn dead_feature_window_defaults_to_a_tenth_of_a_short_run() {
+        // A window as long as the run would leave AuxK idle (issue 14's SAEs).
+        assert_eq!(window(&["--steps", "500"]), 50);
+        assert_eq!(window(&["--steps", "60"]), 6);
+        assert_eq!(window(&["--steps", "5"]), 1);
+        assert_eq!(window(&["--steps", "30000"]), 500);
+        assert_eq!(window(&["--steps", "500", "--dead-feature-window", "7"]), 7);
+    }
+}
