@@ -71,9 +71,10 @@ fn feature_and_error_gradients_match_finite_differences_on(
     let mut pairs = Vec::new();
     let mut err_pairs = Vec::new();
     for (s, sub) in subs.all().iter().enumerate() {
-        let gf = sub.feature_grad(prep.grad[s].view()); // (batch, seq, d_sae)
-                                                        // The masked form the effects use: the same values at the active latents
-                                                        // (dot products instead of the product: a few ulp apart), zero elsewhere.
+        // (batch, seq, d_sae)
+        let gf = sub.feature_grad(prep.grad[s].view());
+        // The masked form the effects use: the same values at the active latents (dot
+        // products instead of the product: a few ulp apart), zero elsewhere.
         let at = sub.feature_grad_at(prep.grad[s].view(), prep.clean[s].f.view());
         let mut worst = 0.0f32;
         for ((&a, &g), &f) in at.iter().zip(&gf).zip(&prep.clean[s].f) {

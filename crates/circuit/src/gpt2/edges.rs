@@ -115,11 +115,11 @@ pub fn add_edges(
         }
         let sub_d = &subs.all()[d];
         let per_chunk = (max_rows / (b * seq).max(1)).max(1);
-        // ∂m/∂f at the clean run's active latents: the only ones whose encoder VJP
-        // is nonzero.
-        let left_f = sub_d.feature_grad_at(grad[d].view(), prep.clean[d].f.view()); // (batch, seq, d_sae)
-                                                                                    // The runs start at the block of the earliest upstream hook, from its clean
-                                                                                    // input: nothing before it is wanted.
+        // ∂m/∂f (batch, seq, d_sae) at the clean run's active latents: the only ones
+        // whose encoder VJP is nonzero.
+        let left_f = sub_d.feature_grad_at(grad[d].view(), prep.clean[d].f.view());
+        // The runs start at the block of the earliest upstream hook, from its clean
+        // input: nothing before it is wanted.
         let start = want.iter().map(|&h| block_of(h)).min().unwrap_or(0);
         let resid = &prep.resid_pre[start]; // (batch, seq, d_model)
         for group in down.chunks(per_chunk) {

@@ -127,12 +127,13 @@ impl Submodule {
     /// nonzero, zero elsewhere: one dot product with a row of `W_dec` per entry instead
     /// of the whole product. Every consumer of feature gradients weights them by
     /// something zero at inactive latents (node effects by `Δf`, the encoder's VJP by
-    /// `[f ≠ 0]`), so with `at` that weight the result is the same. Where more than one
-    /// entry in 16 is nonzero (ReLU SAEs) the whole product is taken and masked.
+    /// `[f ≠ 0]`), so with `at` that weight the result is the same. Where `at` is not
+    /// sparse ([`circuitry_sae::kernel::is_sparse`]; ReLU SAEs) the whole product is
+    /// taken and masked.
     pub fn feature_grad_at(&self, g: ArrayView3<'_, f32>, at: ArrayView3<'_, f32>) -> Array3<f32> {
         let (b, s, d_sae) = at.dim();
         let at = to_rows(at); // (rows, d_sae)
-        if at.iter().filter(|&&a| a != 0.0).count() * 16 > at.len() {
+        if !circuitry_sae::kernel::is_sparse(at.view()) {
             let mut out = matmul(to_rows(g).view(), self.sae.w_dec.t()); // (rows, d_sae)
             Zip::from(&mut out).and(&at).par_for_each(|o, &a| {
                 if a == 0.0 {

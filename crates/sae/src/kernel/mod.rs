@@ -303,8 +303,7 @@ pub fn activate<F: Real>(
 /// independent of the threads (each row's sum has a fixed order), rounded differently
 /// from the dense product by a few ulp. Denser features go through faer's product.
 pub fn decode<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Array2<F> {
-    let nonzero = f.iter().filter(|&&v| v != F::zero()).count();
-    if nonzero * SPARSE_DECODE_DENSITY <= f.len() {
+    if is_sparse(f) {
         if let Some(x_hat) = decode_sparse(p, f) {
             return x_hat;
         }
@@ -314,6 +313,14 @@ pub fn decode<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Array2<F> {
 
 /// [`decode`] gathers features with at most one latent in this many active.
 const SPARSE_DECODE_DENSITY: usize = 16;
+
+/// Whether features `f` are sparse enough for per-latent work (a gather over active
+/// latents) to beat a dense product: at most one entry in [`SPARSE_DECODE_DENSITY`]
+/// nonzero, as TopK's are. [`decode`] uses it, and so do the circuit stage's feature
+/// gradients.
+pub fn is_sparse<F: Real>(f: ArrayView2<'_, F>) -> bool {
+    f.iter().filter(|&&v| v != F::zero()).count() * SPARSE_DECODE_DENSITY <= f.len()
+}
 
 /// `f W_dec + b_dec` with the dense product on `backend` (the training loss's dense
 /// path).
