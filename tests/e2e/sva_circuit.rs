@@ -106,6 +106,21 @@ fn circuit_stage_runs_in_a_pipeline_and_reruns_alone_when_its_threshold_changes(
     }
     // The clean metric is logit(patch answer) − logit(clean answer): the model agrees.
     assert!(scores["metric_clean"].as_f64().unwrap() < 0.0, "{scores}");
+    // The transformer's products ran on MKL where it is installed (auto), and the
+    // record says which library it was.
+    let faith: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("circuit/faithfulness.json")).unwrap()).unwrap();
+    let gemm = faith["gemm"].as_str().unwrap_or_default();
+    let mkl = repo_root().join(".mkl/libmkl_rt.so.3").is_file();
+    println!("gemm: {gemm} (MKL installed: {mkl})");
+    assert!(
+        if mkl {
+            gemm.starts_with("mkl (")
+        } else {
+            gemm == "faer"
+        },
+        "faithfulness.json's gemm {gemm:?}, MKL installed: {mkl}"
+    );
     let before: Vec<String> = ["pairs", "sae_r2", "sae_m2"]
         .iter()
         .map(|s| finished(&run.join(s)))

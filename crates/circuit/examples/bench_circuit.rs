@@ -13,10 +13,12 @@
 //!     [--family gpt2|llama] [--layers 12] [--d-model 768] [--heads 12] [--kv-heads H] \
 //!     [--d-mlp 4·d] [--vocab 50257] [--d-sae 3072] [--k 0] [--subs all|resid] \
 //!     [--batch 2] [--seq 10] [--ig-steps 10] [--edge-nodes 16] [--reps 3] [--only-pass 1]
-//!     [--only-ig 1]
+//!     [--only-ig 1] [--gemm auto|faer|mkl]
 //! ```
 //!
-//! `--k K` makes the SAEs TopK with `K` active latents (0, the default: ReLU).
+//! `--k K` makes the SAEs TopK with `K` active latents (0, the default: ReLU). `--gemm`:
+//! the library of the transformer's products, as the circuit stage's option (auto:
+//! MKL when installed, from `$CIRCUITRY_MKL` or `.mkl/`, else faer).
 //!
 //! Threads: rayon's default (all cores), or `RAYON_NUM_THREADS=N`.
 //!
@@ -34,7 +36,8 @@ use circuitry_circuit::gpt2::{
 };
 use circuitry_core::{Family, HookPoint, ModelConfig};
 use circuitry_models::transformer::{Backward, Forward, Transformer};
-use circuitry_sae::{Architecture, Sae, SaeConfig};
+use circuitry_sae::kernel::{use_for_transformer, Backend, MklSettings, MKL_ENV};
+use circuitry_sae::{Architecture, GemmChoice, Sae, SaeConfig};
 use ndarray::{Array2, Array3};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -57,6 +60,7 @@ struct Args {
     ig_steps: usize,
     edge_nodes: usize,
     reps: usize,
+    gemm: GemmChoice,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -78,6 +82,7 @@ fn parse() -> anyhow::Result<Args> {
         ig_steps: 10,
         edge_nodes: 16,
         reps: 3,
+        gemm: GemmChoice::Auto,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -91,9 +96,13 @@ fn parse() -> anyhow::Result<Args> {
             ("--subs", "all") => a.resid_only = false,
             ("--subs", "resid") => a.resid_only = true,
             ("--subs", v) => anyhow::bail!("--subs {v}: expected all or resid"),
+            ("--gemm", "auto") => a.gemm = GemmChoice::Auto,
+            ("--gemm", "faer") => a.gemm = GemmChoice::Faer,
+            ("--gemm", "mkl") => a.gemm = GemmChoice::Mkl,
+            ("--gemm", v) => anyhow::bail!("--gemm {v}: expected auto, faer or mkl"),
             _ => {}
         }
-        if matches!(flag.as_str(), "--family" | "--subs") {
+        if matches!(flag.as_str(), "--family" | "--subs" | "--gemm") {
             continue;
         }
         let v: usize = value
@@ -142,6 +151,8 @@ fn main() -> anyhow::Result<()> {
         attention_bias: a.family == Family::Gpt2,
         mlp_bias: a.family == Family::Gpt2,
     };
+    let mkl = MklSettings::new(std::env::var_os(MKL_ENV), Default::default());
+    let products = use_for_transformer(Backend::resolve(a.gemm, &mkl)?);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let model = Transformer::random(config, &mut rng)?;
     let mut list = Vec::new();
@@ -209,7 +220,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "random {}: {} layers, d_model {}, vocab {}; {} SAEs of {} latents; batch {} × {} tokens; RAYON_NUM_THREADS={}",
+        "random {}: {} layers, d_model {}, vocab {}; {} SAEs of {} latents; batch {} × {} tokens; RAYON_NUM_THREADS={}; products: {products}",
         a.family,
         a.layers,
         a.d_model,

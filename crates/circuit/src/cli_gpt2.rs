@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use circuitry_circuit::gpt2::stage::Gpt2StageConfig;
 use circuitry_circuit::gpt2::{Ablation, Aggregation, Method};
-use circuitry_core::options::{CircuitAblation, CircuitAggregation, CircuitMethod};
+use circuitry_core::options::{CircuitAblation, CircuitAggregation, CircuitMethod, GemmLibrary};
 use circuitry_core::params::{CircuitOptions, StageOptions};
+use circuitry_sae::GemmChoice;
 
 #[derive(Debug, clap::Args)]
 pub struct Gpt2Args {
@@ -42,6 +43,11 @@ pub struct Gpt2Args {
 }
 
 impl Gpt2Args {
+    /// The library of the transformer's products (`--gemm`, default auto).
+    pub fn gemm(&self) -> GemmChoice {
+        self.options.gemm.unwrap_or(GemmLibrary::Auto).into()
+    }
+
     pub fn into_config(self) -> anyhow::Result<Gpt2StageConfig> {
         let o = self.options;
         o.check()?;

@@ -18,6 +18,7 @@ use circuitry_core::binary;
 use circuitry_core::params::{CircuitToyOptions, StageOptions};
 use circuitry_core::preflight::{check_writable, MemoryEstimate, MemoryLimit};
 use circuitry_core::StageTimer;
+use circuitry_sae::kernel::{use_for_transformer, Backend, MklSettings, MKL_ENV};
 use circuitry_store::ActivationStore;
 use clap::{Parser, Subcommand};
 
@@ -116,7 +117,12 @@ fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
     let check_only = args.check_only;
     let limit = MemoryLimit::from_flag(args.memory_limit);
     let part = args.part;
+    let gemm = args.gemm();
     let cfg = args.into_config()?;
+    // The transformer's products: `--gemm mkl` without MKL fails here, writing nothing.
+    let mkl = MklSettings::new(std::env::var_os(MKL_ENV), Default::default());
+    let products = use_for_transformer(Backend::resolve(gemm, &mkl)?);
+    tracing::info!(gemm = %products, "the transformer's products");
     preflight(
         &cfg.out,
         &cfg.saes,

@@ -36,10 +36,11 @@ pub enum SaeNormalization {
     MeanCentre,
 }
 
-/// The library of the SAE trainer's dense products (`--gemm`, `gemm`).
+/// The library of the dense products (`--gemm`, `gemm`): the SAE trainer's, and the
+/// transformer's forward and backward passes in the circuit stage and ce_loss_score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum SaeGemm {
+pub enum GemmLibrary {
     /// Intel MKL when installed (scripts/setup-mkl.sh), faer otherwise.
     Auto,
     /// faer, always available.
@@ -125,7 +126,7 @@ macro_rules! display_as_spelled {
 display_as_spelled!(
     SaeArchitecture,
     SaeNormalization,
-    SaeGemm,
+    GemmLibrary,
     CircuitMethod,
     CircuitAggregation,
     CircuitAblation,
@@ -155,7 +156,7 @@ mod tests {
     fn command_line_and_manifest_spell_every_value_alike() {
         same_spellings::<SaeArchitecture>();
         same_spellings::<SaeNormalization>();
-        same_spellings::<SaeGemm>();
+        same_spellings::<GemmLibrary>();
         same_spellings::<CircuitMethod>();
         same_spellings::<CircuitAggregation>();
         same_spellings::<CircuitAblation>();

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::options::{
-    CircuitAblation, CircuitAggregation, CircuitMethod, NounSet, SaeArchitecture, SaeGemm,
+    CircuitAblation, CircuitAggregation, CircuitMethod, GemmLibrary, NounSet, SaeArchitecture,
     SaeNormalization, StoreDtype,
 };
 use crate::HookPoint;
@@ -382,7 +382,7 @@ pub struct TrainSaeOptions {
     /// $CIRCUITRY_MKL or .mkl/ (scripts/setup-mkl.sh). training.json records the one
     /// used.
     #[arg(long, value_enum)]
-    pub gemm: Option<SaeGemm>,
+    pub gemm: Option<GemmLibrary>,
     /// MKL's conditional numerical reproducibility mode: off, auto, compatible, avx2
     /// or avx512, the last four optionally with +strict (default auto). It changes
     /// MKL's rounding: a mode other than auto is
@@ -503,6 +503,11 @@ pub struct CircuitOptions {
     /// Most batch × seq rows in one forward pass (default 4096).
     #[arg(long)]
     pub max_rows: Option<usize>,
+    /// Library of the transformer's products (default auto: MKL when installed, from
+    /// $CIRCUITRY_MKL or .mkl/ (scripts/setup-mkl.sh), else faer). Results agree to
+    /// rounding; circuit.json records the one used.
+    #[arg(long, value_enum)]
+    pub gemm: Option<GemmLibrary>,
     /// Title of the drawings.
     #[arg(long)]
     pub title: Option<String>,

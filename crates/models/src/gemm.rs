@@ -5,9 +5,50 @@
 //! Each output element is computed by one thread in an order fixed by the shapes, so
 //! products do not depend on the number of threads (tested here and in the SAE
 //! crate's kernels, which share this function).
+//!
+//! A process may install another library for the `f32` products of [`matmul`] (the
+//! transformer's, the circuit stage's): a [`Provider`], set once with
+//! [`set_provider`]. The SAE crate's MKL backend is one (`circuitry_sae::kernel::
+//! install_transformer_gemm`); a provider must keep the same contract (results that do
+//! not depend on the number of threads). [`Gemm::gemm`] itself is always faer.
+use std::sync::OnceLock;
+
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// A library computing the `f32` products of [`matmul`] in place of faer.
+pub trait Provider: Send + Sync {
+    /// `c = alpha · a b`, or `c += alpha · a b` with `accumulate` (shapes checked by the
+    /// caller); `false` when it cannot take these operands, and faer computes it.
+    fn sgemm(
+        &self,
+        c: ArrayViewMut2<'_, f32>,
+        accumulate: bool,
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
+        alpha: f32,
+    ) -> bool;
+
+    /// What it is, for the records (`mkl (version; CNR mode)`).
+    fn describe(&self) -> String;
+}
+
+static PROVIDER: OnceLock<Box<dyn Provider>> = OnceLock::new();
+
+/// Install `provider` for this process's `f32` [`matmul`]s. Once per process: a second
+/// call returns the provider back (the first stays).
+pub fn set_provider(provider: Box<dyn Provider>) -> Result<(), Box<dyn Provider>> {
+    PROVIDER.set(provider)
+}
+
+/// What computes this process's `f32` [`matmul`]s: the installed provider's
+/// description, or `faer`.
+pub fn describe() -> String {
+    PROVIDER
+        .get()
+        .map_or_else(|| "faer".into(), |p| p.describe())
+}
 
 /// Float types faer multiplies: `f32` and `f64`.
 pub trait Gemm: Sized {
@@ -24,6 +65,18 @@ pub trait Gemm: Sized {
         b: ArrayView2<'_, Self>,
         alpha: Self,
     );
+
+    /// [`Gemm::gemm`] through the installed [`Provider`] where there is one (`f32`
+    /// only), else faer: what [`matmul`] calls.
+    fn product(
+        c: ArrayViewMut2<'_, Self>,
+        accumulate: bool,
+        a: ArrayView2<'_, Self>,
+        b: ArrayView2<'_, Self>,
+        alpha: Self,
+    ) {
+        Self::gemm(c, accumulate, a, b, alpha);
+    }
 }
 
 /// `x` as a faer matrix: its own memory when it is row- or column-major, else a
@@ -43,55 +96,97 @@ fn as_faer<'a, T: Copy + 'static>(
     MatRef::from_row_major_slice(copy.as_slice().unwrap_or(&[]), m, n)
 }
 
-macro_rules! impl_gemm {
-    ($t:ty) => {
-        impl Gemm for $t {
-            fn gemm(
-                mut c: ArrayViewMut2<'_, $t>,
-                accumulate: bool,
-                a: ArrayView2<'_, $t>,
-                b: ArrayView2<'_, $t>,
-                alpha: $t,
-            ) {
-                let (m, n) = c.dim();
-                assert!(
-                    a.nrows() == m && b.ncols() == n && a.ncols() == b.nrows(),
-                    "gemm: shapes {:?} · {:?} → {:?} do not agree",
-                    a.dim(),
-                    b.dim(),
-                    c.dim()
-                );
-                let (mut a_own, mut b_own) = (None, None);
-                let a_ref = as_faer(a, &mut a_own);
-                let b_ref = as_faer(b, &mut b_own);
-                let beta = if accumulate {
-                    Accum::Add
-                } else {
-                    Accum::Replace
-                };
-                if let Some(s) = c.as_slice_mut() {
-                    let c_mut: MatMut<'_, $t> = MatMut::from_row_major_slice_mut(s, m, n);
-                    faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
-                    return;
-                }
-                if let Some(s) = c.view_mut().reversed_axes().as_slice_mut() {
-                    let c_mut: MatMut<'_, $t> = MatMut::from_column_major_slice_mut(s, m, n);
-                    faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
-                    return;
-                }
-                // A strided output: ndarray's own product.
-                let keep: $t = if accumulate { 1.0 } else { 0.0 };
-                ndarray::linalg::general_mat_mul(alpha, &a, &b, keep, &mut c);
+/// Panics unless `a (m, k) · b (k, n) → c (m, n)`.
+fn check_shapes(c: (usize, usize), a: (usize, usize), b: (usize, usize)) {
+    assert!(
+        a.0 == c.0 && b.1 == c.1 && a.1 == b.0,
+        "gemm: shapes {a:?} · {b:?} → {c:?} do not agree"
+    );
+}
+
+macro_rules! faer_gemm {
+    ($name:ident, $t:ty) => {
+        /// [`Gemm::gemm`] in faer.
+        fn $name(
+            mut c: ArrayViewMut2<'_, $t>,
+            accumulate: bool,
+            a: ArrayView2<'_, $t>,
+            b: ArrayView2<'_, $t>,
+            alpha: $t,
+        ) {
+            let (m, n) = c.dim();
+            check_shapes((m, n), a.dim(), b.dim());
+            let (mut a_own, mut b_own) = (None, None);
+            let a_ref = as_faer(a, &mut a_own);
+            let b_ref = as_faer(b, &mut b_own);
+            let beta = if accumulate {
+                Accum::Add
+            } else {
+                Accum::Replace
+            };
+            if let Some(s) = c.as_slice_mut() {
+                let c_mut: MatMut<'_, $t> = MatMut::from_row_major_slice_mut(s, m, n);
+                faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
+                return;
             }
+            if let Some(s) = c.view_mut().reversed_axes().as_slice_mut() {
+                let c_mut: MatMut<'_, $t> = MatMut::from_column_major_slice_mut(s, m, n);
+                faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
+                return;
+            }
+            // A strided output: ndarray's own product.
+            let keep: $t = if accumulate { 1.0 } else { 0.0 };
+            ndarray::linalg::general_mat_mul(alpha, &a, &b, keep, &mut c);
         }
     };
 }
 
-impl_gemm!(f32);
-impl_gemm!(f64);
+faer_gemm!(faer_gemm_f32, f32);
+faer_gemm!(faer_gemm_f64, f64);
+
+impl Gemm for f64 {
+    fn gemm(
+        c: ArrayViewMut2<'_, f64>,
+        accumulate: bool,
+        a: ArrayView2<'_, f64>,
+        b: ArrayView2<'_, f64>,
+        alpha: f64,
+    ) {
+        faer_gemm_f64(c, accumulate, a, b, alpha);
+    }
+}
+
+impl Gemm for f32 {
+    fn gemm(
+        c: ArrayViewMut2<'_, f32>,
+        accumulate: bool,
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
+        alpha: f32,
+    ) {
+        faer_gemm_f32(c, accumulate, a, b, alpha);
+    }
+
+    fn product(
+        mut c: ArrayViewMut2<'_, f32>,
+        accumulate: bool,
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
+        alpha: f32,
+    ) {
+        if let Some(p) = PROVIDER.get() {
+            check_shapes(c.dim(), a.dim(), b.dim());
+            if p.sgemm(c.view_mut(), accumulate, a, b, alpha) {
+                return;
+            }
+        }
+        faer_gemm_f32(c, accumulate, a, b, alpha);
+    }
+}
 
 /// The product `a · b` as a new array: `a (m, k)`, `b (k, n)` → `(m, n)`, through
-/// [`Gemm::gemm`] (faer's kernels, rayon's threads) rather than ndarray's `dot`.
+/// [`Gemm::product`] (faer's kernels on rayon's threads, or the installed
+/// [`Provider`]) rather than ndarray's `dot`.
 ///
 /// # Panics
 /// When the shapes do not agree.
@@ -100,7 +195,7 @@ pub fn matmul<T: Gemm + ndarray::LinalgScalar>(
     b: ArrayView2<'_, T>,
 ) -> ndarray::Array2<T> {
     let mut c = ndarray::Array2::zeros((a.nrows(), b.ncols()));
-    T::gemm(c.view_mut(), false, a, b, num_traits::One::one());
+    T::product(c.view_mut(), false, a, b, num_traits::One::one());
     c
 }
 

@@ -4,13 +4,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use circuitry_core::options::{SaeArchitecture, SaeGemm, SaeNormalization};
+use circuitry_core::options::{GemmLibrary, SaeArchitecture, SaeNormalization};
 use circuitry_core::params::{StageOptions, TrainSaeOptions};
 use circuitry_core::HookPoint;
 use circuitry_sae::stage::{self, StageConfig};
-use circuitry_sae::{
-    ActivationNormalization, Architecture, CbwrMode, GemmChoice, MklSettings, TrainConfig,
-};
+use circuitry_sae::{ActivationNormalization, Architecture, CbwrMode, MklSettings, TrainConfig};
 use clap::Parser;
 
 /// Train a sparse autoencoder on each of --hooks of an activation store, from one
@@ -113,11 +111,7 @@ pub(crate) fn config(a: Args, mkl_library: Option<OsString>) -> anyhow::Result<S
             .jumprelu_init_threshold
             .unwrap_or(d.jumprelu_init_threshold),
         jumprelu_bandwidth: o.jumprelu_bandwidth.unwrap_or(d.jumprelu_bandwidth),
-        gemm: match o.gemm.unwrap_or(SaeGemm::Auto) {
-            SaeGemm::Auto => GemmChoice::Auto,
-            SaeGemm::Faer => GemmChoice::Faer,
-            SaeGemm::Mkl => GemmChoice::Mkl,
-        },
+        gemm: o.gemm.unwrap_or(GemmLibrary::Auto).into(),
         topk_prefilter: o.topk_prefilter.unwrap_or(true),
         mkl: MklSettings::new(mkl_library, cbwr.unwrap_or_default()),
         ..d

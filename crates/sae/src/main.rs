@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use circuitry_core::preflight::MemoryLimit;
 use circuitry_core::{binary, StageTimer};
-use circuitry_sae::kernel::MKL_ENV;
+use circuitry_sae::kernel::{use_for_transformer, Backend, MKL_ENV};
 use circuitry_sae::stage;
 use clap::Parser;
 
@@ -28,6 +28,11 @@ fn main() -> ExitCode {
     }
     let timer = StageTimer::start(stage::TOOL, std::env::args().skip(1).collect());
     let result = config(args, mkl_library).and_then(|cfg| {
+        // The trainer's library runs the model for ce_loss_score too (`--gemm mkl`
+        // without MKL: `stage::run` says so).
+        if let Ok(backend) = Backend::resolve(cfg.train.gemm, &cfg.train.mkl) {
+            use_for_transformer(backend);
+        }
         stage::run(&cfg, limit, timer)
             .with_context(|| format!("training SAEs from {}", cfg.store.display()))
     });

@@ -830,6 +830,7 @@ fn render_files(
         "ablation": cfg.ablation,
         "aggregation": cfg.aggregation,
         "method": cfg.method,
+        "gemm": circuitry_models::gemm::describe(),
         "f_model": ends.f_model,
         "f_empty": ends.f_empty,
         "f_model_by_case": ends.f_model_by_case,

@@ -37,7 +37,7 @@ pub use circuitry_core::params::{
 };
 pub use dump::{Dump, DumpInputs, StoreDtype};
 pub use dump_toy::{DumpToy, DumpToyInputs};
-pub use train_sae::{SaeArchitecture, SaeGemm, SaeNormalization, TrainSae, TrainSaeInputs};
+pub use train_sae::{GemmLibrary, SaeArchitecture, SaeNormalization, TrainSae, TrainSaeInputs};
 pub use train_toy::{TrainToy, TrainToyInputs};
 
 /// Every stage kind a manifest may name, in the order they are listed to users.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{ArgsBuilder, Invalid, ParamGuard, Split, StageParams};
 use crate::Input;
 
-pub use circuitry_core::options::{SaeArchitecture, SaeGemm, SaeNormalization};
+pub use circuitry_core::options::{GemmLibrary, SaeArchitecture, SaeNormalization};
 
 /// `train-sae` inputs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

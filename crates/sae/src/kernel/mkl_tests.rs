@@ -167,6 +167,61 @@ fn mkl_products_are_bitwise_reproducible_across_threads_and_alignment() {
 }
 
 #[test]
+fn transformer_products_through_mkl_match_a_reference_for_any_thread_count() {
+    use circuitry_models::gemm::Provider;
+    let Some(Backend::Mkl(lib)) = mkl() else {
+        return;
+    };
+    let provider = super::matmul::TransformerMkl(lib);
+    assert!(
+        provider.describe().starts_with("mkl ("),
+        "{}",
+        provider.describe()
+    );
+    // A transformer's products, scaled down: a batch of rows times a projection (wide
+    // and narrow outputs), and the backward's product with a transposed weight.
+    let x = normal((130, 96), 8); // (rows, d)
+    let w_up = normal((96, 300), 9); // (d, d_mlp)
+    let w_kv = normal((96, 40), 10); // (d, d_kv)
+    let g = normal((130, 300), 11); // (rows, d_mlp)
+    let run = |threads: usize| -> Vec<Array2<f32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut out = Vec::new();
+            for (a, b) in [
+                (x.view(), w_up.view()),
+                (x.view(), w_kv.view()),
+                (g.view(), w_up.t()),
+            ] {
+                let mut c = Array2::<f32>::zeros((a.nrows(), b.ncols()));
+                assert!(provider.sgemm(c.view_mut(), false, a, b, 1.0));
+                // accumulate: c += 0.5 a b
+                assert!(provider.sgemm(c.view_mut(), true, a, b, 0.5));
+                out.push(c);
+            }
+            out
+        })
+    };
+    let first = run(1);
+    let wants = [
+        reference(x.view(), w_up.view()),
+        reference(x.view(), w_kv.view()),
+        reference(g.view(), w_up.t()),
+    ];
+    for (i, (got, want)) in first.iter().zip(&wants).enumerate() {
+        let d = max_rel_diff(got, &(want * 1.5));
+        eprintln!("transformer product {i}: max relative difference {d:.2e}");
+        assert!(d < 1e-5, "transformer product {i} off by {d}");
+    }
+    for threads in [2, 3, 4] {
+        assert_eq!(run(threads), first, "{threads} threads");
+    }
+}
+
+#[test]
 fn mkl_loss_and_gradients_match_faer() {
     let Some(mkl) = mkl() else { return };
     let (rows, d_in, d_sae) = (300, 24, 200);

@@ -45,7 +45,7 @@ mod sparse;
 mod tests;
 mod vector;
 
-pub use matmul::{Backend, Gemm, GemmChoice};
+pub use matmul::{use_for_transformer, Backend, Gemm, GemmChoice};
 pub use mkl::{CbwrBranch, CbwrMode, Mkl, MklSettings, DEFAULT_CBWR, MKL_ENV, MKL_LIB};
 pub use prefilter::available as topk_prefilter_available;
 
