@@ -278,7 +278,8 @@ impl circuitry_models::gemm::Provider for TransformerMkl {
 
 /// Let `backend` compute this process's transformer products too
 /// ([`circuitry_models::gemm::matmul`]: the forward and backward passes of the circuit
-/// stage and of `ce_loss_score`): MKL where `backend` is MKL (blocks sized for the
+/// stage and of `ce_loss_score`), and the SAEs' encoders and dense decoders there
+/// (`Sae::encode`, `Sae::decode`): MKL where `backend` is MKL (blocks sized for the
 /// transformer's small products, results independent of the thread count as for the
 /// trainer's), faer otherwise. Once per process: after MKL is installed, later calls
 /// change nothing. Returns what computes them now ([`circuitry_models::gemm::describe`]).
@@ -286,6 +287,17 @@ pub fn use_for_transformer(backend: Backend) -> String {
     if let Backend::Mkl(mkl) = backend {
         // A second installation is refused; the first is the process's one MKL anyway.
         let _ = circuitry_models::gemm::set_provider(Box::new(TransformerMkl(mkl)));
+        let _ = INFERENCE.set(backend);
     }
     circuitry_models::gemm::describe()
+}
+
+/// The backend of the SAEs' inference products (`Sae::encode`, `Sae::decode`): set
+/// with the transformer's by [`use_for_transformer`].
+static INFERENCE: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+
+/// What computes the SAEs' inference products in this process: MKL after
+/// [`use_for_transformer`] installed it, else faer. (Training names its backend.)
+pub(crate) fn inference() -> Backend {
+    INFERENCE.get().copied().unwrap_or_default()
 }

@@ -194,13 +194,14 @@ pub struct LossTerms {
     pub batch_threshold: f64,
 }
 
-/// `(x − b_dec · apply) W_enc + b_enc`: `x (rows, d_in)` → `(rows, d_sae)` (faer).
+/// `(x − b_dec · apply) W_enc + b_enc`: `x (rows, d_in)` → `(rows, d_sae)` (faer, or
+/// MKL where [`use_for_transformer`] installed it).
 pub fn pre_activations<F: Real>(
     p: &Params<'_, F>,
     x: ArrayView2<'_, F>,
     apply_b_dec_to_input: bool,
 ) -> Array2<F> {
-    pre_activations_with(Backend::Faer, p, x, apply_b_dec_to_input)
+    pre_activations_with(matmul::inference(), p, x, apply_b_dec_to_input)
 }
 
 /// [`pre_activations`] with the dense product on `backend`.
@@ -301,14 +302,15 @@ pub fn activate<F: Real>(
 /// are) are decoded as a gather: per row, the active rows of `W_dec` scaled and added in
 /// index order, then `b_dec`; `k · d_in` operations a row instead of `d_sae · d_in`,
 /// independent of the threads (each row's sum has a fixed order), rounded differently
-/// from the dense product by a few ulp. Denser features go through faer's product.
+/// from the dense product by a few ulp. Denser features go through the dense product
+/// (faer's, or MKL's where [`use_for_transformer`] installed it).
 pub fn decode<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Array2<F> {
     if is_sparse(f) {
         if let Some(x_hat) = decode_sparse(p, f) {
             return x_hat;
         }
     }
-    decode_with(Backend::Faer, p, f)
+    decode_with(matmul::inference(), p, f)
 }
 
 /// [`decode`] gathers features with at most one latent in this many active.
