@@ -4,7 +4,7 @@
 # the SAEs spliced into transformers' model (scripts/bench_circuit_peer.py), in one run,
 # alternating sides, medians; prints the CPU, the load and the ratio.
 #
-#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2] [pass|ig] [K]
+#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2] [pass|ig] [K] [SEQ] [DIFF_AT=1]
 #
 # ig: integrated-gradient node effects of one batch instead (prepare, then one spliced
 # forward + backward per submodule over the 10 steps at once), both sides; llama only.
@@ -15,15 +15,21 @@
 # batch 2 x 10. Random weights: speed does not depend on their values. Not a test.
 # K: TopK SAEs with K active latents, both sides (default 32 for llama, as the SmolLM2
 # pipelines train; 0 for gpt2: ReLU SAEs as Marks et al.'s, about half the latents active).
+# SEQ: tokens per prompt (default 16 for llama, 10 for gpt2); DIFF_AT: the position where
+# the patch prompt differs (default 1). The SmolLM2 agreement families (with <|endoftext|>
+# first): simple 3 tokens, differing at 2; across a PP 6 at 2; within an RC 6 at 5;
+# across an RC 7 at 2. Ours runs IG from DIFF_AT on; the peer runs every position.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAMILY=${1:-llama}; REPS=${2:-5}; THREADS=${3:-2}; WHAT=${4:-pass}
-case $FAMILY in llama) K=${5:-32} ;; *) K=${5:-0} ;; esac
+case $FAMILY in llama) K=${5:-32}; SEQ=${6:-16} ;; *) K=${5:-0}; SEQ=${6:-10} ;; esac
+DIFF_AT=${7:-1}
 case $FAMILY in
     llama) SHAPE=(--family llama --layers 30 --d-model 576 --heads 9 --kv-heads 3 --d-mlp 1536
-                  --vocab 49152 --d-sae 4608 --subs resid --batch 8 --seq 16 --k "$K") ;;
+                  --vocab 49152 --d-sae 4608 --subs resid --batch 8 --seq "$SEQ" --k "$K"
+                  --diff-at "$DIFF_AT") ;;
     gpt2)  SHAPE=(--family gpt2 --layers 12 --d-model 768 --heads 12 --vocab 50257
-                  --d-sae 3072 --subs all --batch 2 --seq 10 --k "$K") ;;
+                  --d-sae 3072 --subs all --batch 2 --seq "$SEQ" --k "$K" --diff-at "$DIFF_AT") ;;
     *) echo "bench_circuit.sh: unknown family '$FAMILY' (llama or gpt2)" >&2; exit 2 ;;
 esac
 cargo build --release -q -p circuitry-circuit --example bench_circuit

@@ -25,7 +25,9 @@ SAE encoded on both), then for each submodule one forward + backward of the mode
 only that submodule spliced at `f_clean + k/N Δf` and `err_clean + k/N Δerr` for the N
 steps at once (N × batch rows, as ours batches them), the gradient at the hook averaged
 over the steps, and the effects `(g W_decᵀ) · Δf` and `g · Δerr`. Prints
-{"side": "torch", "ig_s": median seconds per batch, ...}.
+{"side": "torch", "ig_s": median seconds per batch, ...}. The patch prompt differs from
+the clean one at position `--diff-at` (default 1); every position is run, as Marks et
+al.'s code runs it.
 """
 from __future__ import annotations
 
@@ -162,7 +164,7 @@ def main():
     for name, default in [("layers", 12), ("d-model", 768), ("heads", 12), ("kv-heads", 0),
                           ("d-mlp", 0), ("vocab", 50257), ("d-sae", 3072), ("batch", 2),
                           ("seq", 10), ("reps", 5), ("threads", 2), ("ig-steps", 0),
-                          ("k", 0)]:
+                          ("k", 0), ("diff-at", 1)]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--subs", choices=["all", "resid"], default="all")
     a = p.parse_args()
@@ -182,7 +184,7 @@ def main():
         g = torch.Generator().manual_seed(1)
         ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=g)
         ids_patch = ids.clone()
-        ids_patch[:, 1] = torch.randint(0, a.vocab, (a.batch,), generator=g)
+        ids_patch[:, a.diff_at] = torch.randint(0, a.vocab, (a.batch,), generator=g)
         clean = torch.randint(0, a.vocab, (a.batch,), generator=g)
         patch = torch.randint(0, a.vocab, (a.batch,), generator=g)
         ig_effects(a, model, blocks, saes, ids, ids_patch, clean, patch)  # warm-up
@@ -193,7 +195,8 @@ def main():
             times.append(time.perf_counter() - t)
         print(json.dumps({
             "side": "torch", "family": a.family, "saes": len(saes), "d_sae": a.d_sae,
-            "batch": a.batch, "seq": a.seq, "threads": a.threads, "ig_steps": a.ig_steps,
+            "batch": a.batch, "seq": a.seq, "diff_at": a.diff_at, "threads": a.threads,
+            "ig_steps": a.ig_steps,
             "ig_s": statistics.median(times), "torch": torch.__version__,
         }))
         return

@@ -13,8 +13,12 @@
 //!     [--family gpt2|llama] [--layers 12] [--d-model 768] [--heads 12] [--kv-heads H] \
 //!     [--d-mlp 4·d] [--vocab 50257] [--d-sae 3072] [--k 0] [--subs all|resid] \
 //!     [--batch 2] [--seq 10] [--ig-steps 10] [--edge-nodes 16] [--reps 3] [--only-pass 1]
-//!     [--only-ig 1] [--gemm auto|faer|mkl]
+//!     [--only-ig 1] [--gemm auto|faer|mkl] [--diff-at 1]
 //! ```
+//!
+//! The patch prompts differ from the clean ones at position `--diff-at` (default 1): IG's
+//! runs start after the positions before it, which the clean run's keys and values
+//! stand in for (`Prepared::prefix`).
 //!
 //! `--k K` makes the SAEs TopK with `K` active latents (0, the default: ReLU). `--gemm`:
 //! the library of the transformer's products, as the circuit stage's option (auto:
@@ -61,6 +65,7 @@ struct Args {
     edge_nodes: usize,
     reps: usize,
     gemm: GemmChoice,
+    diff_at: usize,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -83,6 +88,7 @@ fn parse() -> anyhow::Result<Args> {
         edge_nodes: 16,
         reps: 3,
         gemm: GemmChoice::Auto,
+        diff_at: 1,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -124,6 +130,7 @@ fn parse() -> anyhow::Result<Args> {
             "--ig-steps" => a.ig_steps = v,
             "--edge-nodes" => a.edge_nodes = v,
             "--reps" => a.reps = v,
+            "--diff-at" => a.diff_at = v,
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -177,10 +184,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let subs = Submodules::new(list, a.d_model, a.layers)?;
+    anyhow::ensure!(
+        a.diff_at < a.seq,
+        "--diff-at {} must be below --seq {}",
+        a.diff_at,
+        a.seq
+    );
     let clean = Array2::from_shape_fn((a.batch, a.seq), |_| rng.random_range(0..a.vocab as u32));
     let mut patch = clean.clone();
     for b in 0..a.batch {
-        patch[[b, 1]] = rng.random_range(0..a.vocab as u32);
+        patch[[b, a.diff_at]] = rng.random_range(0..a.vocab as u32);
     }
     let batch = PairBatch {
         examples: (0..a.batch as u32).collect(),

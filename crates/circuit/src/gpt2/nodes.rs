@@ -1,7 +1,7 @@
 //! Node effects of SAE features and SAE error nodes on the metric, for a batch of pairs:
 //! attribution patching, integrated gradients and exact activation patching.
 use circuitry_core::HookPoint;
-use circuitry_models::transformer::{Backward, Forward, Transformer};
+use circuitry_models::transformer::{Backward, Forward, KvPrefix, Transformer};
 use ndarray::{s, Array2, Array3, ArrayViewMut3, Axis};
 
 use super::pairs::{answers, logit_diff, PairBatch};
@@ -55,6 +55,12 @@ pub struct Prepared {
     pub grad: Vec<Array3<f32>>,
     /// The clean `resid_pre` of every block (batch, seq, d_model), for exact patching.
     pub resid_pre: Vec<Array3<f32>>,
+    /// The clean run's keys and values at the positions before the first one where
+    /// any pair's prompts (and so any submodule's `Δ`) differ, at every block; `None`
+    /// when they differ at the first position. Every run that patches a submodule
+    /// between clean and patch values leaves those positions as in the clean run
+    /// (attention is causal), so IG's runs start after them.
+    pub prefix: Option<KvPrefix<f32>>,
 }
 
 /// Run the clean prompts (with a backward pass from the metric) and the patch prompts,
@@ -106,6 +112,7 @@ pub fn prepare(model: &Transformer, subs: &Submodules, batch: &PairBatch) -> Res
             .iter()
             .map(|h| clean.hooks.get(h).cloned().ok_or_else(no_logits))
             .collect::<Result<_>>()?,
+        prefix: None,
     };
     for sub in subs.all() {
         let get = |out: &circuitry_models::transformer::Output<f32>| {
@@ -119,7 +126,28 @@ pub fn prepare(model: &Transformer, subs: &Submodules, batch: &PairBatch) -> Res
         p.grad
             .push(grads.get(&sub.hook).cloned().ok_or_else(no_logits)?);
     }
+    let same = same_prefix(batch, &p.delta);
+    if same > 0 {
+        p.prefix = Some(model.kv_prefix(trace, same)?);
+    }
     Ok(p)
+}
+
+/// The number of leading positions where every pair's clean and patch prompts agree
+/// and every submodule's `Δ` is exactly zero, at most `seq − 1` (a run needs a
+/// position to compute).
+fn same_prefix(batch: &PairBatch, delta: &[SubState]) -> usize {
+    let (b, seq) = batch.clean.dim();
+    let zero_at = |p: usize| {
+        (0..b).all(|i| batch.clean[[i, p]] == batch.patch[[i, p]])
+            && delta.iter().all(|d| {
+                d.f.slice(s![.., p, ..]).iter().all(|&v| v == 0.0)
+                    && d.err.slice(s![.., p, ..]).iter().all(|&v| v == 0.0)
+            })
+    };
+    (0..seq.saturating_sub(1))
+        .find(|&p| !zero_at(p))
+        .unwrap_or(seq.saturating_sub(1))
 }
 
 fn no_logits() -> Error {
@@ -162,7 +190,11 @@ pub fn node_effects(
             Method::IntegratedGradients { steps } => ig_grad(
                 model,
                 sub,
-                (batch, &prep.resid_pre[block_of(sub.hook)]),
+                (
+                    batch,
+                    &prep.resid_pre[block_of(sub.hook)],
+                    prep.prefix.as_ref(),
+                ),
                 (&prep.clean[s], &prep.grad[s]),
                 &prep.delta[s],
                 steps,
@@ -200,48 +232,54 @@ pub fn block_of(hook: HookPoint) -> usize {
 /// stops at the hook). The first step (`k = 0`) is the clean run itself, whose
 /// gradient at the hook `clean_grad` ([`prepare`]'s) is used as it is: the runs are the
 /// steps `k = 1 … N−1` (the spliced `decode(f) + err` equals the clean activation up to
-/// rounding).
+/// rounding). With `prefix` ([`Prepared::prefix`]) the runs compute only the positions
+/// after it; at the prefix's positions, where `delta` is zero and every use of the
+/// gradient is multiplied by it, the clean gradient stands in.
 pub fn ig_grad(
     model: &Transformer,
     sub: &Submodule,
-    (batch, resid_pre): (&PairBatch, &Array3<f32>),
+    (batch, resid_pre, prefix): (&PairBatch, &Array3<f32>, Option<&KvPrefix<f32>>),
     (clean, clean_grad): (&SubState, &Array3<f32>),
     delta: &SubState,
     steps: usize,
     max_rows: usize,
 ) -> Result<Array3<f32>> {
     let (b, seq) = batch.clean.dim();
-    let per_chunk = (max_rows / (b * seq).max(1)).clamp(1, steps.max(1));
-    let mut total = clean_grad.clone(); // (batch, seq, d): step 0
+    let pre = prefix.map_or(0, KvPrefix::len);
+    let tail = seq - pre;
+    let per_chunk = (max_rows / (b * tail).max(1)).clamp(1, steps.max(1));
+    let mut total = clean_grad.slice(s![.., pre.., ..]).to_owned(); // (batch, tail, d): step 0
     let ans = answers(batch);
     let want = [sub.hook];
     let mut k0 = 1;
     while k0 < steps {
         let k1 = (k0 + per_chunk).min(steps);
         let n = k1 - k0;
-        let input = Array3::from_shape_fn((n * b, seq, resid_pre.dim().2), |(r, p, k)| {
-            resid_pre[[r % b, p, k]]
+        let input = Array3::from_shape_fn((n * b, tail, resid_pre.dim().2), |(r, p, k)| {
+            resid_pre[[r % b, pre + p, k]]
         });
         let alpha = |r: usize| (k0 + r / b) as f32 / steps as f32;
-        let f = Array3::from_shape_fn((n * b, seq, clean.f.dim().2), |(r, p, i)| {
-            clean.f[[r % b, p, i]] + alpha(r) * delta.f[[r % b, p, i]]
+        let f = Array3::from_shape_fn((n * b, tail, clean.f.dim().2), |(r, p, i)| {
+            clean.f[[r % b, pre + p, i]] + alpha(r) * delta.f[[r % b, pre + p, i]]
         });
-        let err = Array3::from_shape_fn((n * b, seq, clean.err.dim().2), |(r, p, i)| {
-            clean.err[[r % b, p, i]] + alpha(r) * delta.err[[r % b, p, i]]
+        let err = Array3::from_shape_fn((n * b, tail, clean.err.dim().2), |(r, p, i)| {
+            clean.err[[r % b, pre + p, i]] + alpha(r) * delta.err[[r % b, pre + p, i]]
         });
-        let spliced = sub.decode(&SubState { f, err }); // (n·batch, seq, d)
+        let spliced = sub.decode(&SubState { f, err }); // (n·batch, tail, d)
         let hook = sub.hook;
-        let out = model.run_with(
-            &Forward::from_resid_pre(block_of(hook), input.view())
-                .last_logits(true)
-                .trace(true),
-            |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| {
-                if h == hook {
-                    act.assign(&spliced);
-                }
-                Ok::<(), Error>(())
-            },
-        )?;
+        let stacked = prefix.map(|kv| kv.repeat(n));
+        let mut fwd = Forward::from_resid_pre(block_of(hook), input.view())
+            .last_logits(true)
+            .trace(true);
+        if let Some(kv) = &stacked {
+            fwd = fwd.prefix(kv);
+        }
+        let out = model.run_with(&fwd, |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| {
+            if h == hook {
+                act.assign(&spliced);
+            }
+            Ok::<(), Error>(())
+        })?;
         let logits = out.logits.as_ref().ok_or_else(no_logits)?;
         let (_, d_logits) = logit_diff(logits.view(), &ans);
         let trace = out.trace.as_ref().ok_or_else(no_logits)?;
@@ -252,7 +290,10 @@ pub fn ig_grad(
         }
         k0 = k1;
     }
-    Ok(total / steps as f32)
+    let mut mean = clean_grad.clone();
+    mean.slice_mut(s![.., pre.., ..])
+        .assign(&(total / steps as f32));
+    Ok(mean)
 }
 
 /// One exact-patching variant: pair `b`, position `p`, feature `i` (`None`: error).

@@ -42,6 +42,61 @@ pub struct Forward<'a, A> {
     pub last_logits: bool,
     /// Keep the intermediate values the backward pass needs (default false).
     pub trace: bool,
+    /// Keys and values of positions before the input's (see [`Forward::prefix`]).
+    pub prefix: Option<&'a KvPrefix<A>>,
+}
+
+/// The keys (rotated, for rotary models) and values of a sequence's first positions at
+/// every block from `start_layer`, taken from a traced run
+/// ([`Transformer::kv_prefix`]). A run of the later positions alone from a cached
+/// `resid_pre`, with this prefix ([`Forward::prefix`]), computes what a run of the
+/// whole sequence computes there, as long as the first positions' activations are the
+/// same in both — which causal attention guarantees when only later positions change.
+#[derive(Debug, Clone)]
+pub struct KvPrefix<A> {
+    start_layer: usize,
+    /// Per block from `start_layer`: (batch, len, 2 d_kv), `[k | v]`.
+    layers: Vec<Array3<A>>,
+}
+
+impl<A: Scalar> KvPrefix<A> {
+    /// The number of positions it holds.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.dim().1)
+    }
+
+    /// True when it holds no position.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its batch size.
+    pub fn batch(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.dim().0)
+    }
+
+    /// The prefix of `n` stacked copies of the batch: row `r` is row `r % batch`
+    /// (for runs that stack several variants of each sequence).
+    pub fn repeat(&self, n: usize) -> Self {
+        let b = self.batch();
+        KvPrefix {
+            start_layer: self.start_layer,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    let (_, len, w) = l.dim();
+                    Array3::from_shape_fn((n * b, len, w), |(r, p, c)| l[[r % b, p, c]])
+                })
+                .collect(),
+        }
+    }
+
+    /// Block `l`'s keys and values, if it holds them.
+    fn layer(&self, l: usize) -> Option<ArrayView3<'_, A>> {
+        let i = l.checked_sub(self.start_layer)?;
+        self.layers.get(i).map(|a| a.view())
+    }
 }
 
 impl<'a, A: Scalar> Forward<'a, A> {
@@ -63,6 +118,7 @@ impl<'a, A: Scalar> Forward<'a, A> {
             logits: true,
             last_logits: false,
             trace: false,
+            prefix: None,
         }
     }
 
@@ -94,6 +150,15 @@ impl<'a, A: Scalar> Forward<'a, A> {
     /// Whether to keep a trace for the backward pass.
     pub fn trace(mut self, yes: bool) -> Self {
         self.trace = yes;
+        self
+    }
+
+    /// Run positions `prefix.len()..` of the sequences only: the input (a cached
+    /// `resid_pre`, batch, seq, d_model) holds those positions, and attention also reads
+    /// the prefix's keys and values, so rotary positions, hooks, logits and the backward
+    /// pass are those of the later positions of a whole-sequence run. No padding mask.
+    pub fn prefix(mut self, prefix: &'a KvPrefix<A>) -> Self {
+        self.prefix = Some(prefix);
         self
     }
 
@@ -133,6 +198,8 @@ pub struct Trace<A> {
     pub(crate) seq: usize,
     /// Whether logits were computed at the last position only.
     pub(crate) last_logits: bool,
+    /// Positions before the input's that the run read from a [`KvPrefix`].
+    pub(crate) prefix_len: usize,
     /// One per block from `start_layer`.
     pub(crate) layers: Vec<LayerTrace<A>>,
     /// Present when the forward reached `ln_f`.
@@ -203,6 +270,37 @@ impl<A: Scalar, F> Ctx<'_, A, F> {
 }
 
 impl<A: Scalar> Transformer<A> {
+    /// The keys and values of the first `len` positions at every block `trace` covers,
+    /// for runs of the later positions ([`Forward::prefix`]). `trace` must be of a run
+    /// without a prefix, and `len` at most its sequence length.
+    pub fn kv_prefix(&self, trace: &Trace<A>, len: usize) -> Result<KvPrefix<A>> {
+        if trace.prefix_len > 0 || len > trace.seq {
+            return Err(Error::BadParameter {
+                name: "kv_prefix",
+                value: format!("{len} positions"),
+                message: format!(
+                    "the trace is of {} positions{}: take a prefix of at most that many, from a run without a prefix",
+                    trace.seq,
+                    if trace.prefix_len > 0 { " after a prefix" } else { "" }
+                ),
+            });
+        }
+        let (batch, seq, d) = (trace.batch, trace.seq, self.config.d_model);
+        let layers = trace
+            .layers
+            .iter()
+            .map(|t| {
+                let qkv = t.attn.qkv(); // (batch·seq, d + 2 d_kv)
+                let w = qkv.ncols() - d;
+                Array3::from_shape_fn((batch, len, w), |(b, p, c)| qkv[[b * seq + p, d + c]])
+            })
+            .collect();
+        Ok(KvPrefix {
+            start_layer: trace.start_layer,
+            layers,
+        })
+    }
+
     /// Logits (batch, seq, vocab) and the `capture`d hooks for `input_ids` (batch, seq)
     /// with an optional padding mask (batch, seq; 1 = token, 0 = padding).
     pub fn forward(
@@ -248,7 +346,9 @@ impl<A: Scalar> Transformer<A> {
             edit: &mut edit,
         };
         let d = self.config.d_model;
-        let pos = positions(keys.view()); // (batch, seq)
+        let pre = fwd.prefix.map_or(0, KvPrefix::len);
+        let pos = positions(keys.view()); // (batch, pre + seq)
+        let pos = pos.slice(s![.., pre..]).to_owned(); // (batch, seq)
         let mut x = match fwd.input {
             Input::Tokens(ids) => {
                 let embed = ctx.hook(HookPoint::Embed, self.wte_rows(ids))?;
@@ -265,7 +365,9 @@ impl<A: Scalar> Transformer<A> {
             if !full && ctx.done() {
                 break;
             }
-            let (y, trace) = block.forward_hooked(l, x, keys.view(), pos.view(), &mut ctx)?;
+            let prefix = fwd.prefix.and_then(|kv| kv.layer(l));
+            let (y, trace) =
+                block.forward_hooked(l, x, (keys.view(), pos.view(), prefix), &mut ctx)?;
             x = y;
             if fwd.trace {
                 layers.push(trace);
@@ -297,6 +399,7 @@ impl<A: Scalar> Transformer<A> {
             batch,
             seq,
             last_logits: fwd.logits && fwd.last_logits,
+            prefix_len: pre,
             layers,
             ln_f,
         });
@@ -322,12 +425,42 @@ impl<A: Scalar> Transformer<A> {
                 "batch and sequence must be non-empty".into(),
             ));
         }
-        if seq > self.config.n_ctx {
+        let pre = fwd.prefix.map_or(0, KvPrefix::len);
+        if pre + seq > self.config.n_ctx {
             return Err(bad(
                 "input",
-                format!("sequence length {seq}"),
+                format!("sequence length {}", pre + seq),
                 format!("the model's context is {} positions", self.config.n_ctx),
             ));
+        }
+        if let Some(kv) = fwd.prefix {
+            let start = fwd.start_layer();
+            let problem = if matches!(fwd.input, Input::Tokens(_)) {
+                Some("a run with a prefix starts from a cached resid_pre, not from tokens".into())
+            } else if fwd.attention_mask.is_some() {
+                Some("a run with a prefix takes no padding mask".into())
+            } else if kv.batch() != batch {
+                Some(format!("the input's batch is {batch}"))
+            } else if kv.layer(start).is_none() {
+                Some(format!(
+                    "the run starts at block {start}, which it does not cover"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                return Err(bad(
+                    "prefix",
+                    format!(
+                        "{} positions of {} sequences from block {}",
+                        kv.len(),
+                        kv.batch(),
+                        kv.start_layer
+                    ),
+                    message,
+                ));
+            }
+            return Ok(Array2::from_elem((batch, pre + seq), true));
         }
         match fwd.input {
             Input::Tokens(ids) => {
@@ -443,9 +576,14 @@ impl<A: Scalar> Block<A> {
     fn forward_hooked<E, F>(
         &self,
         l: usize,
-        x: Array3<A>,                     // (batch, seq, d)
-        keys: ArrayView2<'_, bool>,       // (batch, seq)
-        positions: ArrayView2<'_, usize>, // (batch, seq)
+        x: Array3<A>, // (batch, seq, d)
+        // Which keys may be attended to (batch, prefix + seq), the rotary positions
+        // (batch, seq), the prefix's keys and values (batch, prefix, 2 d_kv).
+        (keys, positions, prefix): (
+            ArrayView2<'_, bool>,
+            ArrayView2<'_, usize>,
+            Option<ArrayView3<'_, A>>,
+        ),
         ctx: &mut Ctx<'_, A, F>,
     ) -> Result<(Array3<A>, LayerTrace<A>), E>
     where
@@ -454,7 +592,7 @@ impl<A: Scalar> Block<A> {
         let (batch, seq, _) = x.dim();
         let x = ctx.hook(HookPoint::ResidPre { layer: l }, x)?;
         let (a, ln_1) = self.ln_1.forward_cached(rows(&x).view());
-        let (attn_out, attn) = self.attn.forward_cached(a.view(), keys, positions);
+        let (attn_out, attn) = self.attn.forward_cached(a.view(), keys, positions, prefix);
         let attn_out = ctx.hook(
             HookPoint::AttnOut { layer: l },
             unrows(attn_out, batch, seq),

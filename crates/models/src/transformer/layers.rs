@@ -8,7 +8,10 @@
 //! | [`Attention`] | fused `c_attn`, one key/value head per query head | `q_proj`/`k_proj`/`v_proj` fused here, grouped key/value heads, rotary positions ([`Rotary`]) |
 //! | [`Mlp`] | `c_proj(gelu_new(c_fc x))` | `down_proj(silu(gate_proj x) · up_proj x)` |
 use ndarray::parallel::prelude::*;
-use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{
+    s, Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayViewMut2, Axis, CowArray, Ix2,
+    Zip,
+};
 
 use super::Scalar;
 
@@ -219,14 +222,21 @@ pub struct Attention<A: Scalar> {
 pub(crate) struct AttnCache<A> {
     /// q, k (rotated, when rotary) and v.
     qkv: Array2<A>, // (rows, d + 2 d_kv)
-    probs: Array4<A>, // (batch, head, query, key)
+    probs: Array4<A>, // (batch, head, query, prefix + key)
     rotary: Option<RotaryTable<A>>,
+    /// Keys and values of positions before the rows (see `forward_cached`).
+    prefix: Option<Array3<A>>, // (batch, prefix, 2 d_kv)
 }
 
 impl<A: Scalar> AttnCache<A> {
     /// The attention pattern.
-    pub(crate) fn probs(&self) -> &Array4<A> /* (batch, head, query, key) */ {
+    pub(crate) fn probs(&self) -> &Array4<A> /* (batch, head, query, prefix + key) */ {
         &self.probs
+    }
+
+    /// q, k (rotated, when rotary) and v of the rows (rows, d + 2 d_kv).
+    pub(crate) fn qkv(&self) -> &Array2<A> {
+        &self.qkv
     }
 }
 
@@ -238,16 +248,20 @@ impl<A: Scalar> Attention<A> {
     }
 
     /// `c_proj(softmax(q kᵀ / √d_head + mask) v)` for `x` (batch·seq, d), the norm's
-    /// output. `keys` (batch, seq) says which keys may be attended to (false: padding); a
-    /// query with no allowed key (a padded one) attends causally to all keys.
-    /// `positions` (batch, seq) are the rotary positions.
+    /// output. `keys` (batch, prefix + seq) says which keys may be attended to (false:
+    /// padding); a query with no allowed key (a padded one) attends causally to all
+    /// keys. `positions` (batch, seq) are the rotary positions. `prefix` (batch, prefix,
+    /// 2 d_kv): the keys (rotated) and values `[k | v]` of positions that come before
+    /// the rows of `x` and are not recomputed (a [`KvPrefix`](super::KvPrefix) layer).
     pub(crate) fn forward_cached(
         &self,
         x: ArrayView2<'_, A>,             // (rows, d)
-        keys: ArrayView2<'_, bool>,       // (batch, seq)
+        keys: ArrayView2<'_, bool>,       // (batch, prefix + seq)
         positions: ArrayView2<'_, usize>, // (batch, seq)
+        prefix: Option<ArrayView3<'_, A>>,
     ) -> (Array2<A>, AttnCache<A>) {
-        let (batch, seq) = keys.dim();
+        let (batch, seq) = positions.dim();
+        let pre = prefix.map_or(0, |kv| kv.dim().1);
         let d = x.ncols();
         let (dh, dkv, group) = self.dims(d);
         let nh = self.n_head;
@@ -265,16 +279,15 @@ impl<A: Scalar> Attention<A> {
                 let (kc, vc) = (d + (h / group) * dh, d + dkv + (h / group) * dh);
                 let rows = qkv.slice(s![b * seq..(b + 1) * seq, ..]); // (seq, d + 2 d_kv)
                 let q = rows.slice(s![.., h * dh..(h + 1) * dh]); // (seq, dh)
-                let k = rows.slice(s![.., kc..kc + dh]); // (seq, dh)
-                let v = rows.slice(s![.., vc..vc + dh]); // (seq, dh)
-                let mut p = q.dot(&k.t()) * scale; // (seq, seq)
-                masked_softmax(&mut p, keys.row(b));
+                let (k, v) = with_prefix(prefix, b, (rows, kc, vc), (d, dh)); // (pre + seq, dh)
+                let mut p = q.dot(&k.t()) * scale; // (seq, pre + seq)
+                masked_softmax(&mut p, keys.row(b), pre);
                 let z = p.dot(&v); // (seq, dh)
                 (p, z)
             })
             .collect();
         let mut z = Array2::zeros((batch * seq, d)); // (rows, d)
-        let mut probs = Array4::zeros((batch, nh, seq, seq));
+        let mut probs = Array4::zeros((batch, nh, seq, pre + seq));
         for (bh, (p, zh)) in heads.into_iter().enumerate() {
             let (b, h) = (bh / nh, bh % nh);
             probs.slice_mut(s![b, h, .., ..]).assign(&p);
@@ -282,12 +295,23 @@ impl<A: Scalar> Attention<A> {
                 .assign(&zh);
         }
         let out = self.c_proj.forward(z.view());
-        (out, AttnCache { qkv, probs, rotary })
+        let prefix = prefix.map(|kv| kv.to_owned());
+        (
+            out,
+            AttnCache {
+                qkv,
+                probs,
+                rotary,
+                prefix,
+            },
+        )
     }
 
     /// Gradient w.r.t. the input `x` given `dy` (rows, d) w.r.t. the output.
     pub(crate) fn backward(&self, cache: &AttnCache<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
-        let (batch, nh, seq, _) = cache.probs.dim();
+        let (batch, nh, seq, total) = cache.probs.dim();
+        let pre = total - seq;
+        let prefix = cache.prefix.as_ref().map(|kv| kv.view());
         let d = dy.ncols();
         let (dh, dkv, group) = self.dims(d);
         let scale = A::one() / A::of(dh as f64).sqrt();
@@ -299,16 +323,16 @@ impl<A: Scalar> Attention<A> {
                 let (kc, vc) = (d + (h / group) * dh, d + dkv + (h / group) * dh);
                 let rows = cache.qkv.slice(s![b * seq..(b + 1) * seq, ..]);
                 let q = rows.slice(s![.., h * dh..(h + 1) * dh]); // (seq, dh)
-                let k = rows.slice(s![.., kc..kc + dh]);
-                let v = rows.slice(s![.., vc..vc + dh]);
-                let p = cache.probs.slice(s![b, h, .., ..]); // (seq, seq)
+                let (k, v) = with_prefix(prefix, b, (rows, kc, vc), (d, dh)); // (pre + seq, dh)
+                let p = cache.probs.slice(s![b, h, .., ..]); // (seq, pre + seq)
                 let dzh = dz.slice(s![b * seq..(b + 1) * seq, h * dh..(h + 1) * dh]); // (seq, dh)
-                let dp = dzh.dot(&v.t()); // (seq, seq)
-                let dv = p.t().dot(&dzh); // (seq, dh)
-                                          // softmax: dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik)
+                let dp = dzh.dot(&v.t()); // (seq, pre + seq)
+                                          // The prefix's keys and values are constants: their rows are dropped.
+                let dv = p.slice(s![.., pre..]).t().dot(&dzh); // (seq, dh)
+                                                               // softmax: dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik)
                 let row_dot = (&dp * &p).sum_axis(Axis(1)); // (seq)
-                let ds = (dp - &row_dot.insert_axis(Axis(1))) * p * scale; // (seq, seq)
-                [ds.dot(&k), ds.t().dot(&q), dv]
+                let ds = (dp - &row_dot.insert_axis(Axis(1))) * p * scale; // (seq, pre + seq)
+                [ds.dot(&k), ds.slice(s![.., pre..]).t().dot(&q), dv]
             })
             .collect();
         let mut dqkv = Array2::zeros((batch * seq, d + 2 * dkv)); // (rows, d + 2 d_kv)
@@ -343,8 +367,38 @@ impl<A: Scalar> Attention<A> {
 
 /// Row-wise softmax of `scores` (query, key) over the keys `j <= i` with `keys[j]`;
 /// other entries become 0. A row with no such key uses all `j <= i`.
-fn masked_softmax<A: Scalar>(scores: &mut Array2<A>, keys: ndarray::ArrayView1<'_, bool>) {
-    for (i, mut row) in scores.outer_iter_mut().enumerate() {
+/// One head's keys and values `(pre + seq, dh)` for batch row `b`: the prefix's
+/// (`prefix` (batch, pre, 2 d_kv) = `[k | v]`) followed by the rows' own, the head's
+/// columns `kc` and `vc` of `rows` (seq, d + 2 d_kv); views when there is no prefix.
+#[allow(clippy::type_complexity)]
+fn with_prefix<'a, A: Scalar>(
+    prefix: Option<ArrayView3<'a, A>>,
+    b: usize,
+    (rows, kc, vc): (ArrayView2<'a, A>, usize, usize),
+    (d, dh): (usize, usize),
+) -> (CowArray<'a, A, Ix2>, CowArray<'a, A, Ix2>) {
+    let k = rows.slice_move(s![.., kc..kc + dh]);
+    let v = rows.slice_move(s![.., vc..vc + dh]);
+    let Some(kv) = prefix else {
+        return (k.into(), v.into());
+    };
+    let (pk, pv) = (kc - d, vc - d); // the head's columns in the prefix's [k | v]
+    let cat = |p: ArrayView2<'_, A>, own: ArrayView2<'_, A>| {
+        ndarray::concatenate(Axis(0), &[p, own]).unwrap_or_else(|_| own.to_owned())
+    };
+    (
+        cat(kv.slice(s![b, .., pk..pk + dh]), k).into(),
+        cat(kv.slice(s![b, .., pv..pv + dh]), v).into(),
+    )
+}
+
+fn masked_softmax<A: Scalar>(
+    scores: &mut Array2<A>, // (seq, pre + seq)
+    keys: ndarray::ArrayView1<'_, bool>,
+    pre: usize,
+) {
+    for (r, mut row) in scores.outer_iter_mut().enumerate() {
+        let i = pre + r; // the query's place in the sequence
         let any = keys.iter().take(i + 1).any(|&k| k);
         let allowed = |j: usize| j <= i && (keys[j] || !any);
         let max = row

@@ -67,7 +67,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::Normal;
 
 pub use backward::Backward;
-pub use forward::{replace_at, Forward, Input, Output, Trace};
+pub use forward::{replace_at, Forward, Input, KvPrefix, Output, Trace};
 pub use layers::{gelu_new, Activation, Attention, Block, Linear, Mlp, Norm, NormKind, Rotary};
 
 use crate::tensors::TensorFile;
@@ -141,10 +141,16 @@ impl<A: Scalar> Transformer<A> {
     /// both families (weights and embeddings N(0, 0.02²), biases 0, norm gains 1). For
     /// benchmarks and tests: speed does not depend on the weights' values.
     pub fn random(config: ModelConfig, rng: &mut ChaCha8Rng) -> Result<Self> {
+        Self::random_with_std(config, 0.02, rng)
+    }
+
+    /// [`Transformer::random`] with weights and embeddings N(0, `std`²): a larger `std`
+    /// gives sharper attention patterns, for tests that should see them.
+    pub fn random_with_std(config: ModelConfig, std: f64, rng: &mut ChaCha8Rng) -> Result<Self> {
         config.check()?;
-        let normal = Normal::new(0.0f64, 0.02).map_err(|e| Error::BadParameter {
+        let normal = Normal::new(0.0f64, std).map_err(|e| Error::BadParameter {
             name: "std",
-            value: "0.02".into(),
+            value: std.to_string(),
             message: e.to_string(),
         })?;
         let mut fetch = |name: &str, shape: &[usize]| -> Result<ndarray::ArrayD<A>> {

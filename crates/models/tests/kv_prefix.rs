@@ -1,0 +1,205 @@
+//! A run of a sequence's later positions from a cached `resid_pre`, with the first
+//! positions' keys and values from a traced run (`Forward::prefix`), equals the
+//! whole-sequence run there: hooks, last-position logits and the backward pass, for a
+//! Llama (rotary positions, grouped key/value heads) and a GPT-2.
+use circuitry_core::{Family, HookPoint, ModelConfig};
+use circuitry_models::transformer::{Backward, Forward, Transformer};
+use ndarray::{s, Array2, Array3, ArrayView3, ArrayViewMut3, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn model(family: Family) -> Transformer<f64> {
+    let llama = family == Family::Llama;
+    let config = ModelConfig {
+        family,
+        n_layer: 4,
+        d_model: 32,
+        n_head: 4,
+        n_kv_head: if llama { 2 } else { 4 },
+        d_mlp: 48,
+        vocab_size: 50,
+        n_ctx: 64,
+        norm_eps: 1e-5,
+        rope_theta: llama.then_some(10_000.0),
+        attention_bias: !llama,
+        mlp_bias: !llama,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // N(0, 0.02²) weights make attention nearly uniform; sharper patterns test more.
+    Transformer::random_with_std(config, 0.3, &mut rng).unwrap()
+}
+
+fn max_diff(a: ArrayView3<'_, f64>, b: ArrayView3<'_, f64>) -> f64 {
+    assert_eq!(a.dim(), b.dim());
+    let scale = b.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+#[test]
+fn a_run_after_a_kv_prefix_equals_the_whole_sequence_run() {
+    for family in [Family::Llama, Family::Gpt2] {
+        let m = model(family);
+        let (batch, seq, pre, start) = (3, 9, 4, 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let ids = Array2::from_shape_fn((batch, seq), |_| rng.random_range(0..50u32));
+        let hooks = [
+            HookPoint::ResidPre { layer: start },
+            HookPoint::AttnOut { layer: 2 },
+            HookPoint::MlpOut { layer: 3 },
+        ];
+        let full = m
+            .run(
+                &Forward::tokens(ids.view())
+                    .capture(&hooks)
+                    .last_logits(true)
+                    .trace(true),
+            )
+            .unwrap();
+        let trace = full.trace.as_ref().unwrap();
+        let kv = m.kv_prefix(trace, pre).unwrap();
+        assert_eq!((kv.len(), kv.batch()), (pre, batch));
+        let resid = &full.hooks[&hooks[0]];
+        let tail = resid.slice(s![.., pre.., ..]).to_owned();
+        let part = m
+            .run(
+                &Forward::from_resid_pre(start, tail.view())
+                    .prefix(&kv)
+                    .capture(&hooks[1..])
+                    .last_logits(true)
+                    .trace(true),
+            )
+            .unwrap();
+        for h in &hooks[1..] {
+            let d = max_diff(part.hooks[h].view(), full.hooks[h].slice(s![.., pre.., ..]));
+            println!("{family}: {h} max relative difference {d:.1e}");
+            assert!(d < 1e-12, "{family}: {h} differs by {d}");
+        }
+        let (pl, fl) = (part.logits.unwrap(), full.logits.unwrap());
+        let d = max_diff(pl.view(), fl.view());
+        println!("{family}: last logits max relative difference {d:.1e}");
+        assert!(d < 1e-12, "{family}: logits differ by {d}");
+
+        // The backward from the logits: the gradient at the start's resid_pre equals
+        // the whole run's at the later positions (the prefix is constant in both).
+        let dl = Array3::from_shape_fn((batch, 1, 50), |(b, _, v)| ((b * 7 + v) % 5) as f64 - 2.0);
+        let want = [hooks[0], hooks[1]];
+        let g_full = m
+            .backward(trace, &Backward::from_logits(dl.view()).want(&want))
+            .unwrap();
+        let g_part = m
+            .backward(
+                part.trace.as_ref().unwrap(),
+                &Backward::from_logits(dl.view()).want(&want),
+            )
+            .unwrap();
+        for h in &want {
+            let d = max_diff(g_part[h].view(), g_full[h].slice(s![.., pre.., ..]));
+            println!("{family}: gradient at {h} max relative difference {d:.1e}");
+            assert!(d < 1e-12, "{family}: gradient at {h} differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn a_repeated_prefix_serves_stacked_variants_with_edits() {
+    let m = model(Family::Llama);
+    let (batch, seq, pre, layer) = (2, 7, 3, 2);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let ids = Array2::from_shape_fn((batch, seq), |_| rng.random_range(0..50u32));
+    let hook = HookPoint::ResidPre { layer };
+    let full = m
+        .run(&Forward::tokens(ids.view()).capture(&[hook]).trace(true))
+        .unwrap();
+    let resid = &full.hooks[&hook];
+    // Two variants of each sequence: a later position's resid_pre scaled by 1 + k.
+    let n = 2;
+    let edit = |r: usize, p: usize| {
+        if p == seq - 2 {
+            1.0 + (r / batch) as f64
+        } else {
+            1.0
+        }
+    };
+    let whole = Array3::from_shape_fn((n * batch, seq, 32), |(r, p, c)| {
+        resid[[r % batch, p, c]] * edit(r, p)
+    });
+    let want = m
+        .run(&Forward::from_resid_pre(layer, whole.view()).last_logits(true))
+        .unwrap()
+        .logits
+        .unwrap();
+    let kv = m
+        .kv_prefix(full.trace.as_ref().unwrap(), pre)
+        .unwrap()
+        .repeat(n);
+    assert_eq!(kv.batch(), n * batch);
+    let tail = whole.slice(s![.., pre.., ..]).to_owned();
+    let mut seen = 0;
+    let got = m
+        .run_with(
+            &Forward::from_resid_pre(layer, tail.view())
+                .prefix(&kv)
+                .last_logits(true),
+            |h, act: ArrayViewMut3<'_, f64>| {
+                if h == hook {
+                    seen += act.len_of(Axis(1));
+                }
+                Ok::<(), circuitry_models::Error>(())
+            },
+        )
+        .unwrap()
+        .logits
+        .unwrap();
+    assert_eq!(seen, seq - pre, "the edit sees the later positions only");
+    let d = max_diff(got.view(), want.view());
+    println!("stacked variants: last logits max relative difference {d:.1e}");
+    assert!(d < 1e-12, "logits differ by {d}");
+}
+
+#[test]
+fn a_prefix_is_refused_where_it_cannot_apply() {
+    let m = model(Family::Llama);
+    let ids = Array2::from_elem((2, 6), 3u32);
+    let hook = HookPoint::ResidPre { layer: 2 };
+    let full = m
+        .run(&Forward::tokens(ids.view()).capture(&[hook]).trace(true))
+        .unwrap();
+    let trace = full.trace.as_ref().unwrap();
+    let kv = m.kv_prefix(trace, 2).unwrap();
+    let tail = full.hooks[&hook].slice(s![.., 2.., ..]).to_owned();
+    let mask = Array2::from_elem((2, 4), 1u8);
+    let other_batch = tail.slice(s![..1, .., ..]).to_owned();
+    let cases: Vec<(&str, Forward<'_, f64>)> = vec![
+        ("from tokens", Forward::tokens(ids.view()).prefix(&kv)),
+        (
+            "with a padding mask",
+            Forward::from_resid_pre(2, tail.view())
+                .prefix(&kv)
+                .mask(mask.view()),
+        ),
+        (
+            "of another batch",
+            Forward::from_resid_pre(2, other_batch.view()).prefix(&kv),
+        ),
+    ];
+    for (what, fwd) in cases {
+        let err = m.run(&fwd).unwrap_err().to_string();
+        println!("{what}: {err}");
+        assert!(err.contains("prefix"), "{what}: {err}");
+    }
+    // Longer than the traced run, or from a run that had a prefix itself.
+    assert!(m.kv_prefix(trace, 7).is_err());
+    let part = m
+        .run(
+            &Forward::from_resid_pre(2, tail.view())
+                .prefix(&kv)
+                .trace(true),
+        )
+        .unwrap();
+    let err = m.kv_prefix(part.trace.as_ref().unwrap(), 1).unwrap_err();
+    assert!(err.to_string().contains("without a prefix"), "{err}");
+}
