@@ -104,69 +104,50 @@ fn check_shapes(c: (usize, usize), a: (usize, usize), b: (usize, usize)) {
     );
 }
 
-macro_rules! faer_gemm {
-    ($name:ident, $t:ty) => {
-        /// [`Gemm::gemm`] in faer.
-        fn $name(
-            mut c: ArrayViewMut2<'_, $t>,
-            accumulate: bool,
-            a: ArrayView2<'_, $t>,
-            b: ArrayView2<'_, $t>,
-            alpha: $t,
-        ) {
-            let (m, n) = c.dim();
-            check_shapes((m, n), a.dim(), b.dim());
-            let (mut a_own, mut b_own) = (None, None);
-            let a_ref = as_faer(a, &mut a_own);
-            let b_ref = as_faer(b, &mut b_own);
-            let beta = if accumulate {
-                Accum::Add
-            } else {
-                Accum::Replace
-            };
-            if let Some(s) = c.as_slice_mut() {
-                let c_mut: MatMut<'_, $t> = MatMut::from_row_major_slice_mut(s, m, n);
-                faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
-                return;
+/// `impl Gemm for $t` in faer, with any further items (`f32`'s [`Gemm::product`]).
+macro_rules! impl_gemm {
+    ($t:ty $(, $item:item)*) => {
+        impl Gemm for $t {
+            fn gemm(
+                mut c: ArrayViewMut2<'_, $t>,
+                accumulate: bool,
+                a: ArrayView2<'_, $t>,
+                b: ArrayView2<'_, $t>,
+                alpha: $t,
+            ) {
+                let (m, n) = c.dim();
+                check_shapes((m, n), a.dim(), b.dim());
+                let (mut a_own, mut b_own) = (None, None);
+                let a_ref = as_faer(a, &mut a_own);
+                let b_ref = as_faer(b, &mut b_own);
+                let beta = if accumulate {
+                    Accum::Add
+                } else {
+                    Accum::Replace
+                };
+                if let Some(s) = c.as_slice_mut() {
+                    let c_mut: MatMut<'_, $t> = MatMut::from_row_major_slice_mut(s, m, n);
+                    faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
+                    return;
+                }
+                if let Some(s) = c.view_mut().reversed_axes().as_slice_mut() {
+                    let c_mut: MatMut<'_, $t> = MatMut::from_column_major_slice_mut(s, m, n);
+                    faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
+                    return;
+                }
+                // A strided output: ndarray's own product.
+                let keep: $t = if accumulate { 1.0 } else { 0.0 };
+                ndarray::linalg::general_mat_mul(alpha, &a, &b, keep, &mut c);
             }
-            if let Some(s) = c.view_mut().reversed_axes().as_slice_mut() {
-                let c_mut: MatMut<'_, $t> = MatMut::from_column_major_slice_mut(s, m, n);
-                faer_matmul(c_mut, beta, a_ref, b_ref, alpha, Par::rayon(0));
-                return;
-            }
-            // A strided output: ndarray's own product.
-            let keep: $t = if accumulate { 1.0 } else { 0.0 };
-            ndarray::linalg::general_mat_mul(alpha, &a, &b, keep, &mut c);
+
+            $($item)*
         }
     };
 }
 
-faer_gemm!(faer_gemm_f32, f32);
-faer_gemm!(faer_gemm_f64, f64);
-
-impl Gemm for f64 {
-    fn gemm(
-        c: ArrayViewMut2<'_, f64>,
-        accumulate: bool,
-        a: ArrayView2<'_, f64>,
-        b: ArrayView2<'_, f64>,
-        alpha: f64,
-    ) {
-        faer_gemm_f64(c, accumulate, a, b, alpha);
-    }
-}
-
-impl Gemm for f32 {
-    fn gemm(
-        c: ArrayViewMut2<'_, f32>,
-        accumulate: bool,
-        a: ArrayView2<'_, f32>,
-        b: ArrayView2<'_, f32>,
-        alpha: f32,
-    ) {
-        faer_gemm_f32(c, accumulate, a, b, alpha);
-    }
-
+impl_gemm!(f64);
+impl_gemm!(
+    f32,
     fn product(
         mut c: ArrayViewMut2<'_, f32>,
         accumulate: bool,
@@ -180,9 +161,9 @@ impl Gemm for f32 {
                 return;
             }
         }
-        faer_gemm_f32(c, accumulate, a, b, alpha);
+        Self::gemm(c, accumulate, a, b, alpha);
     }
-}
+);
 
 /// The product `a · b` as a new array: `a (m, k)`, `b (k, n)` → `(m, n)`, through
 /// [`Gemm::product`] (faer's kernels on rayon's threads, or the installed
