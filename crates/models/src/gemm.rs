@@ -8,9 +8,10 @@
 //!
 //! A process may install another library for the `f32` products of [`matmul`] (the
 //! transformer's, the circuit stage's): a [`Provider`], set once with
-//! [`set_provider`]. The SAE crate's MKL backend is one (`circuitry_sae::kernel::
-//! install_transformer_gemm`); a provider must keep the same contract (results that do
-//! not depend on the number of threads). [`Gemm::gemm`] itself is always faer.
+//! [`set_provider`]. The SAE crate's MKL backend is one
+//! (`circuitry_sae::kernel::use_for_transformer`); a provider must keep the same
+//! contract (results that do not depend on the number of threads). [`Gemm::gemm`]
+//! itself is always faer.
 use std::sync::OnceLock;
 
 use faer::linalg::matmul::matmul as faer_matmul;

@@ -327,10 +327,8 @@ impl<A: Scalar> Attention<A> {
                 let p = cache.probs.slice(s![b, h, .., ..]); // (seq, pre + seq)
                 let dzh = dz.slice(s![b * seq..(b + 1) * seq, h * dh..(h + 1) * dh]); // (seq, dh)
                 let dp = dzh.dot(&v.t()); // (seq, pre + seq)
-                                          // The prefix's keys and values are constants: their rows are dropped.
-                let dv = p.slice(s![.., pre..]).t().dot(&dzh); // (seq, dh)
-                                                               // softmax: dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik)
-                let row_dot = (&dp * &p).sum_axis(Axis(1)); // (seq)
+                let dv = p.slice(s![.., pre..]).t().dot(&dzh); // (seq, dh); the prefix's: constants
+                let row_dot = (&dp * &p).sum_axis(Axis(1)); // (seq); dS = P (dP − Σ_k P dP)
                 let ds = (dp - &row_dot.insert_axis(Axis(1))) * p * scale; // (seq, pre + seq)
                 [ds.dot(&k), ds.slice(s![.., pre..]).t().dot(&q), dv]
             })
@@ -365,8 +363,6 @@ impl<A: Scalar> Attention<A> {
     }
 }
 
-/// Row-wise softmax of `scores` (query, key) over the keys `j <= i` with `keys[j]`;
-/// other entries become 0. A row with no such key uses all `j <= i`.
 /// One head's keys and values `(pre + seq, dh)` for batch row `b`: the prefix's
 /// (`prefix` (batch, pre, 2 d_kv) = `[k | v]`) followed by the rows' own, the head's
 /// columns `kc` and `vc` of `rows` (seq, d + 2 d_kv); views when there is no prefix.
@@ -384,7 +380,7 @@ fn with_prefix<'a, A: Scalar>(
     };
     let (pk, pv) = (kc - d, vc - d); // the head's columns in the prefix's [k | v]
     let cat = |p: ArrayView2<'_, A>, own: ArrayView2<'_, A>| {
-        ndarray::concatenate(Axis(0), &[p, own]).unwrap_or_else(|_| own.to_owned())
+        ndarray::concatenate(Axis(0), &[p, own]).expect("both slices are dh columns wide")
     };
     (
         cat(kv.slice(s![b, .., pk..pk + dh]), k).into(),
@@ -392,6 +388,9 @@ fn with_prefix<'a, A: Scalar>(
     )
 }
 
+/// Row-wise softmax of `scores` (query, key) over the keys `j <= i` with `keys[j]`;
+/// other entries become 0. A row with no such key uses all `j <= i`. Row `r` is the
+/// query at `i = pre + r` (the first `pre` keys are a prefix's).
 fn masked_softmax<A: Scalar>(
     scores: &mut Array2<A>, // (seq, pre + seq)
     keys: ndarray::ArrayView1<'_, bool>,
