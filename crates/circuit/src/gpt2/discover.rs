@@ -5,7 +5,7 @@ use circuitry_models::transformer::Transformer;
 use ndarray::{s, Array1, Array2, Array3};
 use serde::Serialize;
 
-use super::edgeeval::{all_edges, edges_at_least, EdgeEval};
+use super::edgeeval::{all_edges, edges_at_least, EdgeEval, EdgeSet};
 use super::edges::{add_edges, BatchState, EdgeSums, NodeRef};
 use super::eval::{
     ablated_metrics, case_counts, case_means, mean_of, position_means, right_count, right_mean,
@@ -432,11 +432,20 @@ pub fn edge_sweep_metrics(
     sums: &EdgeSums,
     thresholds: &[f64],
 ) -> Result<Vec<Vec<Array1<f32>>>> {
-    let mut out = Vec::new();
+    let mut out: Vec<Vec<Array1<f32>>> = Vec::new();
     let mut progress = Progress::new("edge faithfulness", "thresholds", thresholds.len() as u64);
+    let mut previous: Option<EdgeSet> = None;
     for &t in thresholds {
         let _span = tracing::info_span!("edge threshold", t).entered();
-        out.push(eval.metrics(nodes, per_position, &edges_at_least(sums, t))?);
+        let edges = edges_at_least(sums, t);
+        // Thresholds that keep the same edges (above the largest weight: none) give the
+        // same metrics: evaluate once.
+        let metrics = match (&previous, out.last()) {
+            (Some(p), Some(m)) if *p == edges => m.clone(),
+            _ => eval.metrics(nodes, per_position, &edges)?,
+        };
+        out.push(metrics);
+        previous = Some(edges);
         progress.inc(1);
     }
     progress.finish();

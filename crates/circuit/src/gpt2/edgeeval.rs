@@ -35,8 +35,8 @@
 //! So with every edge between adjacent circuit nodes kept this is node ablation of the
 //! same circuit, and with no edge kept the final residual is that of the empty circuit,
 //! `F(∅)`. Cost: one extra pass of `d`'s own computation (nothing for a residual,
-//! one block for attention, the MLP for an MLP) per circuit node whose incoming edges
-//! are not all kept, batched.
+//! one block for attention, the MLP for an MLP) per set of removed edges into `d`'s
+//! circuit nodes (nodes that lose the same upstream nodes share a pass), batched.
 use std::collections::BTreeSet;
 
 use circuitry_core::HookPoint;
@@ -95,11 +95,22 @@ pub fn all_edges(subs: &Submodules, nodes: &[NodeRef]) -> EdgeSet {
 /// Which circuit nodes lose which incoming edges.
 #[derive(Debug, Clone)]
 struct Plan {
-    /// Per submodule: the circuit nodes with removed incoming edges, each with the
-    /// upstream circuit nodes whose edge to it is removed.
-    down: Vec<Vec<(NodeRef, Vec<NodeRef>)>>,
+    /// Per submodule: the circuit nodes with removed incoming edges, grouped by the
+    /// upstream circuit nodes whose edge to them is removed. A node's input depends on
+    /// that set alone, so a group shares one extra pass: at high edge thresholds most
+    /// nodes of a submodule lose every incoming edge, and their passes are one.
+    down: Vec<Vec<Group>>,
     /// The upstream circuit nodes whose edge to the metric is removed.
     metric: Vec<NodeRef>,
+}
+
+/// Circuit nodes of one submodule that lose the same incoming edges.
+#[derive(Debug, Clone)]
+struct Group {
+    /// The upstream circuit nodes whose edges to `nodes` are removed.
+    removed: Vec<NodeRef>,
+    /// The nodes that take their value from the pass on the input without `removed`.
+    nodes: Vec<NodeRef>,
 }
 
 impl Plan {
@@ -112,11 +123,19 @@ impl Plan {
                 .filter(|m| up.contains(&m.sub) && !edges.contains(&(*m, n)))
                 .collect()
         };
-        let mut down = vec![Vec::new(); subs.len()];
+        let mut down: Vec<Vec<Group>> = vec![Vec::new(); subs.len()];
         for &n in nodes.iter().filter(|n| n.sub < subs.len()) {
             let r = removed(n);
-            if !r.is_empty() {
-                down[n.sub].push((n, r));
+            if r.is_empty() {
+                continue;
+            }
+            let groups = &mut down[n.sub];
+            match groups.iter_mut().find(|g| g.removed == r) {
+                Some(g) => g.nodes.push(n),
+                None => groups.push(Group {
+                    removed: r,
+                    nodes: vec![n],
+                }),
             }
         }
         Plan {
@@ -279,8 +298,8 @@ impl EdgeEval<'_> {
         for chunk in todo.chunks(per_chunk) {
             let k = chunk.len();
             let mut input = Array3::<f32>::zeros((k * b, seq, d)); // (k·batch, seq, d)
-            for (j, (_, removed)) in chunk.iter().enumerate() {
-                let delta = self.removed(removed, run, prep, donor, (b, seq, d))?;
+            for (j, group) in chunk.iter().enumerate() {
+                let delta = self.removed(&group.removed, run, prep, donor, (b, seq, d))?;
                 input
                     .slice_mut(s![j * b..(j + 1) * b, .., ..])
                     .assign(&(&base - &delta));
@@ -316,7 +335,11 @@ impl EdgeEval<'_> {
                 }
             };
             let enc = sub.encode(out.view())?;
-            for (j, (n, _)) in chunk.iter().enumerate() {
+            let taken = chunk
+                .iter()
+                .enumerate()
+                .flat_map(|(j, g)| g.nodes.iter().map(move |n| (j, n)));
+            for (j, n) in taken {
                 for bi in 0..b {
                     for p in n.positions(seq) {
                         match n.feature {
