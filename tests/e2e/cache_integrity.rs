@@ -337,3 +337,118 @@ fn killed_runner_takes_its_real_stage_along_and_the_rerun_matches_an_uninterrupt
     assert!(out.contains("[3/4] sae      done"), "{out}");
     assert_same(&outputs(&run), &want);
 }
+
+/// A pipeline whose corpus dump stops half-way (the runner SIGKILLed while the dump
+/// writes its shards) must resume on the next `circuitry run`. It did not: the run
+/// first checks every stale stage, and the SAE stage's check opened the dump's
+/// unfinished store and refused it ("activation store … is incomplete … re-run the
+/// dump"), so the dump that would have finished it never ran, however often the run
+/// was repeated. Now a store no dump has finished counts as not produced yet; the
+/// rerun resumes the dump and ends with the outputs of an uninterrupted run, byte for
+/// byte (see [`outputs`]).
+#[test]
+fn run_killed_during_its_dump_resumes_it_and_matches_an_uninterrupted_run() {
+    let write_manifest = |dir: &Path| -> PathBuf {
+        let tiny = circuitry_tests::repo_root().join("datasets/tiny-gpt2");
+        let text = format!(
+            r#"[pipeline]
+name = "resume"
+run_dir = "run"
+
+[[stage]]
+name = "acts"
+kind = "dump"
+model = "{tiny}"
+corpus = "{tiny}/corpus.txt"
+hooks = ["blocks.0.hook_resid_pre", "blocks.3.hook_resid_pre"]
+context_size = 32
+batch_size = 8
+threads = 1
+shard_rows = 500
+max_tokens = 40000
+
+[[stage]]
+name = "sae"
+kind = "train-sae"
+store = "@acts"
+hooks = ["blocks.3.hook_resid_pre"]
+d_in = 64
+d_sae = 128
+architecture = "topk"
+k = 8
+lr = 0.003
+steps = 50
+batch_size = 128
+seed = 0
+"#,
+            tiny = tiny.display()
+        );
+        let path = dir.join("resume.toml");
+        fs::write(&path, text).unwrap();
+        path
+    };
+    let ref_dir = tempfile::tempdir().unwrap();
+    ok(circuitry(&["run"], &write_manifest(ref_dir.path())));
+    let want = outputs(&ref_dir.path().join("run"));
+    let shards = want
+        .iter()
+        .filter(|(n, _)| n.starts_with("acts/shard_"))
+        .count();
+    assert!(
+        shards >= 40,
+        "want many shards to stop between, got {shards}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(dir.path());
+    let acts = dir.path().join("run/acts");
+    let written = || {
+        fs::read_dir(&acts).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("shard_"))
+                .count()
+        })
+    };
+    let mut runner = Command::new(bin("circuitry"))
+        .arg("run")
+        .arg(&manifest)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while written() < 3 {
+        assert!(
+            runner.try_wait().unwrap().is_none(),
+            "the run ended before the test could stop its dump"
+        );
+        assert!(start.elapsed() < PATIENCE, "the dump wrote no shards");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    runner.kill().unwrap(); // SIGKILL; the dump dies with its runner
+    runner.wait().unwrap();
+    let start = Instant::now();
+    while !stage_processes(dir.path()).is_empty() {
+        assert!(start.elapsed() < PATIENCE, "the dump survived its runner");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stopped_at = written();
+    println!("the dump stopped after {stopped_at} of {shards} shards");
+    assert!(stopped_at < shards, "the kill came after the last shard");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(acts.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["complete"], false,
+        "the store is not unfinished: {meta}"
+    );
+    assert!(!acts.join("stage.json").exists());
+
+    let plan = ok(circuitry(&["plan"], &manifest));
+    assert!(plan.contains("acts  stale"), "{plan}");
+    assert!(plan.contains("0 fresh, 2 stale"), "{plan}");
+    let out = ok(circuitry(&["run"], &manifest));
+    assert!(out.contains("[1/2] acts  done"), "{out}");
+    assert!(out.contains("[2/2] sae   done"), "{out}");
+    assert_same(&outputs(&dir.path().join("run")), &want);
+}

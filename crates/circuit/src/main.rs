@@ -161,7 +161,7 @@ fn gpt2(args: cli_gpt2::Gpt2Args) -> anyhow::Result<()> {
 
 /// The checks both subcommands make before their work (and all that
 /// `--check-only` does): `--out` can be written; the SAEs that exist load (an
-/// incomplete SAE folder is refused) and the store that exists opens; for GPT-2, an
+/// incomplete SAE folder is refused) and the store opens once a dump has finished it; for GPT-2, an
 /// SAE whose hook the store lacks is reported (warning); and the memory estimate fits
 /// `limit`.
 /// `gpt2` is (pairs per batch, rows per forward pass) for the GPT-2 circuit.
@@ -189,10 +189,11 @@ fn preflight(
     } else {
         load_saes(&existing)?
     };
-    if !store.join(circuitry_store::META_FILE).is_file() {
-        return Ok(()); // written by an earlier stage that has not run yet
-    }
-    let store = ActivationStore::open(store)?;
+    // None: written by an earlier stage that has not run yet, or has not finished
+    // (a dump that stopped resumes first).
+    let Some(store) = ActivationStore::open_if_finished(store)? else {
+        return Ok(());
+    };
     let have = store.hooks();
     // (The toy stage refuses such an SAE itself, with its own message.)
     for (dir, sae) in saes.iter().filter(|_| gpt2.is_some()) {

@@ -68,6 +68,17 @@ impl ActivationStore {
         })
     }
 
+    /// The store in `dir` once a dump has finished writing it; `None` while none has:
+    /// no `meta.json` yet, or an incomplete one (a dump that stopped, or is still at
+    /// work, and resumes when run again). For the checks a stage makes before the dump
+    /// stage upstream of it has run; otherwise as [`ActivationStore::open`].
+    pub fn open_if_finished(dir: &Path) -> Result<Option<ActivationStore>> {
+        match StoreMeta::read(dir)? {
+            Some(meta) if meta.complete => ActivationStore::open(dir).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// The store's metadata.
     pub fn meta(&self) -> &StoreMeta {
         &self.meta

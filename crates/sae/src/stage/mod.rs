@@ -316,21 +316,21 @@ fn largest_shard(store: &ActivationStore) -> u64 {
 
 /// `--check-only`: every check [`run`] makes before its work, writing nothing (no
 /// folder is created): the options, the dense-product library, the output
-/// folder's writability, and, when the store exists already, its hooks and widths
+/// folder's writability, and, when a dump has finished the store, its hooks and widths
 /// and the memory estimate, compared with `limit` (without a store, the estimate
 /// uses `--d-in` when given).
 pub fn check_only(cfg: &StageConfig, limit: preflight::MemoryLimit) -> Result<()> {
     check(cfg)?;
     Backend::resolve(cfg.train.gemm, &cfg.train.mkl)?;
     preflight::check_writable(&cfg.out, "--out")?;
-    let (hooks, shard_rows) = if cfg.store.join(META_FILE).is_file() {
-        let store = ActivationStore::open(&cfg.store)?;
-        (check_store(cfg, &store)?.hooks, Some(largest_shard(&store)))
-    } else {
-        match cfg.d_in {
+    // A store no dump has finished (the dump stage upstream has not run, or stopped
+    // and resumes first) is checked when the stage runs.
+    let (hooks, shard_rows) = match ActivationStore::open_if_finished(&cfg.store)? {
+        Some(store) => (check_store(cfg, &store)?.hooks, Some(largest_shard(&store))),
+        None => match cfg.d_in {
             Some(d) => (cfg.hooks.iter().map(|&h| (h, d)).collect(), None),
             None => (Vec::new(), None),
-        }
+        },
     };
     memory_estimate(cfg, &hooks, shard_rows).check_within(TOOL, MEMORY_FIX, limit)?;
     for (what, path) in [("--model", &cfg.model), ("--tokenizer", &cfg.tokenizer)] {

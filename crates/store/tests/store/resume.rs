@@ -53,6 +53,15 @@ fn resume_after_crash_equals_uninterrupted_write() {
         "{msg}"
     );
     assert!(!StoreWriter::is_complete(crashed.path(), &spec).unwrap());
+    // Not finished: what a stage downstream of the dump treats as not produced yet
+    // (as when there is no store at all).
+    assert!(ActivationStore::open_if_finished(crashed.path())
+        .unwrap()
+        .is_none());
+    let empty = tempfile::tempdir().unwrap();
+    assert!(ActivationStore::open_if_finished(empty.path())
+        .unwrap()
+        .is_none());
 
     // Resume with new provenance (extra is not part of the dataset's identity)
     // and another batch size; the caller skips rows_done() input rows.
@@ -82,6 +91,8 @@ fn resume_after_crash_equals_uninterrupted_write() {
     }
     let store = ActivationStore::open(crashed.path()).unwrap();
     assert_eq!(store.read_tokens().unwrap().seq, d.seq);
+    let finished = ActivationStore::open_if_finished(crashed.path()).unwrap();
+    assert_eq!(finished.map(|s| s.n_rows()), Some(130));
 
     // A finished store is reported complete, and a writer will not reopen it.
     assert!(StoreWriter::is_complete(crashed.path(), &spec).unwrap());
