@@ -23,6 +23,18 @@ fn circuitry(args: &[&str], manifest: &Path) -> Output {
         .unwrap()
 }
 
+/// `circuitry run MANIFEST` in the background, its output discarded.
+fn spawn_run(manifest: &Path) -> std::process::Child {
+    Command::new(bin("circuitry"))
+        .arg("run")
+        .arg(manifest)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn ok(out: Output) -> String {
     assert!(out.status.success(), "{}", text(&out));
     text(&out)
@@ -273,14 +285,7 @@ fn killed_runner_takes_its_real_stage_along_and_the_rerun_matches_an_uninterrupt
     let dir = tempfile::tempdir().unwrap();
     let manifest = toy_with_long_sae(dir.path());
     let run = dir.path().join("run");
-    let mut runner = Command::new(bin("circuitry"))
-        .arg("run")
-        .arg(&manifest)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_run(&manifest);
     let runner_pid = runner.id() as i32;
     let start = Instant::now();
     let stage = loop {
@@ -409,14 +414,7 @@ seed = 0
                 .count()
         })
     };
-    let mut runner = Command::new(bin("circuitry"))
-        .arg("run")
-        .arg(&manifest)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut runner = spawn_run(&manifest);
     let start = Instant::now();
     while written() < 3 {
         assert!(
