@@ -296,16 +296,18 @@ pub fn ig_grad(
     Ok(mean)
 }
 
-/// One exact-patching variant: pair `b`, position `p`, feature `i` (`None`: error).
+/// One exact-patching variant at a position: pair `b`, feature `i` (`None`: error).
 #[derive(Debug, Clone, Copy)]
 struct Variant {
     b: usize,
-    p: usize,
     i: Option<usize>,
 }
 
 /// Exact effects: every (pair, position, node) whose patch value differs is patched
-/// alone, the model run from the clean `resid_pre` of the submodule's block.
+/// alone, the model run from the clean `resid_pre` of the submodule's block. A variant
+/// at position `p` changes nothing before `p` (causal attention), so its run computes
+/// positions `p..` only, attending to the clean run's keys and values of the positions
+/// before ([`KvPrefix`]); variants are batched by position.
 fn exact(
     model: &Transformer,
     sub: &Submodule,
@@ -316,20 +318,17 @@ fn exact(
 ) -> Result<(Array3<f32>, Array2<f32>)> {
     let delta = &prep.delta[s];
     let (b, seq, d_sae) = delta.f.dim();
-    let mut variants = Vec::new();
+    // Per position: the variants there.
+    let mut at: Vec<Vec<Variant>> = vec![Vec::new(); seq];
     for bi in 0..b {
-        for p in 0..seq {
+        for (p, here) in at.iter_mut().enumerate() {
             for i in 0..d_sae {
                 if delta.f[[bi, p, i]] != 0.0 {
-                    variants.push(Variant {
-                        b: bi,
-                        p,
-                        i: Some(i),
-                    });
+                    here.push(Variant { b: bi, i: Some(i) });
                 }
             }
             if delta.err.slice(s![bi, p, ..]).iter().any(|&v| v != 0.0) {
-                variants.push(Variant { b: bi, p, i: None });
+                here.push(Variant { b: bi, i: None });
             }
         }
     }
@@ -339,36 +338,63 @@ fn exact(
     let ans = answers(batch);
     let mut feat = Array3::zeros((b, seq, d_sae));
     let mut err = Array2::zeros((b, seq));
-    let per_chunk = (max_rows / seq.max(1)).max(1);
-    for chunk in variants.chunks(per_chunk) {
-        let v = chunk.len();
-        let input = Array3::from_shape_fn((v, seq, d), |(r, p, k)| resid[[chunk[r].b, p, k]]);
-        let mut add = Array3::<f32>::zeros((v, seq, d));
-        for (r, var) in chunk.iter().enumerate() {
-            let mut row = add.slice_mut(s![r, var.p, ..]);
-            match var.i {
-                Some(i) => row.scaled_add(delta.f[[var.b, var.p, i]], &sub.direction(i)),
-                None => row.assign(&delta.err.slice(s![var.b, var.p, ..])),
+    // The clean run from the block, traced for its keys and values (one pass of the
+    // batch; only needed when some variant is after the first position).
+    let clean = if at.iter().skip(1).any(|v| !v.is_empty()) {
+        model
+            .run(
+                &Forward::from_resid_pre(layer, resid.view())
+                    .logits(false)
+                    .trace(true),
+            )?
+            .trace
+    } else {
+        None
+    };
+    for (p, variants) in at.iter().enumerate().filter(|(_, v)| !v.is_empty()) {
+        let prefix = match (&clean, p) {
+            (_, 0) => None,
+            (Some(trace), _) => Some(model.kv_prefix(trace, p)?),
+            (None, _) => return Err(no_logits()),
+        };
+        let tail = seq - p;
+        let per_chunk = (max_rows / tail.max(1)).max(1);
+        for chunk in variants.chunks(per_chunk) {
+            let v = chunk.len();
+            let input =
+                Array3::from_shape_fn((v, tail, d), |(r, q, k)| resid[[chunk[r].b, p + q, k]]);
+            // The patch, at the first position of the run (position p).
+            let mut add = Array3::<f32>::zeros((v, tail, d));
+            for (r, var) in chunk.iter().enumerate() {
+                let mut row = add.slice_mut(s![r, 0, ..]);
+                match var.i {
+                    Some(i) => row.scaled_add(delta.f[[var.b, p, i]], &sub.direction(i)),
+                    None => row.assign(&delta.err.slice(s![var.b, p, ..])),
+                }
             }
-        }
-        let hook = sub.hook;
-        let out = model.run_with(
-            &Forward::from_resid_pre(layer, input.view()).last_logits(true),
-            |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| {
+            let rows = prefix
+                .as_ref()
+                .map(|kv| kv.rows(&chunk.iter().map(|v| v.b).collect::<Vec<_>>()));
+            let mut fwd = Forward::from_resid_pre(layer, input.view()).last_logits(true);
+            if let Some(kv) = &rows {
+                fwd = fwd.prefix(kv);
+            }
+            let hook = sub.hook;
+            let out = model.run_with(&fwd, |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| {
                 if h == hook {
                     act += &add;
                 }
                 Ok::<(), Error>(())
-            },
-        )?;
-        let logits = out.logits.as_ref().ok_or_else(no_logits)?;
-        let var_ans: Vec<(u32, u32)> = chunk.iter().map(|v| ans[v.b]).collect();
-        let (m, _) = logit_diff(logits.view(), &var_ans);
-        for (r, var) in chunk.iter().enumerate() {
-            let e = m[r] - prep.metric[var.b];
-            match var.i {
-                Some(i) => feat[[var.b, var.p, i]] = e,
-                None => err[[var.b, var.p]] = e,
+            })?;
+            let logits = out.logits.as_ref().ok_or_else(no_logits)?;
+            let var_ans: Vec<(u32, u32)> = chunk.iter().map(|v| ans[v.b]).collect();
+            let (m, _) = logit_diff(logits.view(), &var_ans);
+            for (r, var) in chunk.iter().enumerate() {
+                let e = m[r] - prep.metric[var.b];
+                match var.i {
+                    Some(i) => feat[[var.b, p, i]] = e,
+                    None => err[[var.b, p]] = e,
+                }
             }
         }
     }

@@ -79,6 +79,12 @@ impl<A: Scalar> KvPrefix<A> {
     /// (for runs that stack several variants of each sequence).
     pub fn repeat(&self, n: usize) -> Self {
         let b = self.batch();
+        self.rows(&(0..n * b).map(|r| r % b).collect::<Vec<_>>())
+    }
+
+    /// The prefix of a batch whose row `r` is this batch's row `rows[r]` (for runs of
+    /// variants of some of the sequences). Panics on a row outside the batch.
+    pub fn rows(&self, rows: &[usize]) -> Self {
         KvPrefix {
             start_layer: self.start_layer,
             layers: self
@@ -86,7 +92,7 @@ impl<A: Scalar> KvPrefix<A> {
                 .iter()
                 .map(|l| {
                     let (_, len, w) = l.dim();
-                    Array3::from_shape_fn((n * b, len, w), |(r, p, c)| l[[r % b, p, c]])
+                    Array3::from_shape_fn((rows.len(), len, w), |(r, p, c)| l[[rows[r], p, c]])
                 })
                 .collect(),
         }
