@@ -274,20 +274,21 @@ fn main() -> anyhow::Result<()> {
         .copied()
         .zip(batch.patch_answer.iter().copied())
         .collect();
+    let ids = circuitry_circuit::gpt2::answer_ids(&answers, answers.len());
     let mut spliced = Vec::new();
     for _ in 0..a.reps {
         let t = Instant::now();
         let out = model.run(
             &Forward::tokens(clean.view())
                 .capture(&hooks)
-                .last_logits(true)
+                .logits_of(ids.view())
                 .trace(true),
         )?;
         let logits = out
             .logits
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no logits"))?;
-        let (_metric, d_logits) = circuitry_circuit::gpt2::logit_diff(logits.view(), &answers);
+        let (_metric, d_logits) = circuitry_circuit::gpt2::answer_diff(logits.view());
         let trace = out
             .trace
             .as_ref()

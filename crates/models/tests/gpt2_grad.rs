@@ -333,3 +333,85 @@ fn last_position_logits_and_their_backward_equal_the_full_ones() {
         .to_string();
     assert!(err.contains("d_logits"), "{err}");
 }
+
+/// Logits of a few ids per sequence (`logits_of`): the full logits at those ids of the
+/// last position, and the backward from their gradient equals the backward from the full
+/// logits' gradient holding the same values at those ids (zero elsewhere), also when an
+/// id repeats in a row. Ids outside the vocabulary, or of the wrong shape, are refused.
+#[test]
+fn logits_of_a_few_ids_and_their_backward_equal_the_full_ones() {
+    let model = model();
+    let (ids, mask) = batch();
+    let picked = ndarray::array![[3u32, 97, 3], [0, 50, 99]]; // (batch, 3)
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let r_few = Array3::<f64>::random_using((2, 1, 3), StandardNormal, &mut rng);
+    let mut r_full = Array3::<f64>::zeros((2, 6, 100));
+    for b in 0..2 {
+        for j in 0..3 {
+            r_full[[b, 5, picked[[b, j]] as usize]] += r_few[[b, 0, j]];
+        }
+    }
+    let hooks = [
+        HookPoint::ResidPre { layer: 0 },
+        HookPoint::MlpOut { layer: 1 },
+    ];
+    let base = Forward::tokens(ids.view()).mask(mask.view()).trace(true);
+    let full = model.run(&base).unwrap();
+    let few = model.run(&base.logits_of(picked.view())).unwrap();
+    let (lf, lw) = (full.logits.unwrap(), few.logits.unwrap());
+    assert_eq!(lw.dim(), (2, 1, 3));
+    let mut diff = 0.0f64;
+    for b in 0..2 {
+        for j in 0..3 {
+            diff = diff.max((lf[[b, 5, picked[[b, j]] as usize]] - lw[[b, 0, j]]).abs());
+        }
+    }
+    println!("logits of picked ids vs the full logits there: max abs diff {diff:.2e}");
+    assert!(diff <= 1e-12, "{diff:.2e}");
+    let g_full = model
+        .backward(
+            full.trace.as_ref().unwrap(),
+            &Backward::from_logits(r_full.view()).want(&hooks),
+        )
+        .unwrap();
+    let g_few = model
+        .backward(
+            few.trace.as_ref().unwrap(),
+            &Backward::from_logits(r_few.view()).want(&hooks),
+        )
+        .unwrap();
+    for hook in &hooks {
+        let diff = (&g_full[hook] - &g_few[hook])
+            .mapv(f64::abs)
+            .fold(0.0f64, |m, &v| m.max(v));
+        println!("{hook:32} picked-ids vs full backward max abs diff {diff:.2e}");
+        assert!(diff <= 1e-12, "{hook}: {diff:.2e}");
+    }
+    // A gradient of the full vocabulary's shape does not fit these logits.
+    let err = model
+        .backward(
+            few.trace.as_ref().unwrap(),
+            &Backward::from_logits(r_full.view()).want(&hooks),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("d_logits"), "{err}");
+    let outside = ndarray::array![[3u32], [100]];
+    let err = model
+        .run(&base.logits_of(outside.view()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("token 100") && err.contains("vocab_size = 100"),
+        "{err}"
+    );
+    let short = ndarray::array![[3u32, 4]];
+    let err = model
+        .run(&base.logits_of(short.view()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("logit ids") && err.contains("(2, n ≥ 1)"),
+        "{err}"
+    );
+}

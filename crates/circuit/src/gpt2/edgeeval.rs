@@ -46,7 +46,7 @@ use ndarray::{s, Array1, Array2, Array3, ArrayView3, ArrayViewMut3};
 use super::edges::{EdgeSums, NodeRef};
 use super::eval::{ablate, ablated_error, ablated_feature, donor_perm, Ablation, Membership};
 use super::nodes::Prepared;
-use super::pairs::{answers, logit_diff, PairBatch};
+use super::pairs::{answer_diff, answer_ids, answers, PairBatch};
 use super::splice::{forward_order, to_rows, SubState, SubmoduleKind, Submodules};
 use crate::{Error, Result};
 
@@ -215,8 +215,9 @@ impl EdgeEval<'_> {
             resid_pre: vec![None; n_layer],
             resid_mid: vec![None; n_layer],
         };
+        let ids = answer_ids(&answers(batch), batch.len());
         let out = self.model.run_with(
-            &Forward::tokens(batch.clean.view()).last_logits(true),
+            &Forward::tokens(batch.clean.view()).logits_of(ids.view()),
             |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| -> Result<()> {
                 if let Some(s) = hooks.iter().position(|&x| x == h) {
                     let st = self.splice(s, act.view(), prep, &donor, keep, plan, &run)?;
@@ -250,7 +251,7 @@ impl EdgeEval<'_> {
             },
         )?;
         let logits = out.logits.as_ref().ok_or_else(internal)?;
-        Ok(logit_diff(logits.view(), &answers(batch)).0)
+        Ok(answer_diff(logits.view()).0)
     }
 
     /// The state of submodule `s` whose model-computed activation is `act`.

@@ -10,7 +10,7 @@ use circuitry_models::transformer::{Backward, Forward, Transformer};
 use ndarray::{s, Array2, Array3, ArrayView3};
 
 use super::nodes::{block_of, Prepared};
-use super::pairs::{answers, logit_diff, PairBatch};
+use super::pairs::{answer_diff, answer_ids, answers, PairBatch};
 use super::splice::{from_rows, to_rows, Submodules};
 use crate::{Error, Result};
 
@@ -85,13 +85,14 @@ pub fn add_edges(
         let want: Vec<HookPoint> = up_idx.iter().map(|&u| hooks[u]).collect();
         if d == subs.len() {
             // The metric node: backward from the logits, every submodule detached.
+            let ids = answer_ids(&answers(batch), batch.len());
             let out = model.run(
                 &Forward::tokens(batch.clean.view())
-                    .last_logits(true)
+                    .logits_of(ids.view())
                     .trace(true),
             )?;
             let logits = out.logits.as_ref().ok_or_else(internal)?;
-            let (_, d_logits) = logit_diff(logits.view(), &answers(batch));
+            let (_, d_logits) = answer_diff(logits.view());
             let trace = out.trace.as_ref().ok_or_else(internal)?;
             let g = model.backward(
                 trace,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::edges::NodeRef;
 use super::nodes::Prepared;
-use super::pairs::{answers, logit_diff, PairBatch};
+use super::pairs::{answer_diff, answer_ids, answers, PairBatch};
 use super::splice::{SubState, Submodules};
 use crate::{Error, Result};
 
@@ -260,8 +260,9 @@ pub fn ablated_metrics(
         let b = batch.len();
         let donor = donor_perm(ablation, first_batch + bi, b);
         let hooks = subs.hooks();
+        let ids = answer_ids(&answers(batch), b);
         let out = model.run_with(
-            &Forward::tokens(batch.clean.view()).last_logits(true),
+            &Forward::tokens(batch.clean.view()).logits_of(ids.view()),
             |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| -> Result<()> {
                 let Some(s) = hooks.iter().position(|&x| x == h) else {
                     return Ok(());
@@ -285,7 +286,7 @@ pub fn ablated_metrics(
             what: "logits".into(),
             detail: "the forward was asked for logits (internal error)".into(),
         })?;
-        let (m, _) = logit_diff(logits.view(), &answers(batch));
+        let (m, _) = answer_diff(logits.view());
         per_pair.push(m);
     }
     Ok(per_pair)

@@ -44,5 +44,7 @@ pub use edgeeval::{all_edges, edges_at_least, EdgeEval, EdgeSet};
 pub use edges::{EdgeSums, NodeRef};
 pub use eval::{Ablation, EdgeEvalRow, EvalRow, Membership};
 pub use nodes::{node_effects, prepare, Method, NodeEffects, Prepared};
-pub use pairs::{answers, check_reproduces, logit_diff, PairBatch, PairData};
+pub use pairs::{
+    answer_diff, answer_ids, answers, check_reproduces, logit_diff, PairBatch, PairData,
+};
 pub use splice::{SubState, Submodule, SubmoduleKind, Submodules};

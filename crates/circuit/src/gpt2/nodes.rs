@@ -4,7 +4,7 @@ use circuitry_core::HookPoint;
 use circuitry_models::transformer::{Backward, Forward, KvPrefix, Transformer};
 use ndarray::{s, Array2, Array3, ArrayViewMut3, Axis};
 
-use super::pairs::{answers, logit_diff, PairBatch};
+use super::pairs::{answer_diff, answer_ids, answers, PairBatch};
 use super::splice::{dot_last, SubState, Submodule, Submodules};
 use crate::{Error, Result};
 
@@ -77,21 +77,22 @@ pub fn prepare(model: &Transformer, subs: &Submodules, batch: &PairBatch) -> Res
             .filter(|h| !hooks.contains(h))
             .collect::<Vec<_>>(),
     );
+    let ids = answer_ids(&answers(batch), batch.len());
     let clean = model.run(
         &Forward::tokens(batch.clean.view())
             .capture(&hooks)
-            .last_logits(true)
+            .logits_of(ids.view())
             .trace(true),
     )?;
     let patch = model.run(
         &Forward::tokens(batch.patch.view())
             .capture(&hooks)
-            .last_logits(true),
+            .logits_of(ids.view()),
     )?;
     let logits = clean.logits.as_ref().ok_or_else(no_logits)?;
-    let (metric, d_logits) = logit_diff(logits.view(), &answers(batch));
+    let (metric, d_logits) = answer_diff(logits.view());
     let patch_logits = patch.logits.as_ref().ok_or_else(no_logits)?;
-    let (patch_metric, _) = logit_diff(patch_logits.view(), &answers(batch));
+    let (patch_metric, _) = answer_diff(patch_logits.view());
     let right = ndarray::Zip::from(&metric)
         .and(&patch_metric)
         .map_collect(|&c, &p| c < 0.0 && p > 0.0);
@@ -268,8 +269,9 @@ pub fn ig_grad(
         let spliced = sub.decode(&SubState { f, err }); // (n·batch, tail, d)
         let hook = sub.hook;
         let stacked = prefix.map(|kv| kv.repeat(n));
+        let ids = answer_ids(&ans, n * b);
         let mut fwd = Forward::from_resid_pre(block_of(hook), input.view())
-            .last_logits(true)
+            .logits_of(ids.view())
             .trace(true);
         if let Some(kv) = &stacked {
             fwd = fwd.prefix(kv);
@@ -281,7 +283,7 @@ pub fn ig_grad(
             Ok::<(), Error>(())
         })?;
         let logits = out.logits.as_ref().ok_or_else(no_logits)?;
-        let (_, d_logits) = logit_diff(logits.view(), &ans);
+        let (_, d_logits) = answer_diff(logits.view());
         let trace = out.trace.as_ref().ok_or_else(no_logits)?;
         let g = model.backward(trace, &Backward::from_logits(d_logits.view()).want(&want))?;
         let g = g.get(&hook).ok_or_else(no_logits)?;
@@ -375,7 +377,9 @@ fn exact(
             let rows = prefix
                 .as_ref()
                 .map(|kv| kv.rows(&chunk.iter().map(|v| v.b).collect::<Vec<_>>()));
-            let mut fwd = Forward::from_resid_pre(layer, input.view()).last_logits(true);
+            let var_ans: Vec<(u32, u32)> = chunk.iter().map(|v| ans[v.b]).collect();
+            let ids = answer_ids(&var_ans, v);
+            let mut fwd = Forward::from_resid_pre(layer, input.view()).logits_of(ids.view());
             if let Some(kv) = &rows {
                 fwd = fwd.prefix(kv);
             }
@@ -387,8 +391,7 @@ fn exact(
                 Ok::<(), Error>(())
             })?;
             let logits = out.logits.as_ref().ok_or_else(no_logits)?;
-            let var_ans: Vec<(u32, u32)> = chunk.iter().map(|v| ans[v.b]).collect();
-            let (m, _) = logit_diff(logits.view(), &var_ans);
+            let (m, _) = answer_diff(logits.view());
             for (r, var) in chunk.iter().enumerate() {
                 let e = m[r] - prep.metric[var.b];
                 match var.i {

@@ -83,6 +83,28 @@ pub fn logit_diff(
     (m, d)
 }
 
+/// The vocabulary ids the metric reads, for a run of `rows` rows whose row `r` is pair
+/// `r % answers.len()`: (rows, 2), `[clean, patch]`. Run with
+/// [`Forward::logits_of`](circuitry_models::transformer::Forward::logits_of) and take
+/// the metric with [`answer_diff`]: the run computes two logits a row, not the whole
+/// vocabulary's.
+pub fn answer_ids(answers: &[(u32, u32)], rows: usize) -> Array2<u32> {
+    Array2::from_shape_fn((rows, 2), |(r, j)| {
+        let (c, p) = answers[r % answers.len()];
+        if j == 0 {
+            c
+        } else {
+            p
+        }
+    })
+}
+
+/// [`logit_diff`] of the logits of a run with `logits_of(answer_ids(..))`, (rows, 1, 2):
+/// the metric per row and its gradient with respect to those logits.
+pub fn answer_diff(logits: ArrayView3<'_, f32>) -> (Array1<f32>, Array3<f32>) {
+    logit_diff(logits, &[(0, 1)])
+}
+
 /// `(clean, patch)` answer ids of a batch.
 pub fn answers(batch: &PairBatch) -> Vec<(u32, u32)> {
     batch
@@ -320,10 +342,11 @@ fn max_diff(a: ArrayView3<'_, f32>, b: ArrayView3<'_, f32>) -> (f32, f32) {
 
 /// The per-pair metric on clean prompts with no edit (batch).
 pub fn clean_metric(model: &Transformer, batch: &PairBatch) -> Result<Array1<f32>> {
-    let out = model.run(&Forward::tokens(batch.clean.view()).last_logits(true))?;
+    let ids = answer_ids(&answers(batch), batch.len());
+    let out = model.run(&Forward::tokens(batch.clean.view()).logits_of(ids.view()))?;
     let logits = out.logits.ok_or_else(|| Error::Missing {
         what: "logits".into(),
         detail: "the forward was asked for logits".into(),
     })?;
-    Ok(logit_diff(logits.view(), &answers(batch)).0)
+    Ok(answer_diff(logits.view()).0)
 }

@@ -19,8 +19,10 @@ use crate::{Error, Result};
 /// resid → MLP path without going through attention, for example.
 #[derive(Debug, Clone, Default)]
 pub struct Backward<'a, A> {
-    /// d(metric)/d(logits).
-    pub d_logits: Option<ArrayView3<'a, A>>, // (batch, seq, vocab)
+    /// d(metric)/d(logits): (batch, seq, vocab), (batch, 1, vocab) after a run with
+    /// [`last_logits`](super::Forward::last_logits), (batch, 1, n) after one with
+    /// [`logits_of`](super::Forward::logits_of).
+    pub d_logits: Option<ArrayView3<'a, A>>,
     /// Gradients added at hooks, each (batch, seq, width).
     pub seeds: BTreeMap<HookPoint, ArrayView3<'a, A>>,
     /// Hooks whose gradients are returned.
@@ -160,18 +162,36 @@ impl<A: Scalar> Transformer<A> {
         // Unembedding and ln_f.
         let d_ln = match bwd.d_logits {
             Some(dl) => {
-                let vocab = self.config.vocab_size;
                 let positions = if trace.last_logits { 1 } else { seq };
-                if dl.dim() != (batch, positions, vocab) {
+                let width = trace
+                    .logit_ids
+                    .as_ref()
+                    .map_or(self.config.vocab_size, |ids| ids.ncols());
+                if dl.dim() != (batch, positions, width) {
                     return Err(shape_error(
                         "d_logits",
                         "logits".into(),
                         dl.dim(),
-                        (batch, positions, vocab),
+                        (batch, positions, width),
                     ));
                 }
-                let dl = dl.as_standard_layout().into_owned();
-                let g = matmul(rows(&dl).view(), self.unembedding().view()); // (batch·positions, d)
+                let w_u = self.unembedding(); // (vocab, d)
+                let g = match &trace.logit_ids {
+                    // Logits of a few ids: each row's gradient is a sum of their rows of W_U.
+                    Some(ids) => {
+                        let mut g = Array2::<A>::zeros((batch, d));
+                        for b in 0..batch {
+                            for (j, &t) in ids.row(b).iter().enumerate() {
+                                g.row_mut(b).scaled_add(dl[[b, 0, j]], &w_u.row(t as usize));
+                            }
+                        }
+                        g
+                    }
+                    None => {
+                        let dl = dl.as_standard_layout().into_owned();
+                        matmul(rows(&dl).view(), w_u.view()) // (batch·positions, d)
+                    }
+                };
                 Some(if trace.last_logits {
                     // Only the last position has logits: the others get no gradient.
                     let mut full = Array2::<A>::zeros((batch * seq, d));

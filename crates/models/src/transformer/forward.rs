@@ -40,6 +40,9 @@ pub struct Forward<'a, A> {
     /// a metric of the next token needs no more, and the unembedding of every
     /// position can cost as much as the blocks).
     pub last_logits: bool,
+    /// Compute, at the last position, only the logits of these vocabulary ids
+    /// (batch, n): `(batch, 1, n)` (see [`Forward::logits_of`]).
+    pub logit_ids: Option<ArrayView2<'a, u32>>,
     /// Keep the intermediate values the backward pass needs (default false).
     pub trace: bool,
     /// Keys and values of positions before the input's (see [`Forward::prefix`]).
@@ -123,6 +126,7 @@ impl<'a, A: Scalar> Forward<'a, A> {
             capture: &[],
             logits: true,
             last_logits: false,
+            logit_ids: None,
             trace: false,
             prefix: None,
         }
@@ -150,6 +154,17 @@ impl<'a, A: Scalar> Forward<'a, A> {
     /// backward pass then takes d(metric)/d(logits) of that shape).
     pub fn last_logits(mut self, yes: bool) -> Self {
         self.last_logits = yes;
+        self
+    }
+
+    /// Compute, at the last position, only the logits of the vocabulary ids `ids`
+    /// (batch, n): the logits are `(batch, 1, n)`, `[b, 0, j]` being the logit of token
+    /// `ids[b, j]`, and a backward pass takes d(metric)/d(logits) of that shape. A metric
+    /// that reads a few logits (a logit difference reads two) needs no more: the full
+    /// unembedding (vocab × d_model, 49,152 × 576 for SmolLM2) and its backward can cost
+    /// as much as a dozen blocks for each row.
+    pub fn logits_of(mut self, ids: ArrayView2<'a, u32>) -> Self {
+        self.logit_ids = Some(ids);
         self
     }
 
@@ -204,6 +219,8 @@ pub struct Trace<A> {
     pub(crate) seq: usize,
     /// Whether logits were computed at the last position only.
     pub(crate) last_logits: bool,
+    /// The vocabulary ids whose logits were computed ([`Forward::logits_of`]).
+    pub(crate) logit_ids: Option<Array2<u32>>, // (batch, n)
     /// Positions before the input's that the run read from a [`KvPrefix`].
     pub(crate) prefix_len: usize,
     /// One per block from `start_layer`.
@@ -386,7 +403,13 @@ impl<A: Scalar> Transformer<A> {
             let y = ctx.hook(HookPoint::LnFinal, unrows(y, batch, seq))?;
             if fwd.logits {
                 let w_u = self.unembedding(); // (vocab, d)
-                logits = Some(if fwd.last_logits {
+                logits = Some(if let Some(ids) = fwd.logit_ids {
+                    let last = y.slice(s![.., seq - 1, ..]); // (batch, d)
+                    let (_, n) = ids.dim();
+                    Array3::from_shape_fn((batch, 1, n), |(b, _, j)| {
+                        last.row(b).dot(&w_u.row(ids[[b, j]] as usize))
+                    })
+                } else if fwd.last_logits {
                     let last = y.slice(s![.., seq - 1, ..]); // (batch, d)
                     let l = matmul(last, w_u.t()); // (batch, vocab)
                     unrows(l, batch, 1)
@@ -404,7 +427,11 @@ impl<A: Scalar> Transformer<A> {
             from_tokens: matches!(fwd.input, Input::Tokens(_)),
             batch,
             seq,
-            last_logits: fwd.logits && fwd.last_logits,
+            last_logits: fwd.logits && (fwd.last_logits || fwd.logit_ids.is_some()),
+            logit_ids: fwd
+                .logit_ids
+                .filter(|_| fwd.logits)
+                .map(|ids| ids.to_owned()),
             prefix_len: pre,
             layers,
             ln_f,
@@ -430,6 +457,24 @@ impl<A: Scalar> Transformer<A> {
                 format!("shape ({batch}, {seq})"),
                 "batch and sequence must be non-empty".into(),
             ));
+        }
+        if let Some(ids) = fwd.logit_ids {
+            if ids.nrows() != batch || ids.ncols() == 0 {
+                return Err(bad(
+                    "logit ids",
+                    format!("shape {:?}", ids.dim()),
+                    format!(
+                        "expected ({batch}, n ≥ 1): the vocabulary ids of each sequence's logits"
+                    ),
+                ));
+            }
+            if let Some(&t) = ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+                return Err(bad(
+                    "logit ids",
+                    format!("token {t}"),
+                    format!("ids must be below vocab_size = {}", self.config.vocab_size),
+                ));
+            }
         }
         let pre = fwd.prefix.map_or(0, KvPrefix::len);
         if pre + seq > self.config.n_ctx {

@@ -56,20 +56,34 @@ impl<A: Scalar> Norm<A> {
 
     pub(crate) fn forward_cached(&self, x: ArrayView2<'_, A>) -> (Array2<A>, NormCache<A>) {
         let d = A::of(x.ncols() as f64);
-        let xc = match self.kind {
-            NormKind::LayerNorm => {
-                let mean = x.sum_axis(Axis(1)) / d; // (rows)
-                &x - &mean.view().insert_axis(Axis(1)) // (rows, d)
-            }
-            NormKind::RmsNorm => x.to_owned(),
-        };
-        let var = xc.mapv(|v| v * v).sum_axis(Axis(1)) / d; // (rows)
-        let rstd = var.mapv(|v| A::one() / (v + self.eps).sqrt()); // (rows)
-        let xhat = xc * rstd.view().insert_axis(Axis(1));
-        let mut y = &xhat * &self.weight;
-        if let Some(b) = &self.bias {
-            y += b;
-        }
+        let mut xhat = Array2::zeros(x.raw_dim());
+        let mut y = Array2::zeros(x.raw_dim());
+        let mut rstd = Array1::zeros(x.nrows());
+        // Row by row, rows spread over rayon's threads (each row's arithmetic is the
+        // same whatever the thread count).
+        Zip::from(xhat.rows_mut())
+            .and(y.rows_mut())
+            .and(&mut rstd)
+            .and(x.rows())
+            .par_for_each(|mut xh, mut yr, r, xr| {
+                let mean = match self.kind {
+                    NormKind::LayerNorm => xr.sum() / d,
+                    NormKind::RmsNorm => A::zero(),
+                };
+                let var = xr.fold(A::zero(), |acc, &v| acc + (v - mean) * (v - mean)) / d;
+                *r = A::one() / (var + self.eps).sqrt();
+                Zip::from(&mut xh)
+                    .and(&mut yr)
+                    .and(&xr)
+                    .and(&self.weight)
+                    .for_each(|xh, y, &v, &w| {
+                        *xh = (v - mean) * *r;
+                        *y = *xh * w;
+                    });
+                if let Some(b) = &self.bias {
+                    yr += b;
+                }
+            });
         (y, NormCache { xhat, rstd })
     }
 
@@ -77,17 +91,29 @@ impl<A: Scalar> Norm<A> {
     /// same without the `mean(dxhat)` term; `dxhat = dy * weight`.
     pub(crate) fn backward(&self, cache: &NormCache<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
         let d = A::of(dy.ncols() as f64);
-        let dxhat = &dy * &self.weight; // (rows, d)
-        let mean_dx = (&dxhat * &cache.xhat).sum_axis(Axis(1)) / d; // (rows)
-        let mut dx = match self.kind {
-            NormKind::LayerNorm => {
-                let mean_d = dxhat.sum_axis(Axis(1)) / d; // (rows)
-                dxhat - mean_d.view().insert_axis(Axis(1))
-            }
-            NormKind::RmsNorm => dxhat,
-        };
-        dx = dx - &cache.xhat * &mean_dx.view().insert_axis(Axis(1));
-        dx * cache.rstd.view().insert_axis(Axis(1))
+        let mut dx = Array2::zeros(dy.raw_dim());
+        Zip::from(dx.rows_mut())
+            .and(dy.rows())
+            .and(cache.xhat.rows())
+            .and(&cache.rstd)
+            .par_for_each(|mut dxr, dyr, xh, &r| {
+                Zip::from(&mut dxr)
+                    .and(&dyr)
+                    .and(&self.weight)
+                    .for_each(|g, &y, &w| *g = y * w); // dxhat
+                let mean_dx = Zip::from(&dxr)
+                    .and(&xh)
+                    .fold(A::zero(), |acc, &g, &x| acc + g * x)
+                    / d;
+                let mean_d = match self.kind {
+                    NormKind::LayerNorm => dxr.sum() / d,
+                    NormKind::RmsNorm => A::zero(),
+                };
+                Zip::from(&mut dxr)
+                    .and(&xh)
+                    .for_each(|g, &x| *g = (*g - mean_d - x * mean_dx) * r);
+            });
+        dx
     }
 
     pub(crate) fn cast<B: Scalar>(&self) -> Norm<B> {
@@ -453,9 +479,9 @@ impl<A: Scalar> Mlp<A> {
             Activation::SwiGlu => {
                 let m = pre.ncols() / 2;
                 let (gate, up) = (pre.slice(s![.., ..m]), pre.slice(s![.., m..]));
-                let mut out = gate.mapv(silu);
-                out *= &up;
-                out
+                Zip::from(&gate)
+                    .and(&up)
+                    .par_map_collect(|&g, &u| silu(g) * u)
             }
         }
     }
@@ -474,7 +500,7 @@ impl<A: Scalar> Mlp<A> {
                     .and(&gate)
                     .and(&up)
                     .and(&dy)
-                    .for_each(|dg, du, &g, &u, &y| {
+                    .par_for_each(|dg, du, &g, &u, &y| {
                         let sig = A::one() / (A::one() + (-g).exp());
                         *du = y * g * sig;
                         *dg = y * u * sig * (A::one() + g * (A::one() - sig));
@@ -505,7 +531,7 @@ const GELU_C: f64 = 0.044_715;
 /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
 pub fn gelu_new<A: Scalar>(x: &Array2<A>) -> Array2<A> {
     let (half, k, c) = (A::of(0.5), A::of(SQRT_2_OVER_PI), A::of(GELU_C));
-    x.mapv(|x| half * x * (A::one() + (k * (x + c * x * x * x)).tanh()))
+    Zip::from(x).par_map_collect(|&x| half * x * (A::one() + (k * (x + c * x * x * x)).tanh()))
 }
 
 /// `d gelu_new / dx` times `dy`, for pre-activations `x`.
@@ -513,7 +539,7 @@ pub(crate) fn gelu_new_backward<A: Scalar>(x: &Array2<A>, dy: ArrayView2<'_, A>)
     let (half, k, c) = (A::of(0.5), A::of(SQRT_2_OVER_PI), A::of(GELU_C));
     let three_c = A::of(3.0 * GELU_C);
     let mut dx = dy.to_owned();
-    Zip::from(&mut dx).and(x).for_each(|g, &x| {
+    Zip::from(&mut dx).and(x).par_for_each(|g, &x| {
         let t = (k * (x + c * x * x * x)).tanh();
         let dt = (A::one() - t * t) * k * (A::one() + three_c * x * x);
         *g *= half * (A::one() + t) + half * x * dt;
