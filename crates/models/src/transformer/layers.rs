@@ -478,10 +478,16 @@ impl<A: Scalar> Mlp<A> {
             Activation::GeluNew => gelu_new(pre),
             Activation::SwiGlu => {
                 let m = pre.ncols() / 2;
-                let (gate, up) = (pre.slice(s![.., ..m]), pre.slice(s![.., m..]));
-                Zip::from(&gate)
-                    .and(&up)
-                    .par_map_collect(|&g, &u| silu(g) * u)
+                let pre = pre.as_standard_layout();
+                let mut out = Array2::zeros((pre.nrows(), m));
+                Zip::from(out.rows_mut())
+                    .and(pre.rows())
+                    .par_for_each(|mut o, p| {
+                        let (o, p) = (o.as_slice_mut(), p.as_slice());
+                        let (o, p) = (o.expect("a new array's row"), p.expect("standard layout"));
+                        A::swiglu(&p[..m], &p[m..], o);
+                    });
+                out
             }
         }
     }
@@ -492,18 +498,17 @@ impl<A: Scalar> Mlp<A> {
             Activation::GeluNew => gelu_new_backward(pre, dy),
             Activation::SwiGlu => {
                 let m = pre.ncols() / 2;
-                let (gate, up) = (pre.slice(s![.., ..m]), pre.slice(s![.., m..]));
+                let (pre, dy) = (pre.as_standard_layout(), dy.as_standard_layout());
                 let mut d = Array2::zeros(pre.dim()); // (rows, 2 d_mlp)
-                let (mut dg, mut du) = d.multi_slice_mut((s![.., ..m], s![.., m..]));
-                Zip::from(&mut dg)
-                    .and(&mut du)
-                    .and(&gate)
-                    .and(&up)
-                    .and(&dy)
-                    .par_for_each(|dg, du, &g, &u, &y| {
-                        let sig = A::one() / (A::one() + (-g).exp());
-                        *du = y * g * sig;
-                        *dg = y * u * sig * (A::one() + g * (A::one() - sig));
+                Zip::from(d.rows_mut())
+                    .and(pre.rows())
+                    .and(dy.rows())
+                    .par_for_each(|mut dr, p, y| {
+                        let dr = dr.as_slice_mut().expect("a new array's row");
+                        let (p, y) = (p.as_slice(), y.as_slice());
+                        let (p, y) = (p.expect("standard layout"), y.expect("standard layout"));
+                        let (dg, du) = dr.split_at_mut(m);
+                        A::swiglu_backward((&p[..m], &p[m..], y), dg, du);
                     });
                 d
             }
@@ -520,10 +525,6 @@ impl<A: Scalar> Mlp<A> {
 }
 
 /// `silu(x) = x σ(x)`.
-fn silu<A: Scalar>(x: A) -> A {
-    x / (A::one() + (-x).exp())
-}
-
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_C: f64 = 0.044_715;
 

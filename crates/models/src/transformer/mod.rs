@@ -78,11 +78,34 @@ use crate::{Error, Result};
 pub trait Scalar: NdFloat + crate::gemm::Gemm {
     /// Convert from `f64` (rounding for `f32`).
     fn of(x: f64) -> Self;
+
+    /// SwiGLU, elementwise: `out = silu(gate) · up`, `silu(g) = g / (1 + e^(−g))`.
+    fn swiglu(gate: &[Self], up: &[Self], out: &mut [Self]);
+
+    /// SwiGLU's backward, elementwise: the gradients at `gate` and `up` given `dy` at
+    /// its output.
+    fn swiglu_backward(
+        inputs: (&[Self], &[Self], &[Self]), // (gate, up, dy)
+        d_gate: &mut [Self],
+        d_up: &mut [Self],
+    );
 }
 
 impl Scalar for f32 {
     fn of(x: f64) -> Self {
         x as f32
+    }
+
+    fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        swiglu::forward(gate, up, out);
+    }
+
+    fn swiglu_backward(
+        (gate, up, dy): (&[f32], &[f32], &[f32]),
+        d_gate: &mut [f32],
+        d_up: &mut [f32],
+    ) {
+        swiglu::backward((gate, up, dy), d_gate, d_up);
     }
 }
 
@@ -90,6 +113,90 @@ impl Scalar for f64 {
     fn of(x: f64) -> Self {
         x
     }
+
+    fn swiglu(gate: &[f64], up: &[f64], out: &mut [f64]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + (-g).exp()) * u;
+        }
+    }
+
+    fn swiglu_backward(
+        (gate, up, dy): (&[f64], &[f64], &[f64]),
+        d_gate: &mut [f64],
+        d_up: &mut [f64],
+    ) {
+        for i in 0..gate.len() {
+            let (g, u, y) = (gate[i], up[i], dy[i]);
+            let sig = 1.0 / (1.0 + (-g).exp());
+            d_up[i] = y * g * sig;
+            d_gate[i] = y * u * sig * (1.0 + g * (1.0 - sig));
+        }
+    }
+}
+
+/// SwiGLU's f32 kernels, compiled for AVX-512 and AVX2 as well as the baseline target
+/// and picked at run time: with `exp_f32` (no call, no branch) the loops vectorise.
+/// Only IEEE additions and multiplications in a fixed order (Rust never fuses them), so
+/// the results are bitwise the same on every CPU.
+mod swiglu {
+    use multiversion::multiversion;
+
+    use super::exp_f32;
+
+    #[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+    pub(super) fn forward(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + exp_f32(-g)) * u;
+        }
+    }
+
+    #[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
+    pub(super) fn backward(
+        (gate, up, dy): (&[f32], &[f32], &[f32]),
+        d_gate: &mut [f32],
+        d_up: &mut [f32],
+    ) {
+        let n = gate
+            .len()
+            .min(up.len())
+            .min(dy.len())
+            .min(d_gate.len())
+            .min(d_up.len());
+        for i in 0..n {
+            let (g, u, y) = (gate[i], up[i], dy[i]);
+            let sig = 1.0 / (1.0 + exp_f32(-g));
+            d_up[i] = y * g * sig;
+            d_gate[i] = y * u * sig * (1.0 + g * (1.0 - sig));
+        }
+    }
+}
+
+/// `e^x` in f32 without a call or a branch, so that loops over activations vectorise
+/// (the C library's `expf` is a call per element, and SwiGLU's gate over every MLP row
+/// was a tenth of integrated gradients' time): Cody–Waite reduction `x = n ln 2 + r`,
+/// `|r| ≤ ln 2 / 2`, Cephes' polynomial for `e^r`, and `2^n` from the exponent
+/// bits. Relative error below 1e-7 against f64 on `[−87, 88]` (8.1e-8 measured, tested); the input is clamped to
+/// that range, so larger inputs saturate near `f32::MAX` and smaller ones near
+/// `f32::MIN_POSITIVE` instead of overflowing to infinity or flushing to zero.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 · 2²³ rounds to the nearest integer (|v| < 2²²)
+    // with two additions, where `round` would be a call on baseline x86-64.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let p = p * r * r + r + 1.0;
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// A decoder-only transformer language model of a supported [`Family`]: Hugging Face
@@ -205,4 +312,37 @@ impl<A: Scalar> Transformer<A> {
 /// `x` as `f64` (exact for `f32` and `f64`).
 fn to_f64<A: Scalar>(x: A) -> f64 {
     x.to_f64().unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `exp_f32` against f64 `exp` over the range it keeps: relative error below 1e-7;
+    /// the f32 SwiGLU built on it within 3e-7 of f64's (relative to 1 + |x|).
+    #[test]
+    fn exp_f32_and_swiglu_agree_with_f64() {
+        let mut worst = 0.0f64;
+        let mut worst_sig = 0.0f64;
+        let n = 2_000_001;
+        for i in 0..n {
+            let x = -87.0 + 175.0 * i as f32 / (n - 1) as f32;
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs());
+            let (mut out, mut d_gate, mut d_up) = ([0f32], [0f32], [0f32]);
+            f32::swiglu(&[x], &[1.0], &mut out);
+            f32::swiglu_backward((&[x], &[1.0], &[1.0]), &mut d_gate, &mut d_up);
+            let sig = 1.0 / (1.0 + (-(x as f64)).exp());
+            worst_sig = worst_sig
+                .max((out[0] as f64 - x as f64 * sig).abs() / (1.0 + (x as f64).abs()))
+                .max((d_up[0] as f64 - x as f64 * sig).abs() / (1.0 + (x as f64).abs()));
+        }
+        println!("exp_f32: max relative error {worst:.3e}; swiglu: max error {worst_sig:.3e}");
+        assert!(worst < 1e-7, "{worst:.3e}");
+        assert!(worst_sig < 3e-7, "{worst_sig:.3e}");
+        // Saturates instead of overflowing or flushing to zero.
+        assert!(exp_f32(1e4).is_finite() && exp_f32(1e4) > 1e38);
+        assert!(exp_f32(-1e4) > 0.0 && exp_f32(-1e4) < 1e-37);
+        assert_eq!(exp_f32(0.0), 1.0);
+    }
 }
