@@ -203,3 +203,62 @@ fn a_prefix_is_refused_where_it_cannot_apply() {
     let err = m.kv_prefix(part.trace.as_ref().unwrap(), 1).unwrap_err();
     assert!(err.to_string().contains("without a prefix"), "{err}");
 }
+
+/// `Trace::repeat(n)`: the backward through the trace of one run, stacked `n` times,
+/// equals the backward through a run of the stacked input (the same seeds), for a
+/// Llama and a GPT-2, with and without a KV prefix.
+#[test]
+fn a_repeated_trace_gives_the_backward_of_a_stacked_run() {
+    for family in [Family::Llama, Family::Gpt2] {
+        let m = model(family);
+        let (batch, seq, pre, start, n) = (2, 7, 3, 1, 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let ids = Array2::from_shape_fn((batch, seq), |_| rng.random_range(0..50u32));
+        let want = [
+            HookPoint::ResidPre { layer: start },
+            HookPoint::AttnOut { layer: 2 },
+        ];
+        let seed_hook = HookPoint::MlpOut { layer: 3 };
+        let full = m
+            .run(
+                &Forward::tokens(ids.view())
+                    .capture(&[HookPoint::ResidPre { layer: start }])
+                    .trace(true),
+            )
+            .unwrap();
+        let kv = m.kv_prefix(full.trace.as_ref().unwrap(), pre).unwrap();
+        let resid = &full.hooks[&HookPoint::ResidPre { layer: start }];
+        for with_prefix in [false, true] {
+            let from = if with_prefix { pre } else { 0 };
+            let input = resid.slice(s![.., from.., ..]).to_owned();
+            let stacked_input = ndarray::concatenate(Axis(0), &vec![input.view(); n]).unwrap();
+            let tail = seq - from;
+            let seeds = Array3::from_shape_fn((n * batch, tail, 32), |_| rng.random::<f64>() - 0.5);
+            let stacked_kv = kv.repeat(n);
+            let (mut one, mut stacked) = (
+                Forward::from_resid_pre(start, input.view())
+                    .logits(false)
+                    .trace(true),
+                Forward::from_resid_pre(start, stacked_input.view())
+                    .logits(false)
+                    .trace(true),
+            );
+            if with_prefix {
+                one = one.prefix(&kv);
+                stacked = stacked.prefix(&stacked_kv);
+            }
+            let repeated = m.run(&one).unwrap().trace.unwrap().repeat(n);
+            let direct = m.run(&stacked).unwrap().trace.unwrap();
+            let bwd = Backward::from_hook(seed_hook, seeds.view()).want(&want);
+            let (a, b) = (
+                m.backward(&repeated, &bwd).unwrap(),
+                m.backward(&direct, &bwd).unwrap(),
+            );
+            for h in &want {
+                let diff = max_diff(a[h].view(), b[h].view());
+                println!("{family:?} prefix {with_prefix} {h}: repeated vs stacked trace, max rel diff {diff:.2e}");
+                assert!(diff <= 1e-12, "{family:?} {h}: {diff:.2e}");
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use circuitry_core::HookPoint;
 use circuitry_models::gemm::matmul;
-use circuitry_models::transformer::{Backward, Forward, Transformer};
+use circuitry_models::transformer::{Backward, Forward, Trace, Transformer};
 use ndarray::{s, Array2, Array3, ArrayView3};
 
 use super::nodes::{block_of, Prepared};
@@ -123,16 +123,20 @@ pub fn add_edges(
         // input: nothing before it is wanted.
         let start = want.iter().map(|&h| block_of(h)).min().unwrap_or(0);
         let resid = &prep.resid_pre[start]; // (batch, seq, d_model)
+                                            // Every downstream node's backward runs through the same clean forward: run it
+                                            // once and stack copies of its trace, one per node of a chunk.
+        let out = model.run(
+            &Forward::from_resid_pre(start, resid.view())
+                .logits(false)
+                .trace(true),
+        )?;
+        let once = out.trace.as_ref().ok_or_else(internal)?;
+        let mut stacked: Option<(usize, Trace<f32>)> = None;
         for group in down.chunks(per_chunk) {
             let k = group.len();
-            let input = Array3::from_shape_fn((k * b, seq, resid.dim().2), |(r, p, i)| {
-                resid[[r % b, p, i]]
-            });
-            let out = model.run(
-                &Forward::from_resid_pre(start, input.view())
-                    .logits(false)
-                    .trace(true),
-            )?;
+            if stacked.as_ref().is_none_or(|(n, _)| *n != k) {
+                stacked = Some((k, once.repeat(k)));
+            }
             let dm = model.config().d_model;
             let mut seed = Array3::<f32>::zeros((k * b, seq, dm));
             for (j, node) in group.iter().enumerate() {
@@ -159,7 +163,7 @@ pub fn add_edges(
                     }
                 }
             }
-            let trace = out.trace.as_ref().ok_or_else(internal)?;
+            let trace = &stacked.as_ref().ok_or_else(internal)?.1;
             let g = model.backward(
                 trace,
                 &Backward::from_hook(hooks[d], seed.view())

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use circuitry_core::HookPoint;
 use ndarray::{s, Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut3, CowArray, Ix2};
 
-use super::layers::{matmul, AttnCache, Block, NormCache};
+use super::layers::{matmul, tile, AttnCache, Block, NormCache, RotaryMemo};
 use super::{Scalar, Transformer};
 use crate::{Error, Result};
 
@@ -230,6 +230,33 @@ pub struct Trace<A> {
 }
 
 impl<A: Scalar> Trace<A> {
+    /// The trace of the same run on `n` stacked copies of the batch (row `r` is row
+    /// `r % batch`), as a forward pass on the stacked input would have made it: for
+    /// backward passes of several seeds through one forward (the input is run once, its
+    /// trace copied instead of recomputed).
+    pub fn repeat(&self, n: usize) -> Trace<A> {
+        Trace {
+            start_layer: self.start_layer,
+            from_tokens: self.from_tokens,
+            batch: self.batch * n,
+            seq: self.seq,
+            last_logits: self.last_logits,
+            logit_ids: self.logit_ids.as_ref().map(|ids| tile(ids, n)),
+            prefix_len: self.prefix_len,
+            layers: self
+                .layers
+                .iter()
+                .map(|t| LayerTrace {
+                    ln_1: t.ln_1.repeat(n),
+                    attn: t.attn.repeat(n),
+                    ln_2: t.ln_2.repeat(n),
+                    mlp_pre: tile(&t.mlp_pre, n),
+                })
+                .collect(),
+            ln_f: self.ln_f.as_ref().map(|c| c.repeat(n)),
+        }
+    }
+
     /// The attention pattern of block `layer`, if the trace covers it.
     pub fn attention(&self, layer: usize) -> Option<&ndarray::Array4<A>> /* (batch, head, query, key) */
     {
@@ -384,13 +411,18 @@ impl<A: Scalar> Transformer<A> {
         };
         let full = fwd.logits || fwd.trace;
         let mut layers = Vec::new();
+        let mut memo = RotaryMemo::new();
         for (l, block) in self.blocks.iter().enumerate().skip(start) {
             if !full && ctx.done() {
                 break;
             }
             let prefix = fwd.prefix.and_then(|kv| kv.layer(l));
-            let (y, trace) =
-                block.forward_hooked(l, x, (keys.view(), pos.view(), prefix), &mut ctx)?;
+            let (y, trace) = block.forward_hooked(
+                l,
+                x,
+                (keys.view(), pos.view(), prefix, &mut memo),
+                &mut ctx,
+            )?;
             x = y;
             if fwd.trace {
                 layers.push(trace);
@@ -622,19 +654,23 @@ fn positions(keys: ArrayView2<'_, bool>) -> Array2<usize> {
     pos
 }
 
+/// What every block of a run reads besides its input: which keys may be attended to
+/// (batch, prefix + seq), the rotary positions (batch, seq), the prefix's keys and values
+/// (batch, prefix, 2 d_kv), and the rotary table of the run's earlier blocks.
+type BlockArgs<'a, 'm, A> = (
+    ArrayView2<'a, bool>,
+    ArrayView2<'a, usize>,
+    Option<ArrayView3<'a, A>>,
+    &'m mut RotaryMemo<A>,
+);
+
 impl<A: Scalar> Block<A> {
     /// Block `l` on `x` (batch, seq, d), calling the hooks as they come.
     fn forward_hooked<E, F>(
         &self,
         l: usize,
         x: Array3<A>, // (batch, seq, d)
-        // Which keys may be attended to (batch, prefix + seq), the rotary positions
-        // (batch, seq), the prefix's keys and values (batch, prefix, 2 d_kv).
-        (keys, positions, prefix): (
-            ArrayView2<'_, bool>,
-            ArrayView2<'_, usize>,
-            Option<ArrayView3<'_, A>>,
-        ),
+        (keys, positions, prefix, memo): BlockArgs<'_, '_, A>,
         ctx: &mut Ctx<'_, A, F>,
     ) -> Result<(Array3<A>, LayerTrace<A>), E>
     where
@@ -643,7 +679,9 @@ impl<A: Scalar> Block<A> {
         let (batch, seq, _) = x.dim();
         let x = ctx.hook(HookPoint::ResidPre { layer: l }, x)?;
         let (a, ln_1) = self.ln_1.forward_cached(rows(&x).view());
-        let (attn_out, attn) = self.attn.forward_cached(a.view(), keys, positions, prefix);
+        let (attn_out, attn) = self
+            .attn
+            .forward_cached(a.view(), keys, positions, prefix, memo);
         let attn_out = ctx.hook(
             HookPoint::AttnOut { layer: l },
             unrows(attn_out, batch, seq),

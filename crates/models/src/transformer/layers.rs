@@ -48,6 +48,25 @@ pub(crate) struct NormCache<A> {
     rstd: Array1<A>, // (rows)
 }
 
+impl<A: Scalar> NormCache<A> {
+    /// The cache of `n` stacked copies of the rows.
+    pub(crate) fn repeat(&self, n: usize) -> Self {
+        NormCache {
+            xhat: tile(&self.xhat, n),
+            rstd: tile(&self.rstd, n),
+        }
+    }
+}
+
+/// `n` copies of `a` stacked along its first axis.
+pub(crate) fn tile<A: Clone, D: ndarray::RemoveAxis>(
+    a: &ndarray::Array<A, D>,
+    n: usize,
+) -> ndarray::Array<A, D> {
+    let views = vec![a.view(); n];
+    ndarray::concatenate(Axis(0), &views).expect("copies of one array have the same shape")
+}
+
 impl<A: Scalar> Norm<A> {
     /// Normalise each row of `x` (rows, d).
     pub fn forward(&self, x: ArrayView2<'_, A>) -> Array2<A> /* (rows, d) */ {
@@ -204,6 +223,25 @@ impl Rotary {
     }
 }
 
+/// The rotary table of one forward pass, computed at its first rotary block and reused
+/// by the others (every block of a model rotates with the same θ and positions; the
+/// table is made anew if a block's differs).
+#[derive(Debug)]
+pub(crate) struct RotaryMemo<A>(Option<(Rotary, usize, RotaryTable<A>)>);
+
+impl<A: Scalar> RotaryMemo<A> {
+    pub(crate) fn new() -> Self {
+        RotaryMemo(None)
+    }
+
+    fn get(&mut self, r: Rotary, positions: ArrayView2<'_, usize>, dh: usize) -> &RotaryTable<A> {
+        if !matches!(&self.0, Some((seen, d, _)) if *seen == r && *d == dh) {
+            self.0 = Some((r, dh, r.table(positions, dh)));
+        }
+        &self.0.as_ref().expect("set above").2
+    }
+}
+
 impl<A: Scalar> RotaryTable<A> {
     /// Rotate the heads of width `d_head` in `x` (rows, n · d_head) in place; `inverse`
     /// applies the transpose (for gradients).
@@ -255,6 +293,19 @@ pub(crate) struct AttnCache<A> {
 }
 
 impl<A: Scalar> AttnCache<A> {
+    /// The cache of `n` stacked copies of the batch.
+    pub(crate) fn repeat(&self, n: usize) -> Self {
+        AttnCache {
+            qkv: tile(&self.qkv, n),
+            probs: tile(&self.probs, n),
+            rotary: self.rotary.as_ref().map(|t| RotaryTable {
+                cos: tile(&t.cos, n),
+                sin: tile(&t.sin, n),
+            }),
+            prefix: self.prefix.as_ref().map(|p| tile(p, n)),
+        }
+    }
+
     /// The attention pattern.
     pub(crate) fn probs(&self) -> &Array4<A> /* (batch, head, query, prefix + key) */ {
         &self.probs
@@ -276,7 +327,8 @@ impl<A: Scalar> Attention<A> {
     /// `c_proj(softmax(q kᵀ / √d_head + mask) v)` for `x` (batch·seq, d), the norm's
     /// output. `keys` (batch, prefix + seq) says which keys may be attended to (false:
     /// padding); a query with no allowed key (a padded one) attends causally to all
-    /// keys. `positions` (batch, seq) are the rotary positions. `prefix` (batch, prefix,
+    /// keys. `positions` (batch, seq) are the rotary positions (their table comes from
+    /// `memo` when an earlier block made it). `prefix` (batch, prefix,
     /// 2 d_kv): the keys (rotated) and values `[k | v]` of positions that come before
     /// the rows of `x` and are not recomputed (a [`KvPrefix`](super::KvPrefix) layer).
     pub(crate) fn forward_cached(
@@ -285,6 +337,7 @@ impl<A: Scalar> Attention<A> {
         keys: ArrayView2<'_, bool>,       // (batch, prefix + seq)
         positions: ArrayView2<'_, usize>, // (batch, seq)
         prefix: Option<ArrayView3<'_, A>>,
+        memo: &mut RotaryMemo<A>,
     ) -> (Array2<A>, AttnCache<A>) {
         let (batch, seq) = positions.dim();
         let pre = prefix.map_or(0, |kv| kv.dim().1);
@@ -294,7 +347,7 @@ impl<A: Scalar> Attention<A> {
         let scale = A::one() / A::of(dh as f64).sqrt();
         let mut qkv = self.c_attn.forward(x); // (rows, d + 2 d_kv)
         let rotary = self.rotary.map(|r| {
-            let table = r.table::<A>(positions, dh);
+            let table = memo.get(r, positions, dh).clone();
             table.apply(qkv.slice_mut(s![.., ..d + dkv]), dh, false);
             table
         });
