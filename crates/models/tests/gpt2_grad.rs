@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use circuitry_core::HookPoint;
-use circuitry_models::transformer::{Backward, Forward, Transformer};
+use circuitry_models::transformer::{Backward, Forward, Trace, Transformer};
 use ndarray::{array, Array2, Array3, ArrayViewMut3};
 use ndarray_rand::RandomExt;
 use rand::{Rng, SeedableRng};
@@ -280,6 +280,29 @@ fn backward_from_a_cached_resid_pre_equals_the_full_backward() {
     assert!(err.contains("starts at blocks.1.hook_resid_pre"), "{err}");
 }
 
+/// The backward from `d_a` through trace `a` equals the one from `d_b` through `b` at
+/// every hook of `hooks` (within 1e-12), printing the differences under `what`.
+fn assert_same_backward(
+    model: &Transformer<f64>,
+    (a, d_a): (&Trace<f64>, ndarray::ArrayView3<'_, f64>),
+    (b, d_b): (&Trace<f64>, ndarray::ArrayView3<'_, f64>),
+    (hooks, what): (&[HookPoint], &str),
+) {
+    let g_a = model
+        .backward(a, &Backward::from_logits(d_a).want(hooks))
+        .unwrap();
+    let g_b = model
+        .backward(b, &Backward::from_logits(d_b).want(hooks))
+        .unwrap();
+    for hook in hooks {
+        let diff = (&g_a[hook] - &g_b[hook])
+            .mapv(f64::abs)
+            .fold(0.0f64, |m, &v| m.max(v));
+        println!("{hook:32} {what}: max abs diff {diff:.2e}");
+        assert!(diff <= 1e-12, "{hook}: {diff:.2e}");
+    }
+}
+
 /// Logits at the last position only: the full logits' last position, and the backward
 /// from their gradient equals the backward from full logits whose gradient is zero at
 /// every other position; a gradient of the full shape is refused.
@@ -305,25 +328,14 @@ fn last_position_logits_and_their_backward_equal_the_full_ones() {
         .fold(0.0f64, |m, &v| m.max(v));
     println!("last-position logits vs full logits' last position: max abs diff {diff:.2e}");
     assert!(diff <= 1e-12, "{diff:.2e}");
-    let g_full = model
-        .backward(
-            full.trace.as_ref().unwrap(),
-            &Backward::from_logits(r_full.view()).want(&hooks),
-        )
-        .unwrap();
-    let g_last = model
-        .backward(
-            last.trace.as_ref().unwrap(),
-            &Backward::from_logits(r_last.view()).want(&hooks),
-        )
-        .unwrap();
-    for hook in &hooks {
-        let diff = (&g_full[hook] - &g_last[hook])
-            .mapv(f64::abs)
-            .fold(0.0f64, |m, &v| m.max(v));
-        println!("{hook:32} last-position vs full backward max abs diff {diff:.2e}");
-        assert!(diff <= 1e-12, "{hook}: {diff:.2e}");
-    }
+    let (full_trace, last_trace) = (full.trace.as_ref().unwrap(), last.trace.as_ref().unwrap());
+    let check = (&hooks[..], "last-position vs full backward");
+    assert_same_backward(
+        &model,
+        (full_trace, r_full.view()),
+        (last_trace, r_last.view()),
+        check,
+    );
     let err = model
         .backward(
             last.trace.as_ref().unwrap(),
@@ -368,25 +380,14 @@ fn logits_of_a_few_ids_and_their_backward_equal_the_full_ones() {
     }
     println!("logits of picked ids vs the full logits there: max abs diff {diff:.2e}");
     assert!(diff <= 1e-12, "{diff:.2e}");
-    let g_full = model
-        .backward(
-            full.trace.as_ref().unwrap(),
-            &Backward::from_logits(r_full.view()).want(&hooks),
-        )
-        .unwrap();
-    let g_few = model
-        .backward(
-            few.trace.as_ref().unwrap(),
-            &Backward::from_logits(r_few.view()).want(&hooks),
-        )
-        .unwrap();
-    for hook in &hooks {
-        let diff = (&g_full[hook] - &g_few[hook])
-            .mapv(f64::abs)
-            .fold(0.0f64, |m, &v| m.max(v));
-        println!("{hook:32} picked-ids vs full backward max abs diff {diff:.2e}");
-        assert!(diff <= 1e-12, "{hook}: {diff:.2e}");
-    }
+    let (full_trace, few_trace) = (full.trace.as_ref().unwrap(), few.trace.as_ref().unwrap());
+    let check = (&hooks[..], "picked-ids vs full backward");
+    assert_same_backward(
+        &model,
+        (full_trace, r_full.view()),
+        (few_trace, r_few.view()),
+        check,
+    );
     // A gradient of the full vocabulary's shape does not fit these logits.
     let err = model
         .backward(
