@@ -351,27 +351,38 @@ impl<A: Scalar> Attention<A> {
             table.apply(qkv.slice_mut(s![.., ..d + dkv]), dh, false);
             table
         });
-        let heads: Vec<(Array2<A>, Array2<A>)> = (0..batch * nh)
+        // One task per (sequence, key/value head): the `group` query heads that share the
+        // key/value head are stacked, row `j·seq + i` = head `g·group + j` at position i,
+        // so each task makes two products instead of 2 · group tiny ones.
+        let nkv = self.n_kv_head;
+        let groups: Vec<(Array2<A>, Array2<A>)> = (0..batch * nkv)
             .into_par_iter()
-            .map(|bh| {
-                let (b, h) = (bh / nh, bh % nh);
-                let (kc, vc) = (d + (h / group) * dh, d + dkv + (h / group) * dh);
+            .map(|bg| {
+                let (b, g) = (bg / nkv, bg % nkv);
+                let (kc, vc) = (d + g * dh, d + dkv + g * dh);
                 let rows = qkv.slice(s![b * seq..(b + 1) * seq, ..]); // (seq, d + 2 d_kv)
-                let q = rows.slice(s![.., h * dh..(h + 1) * dh]); // (seq, dh)
+                let q = stack_heads(rows, g * group, group, dh); // (group · seq, dh)
                 let (k, v) = with_prefix(prefix, b, (rows, kc, vc), (d, dh)); // (pre + seq, dh)
-                let mut p = q.dot(&k.t()) * scale; // (seq, pre + seq)
-                masked_softmax(&mut p, keys.row(b), pre);
-                let z = p.dot(&v); // (seq, dh)
+                let mut p = q.dot(&k.t()) * scale; // (group · seq, pre + seq)
+                for j in 0..group {
+                    let rows = s![j * seq..(j + 1) * seq, ..];
+                    masked_softmax(p.slice_mut(rows), keys.row(b), pre);
+                }
+                let z = p.dot(&v); // (group · seq, dh)
                 (p, z)
             })
             .collect();
         let mut z = Array2::zeros((batch * seq, d)); // (rows, d)
         let mut probs = Array4::zeros((batch, nh, seq, pre + seq));
-        for (bh, (p, zh)) in heads.into_iter().enumerate() {
-            let (b, h) = (bh / nh, bh % nh);
-            probs.slice_mut(s![b, h, .., ..]).assign(&p);
-            z.slice_mut(s![b * seq..(b + 1) * seq, h * dh..(h + 1) * dh])
-                .assign(&zh);
+        for (bg, (p, zg)) in groups.into_iter().enumerate() {
+            let (b, g) = (bg / nkv, bg % nkv);
+            for j in 0..group {
+                let h = g * group + j;
+                let own = s![j * seq..(j + 1) * seq, ..];
+                probs.slice_mut(s![b, h, .., ..]).assign(&p.slice(own));
+                z.slice_mut(s![b * seq..(b + 1) * seq, h * dh..(h + 1) * dh])
+                    .assign(&zg.slice(own));
+            }
         }
         let out = self.c_proj.forward(z.view());
         let prefix = prefix.map(|kv| kv.to_owned());
@@ -388,42 +399,56 @@ impl<A: Scalar> Attention<A> {
 
     /// Gradient w.r.t. the input `x` given `dy` (rows, d) w.r.t. the output.
     pub(crate) fn backward(&self, cache: &AttnCache<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
-        let (batch, nh, seq, total) = cache.probs.dim();
+        let (batch, _, seq, total) = cache.probs.dim();
         let pre = total - seq;
         let prefix = cache.prefix.as_ref().map(|kv| kv.view());
         let d = dy.ncols();
         let (dh, dkv, group) = self.dims(d);
         let scale = A::one() / A::of(dh as f64).sqrt();
         let dz = self.c_proj.backward(dy); // (rows, d)
-        let heads: Vec<[Array2<A>; 3]> = (0..batch * nh)
+        let nkv = self.n_kv_head;
+        // Per (sequence, key/value head), its query heads stacked as in the forward; the
+        // products over the stacked rows sum the group's key and value gradients.
+        let groups: Vec<[Array2<A>; 3]> = (0..batch * nkv)
             .into_par_iter()
-            .map(|bh| {
-                let (b, h) = (bh / nh, bh % nh);
-                let (kc, vc) = (d + (h / group) * dh, d + dkv + (h / group) * dh);
+            .map(|bg| {
+                let (b, g) = (bg / nkv, bg % nkv);
+                let (kc, vc) = (d + g * dh, d + dkv + g * dh);
                 let rows = cache.qkv.slice(s![b * seq..(b + 1) * seq, ..]);
-                let q = rows.slice(s![.., h * dh..(h + 1) * dh]); // (seq, dh)
+                let q = stack_heads(rows, g * group, group, dh); // (group · seq, dh)
                 let (k, v) = with_prefix(prefix, b, (rows, kc, vc), (d, dh)); // (pre + seq, dh)
-                let p = cache.probs.slice(s![b, h, .., ..]); // (seq, pre + seq)
-                let dzh = dz.slice(s![b * seq..(b + 1) * seq, h * dh..(h + 1) * dh]); // (seq, dh)
-                let dp = dzh.dot(&v.t()); // (seq, pre + seq)
-                let dv = p.slice(s![.., pre..]).t().dot(&dzh); // (seq, dh); the prefix's: constants
-                let row_dot = (&dp * &p).sum_axis(Axis(1)); // (seq); dS = P (dP − Σ_k P dP)
-                let ds = (dp - &row_dot.insert_axis(Axis(1))) * p * scale; // (seq, pre + seq)
+                let heads = g * group..(g + 1) * group;
+                let p = cache
+                    .probs
+                    .slice(s![b, heads.clone(), .., ..])
+                    .to_shape((group * seq, total))
+                    .expect("a head range of one sequence's pattern")
+                    .into_owned(); // (group · seq, pre + seq)
+                let dz = stack_heads(
+                    dz.slice(s![b * seq..(b + 1) * seq, ..]),
+                    g * group,
+                    group,
+                    dh,
+                );
+                let dp = dz.dot(&v.t()); // (group · seq, pre + seq)
+                let dv = p.slice(s![.., pre..]).t().dot(&dz); // (seq, dh); the prefix's: constants
+                let row_dot = (&dp * &p).sum_axis(Axis(1)); // dS = P (dP − Σ_k P dP)
+                let ds = (dp - &row_dot.insert_axis(Axis(1))) * p * scale;
                 [ds.dot(&k), ds.slice(s![.., pre..]).t().dot(&q), dv]
             })
             .collect();
         let mut dqkv = Array2::zeros((batch * seq, d + 2 * dkv)); // (rows, d + 2 d_kv)
-        for (bh, [dq, dk, dv]) in heads.into_iter().enumerate() {
-            let (b, h) = (bh / nh, bh % nh);
-            let (kc, vc) = (d + (h / group) * dh, d + dkv + (h / group) * dh);
+        for (bg, [dq, dk, dv]) in groups.into_iter().enumerate() {
+            let (b, g) = (bg / nkv, bg % nkv);
+            let (kc, vc) = (d + g * dh, d + dkv + g * dh);
             let r = b * seq..(b + 1) * seq;
-            dqkv.slice_mut(s![r.clone(), h * dh..(h + 1) * dh])
-                .assign(&dq);
-            // Query heads of one group share their key/value head: their gradients add.
-            let mut slot = dqkv.slice_mut(s![r.clone(), kc..kc + dh]);
-            slot += &dk;
-            let mut slot = dqkv.slice_mut(s![r, vc..vc + dh]);
-            slot += &dv;
+            for j in 0..group {
+                let h = g * group + j;
+                dqkv.slice_mut(s![r.clone(), h * dh..(h + 1) * dh])
+                    .assign(&dq.slice(s![j * seq..(j + 1) * seq, ..]));
+            }
+            dqkv.slice_mut(s![r.clone(), kc..kc + dh]).assign(&dk);
+            dqkv.slice_mut(s![r, vc..vc + dh]).assign(&dv);
         }
         if let Some(table) = &cache.rotary {
             table.apply(dqkv.slice_mut(s![.., ..d + dkv]), dh, true);
@@ -440,6 +465,19 @@ impl<A: Scalar> Attention<A> {
             rotary: self.rotary,
         }
     }
+}
+
+/// The columns of query heads `first..first + n` (each `dh` wide) of `rows` (seq, ·),
+/// stacked: (n · seq, dh), row `j · seq + i` = head `first + j` at position `i`.
+fn stack_heads<A: Scalar>(rows: ArrayView2<'_, A>, first: usize, n: usize, dh: usize) -> Array2<A> {
+    let seq = rows.nrows();
+    let mut out = Array2::zeros((n * seq, dh));
+    for j in 0..n {
+        let h = first + j;
+        out.slice_mut(s![j * seq..(j + 1) * seq, ..])
+            .assign(&rows.slice(s![.., h * dh..(h + 1) * dh]));
+    }
+    out
 }
 
 /// One head's keys and values `(pre + seq, dh)` for batch row `b`: the prefix's
@@ -471,7 +509,7 @@ fn with_prefix<'a, A: Scalar>(
 /// other entries become 0. A row with no such key uses all `j <= i`. Row `r` is the
 /// query at `i = pre + r` (the first `pre` keys are a prefix's).
 fn masked_softmax<A: Scalar>(
-    scores: &mut Array2<A>, // (seq, pre + seq)
+    mut scores: ArrayViewMut2<'_, A>, // (seq, pre + seq)
     keys: ndarray::ArrayView1<'_, bool>,
     pre: usize,
 ) {
