@@ -13,7 +13,7 @@ use ndarray::{
     Zip,
 };
 
-use super::Scalar;
+use super::{swiglu, Scalar};
 
 pub(crate) use crate::gemm::matmul;
 
@@ -576,7 +576,7 @@ impl<A: Scalar> Mlp<A> {
                     .par_for_each(|mut o, p| {
                         let (o, p) = (o.as_slice_mut(), p.as_slice());
                         let (o, p) = (o.expect("a new array's row"), p.expect("standard layout"));
-                        A::swiglu(&p[..m], &p[m..], o);
+                        swiglu::forward(&p[..m], &p[m..], o);
                     });
                 out
             }
@@ -599,7 +599,7 @@ impl<A: Scalar> Mlp<A> {
                         let (p, y) = (p.as_slice(), y.as_slice());
                         let (p, y) = (p.expect("standard layout"), y.expect("standard layout"));
                         let (dg, du) = dr.split_at_mut(m);
-                        A::swiglu_backward((&p[..m], &p[m..], y), dg, du);
+                        swiglu::backward((&p[..m], &p[m..], y), dg, du);
                     });
                 d
             }

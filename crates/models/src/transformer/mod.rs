@@ -79,16 +79,9 @@ pub trait Scalar: NdFloat + crate::gemm::Gemm {
     /// Convert from `f64` (rounding for `f32`).
     fn of(x: f64) -> Self;
 
-    /// SwiGLU, elementwise: `out = silu(gate) · up`, `silu(g) = g / (1 + e^(−g))`.
-    fn swiglu(gate: &[Self], up: &[Self], out: &mut [Self]);
-
-    /// SwiGLU's backward, elementwise: the gradients at `gate` and `up` given `dy` at
-    /// its output.
-    fn swiglu_backward(
-        inputs: (&[Self], &[Self], &[Self]), // (gate, up, dy)
-        d_gate: &mut [Self],
-        d_up: &mut [Self],
-    );
+    /// `e^x` as the activations compute it: [`exp_f32`] for `f32` (no call, no branch,
+    /// so loops over activations vectorise), the standard library's for `f64`.
+    fn exp_act(self) -> Self;
 }
 
 impl Scalar for f32 {
@@ -96,16 +89,9 @@ impl Scalar for f32 {
         x as f32
     }
 
-    fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-        swiglu::forward(gate, up, out);
-    }
-
-    fn swiglu_backward(
-        (gate, up, dy): (&[f32], &[f32], &[f32]),
-        d_gate: &mut [f32],
-        d_up: &mut [f32],
-    ) {
-        swiglu::backward((gate, up, dy), d_gate, d_up);
+    #[inline(always)]
+    fn exp_act(self) -> Self {
+        exp_f32(self)
     }
 }
 
@@ -114,47 +100,35 @@ impl Scalar for f64 {
         x
     }
 
-    fn swiglu(gate: &[f64], up: &[f64], out: &mut [f64]) {
-        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + (-g).exp()) * u;
-        }
-    }
-
-    fn swiglu_backward(
-        (gate, up, dy): (&[f64], &[f64], &[f64]),
-        d_gate: &mut [f64],
-        d_up: &mut [f64],
-    ) {
-        for i in 0..gate.len() {
-            let (g, u, y) = (gate[i], up[i], dy[i]);
-            let sig = 1.0 / (1.0 + (-g).exp());
-            d_up[i] = y * g * sig;
-            d_gate[i] = y * u * sig * (1.0 + g * (1.0 - sig));
-        }
+    #[inline(always)]
+    fn exp_act(self) -> Self {
+        self.exp()
     }
 }
 
-/// SwiGLU's f32 kernels, compiled for AVX-512 and AVX2 as well as the baseline target
-/// and picked at run time: with `exp_f32` (no call, no branch) the loops vectorise.
+/// SwiGLU's elementwise kernels, compiled for AVX-512 and AVX2 as well as the baseline
+/// target and picked at run time: with [`Scalar::exp_act`] the f32 loops vectorise.
 /// Only IEEE additions and multiplications in a fixed order (Rust never fuses them), so
 /// the results are bitwise the same on every CPU.
-mod swiglu {
+pub(crate) mod swiglu {
     use multiversion::multiversion;
 
-    use super::exp_f32;
+    use super::Scalar;
 
+    /// `out = silu(gate) · up`, `silu(g) = g / (1 + e^(−g))`.
     #[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
-    pub(super) fn forward(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    pub(crate) fn forward<A: Scalar>(gate: &[A], up: &[A], out: &mut [A]) {
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + exp_f32(-g)) * u;
+            *o = g / (A::one() + (-g).exp_act()) * u;
         }
     }
 
+    /// The gradients at `gate` and `up` given `dy` at the output.
     #[multiversion(targets("x86_64+avx512f", "x86_64+avx2"))]
-    pub(super) fn backward(
-        (gate, up, dy): (&[f32], &[f32], &[f32]),
-        d_gate: &mut [f32],
-        d_up: &mut [f32],
+    pub(crate) fn backward<A: Scalar>(
+        (gate, up, dy): (&[A], &[A], &[A]),
+        d_gate: &mut [A],
+        d_up: &mut [A],
     ) {
         let n = gate
             .len()
@@ -164,9 +138,9 @@ mod swiglu {
             .min(d_up.len());
         for i in 0..n {
             let (g, u, y) = (gate[i], up[i], dy[i]);
-            let sig = 1.0 / (1.0 + exp_f32(-g));
+            let sig = A::one() / (A::one() + (-g).exp_act());
             d_up[i] = y * g * sig;
-            d_gate[i] = y * u * sig * (1.0 + g * (1.0 - sig));
+            d_gate[i] = y * u * sig * (A::one() + g * (A::one() - sig));
         }
     }
 }
@@ -330,8 +304,8 @@ mod tests {
             let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
             worst = worst.max(((got - want) / want).abs());
             let (mut out, mut d_gate, mut d_up) = ([0f32], [0f32], [0f32]);
-            f32::swiglu(&[x], &[1.0], &mut out);
-            f32::swiglu_backward((&[x], &[1.0], &[1.0]), &mut d_gate, &mut d_up);
+            swiglu::forward(&[x], &[1.0], &mut out);
+            swiglu::backward((&[x], &[1.0], &[1.0]), &mut d_gate, &mut d_up);
             let sig = 1.0 / (1.0 + (-(x as f64)).exp());
             worst_sig = worst_sig
                 .max((out[0] as f64 - x as f64 * sig).abs() / (1.0 + (x as f64).abs()))
