@@ -282,6 +282,7 @@ fn main() -> anyhow::Result<()> {
             &Forward::tokens(clean.view())
                 .capture(&hooks)
                 .logits_of(ids.view())
+                .trim_last_block(hooks.iter().all(|&h| model.kept_by_trim(h)))
                 .trace(true),
         )?;
         let logits = out

@@ -262,3 +262,108 @@ fn a_repeated_trace_gives_the_backward_of_a_stacked_run() {
         }
     }
 }
+
+/// A run whose last block is trimmed to the last position (`Forward::trim_last_block`)
+/// gives the untrimmed run's logits and gradients at every earlier hook: from tokens and
+/// from a cached `resid_pre`, with and without a KV prefix, with edits, through
+/// `Trace::repeat`; hooks the trimmed block no longer has are refused.
+#[test]
+fn a_trimmed_last_block_gives_the_untrimmed_logits_and_gradients() {
+    for family in [Family::Llama, Family::Gpt2] {
+        let m = model(family);
+        let (batch, seq, pre) = (3, 8, 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let ids = Array2::from_shape_fn((batch, seq), |_| rng.random_range(0..50u32));
+        let picked = Array2::from_shape_fn((batch, 2), |_| rng.random_range(0..50u32));
+        let d_logits = Array3::from_shape_fn((batch, 1, 2), |_| rng.random::<f64>() - 0.5);
+        let want = [
+            HookPoint::ResidPre { layer: 0 },
+            HookPoint::MlpOut { layer: 1 },
+            HookPoint::AttnOut { layer: 2 },
+            HookPoint::ResidPre { layer: 3 },
+        ];
+        // An edit at a hook before the trimmed block, as a spliced SAE makes.
+        let edit = |h: HookPoint, mut a: ArrayViewMut3<'_, f64>| {
+            if h == (HookPoint::ResidPre { layer: 2 }) {
+                a.mapv_inplace(|v| 1.1 * v + 0.01);
+            }
+            Ok::<(), circuitry_models::Error>(())
+        };
+        let run = |fwd: Forward<'_, f64>| m.run_with(&fwd, edit).unwrap();
+        let base = Forward::tokens(ids.view())
+            .logits_of(picked.view())
+            .capture(&want[..1])
+            .trace(true);
+        let (plain, trimmed) = (run(base), run(base.trim_last_block(true)));
+        let logit_diff = max_diff(
+            trimmed.logits.as_ref().unwrap().view(),
+            plain.logits.as_ref().unwrap().view(),
+        );
+        println!("{family:?}: trimmed vs untrimmed logits, max rel diff {logit_diff:.2e}");
+        assert!(logit_diff <= 1e-12, "{family:?}: {logit_diff:.2e}");
+        let bwd = Backward::from_logits(d_logits.view()).want(&want);
+        let grads = |t: &circuitry_models::transformer::Trace<f64>| m.backward(t, &bwd).unwrap();
+        let (a, b) = (
+            grads(trimmed.trace.as_ref().unwrap()),
+            grads(plain.trace.as_ref().unwrap()),
+        );
+        for h in &want {
+            let diff = max_diff(a[h].view(), b[h].view());
+            println!("{family:?} {h}: trimmed vs untrimmed gradient, max rel diff {diff:.2e}");
+            assert!(diff <= 1e-12, "{family:?} {h}: {diff:.2e}");
+        }
+        let attn = trimmed.trace.as_ref().unwrap().attention(3).unwrap();
+        assert_eq!(attn.dim().2, 1, "one query in the trimmed block");
+
+        // From a cached resid_pre after a KV prefix, and the trace repeated.
+        let kv = m.kv_prefix(plain.trace.as_ref().unwrap(), pre).unwrap();
+        let resid = plain.hooks[&HookPoint::ResidPre { layer: 0 }]
+            .slice(s![.., pre.., ..])
+            .to_owned();
+        let tail = Forward::from_resid_pre(0, resid.view())
+            .prefix(&kv)
+            .logits_of(picked.view())
+            .trace(true);
+        let (p_plain, p_trim) = (run(tail), run(tail.trim_last_block(true)));
+        let n = 2;
+        let stacked_d = ndarray::concatenate(Axis(0), &[d_logits.view(); 2]).unwrap();
+        let bwd2 = Backward::from_logits(stacked_d.view()).want(&want);
+        let (a, b) = (
+            m.backward(&p_trim.trace.as_ref().unwrap().repeat(n), &bwd2)
+                .unwrap(),
+            m.backward(&p_plain.trace.as_ref().unwrap().repeat(n), &bwd2)
+                .unwrap(),
+        );
+        for h in &want {
+            let diff = max_diff(a[h].view(), b[h].view());
+            println!(
+                "{family:?} prefix, repeated {h}: trimmed vs untrimmed, max rel diff {diff:.2e}"
+            );
+            assert!(diff <= 1e-12, "{family:?} {h}: {diff:.2e}");
+        }
+
+        // The trimmed block's later hooks are refused, as are logits at every position.
+        let last = [HookPoint::MlpOut { layer: 3 }];
+        let err = m
+            .run(&base.capture(&last).trim_last_block(true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("blocks.3.hook_mlp_out") && err.contains("trim"),
+            "{err}"
+        );
+        let err = m
+            .backward(
+                trimmed.trace.as_ref().unwrap(),
+                &Backward::from_logits(d_logits.view()).want(&[HookPoint::LnFinal]),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ln_final") && err.contains("trim"), "{err}");
+        let err = m
+            .run(&Forward::tokens(ids.view()).trim_last_block(true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("logits at every position"), "{err}");
+    }
+}

@@ -89,6 +89,7 @@ pub fn add_edges(
             let out = model.run(
                 &Forward::tokens(batch.clean.view())
                     .logits_of(ids.view())
+                    .trim_last_block(subs.allow_trim(model))
                     .trace(true),
             )?;
             let logits = out.logits.as_ref().ok_or_else(internal)?;

@@ -261,8 +261,13 @@ pub fn ablated_metrics(
         let donor = donor_perm(ablation, first_batch + bi, b);
         let hooks = subs.hooks();
         let ids = answer_ids(&answers(batch), b);
+        // The metric reads the last position: the last block runs there only, unless an
+        // SAE sits in it past its resid_pre.
+        let trim = subs.allow_trim(model);
         let out = model.run_with(
-            &Forward::tokens(batch.clean.view()).logits_of(ids.view()),
+            &Forward::tokens(batch.clean.view())
+                .logits_of(ids.view())
+                .trim_last_block(trim),
             |h: HookPoint, mut act: ArrayViewMut3<'_, f32>| -> Result<()> {
                 let Some(s) = hooks.iter().position(|&x| x == h) else {
                     return Ok(());

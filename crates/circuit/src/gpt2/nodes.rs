@@ -78,16 +78,19 @@ pub fn prepare(model: &Transformer, subs: &Submodules, batch: &PairBatch) -> Res
             .collect::<Vec<_>>(),
     );
     let ids = answer_ids(&answers(batch), batch.len());
+    let trim = subs.allow_trim(model);
     let clean = model.run(
         &Forward::tokens(batch.clean.view())
             .capture(&hooks)
             .logits_of(ids.view())
+            .trim_last_block(trim)
             .trace(true),
     )?;
     let patch = model.run(
         &Forward::tokens(batch.patch.view())
             .capture(&hooks)
-            .logits_of(ids.view()),
+            .logits_of(ids.view())
+            .trim_last_block(trim),
     )?;
     let logits = clean.logits.as_ref().ok_or_else(no_logits)?;
     let (metric, d_logits) = answer_diff(logits.view());
@@ -272,6 +275,7 @@ pub fn ig_grad(
         let ids = answer_ids(&ans, n * b);
         let mut fwd = Forward::from_resid_pre(block_of(hook), input.view())
             .logits_of(ids.view())
+            .trim_last_block(model.kept_by_trim(hook))
             .trace(true);
         if let Some(kv) = &stacked {
             fwd = fwd.prefix(kv);
@@ -379,7 +383,9 @@ fn exact(
                 .map(|kv| kv.rows(&chunk.iter().map(|v| v.b).collect::<Vec<_>>()));
             let var_ans: Vec<(u32, u32)> = chunk.iter().map(|v| ans[v.b]).collect();
             let ids = answer_ids(&var_ans, v);
-            let mut fwd = Forward::from_resid_pre(layer, input.view()).logits_of(ids.view());
+            let mut fwd = Forward::from_resid_pre(layer, input.view())
+                .logits_of(ids.view())
+                .trim_last_block(model.kept_by_trim(sub.hook));
             if let Some(kv) = &rows {
                 fwd = fwd.prefix(kv);
             }

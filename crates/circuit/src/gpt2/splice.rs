@@ -275,6 +275,13 @@ impl Submodules {
         self.subs.iter().map(|s| s.hook).collect()
     }
 
+    /// Whether runs whose metric reads the last position may trim the model's last
+    /// block to it ([`Forward::trim_last_block`](circuitry_models::transformer::Forward::trim_last_block)):
+    /// no SAE sits in the last block past its `resid_pre`.
+    pub fn allow_trim(&self, model: &circuitry_models::transformer::Transformer) -> bool {
+        self.subs.iter().all(|s| model.kept_by_trim(s.hook))
+    }
+
     /// The index of the submodule at `hook`.
     pub fn index_of(&self, hook: HookPoint) -> Option<usize> {
         self.subs.iter().position(|s| s.hook == hook)

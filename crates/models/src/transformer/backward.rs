@@ -131,6 +131,9 @@ impl<A: Scalar> Transformer<A> {
         let start = trace.start_layer;
         for &hook in bwd.want.iter().chain(bwd.seeds.keys()) {
             self.check_hook(hook, start, trace.from_tokens, "backward hook")?;
+            if trace.trimmed {
+                self.check_untrimmed(hook, "backward hook")?;
+            }
         }
         for (&hook, g) in &bwd.seeds {
             let width = self.width(hook);
@@ -192,7 +195,7 @@ impl<A: Scalar> Transformer<A> {
                         matmul(rows(&dl).view(), w_u.view()) // (batch·positions, d)
                     }
                 };
-                Some(if trace.last_logits {
+                Some(if trace.last_logits && !trace.trimmed {
                     // Only the last position has logits: the others get no gradient.
                     let mut full = Array2::<A>::zeros((batch * seq, d));
                     for b in 0..batch {
@@ -243,6 +246,17 @@ impl<A: Scalar> Transformer<A> {
                 let d_ln1 = block.attn.backward(&t.attn, g.view());
                 block.ln_1.backward(&t.ln_1, d_ln1.view())
             });
+            // A trimmed last block's residual has the last position only.
+            let d_mid = match d_mid {
+                Some(g) if trace.trimmed && l + 1 == n => {
+                    let mut full = Array2::<A>::zeros((batch * seq, d));
+                    for b in 0..batch {
+                        full.row_mut(b * seq + seq - 1).assign(&g.row(b));
+                    }
+                    Some(full)
+                }
+                g => g,
+            };
             g = add(d_mid, d_x);
         }
         let g = walk.step(HookPoint::ResidPre { layer: start }, g, d);

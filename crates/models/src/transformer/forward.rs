@@ -47,6 +47,9 @@ pub struct Forward<'a, A> {
     pub trace: bool,
     /// Keys and values of positions before the input's (see [`Forward::prefix`]).
     pub prefix: Option<&'a KvPrefix<A>>,
+    /// Run the last block past its keys and values at the last position only (see
+    /// [`Forward::trim_last_block`]).
+    pub trim_last_block: bool,
 }
 
 /// The keys (rotated, for rotary models) and values of a sequence's first positions at
@@ -129,6 +132,7 @@ impl<'a, A: Scalar> Forward<'a, A> {
             logit_ids: None,
             trace: false,
             prefix: None,
+            trim_last_block: false,
         }
     }
 
@@ -183,6 +187,22 @@ impl<'a, A: Scalar> Forward<'a, A> {
         self
     }
 
+    /// Run the last block at the last position only, past the keys and values that its
+    /// attention reads at every position: its query, attention output, MLP and the final
+    /// norm take one row per sequence instead of `seq`. Nothing else reads them when the
+    /// logits are at the last position only ([`Forward::logits_of`],
+    /// [`Forward::last_logits`]), which this requires; the logits and every gradient at
+    /// an earlier hook are those of the untrimmed run. The last block's `hook_attn_out`,
+    /// `hook_resid_mid`, `mlp.hook_post`, `hook_mlp_out` and `hook_resid_post` and
+    /// `ln_final.hook_normalized` then hold one position: an edit there sees
+    /// (batch, 1, width), and capturing them or asking the backward pass for them is an
+    /// error. Worth it when the last block is a noticeable part of the run (a run from a
+    /// late `resid_pre`, or a short model) and there are several positions.
+    pub fn trim_last_block(mut self, yes: bool) -> Self {
+        self.trim_last_block = yes;
+        self
+    }
+
     fn dims(&self) -> (usize, usize) {
         match self.input {
             Input::Tokens(ids) => ids.dim(),
@@ -223,6 +243,8 @@ pub struct Trace<A> {
     pub(crate) logit_ids: Option<Array2<u32>>, // (batch, n)
     /// Positions before the input's that the run read from a [`KvPrefix`].
     pub(crate) prefix_len: usize,
+    /// Whether the last block ran at the last position only ([`Forward::trim_last_block`]).
+    pub(crate) trimmed: bool,
     /// One per block from `start_layer`.
     pub(crate) layers: Vec<LayerTrace<A>>,
     /// Present when the forward reached `ln_f`.
@@ -243,6 +265,7 @@ impl<A: Scalar> Trace<A> {
             last_logits: self.last_logits,
             logit_ids: self.logit_ids.as_ref().map(|ids| tile(ids, n)),
             prefix_len: self.prefix_len,
+            trimmed: self.trimmed,
             layers: self
                 .layers
                 .iter()
@@ -257,7 +280,8 @@ impl<A: Scalar> Trace<A> {
         }
     }
 
-    /// The attention pattern of block `layer`, if the trace covers it.
+    /// The attention pattern of block `layer`, if the trace covers it (one query per
+    /// sequence at the last block of a [`Forward::trim_last_block`] run).
     pub fn attention(&self, layer: usize) -> Option<&ndarray::Array4<A>> /* (batch, head, query, key) */
     {
         let i = layer.checked_sub(self.start_layer)?;
@@ -389,6 +413,17 @@ impl<A: Scalar> Transformer<A> {
                 matches!(fwd.input, Input::Tokens(_)),
                 "capture",
             )?;
+            if fwd.trim_last_block {
+                self.check_untrimmed(hook, "capture")?;
+            }
+        }
+        if fwd.trim_last_block && fwd.logits && !fwd.last_logits && fwd.logit_ids.is_none() {
+            return Err(Error::BadParameter {
+                name: "trim_last_block",
+                value: "logits at every position".into(),
+                message: "a trimmed last block has the last position only: ask for logits there (logits_of or last_logits) or for none".into(),
+            }
+            .into());
         }
         let mut ctx = Ctx {
             capture: fwd.capture.iter().copied().collect(),
@@ -412,15 +447,22 @@ impl<A: Scalar> Transformer<A> {
         let full = fwd.logits || fwd.trace;
         let mut layers = Vec::new();
         let mut memo = RotaryMemo::new();
+        let n_layer = self.blocks.len();
         for (l, block) in self.blocks.iter().enumerate().skip(start) {
             if !full && ctx.done() {
                 break;
             }
             let prefix = fwd.prefix.and_then(|kv| kv.layer(l));
+            let queries = if fwd.trim_last_block && l + 1 == n_layer {
+                1
+            } else {
+                seq
+            };
             let (y, trace) = block.forward_hooked(
                 l,
                 x,
                 (keys.view(), pos.view(), prefix, &mut memo),
+                queries,
                 &mut ctx,
             )?;
             x = y;
@@ -431,18 +473,19 @@ impl<A: Scalar> Transformer<A> {
         let mut logits = None;
         let mut ln_f = None;
         if full || ctx.capture.contains(&HookPoint::LnFinal) {
+            let out_seq = x.dim().1; // 1 after a trimmed last block
             let (y, cache) = self.ln_f.forward_cached(rows(&x).view());
-            let y = ctx.hook(HookPoint::LnFinal, unrows(y, batch, seq))?;
+            let y = ctx.hook(HookPoint::LnFinal, unrows(y, batch, out_seq))?;
             if fwd.logits {
                 let w_u = self.unembedding(); // (vocab, d)
                 logits = Some(if let Some(ids) = fwd.logit_ids {
-                    let last = y.slice(s![.., seq - 1, ..]); // (batch, d)
+                    let last = y.slice(s![.., out_seq - 1, ..]); // (batch, d)
                     let (_, n) = ids.dim();
                     Array3::from_shape_fn((batch, 1, n), |(b, _, j)| {
                         last.row(b).dot(&w_u.row(ids[[b, j]] as usize))
                     })
                 } else if fwd.last_logits {
-                    let last = y.slice(s![.., seq - 1, ..]); // (batch, d)
+                    let last = y.slice(s![.., out_seq - 1, ..]); // (batch, d)
                     let l = matmul(last, w_u.t()); // (batch, vocab)
                     unrows(l, batch, 1)
                 } else {
@@ -465,6 +508,7 @@ impl<A: Scalar> Transformer<A> {
                 .filter(|_| fwd.logits)
                 .map(|ids| ids.to_owned()),
             prefix_len: pre,
+            trimmed: fwd.trim_last_block,
             layers,
             ln_f,
         });
@@ -621,6 +665,35 @@ impl<A: Scalar> Transformer<A> {
         }
     }
 
+    /// Whether `hook` keeps every position in a run with [`Forward::trim_last_block`]
+    /// (so that it can be captured, edited with a whole-sequence value, or asked of the
+    /// backward pass there): any hook but the last block's after its `resid_pre` and
+    /// `ln_final.hook_normalized`.
+    pub fn kept_by_trim(&self, hook: HookPoint) -> bool {
+        self.check_untrimmed(hook, "hook").is_ok()
+    }
+
+    /// Refuse `hook` where a trimmed last block ([`Forward::trim_last_block`]) holds the
+    /// last position only.
+    pub(crate) fn check_untrimmed(&self, hook: HookPoint, what: &'static str) -> Result<()> {
+        let last = self.config.n_layer - 1;
+        let trimmed = match hook {
+            HookPoint::LnFinal => true,
+            HookPoint::ResidPre { .. } => false,
+            _ => hook.layer() == Some(last),
+        };
+        if trimmed {
+            return Err(Error::BadParameter {
+                name: what,
+                value: hook.to_string(),
+                message: format!(
+                    "the run trims its last block (trim_last_block): after blocks.{last}.hook_resid_pre only the last position is computed; run without trimming to read this hook"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn wte_rows(&self, ids: ArrayView2<'_, u32>) -> Array3<A> /* (batch, seq, d) */ {
         let (batch, seq) = ids.dim();
         let mut out = Array3::zeros((batch, seq, self.config.d_model));
@@ -665,23 +738,33 @@ type BlockArgs<'a, 'm, A> = (
 );
 
 impl<A: Scalar> Block<A> {
-    /// Block `l` on `x` (batch, seq, d), calling the hooks as they come.
+    /// Block `l` on `x` (batch, seq, d), calling the hooks as they come; past the keys
+    /// and values, only the last `queries` positions (`seq` but in a trimmed last block).
     fn forward_hooked<E, F>(
         &self,
         l: usize,
         x: Array3<A>, // (batch, seq, d)
         (keys, positions, prefix, memo): BlockArgs<'_, '_, A>,
+        queries: usize,
         ctx: &mut Ctx<'_, A, F>,
     ) -> Result<(Array3<A>, LayerTrace<A>), E>
     where
         F: FnMut(HookPoint, ArrayViewMut3<'_, A>) -> Result<(), E>,
     {
-        let (batch, seq, _) = x.dim();
+        let batch = x.dim().0;
         let x = ctx.hook(HookPoint::ResidPre { layer: l }, x)?;
         let (a, ln_1) = self.ln_1.forward_cached(rows(&x).view());
-        let (attn_out, attn) = self
-            .attn
-            .forward_cached(a.view(), keys, positions, prefix, memo);
+        let (attn_out, attn) =
+            self.attn
+                .forward_cached(a.view(), keys, positions, prefix, memo, queries);
+        // From here on, the last `queries` positions only (all of them but in a trimmed
+        // last block).
+        let seq = queries;
+        let x = if x.dim().1 == seq {
+            x
+        } else {
+            x.slice(s![.., x.dim().1 - seq.., ..]).to_owned()
+        };
         let attn_out = ctx.hook(
             HookPoint::AttnOut { layer: l },
             unrows(attn_out, batch, seq),

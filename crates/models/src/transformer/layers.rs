@@ -331,6 +331,9 @@ impl<A: Scalar> Attention<A> {
     /// `memo` when an earlier block made it). `prefix` (batch, prefix,
     /// 2 d_kv): the keys (rotated) and values `[k | v]` of positions that come before
     /// the rows of `x` and are not recomputed (a [`KvPrefix`](super::KvPrefix) layer).
+    /// `queries`: only each sequence's last `queries` positions attend (1 ≤ queries ≤
+    /// seq); the output has those rows only (batch · queries, d), while every position
+    /// still gives its key and value.
     pub(crate) fn forward_cached(
         &self,
         x: ArrayView2<'_, A>,             // (rows, d)
@@ -338,8 +341,11 @@ impl<A: Scalar> Attention<A> {
         positions: ArrayView2<'_, usize>, // (batch, seq)
         prefix: Option<ArrayView3<'_, A>>,
         memo: &mut RotaryMemo<A>,
+        queries: usize,
     ) -> (Array2<A>, AttnCache<A>) {
         let (batch, seq) = positions.dim();
+        let nq = queries;
+        let first = seq - nq; // the first query's position among the rows
         let pre = prefix.map_or(0, |kv| kv.dim().1);
         let d = x.ncols();
         let (dh, dkv, group) = self.dims(d);
@@ -361,26 +367,26 @@ impl<A: Scalar> Attention<A> {
                 let (b, g) = (bg / nkv, bg % nkv);
                 let (kc, vc) = (d + g * dh, d + dkv + g * dh);
                 let rows = qkv.slice(s![b * seq..(b + 1) * seq, ..]); // (seq, d + 2 d_kv)
-                let q = stack_heads(rows, g * group, group, dh); // (group · seq, dh)
+                let q = stack_heads(rows.slice(s![first.., ..]), g * group, group, dh); // (group · nq, dh)
                 let (k, v) = with_prefix(prefix, b, (rows, kc, vc), (d, dh)); // (pre + seq, dh)
-                let mut p = q.dot(&k.t()) * scale; // (group · seq, pre + seq)
+                let mut p = q.dot(&k.t()) * scale; // (group · nq, pre + seq)
                 for j in 0..group {
-                    let rows = s![j * seq..(j + 1) * seq, ..];
-                    masked_softmax(p.slice_mut(rows), keys.row(b), pre);
+                    let rows = s![j * nq..(j + 1) * nq, ..];
+                    masked_softmax(p.slice_mut(rows), keys.row(b), pre + first);
                 }
-                let z = p.dot(&v); // (group · seq, dh)
+                let z = p.dot(&v); // (group · nq, dh)
                 (p, z)
             })
             .collect();
-        let mut z = Array2::zeros((batch * seq, d)); // (rows, d)
-        let mut probs = Array4::zeros((batch, nh, seq, pre + seq));
+        let mut z = Array2::zeros((batch * nq, d)); // (batch · nq, d)
+        let mut probs = Array4::zeros((batch, nh, nq, pre + seq));
         for (bg, (p, zg)) in groups.into_iter().enumerate() {
             let (b, g) = (bg / nkv, bg % nkv);
             for j in 0..group {
                 let h = g * group + j;
-                let own = s![j * seq..(j + 1) * seq, ..];
+                let own = s![j * nq..(j + 1) * nq, ..];
                 probs.slice_mut(s![b, h, .., ..]).assign(&p.slice(own));
-                z.slice_mut(s![b * seq..(b + 1) * seq, h * dh..(h + 1) * dh])
+                z.slice_mut(s![b * nq..(b + 1) * nq, h * dh..(h + 1) * dh])
                     .assign(&zg.slice(own));
             }
         }
@@ -398,9 +404,12 @@ impl<A: Scalar> Attention<A> {
     }
 
     /// Gradient w.r.t. the input `x` given `dy` (rows, d) w.r.t. the output.
+    /// `dy` has the query rows of the forward (batch · queries, d); the gradient has
+    /// every row (batch · seq, d).
     pub(crate) fn backward(&self, cache: &AttnCache<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
-        let (batch, _, seq, total) = cache.probs.dim();
-        let pre = total - seq;
+        let (batch, _, nq, total) = cache.probs.dim();
+        let seq = cache.qkv.nrows() / batch;
+        let (pre, first) = (total - seq, seq - nq);
         let prefix = cache.prefix.as_ref().map(|kv| kv.view());
         let d = dy.ncols();
         let (dh, dkv, group) = self.dims(d);
@@ -415,22 +424,17 @@ impl<A: Scalar> Attention<A> {
                 let (b, g) = (bg / nkv, bg % nkv);
                 let (kc, vc) = (d + g * dh, d + dkv + g * dh);
                 let rows = cache.qkv.slice(s![b * seq..(b + 1) * seq, ..]);
-                let q = stack_heads(rows, g * group, group, dh); // (group · seq, dh)
+                let q = stack_heads(rows.slice(s![first.., ..]), g * group, group, dh); // (group · nq, dh)
                 let (k, v) = with_prefix(prefix, b, (rows, kc, vc), (d, dh)); // (pre + seq, dh)
                 let heads = g * group..(g + 1) * group;
                 let p = cache
                     .probs
                     .slice(s![b, heads.clone(), .., ..])
-                    .to_shape((group * seq, total))
+                    .to_shape((group * nq, total))
                     .expect("a head range of one sequence's pattern")
-                    .into_owned(); // (group · seq, pre + seq)
-                let dz = stack_heads(
-                    dz.slice(s![b * seq..(b + 1) * seq, ..]),
-                    g * group,
-                    group,
-                    dh,
-                );
-                let dp = dz.dot(&v.t()); // (group · seq, pre + seq)
+                    .into_owned(); // (group · nq, pre + seq)
+                let dz = stack_heads(dz.slice(s![b * nq..(b + 1) * nq, ..]), g * group, group, dh);
+                let dp = dz.dot(&v.t()); // (group · nq, pre + seq)
                 let dv = p.slice(s![.., pre..]).t().dot(&dz); // (seq, dh); the prefix's: constants
                 let row_dot = (&dp * &p).sum_axis(Axis(1)); // dS = P (dP − Σ_k P dP)
                 let ds = (dp - &row_dot.insert_axis(Axis(1))) * p * scale;
@@ -442,10 +446,11 @@ impl<A: Scalar> Attention<A> {
             let (b, g) = (bg / nkv, bg % nkv);
             let (kc, vc) = (d + g * dh, d + dkv + g * dh);
             let r = b * seq..(b + 1) * seq;
+            let queries = b * seq + first..(b + 1) * seq;
             for j in 0..group {
                 let h = g * group + j;
-                dqkv.slice_mut(s![r.clone(), h * dh..(h + 1) * dh])
-                    .assign(&dq.slice(s![j * seq..(j + 1) * seq, ..]));
+                dqkv.slice_mut(s![queries.clone(), h * dh..(h + 1) * dh])
+                    .assign(&dq.slice(s![j * nq..(j + 1) * nq, ..]));
             }
             dqkv.slice_mut(s![r.clone(), kc..kc + dh]).assign(&dk);
             dqkv.slice_mut(s![r, vc..vc + dh]).assign(&dv);
