@@ -143,6 +143,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the circuit stage does (crates/circuit/src/main.rs).
+    circuitry_sae::keep_freed_memory();
     let a = parse()?;
     let config = ModelConfig {
         family: a.family,
