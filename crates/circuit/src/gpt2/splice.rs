@@ -11,7 +11,7 @@
 use circuitry_core::HookPoint;
 use circuitry_models::gemm::matmul;
 use circuitry_sae::Sae;
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, Zip};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, CowArray, Ix2, Zip};
 
 use crate::{Error, Result};
 
@@ -164,7 +164,7 @@ impl Submodule {
     /// zero derivative (ReLU, TopK and JumpReLU alike: the active set is locally fixed).
     pub fn encoder_vjp(&self, f: ArrayView3<'_, f32>, left: ArrayView3<'_, f32>) -> Array3<f32> {
         let (b, s, _) = f.dim();
-        let mut masked = to_rows(left); // (rows, d_sae)
+        let mut masked = to_rows(left).into_owned(); // (rows, d_sae)
         Zip::from(&mut masked).and(&to_rows(f)).for_each(|l, &a| {
             if a == 0.0 {
                 *l = 0.0;
@@ -304,20 +304,26 @@ impl Submodules {
     }
 }
 
-/// `(batch, seq, w)` → `(batch·seq, w)`.
-pub(crate) fn to_rows(x: ArrayView3<'_, f32>) -> Array2<f32> {
+/// `(batch, seq, w)` → `(batch·seq, w)`: a view of `x` when it is in standard layout
+/// (activations and feature arrays here are), a copy otherwise.
+pub(crate) fn to_rows(x: ArrayView3<'_, f32>) -> CowArray<'_, f32, Ix2> {
     let (b, s, w) = x.dim();
-    let x = x.as_standard_layout();
-    match x.view().into_shape_with_order((b * s, w)) {
-        Ok(v) => v.to_owned(),
-        Err(_) => Array2::from_shape_fn((b * s, w), |(r, c)| x[[r / s, r % s, c]]),
+    match x.into_shape_with_order((b * s, w)) {
+        Ok(v) => CowArray::from(v),
+        Err(_) => CowArray::from(Array2::from_shape_fn((b * s, w), |(r, c)| {
+            x[[r / s, r % s, c]]
+        })),
     }
 }
 
-/// `(batch·seq, w)` → `(batch, seq, w)`.
+/// `(batch·seq, w)` → `(batch, seq, w)`, without copying when `x` is in standard layout.
 pub(crate) fn from_rows(x: Array2<f32>, b: usize, s: usize) -> Array3<f32> {
     let w = x.ncols();
-    let x = x.as_standard_layout().into_owned();
+    let x = if x.is_standard_layout() {
+        x
+    } else {
+        x.as_standard_layout().into_owned()
+    };
     // Only fails when rows != b · s, which the callers rule out.
     x.into_shape_with_order((b, s, w))
         .unwrap_or_else(|_| Array3::from_elem((b, s, w), f32::NAN))
