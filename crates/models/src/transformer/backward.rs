@@ -110,6 +110,17 @@ impl<A: Scalar> Walk<'_, '_, A> {
     }
 }
 
+/// One row per sequence (batch, w) → (batch · seq, w) with each row at its sequence's last
+/// position and zeros elsewhere: a gradient of the last position only.
+fn at_last_position<A: Scalar>(g: Array2<A>, seq: usize) -> Array2<A> {
+    let (batch, w) = g.dim();
+    let mut full = Array2::<A>::zeros((batch * seq, w));
+    for b in 0..batch {
+        full.row_mut(b * seq + seq - 1).assign(&g.row(b));
+    }
+    full
+}
+
 fn add<A: Scalar>(a: Option<Array2<A>>, b: Option<Array2<A>>) -> Option<Array2<A>> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a + b),
@@ -197,11 +208,7 @@ impl<A: Scalar> Transformer<A> {
                 };
                 Some(if trace.last_logits && !trace.trimmed {
                     // Only the last position has logits: the others get no gradient.
-                    let mut full = Array2::<A>::zeros((batch * seq, d));
-                    for b in 0..batch {
-                        full.row_mut(b * seq + seq - 1).assign(&g.row(b));
-                    }
-                    full
+                    at_last_position(g, seq)
                 } else {
                     g
                 })
@@ -248,13 +255,7 @@ impl<A: Scalar> Transformer<A> {
             });
             // A trimmed last block's residual has the last position only.
             let d_mid = match d_mid {
-                Some(g) if trace.trimmed && l + 1 == n => {
-                    let mut full = Array2::<A>::zeros((batch * seq, d));
-                    for b in 0..batch {
-                        full.row_mut(b * seq + seq - 1).assign(&g.row(b));
-                    }
-                    Some(full)
-                }
+                Some(g) if trace.trimmed && l + 1 == n => Some(at_last_position(g, seq)),
                 g => g,
             };
             g = add(d_mid, d_x);
