@@ -620,27 +620,30 @@ impl<A: Scalar> Mlp<A> {
     }
 }
 
-/// `silu(x) = x σ(x)`.
-const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-const GELU_C: f64 = 0.044_715;
-
 /// `gelu_new`, GPT-2's tanh approximation:
-/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, computed as its equal
+/// `x σ(2u)`, `u = √(2/π) (x + 0.044715 x³)` ([`super::gelu`]: no call per element, and
+/// no cancellation in `1 + tanh` where `u` is negative).
 pub fn gelu_new<A: Scalar>(x: &Array2<A>) -> Array2<A> {
-    let (half, k, c) = (A::of(0.5), A::of(SQRT_2_OVER_PI), A::of(GELU_C));
-    Zip::from(x).par_map_collect(|&x| half * x * (A::one() + (k * (x + c * x * x * x)).tanh()))
+    let mut out = Array2::zeros(x.raw_dim());
+    Zip::from(out.rows_mut())
+        .and(x.rows())
+        .par_for_each(|mut o, x| match (o.as_slice_mut(), x.as_slice()) {
+            (Some(o), Some(x)) => super::gelu::forward(x, o),
+            _ => o.zip_mut_with(&x, |o, &x| *o = super::gelu::value(x)),
+        });
+    out
 }
 
 /// `d gelu_new / dx` times `dy`, for pre-activations `x`.
 pub(crate) fn gelu_new_backward<A: Scalar>(x: &Array2<A>, dy: ArrayView2<'_, A>) -> Array2<A> {
-    let (half, k, c) = (A::of(0.5), A::of(SQRT_2_OVER_PI), A::of(GELU_C));
-    let three_c = A::of(3.0 * GELU_C);
     let mut dx = dy.to_owned();
-    Zip::from(&mut dx).and(x).par_for_each(|g, &x| {
-        let t = (k * (x + c * x * x * x)).tanh();
-        let dt = (A::one() - t * t) * k * (A::one() + three_c * x * x);
-        *g *= half * (A::one() + t) + half * x * dt;
-    });
+    Zip::from(dx.rows_mut())
+        .and(x.rows())
+        .par_for_each(|mut g, x| match (g.as_slice_mut(), x.as_slice()) {
+            (Some(g), Some(x)) => super::gelu::backward(x, g),
+            _ => g.zip_mut_with(&x, |g, &x| *g *= super::gelu::slope(x)),
+        });
     dx
 }
 
