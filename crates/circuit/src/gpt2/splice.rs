@@ -131,7 +131,7 @@ impl Submodule {
     /// sparse ([`circuitry_sae::kernel::is_sparse`]; ReLU SAEs) the whole product is
     /// taken and masked.
     pub fn feature_grad_at(&self, g: ArrayView3<'_, f32>, at: ArrayView3<'_, f32>) -> Array3<f32> {
-        let (b, s, d_sae) = at.dim();
+        let (b, s, _) = at.dim();
         let at = to_rows(at); // (rows, d_sae)
         if !circuitry_sae::kernel::is_sparse(at.view()) {
             let mut out = matmul(to_rows(g).view(), self.sae.w_dec.t()); // (rows, d_sae)
@@ -143,18 +143,18 @@ impl Submodule {
             return from_rows(out, b, s);
         }
         let g = to_rows(g); // (rows, d)
-        let w_dec = &self.sae.w_dec; // (d_sae, d)
-        let mut out = Array2::<f32>::zeros((b * s, d_sae));
-        Zip::from(out.rows_mut())
-            .and(at.rows())
-            .and(g.rows())
-            .par_for_each(|mut out, at, g| {
-                for (i, &a) in at.iter().enumerate() {
-                    if a != 0.0 {
-                        out[i] = g.dot(&w_dec.row(i));
-                    }
-                }
-            });
+        let out =
+            circuitry_sae::kernel::decoder_grads_at(self.sae.w_dec.view(), g.view(), at.view())
+                .unwrap_or_else(|| {
+                    // Never for a loaded SAE (a contiguous W_dec): the product, masked.
+                    let mut out = matmul(g.view(), self.sae.w_dec.t()); // (rows, d_sae)
+                    Zip::from(&mut out).and(&at).for_each(|o, &a| {
+                        if a == 0.0 {
+                            *o = 0.0;
+                        }
+                    });
+                    out
+                });
         from_rows(out, b, s)
     }
 

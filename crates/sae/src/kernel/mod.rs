@@ -343,14 +343,22 @@ fn decode_sparse<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Option<Arr
     let b_dec = p.b_dec.as_slice()?;
     let d_in = p.w_dec.ncols();
     let mut x_hat = Array2::zeros((f.nrows(), d_in)); // (rows, d_in)
-    Zip::from(x_hat.rows_mut())
-        .and(f.rows())
-        .par_for_each(|mut out, row| {
+    x_hat
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(f.axis_iter(Axis(0)).into_par_iter())
+        .for_each_init(Vec::new, |idx, (mut out, row)| {
             if let Some(out) = out.as_slice_mut() {
-                for (i, &v) in row.iter().enumerate() {
-                    if v != F::zero() {
-                        vector::axpy(out, v, &w_dec[i * d_in..(i + 1) * d_in]);
+                match row.as_slice() {
+                    Some(r) => vector::nonzero_indices(r, idx),
+                    None => {
+                        idx.clear();
+                        idx.extend((0..row.len() as u32).filter(|&i| row[i as usize] != F::zero()));
                     }
+                }
+                for &i in idx.iter() {
+                    let i = i as usize;
+                    vector::axpy(out, row[i], &w_dec[i * d_in..(i + 1) * d_in]);
                 }
                 for (o, &b) in out.iter_mut().zip(b_dec) {
                     *o += b;
@@ -358,6 +366,45 @@ fn decode_sparse<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Option<Arr
             }
         });
     Some(x_hat)
+}
+
+/// The gradient with respect to sparse features, `g · W_decᵀ` `(rows, d_sae)` for the
+/// gradient `g (rows, d_in)` at the reconstruction, at the entries where
+/// `at (rows, d_sae)` is nonzero and zero elsewhere: [`decode`]'s gather transposed,
+/// one dot product with a row of `W_dec` per entry (each row's in a fixed order, so
+/// independent of the threads). `None` when `W_dec` is not contiguous or the shapes
+/// do not agree.
+pub fn decoder_grads_at<F: Real>(
+    w_dec: ArrayView2<'_, F>,
+    g: ArrayView2<'_, F>,
+    at: ArrayView2<'_, F>,
+) -> Option<Array2<F>> {
+    let (d_sae, d_in) = w_dec.dim();
+    if g.ncols() != d_in || at.ncols() != d_sae || g.nrows() != at.nrows() {
+        return None;
+    }
+    let w = w_dec.as_slice()?; // (d_sae, d_in), row-major
+    let g = g.as_standard_layout(); // a copy only if it is not
+    let mut out = Array2::zeros(at.raw_dim()); // (rows, d_sae)
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(at.axis_iter(Axis(0)).into_par_iter())
+        .zip(g.axis_iter(Axis(0)).into_par_iter())
+        .for_each_init(Vec::new, |idx, ((mut out, at), g)| {
+            let g = g.as_slice().unwrap_or(&[]);
+            match at.as_slice() {
+                Some(a) => vector::nonzero_indices(a, idx),
+                None => {
+                    idx.clear();
+                    idx.extend((0..at.len() as u32).filter(|&i| at[i as usize] != F::zero()));
+                }
+            }
+            for &i in idx.iter() {
+                let i = i as usize;
+                out[i] = vector::dot(g, &w[i * d_in..(i + 1) * d_in]);
+            }
+        });
+    Some(out)
 }
 
 /// The training loss of batch `x (rows, d_in)` and its gradient with respect to every

@@ -347,3 +347,69 @@ fn sparse_decode_equals_the_dense_product() {
     let reference = super::decode_with(super::Backend::Faer, &o.params(), relu.view());
     assert_eq!(through_product, reference);
 }
+
+#[test]
+fn nonzero_indices_match_an_entry_by_entry_scan() {
+    // Lengths around the 16-value blocks, zeros of both signs, NaN, subnormals,
+    // infinities, and whole zero blocks between nonzero ones.
+    let mut r = ChaCha8Rng::seed_from_u64(3);
+    let specials = [f32::NAN, f32::INFINITY, -f32::INFINITY, 1e-45, -1e-45, -0.0, 0.0];
+    let mut idx = Vec::new();
+    for len in [0, 1, 15, 16, 17, 31, 32, 33, 100, 4608] {
+        for density in [0.0, 0.01, 0.1, 0.5, 1.0] {
+            let row: Vec<f32> = (0..len)
+                .map(|_| {
+                    if r.random::<f64>() >= density {
+                        if r.random::<bool>() {
+                            -0.0
+                        } else {
+                            0.0
+                        }
+                    } else if r.random::<f64>() < 0.2 {
+                        specials[r.random_range(0..specials.len())]
+                    } else {
+                        r.random_range(-2.0f32..2.0)
+                    }
+                })
+                .collect();
+            super::vector::nonzero_indices(&row, &mut idx);
+            let want: Vec<u32> = (0..len as u32).filter(|&i| row[i as usize] != 0.0).collect();
+            assert_eq!(idx, want, "length {len}, density {density}");
+        }
+    }
+}
+
+#[test]
+fn decoder_grads_at_equal_the_masked_product_and_ignore_the_threads() {
+    // TopK features (4 of 600 active a row) mark the entries; the masked f64 product
+    // g · W_decᵀ is the reference, and 1 and 3 threads give the same bits.
+    let (rows, d_in, d_sae) = (70, 40, 600);
+    let o = random::<f32>(rows, d_in, d_sae, 9);
+    let pre = super::pre_activations(&o.params(), o.x.view(), true); // (rows, d_sae)
+    let at = super::activate(Architecture::TopK { k: 4 }, pre.view(), None);
+    let g = random::<f32>(rows, d_in, 1, 10).x; // (rows, d_in)
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| super::decoder_grads_at(o.w_dec.view(), g.view(), at.view()).unwrap())
+    };
+    let (one, three) = (run(1), run(3));
+    assert!(one == three, "1 and 3 threads differ");
+    let mut want = g.mapv(f64::from).dot(&o.w_dec.mapv(f64::from).t()); // (rows, d_sae)
+    ndarray::Zip::from(&mut want).and(&at).for_each(|w, &a| {
+        if a == 0.0 {
+            *w = 0.0;
+        }
+    });
+    let got = one.mapv(f64::from);
+    let diff = max_diff(&got, &want);
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    println!("decoder_grads_at vs masked f64 product: max |diff| {diff:.2e} (max {scale:.2})");
+    assert!(diff <= 1e-5 * scale, "max |diff| {diff}");
+    assert!(got.iter().zip(&at).all(|(&v, &a)| a != 0.0 || v == 0.0));
+    assert_eq!(at.iter().filter(|&&a| a != 0.0).count(), rows * 4);
+    // Shapes that do not agree are refused.
+    assert!(super::decoder_grads_at(o.w_dec.view(), g.t(), at.view()).is_none());
+}
