@@ -349,13 +349,7 @@ fn decode_sparse<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Option<Arr
         .zip(f.axis_iter(Axis(0)).into_par_iter())
         .for_each_init(Vec::new, |idx, (mut out, row)| {
             if let Some(out) = out.as_slice_mut() {
-                match row.as_slice() {
-                    Some(r) => vector::nonzero_indices(r, idx),
-                    None => {
-                        idx.clear();
-                        idx.extend((0..row.len() as u32).filter(|&i| row[i as usize] != F::zero()));
-                    }
-                }
+                nonzeros(row, idx);
                 for &i in idx.iter() {
                     let i = i as usize;
                     vector::axpy(out, row[i], &w_dec[i * d_in..(i + 1) * d_in]);
@@ -366,6 +360,18 @@ fn decode_sparse<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Option<Arr
             }
         });
     Some(x_hat)
+}
+
+/// The indices of `row`'s nonzero entries, increasing, into `idx`
+/// ([`vector::nonzero_indices`] when the row is contiguous).
+fn nonzeros<F: Real>(row: ArrayView1<'_, F>, idx: &mut Vec<u32>) {
+    match row.as_slice() {
+        Some(r) => vector::nonzero_indices(r, idx),
+        None => {
+            idx.clear();
+            idx.extend((0..row.len() as u32).filter(|&i| row[i as usize] != F::zero()));
+        }
+    }
 }
 
 /// The gradient with respect to sparse features, `g · W_decᵀ` `(rows, d_sae)` for the
@@ -392,13 +398,7 @@ pub fn decoder_grads_at<F: Real>(
         .zip(g.axis_iter(Axis(0)).into_par_iter())
         .for_each_init(Vec::new, |idx, ((mut out, at), g)| {
             let g = g.as_slice().unwrap_or(&[]);
-            match at.as_slice() {
-                Some(a) => vector::nonzero_indices(a, idx),
-                None => {
-                    idx.clear();
-                    idx.extend((0..at.len() as u32).filter(|&i| at[i as usize] != F::zero()));
-                }
-            }
+            nonzeros(at, idx);
             for &i in idx.iter() {
                 let i = i as usize;
                 out[i] = vector::dot(g, &w[i * d_in..(i + 1) * d_in]);

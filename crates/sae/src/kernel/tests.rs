@@ -353,7 +353,15 @@ fn nonzero_indices_match_an_entry_by_entry_scan() {
     // Lengths around the 16-value blocks, zeros of both signs, NaN, subnormals,
     // infinities, and whole zero blocks between nonzero ones.
     let mut r = ChaCha8Rng::seed_from_u64(3);
-    let specials = [f32::NAN, f32::INFINITY, -f32::INFINITY, 1e-45, -1e-45, -0.0, 0.0];
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        -f32::INFINITY,
+        1e-45,
+        -1e-45,
+        -0.0,
+        0.0,
+    ];
     let mut idx = Vec::new();
     for len in [0, 1, 15, 16, 17, 31, 32, 33, 100, 4608] {
         for density in [0.0, 0.01, 0.1, 0.5, 1.0] {
@@ -373,7 +381,9 @@ fn nonzero_indices_match_an_entry_by_entry_scan() {
                 })
                 .collect();
             super::vector::nonzero_indices(&row, &mut idx);
-            let want: Vec<u32> = (0..len as u32).filter(|&i| row[i as usize] != 0.0).collect();
+            let want: Vec<u32> = (0..len as u32)
+                .filter(|&i| row[i as usize] != 0.0)
+                .collect();
             assert_eq!(idx, want, "length {len}, density {density}");
         }
     }
