@@ -133,28 +133,22 @@ impl Submodule {
     pub fn feature_grad_at(&self, g: ArrayView3<'_, f32>, at: ArrayView3<'_, f32>) -> Array3<f32> {
         let (b, s, _) = at.dim();
         let at = to_rows(at); // (rows, d_sae)
-        if !circuitry_sae::kernel::is_sparse(at.view()) {
-            let mut out = matmul(to_rows(g).view(), self.sae.w_dec.t()); // (rows, d_sae)
+        let g = to_rows(g); // (rows, d)
+        let gathered = circuitry_sae::kernel::is_sparse(at.view())
+            .then(|| {
+                circuitry_sae::kernel::decoder_grads_at(self.sae.w_dec.view(), g.view(), at.view())
+            })
+            .flatten();
+        let out = gathered.unwrap_or_else(|| {
+            // Dense features (or a non-contiguous W_dec): the product, masked.
+            let mut out = matmul(g.view(), self.sae.w_dec.t()); // (rows, d_sae)
             Zip::from(&mut out).and(&at).par_for_each(|o, &a| {
                 if a == 0.0 {
                     *o = 0.0;
                 }
             });
-            return from_rows(out, b, s);
-        }
-        let g = to_rows(g); // (rows, d)
-        let out =
-            circuitry_sae::kernel::decoder_grads_at(self.sae.w_dec.view(), g.view(), at.view())
-                .unwrap_or_else(|| {
-                    // Never for a loaded SAE (a contiguous W_dec): the product, masked.
-                    let mut out = matmul(g.view(), self.sae.w_dec.t()); // (rows, d_sae)
-                    Zip::from(&mut out).and(&at).for_each(|o, &a| {
-                        if a == 0.0 {
-                            *o = 0.0;
-                        }
-                    });
-                    out
-                });
+            out
+        });
         from_rows(out, b, s)
     }
 

@@ -130,8 +130,10 @@ const TRANSFORMER_MIN_BLOCK: usize = 384;
 /// The block width along an output dimension of `dim`: a function of the shape only
 /// (so products do not depend on the thread count), about `min_block` wide, in an even
 /// number of blocks of equal width (a multiple of 16) where there are two or more, so
-/// that two threads get equal shares: SmolLM2's 576 columns go in 4 blocks of 144
-/// instead of 4 of 128 and one of 64, an encoder's 4608 in 8 of 576 instead of 9 of 512.
+/// that two threads get equal shares (a dimension of [`MKL_MIN_SPLIT`] or more is split
+/// in at least two): with the transformer's blocks SmolLM2's 576 columns go in 2 blocks
+/// of 288 and its 192 in 2 of 96, with the trainer's an encoder's 4608 in 8 of 576
+/// (where a minimum width alone gave uneven shares: 4 × 128 + 64, 9 × 512).
 fn mkl_block(dim: usize, min_block: usize) -> usize {
     let mut blocks = dim.div_ceil(min_block.max(1)).clamp(1, MKL_MAX_BLOCKS);
     if blocks == 1 && dim >= MKL_MIN_SPLIT {
