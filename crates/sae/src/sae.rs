@@ -85,19 +85,42 @@ impl Sae {
     /// as `normalize_activations` says, then `(x − b_dec if apply_b_dec_to_input)
     /// W_enc + b_enc`.
     pub fn encode_pre(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        self.encode_pre_by(x, |_, _| None)
+    }
+
+    /// [`Sae::encode_pre`] with the encoder's product `x_in · W_enc` from `product`
+    /// where it gives one (`None`: the usual kernels). The circuit stage passes a
+    /// product through a panel copy of `W_enc` it keeps while the SAE is frozen
+    /// ([`circuitry_models::gemm::panels`]).
+    pub fn encode_pre_by(
+        &self,
+        x: ArrayView2<'_, f32>,
+        product: impl FnOnce(ArrayView2<'_, f32>, ArrayView2<'_, f32>) -> Option<Array2<f32>>,
+    ) -> Array2<f32> {
         let apply = self.cfg.apply_b_dec_to_input;
         match self.cfg.normalize_activations {
-            ActivationNormalization::None => kernel::pre_activations(&self.params(), x, apply),
+            ActivationNormalization::None => {
+                kernel::pre_activations_by(&self.params(), x, apply, product)
+            }
             norm => {
                 let (xn, _) = normalize(norm, x); // (batch, d_in)
-                kernel::pre_activations(&self.params(), xn.view(), apply)
+                kernel::pre_activations_by(&self.params(), xn.view(), apply, product)
             }
         }
     }
 
     /// Feature activations `(batch, d_sae)` of `x (batch, d_in)`.
     pub fn encode(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        let pre = self.encode_pre(x); // (batch, d_sae)
+        self.encode_by(x, |_, _| None)
+    }
+
+    /// [`Sae::encode`] with the encoder's product from `product` ([`Sae::encode_pre_by`]).
+    pub fn encode_by(
+        &self,
+        x: ArrayView2<'_, f32>,
+        product: impl FnOnce(ArrayView2<'_, f32>, ArrayView2<'_, f32>) -> Option<Array2<f32>>,
+    ) -> Array2<f32> {
+        let pre = self.encode_pre_by(x, product); // (batch, d_sae)
         kernel::activate(
             self.cfg.architecture,
             pre.view(),
@@ -108,6 +131,16 @@ impl Sae {
     /// Reconstruction `(batch, d_in)` of features `f (batch, d_sae)`: `f W_dec + b_dec`.
     pub fn decode(&self, f: ArrayView2<'_, f32>) -> Array2<f32> {
         kernel::decode(&self.params(), f)
+    }
+
+    /// [`Sae::decode`] with a dense product `f · W_dec` from `product` where it gives
+    /// one ([`Sae::encode_pre_by`]); sparse features are gathered as before.
+    pub fn decode_by(
+        &self,
+        f: ArrayView2<'_, f32>,
+        product: impl FnOnce(ArrayView2<'_, f32>, ArrayView2<'_, f32>) -> Option<Array2<f32>>,
+    ) -> Array2<f32> {
+        kernel::decode_by(&self.params(), f, product)
     }
 
     /// The reconstruction `(batch, d_in)` of `x (batch, d_in)` from its features

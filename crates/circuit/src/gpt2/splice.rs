@@ -9,7 +9,8 @@
 //! gives `g`. Edges do go through the *downstream* SAE's encoder
 //! ([`Submodule::encoder_vjp`], [`Submodule::error_vjp`]).
 use circuitry_core::HookPoint;
-use circuitry_models::gemm::matmul;
+use circuitry_models::gemm::panels::{self, Panels};
+use circuitry_models::gemm::{matmul, matmul_weight};
 use circuitry_sae::Sae;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, CowArray, Ix2, Zip};
 
@@ -55,8 +56,20 @@ pub struct Submodule {
     pub hook: HookPoint,
     /// Resid, attn or mlp.
     pub kind: SubmoduleKind,
-    /// The SAE (its `hook_name` is `hook`).
+    /// The SAE (its `hook_name` is `hook`), frozen while the circuit runs.
     pub sae: Sae,
+    /// Panel copies of the SAE's weights for products with a few rows, built on first
+    /// use ([`circuitry_models::gemm::panels`]).
+    panels: SaePanels,
+}
+
+/// Panel copies of `W_enc` (encoding), `W_dec` (dense decoding) and `W_decᵀ` (dense
+/// feature gradients).
+#[derive(Debug, Clone, Default)]
+struct SaePanels {
+    w_enc: Panels,
+    w_dec: Panels,
+    w_dec_t: Panels,
 }
 
 /// The SAE's view of one submodule's activations: features and error.
@@ -87,7 +100,12 @@ impl Submodule {
             what: format!("SAE on {hook}"),
             detail: "circuits splice SAEs on blocks.L.hook_resid_pre, hook_resid_post, hook_attn_out or hook_mlp_out only; drop this SAE from --sae".into(),
         })?;
-        Ok(Submodule { hook, kind, sae })
+        Ok(Submodule {
+            hook,
+            kind,
+            sae,
+            panels: SaePanels::default(),
+        })
     }
 
     /// Number of SAE features.
@@ -100,8 +118,10 @@ impl Submodule {
         let (b, s, _) = x.dim();
         let rows = to_rows(x); // (rows, d)
         self.sae.check_input(rows.view())?;
-        let f = self.sae.encode(rows.view()); // (rows, d_sae)
-        let err = &rows - &self.sae.decode(f.view()); // (rows, d)
+        let f = self.sae.encode_by(rows.view(), |x, w| {
+            panels::product(x, w, &self.panels.w_enc)
+        }); // (rows, d_sae)
+        let err = &rows - &self.decode_rows(f.view()); // (rows, d)
         Ok(SubState {
             f: from_rows(f, b, s),
             err: from_rows(err, b, s),
@@ -112,15 +132,26 @@ impl Submodule {
     pub fn decode(&self, st: &SubState) -> Array3<f32> {
         let (b, s, _) = st.f.dim();
         let f = to_rows(st.f.view()); // (rows, d_sae)
-        let x_hat = self.sae.decode(f.view()); // (rows, d)
+        let x_hat = self.decode_rows(f.view()); // (rows, d)
         from_rows(x_hat, b, s) + &st.err
+    }
+
+    /// `decode(f)` for rows of features (rows, d_sae).
+    fn decode_rows(&self, f: ArrayView2<'_, f32>) -> Array2<f32> {
+        self.sae
+            .decode_by(f, |f, w| panels::product(f, w, &self.panels.w_dec))
+    }
+
+    /// `g · W_decᵀ` for rows of gradients (rows, d_model).
+    fn feature_grad_rows(&self, g: ArrayView2<'_, f32>) -> Array2<f32> {
+        matmul_weight(g, self.sae.w_dec.t(), &self.panels.w_dec_t)
     }
 
     /// Gradient with respect to the features, `g · W_decᵀ` (batch, seq, d_sae), for the
     /// gradient `g` (batch, seq, d_model) at the hook. (The error's gradient is `g`.)
     pub fn feature_grad(&self, g: ArrayView3<'_, f32>) -> Array3<f32> {
         let (b, s, _) = g.dim();
-        from_rows(matmul(to_rows(g).view(), self.sae.w_dec.t()), b, s)
+        from_rows(self.feature_grad_rows(to_rows(g).view()), b, s)
     }
 
     /// [`Submodule::feature_grad`] at the entries where `at` (batch, seq, d_sae) is
@@ -141,7 +172,7 @@ impl Submodule {
             .flatten();
         let out = gathered.unwrap_or_else(|| {
             // Dense features (or a non-contiguous W_dec): the product, masked.
-            let mut out = matmul(g.view(), self.sae.w_dec.t()); // (rows, d_sae)
+            let mut out = self.feature_grad_rows(g.view()); // (rows, d_sae)
             Zip::from(&mut out).and(&at).par_for_each(|o, &a| {
                 if a == 0.0 {
                     *o = 0.0;

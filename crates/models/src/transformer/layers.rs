@@ -16,6 +16,7 @@ use ndarray::{
 use super::{swiglu, Scalar};
 
 pub(crate) use crate::gemm::matmul;
+use crate::gemm::{matmul_weight, panels::Panels};
 
 /// Which normalisation a [`Norm`] applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,18 +148,41 @@ impl<A: Scalar> Norm<A> {
 
 /// An affine map `y = x · weight + bias`, weight stored `[in, out]` (Hugging Face's
 /// GPT-2 `Conv1D` layout; Llama's `nn.Linear` weights are transposed on loading).
+///
+/// Products with few rows go through panel copies of the weight, one per direction,
+/// built on first use ([`crate::gemm::matmul_weight`]); the weight is therefore
+/// read-only once made.
 #[derive(Debug, Clone)]
 pub struct Linear<A: Scalar> {
-    /// Weight.
-    pub weight: Array2<A>, // (d_in, d_out)
-    /// Bias, when the layer has one.
-    pub bias: Option<Array1<A>>, // (d_out)
+    weight: Array2<A>,       // (d_in, d_out)
+    bias: Option<Array1<A>>, // (d_out)
+    /// Panels of `weight` for `x · weight`, and of `weightᵀ` for `dy · weightᵀ`.
+    panels: [Panels; 2],
 }
 
 impl<A: Scalar> Linear<A> {
+    /// The map with `weight (d_in, d_out)` and an optional `bias (d_out)`.
+    pub fn new(weight: Array2<A>, bias: Option<Array1<A>>) -> Linear<A> {
+        Linear {
+            weight,
+            bias,
+            panels: Default::default(),
+        }
+    }
+
+    /// The weight `(d_in, d_out)`.
+    pub fn weight(&self) -> &Array2<A> {
+        &self.weight
+    }
+
+    /// The bias `(d_out)`, when the layer has one.
+    pub fn bias(&self) -> Option<&Array1<A>> {
+        self.bias.as_ref()
+    }
+
     /// `x · weight + bias` for `x` (rows, d_in).
     pub fn forward(&self, x: ArrayView2<'_, A>) -> Array2<A> /* (rows, d_out) */ {
-        let y = matmul(x, self.weight.view());
+        let y = matmul_weight(x, self.weight.view(), &self.panels[0]);
         match &self.bias {
             Some(b) => y + b,
             None => y,
@@ -167,14 +191,14 @@ impl<A: Scalar> Linear<A> {
 
     /// `dx = dy · weightᵀ` for `dy` (rows, d_out).
     pub(crate) fn backward(&self, dy: ArrayView2<'_, A>) -> Array2<A> /* (rows, d_in) */ {
-        matmul(dy, self.weight.t())
+        matmul_weight(dy, self.weight.t(), &self.panels[1])
     }
 
     fn cast<B: Scalar>(&self) -> Linear<B> {
-        Linear {
-            weight: self.weight.mapv(cast),
-            bias: self.bias.as_ref().map(|b| b.mapv(cast)),
-        }
+        Linear::new(
+            self.weight.mapv(cast),
+            self.bias.as_ref().map(|b| b.mapv(cast)),
+        )
     }
 }
 
@@ -622,7 +646,7 @@ impl<A: Scalar> Mlp<A> {
 
 /// `gelu_new`, GPT-2's tanh approximation:
 /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, computed as its equal
-/// `x σ(2u)`, `u = √(2/π) (x + 0.044715 x³)` ([`super::gelu`]: no call per element, and
+/// `x σ(2u)`, `u = √(2/π) (x + 0.044715 x³)` (`gelu`: no call per element, and
 /// no cancellation in `1 + tanh` where `u` is negative).
 pub fn gelu_new<A: Scalar>(x: &Array2<A>) -> Array2<A> {
     let mut out = Array2::zeros(x.raw_dim());

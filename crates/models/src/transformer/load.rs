@@ -72,10 +72,10 @@ fn gpt2_block<A: Scalar>(
 ) -> Result<Block<A>> {
     let (d, m) = (cfg.d_model, cfg.d_mlp);
     let conv1d = |fetch: &mut Fetch<'_, A>, name: &str, d_in: usize, d_out: usize| {
-        Ok::<_, Error>(Linear {
-            weight: get2(fetch, &format!("{prefix}{name}.weight"), [d_in, d_out])?,
-            bias: Some(get1(fetch, &format!("{prefix}{name}.bias"), d_out)?),
-        })
+        Ok::<_, Error>(Linear::new(
+            get2(fetch, &format!("{prefix}{name}.weight"), [d_in, d_out])?,
+            Some(get1(fetch, &format!("{prefix}{name}.bias"), d_out)?),
+        ))
     };
     Ok(Block {
         ln_1: layer_norm(fetch, &format!("{prefix}ln_1."), cfg)?,
@@ -104,14 +104,15 @@ fn llama_block<A: Scalar>(
     // nn.Linear stores [out, in]: transposed to [in, out] here.
     let linear = |fetch: &mut Fetch<'_, A>, name: &str, d_in: usize, d_out: usize, bias: bool| {
         let w = get2(fetch, &format!("{prefix}{name}.weight"), [d_out, d_in])?;
-        Ok::<_, Error>(Linear {
-            weight: w.reversed_axes().as_standard_layout().into_owned(),
-            bias: if bias {
-                Some(get1(fetch, &format!("{prefix}{name}.bias"), d_out)?)
-            } else {
-                None
-            },
-        })
+        let bias = if bias {
+            Some(get1(fetch, &format!("{prefix}{name}.bias"), d_out)?)
+        } else {
+            None
+        };
+        Ok::<_, Error>(Linear::new(
+            w.reversed_axes().as_standard_layout().into_owned(),
+            bias,
+        ))
     };
     let ab = cfg.attention_bias;
     let q = linear(fetch, "self_attn.q_proj", d, d, ab)?;
@@ -140,20 +141,18 @@ fn llama_block<A: Scalar>(
 
 /// Linears on the same input side by side: one product instead of several.
 fn fuse<A: Scalar>(parts: &[Linear<A>]) -> Linear<A> {
-    let weights: Vec<_> = parts.iter().map(|p| p.weight.view()).collect();
-    let bias = parts.iter().all(|p| p.bias.is_some()).then(|| {
+    let weights: Vec<_> = parts.iter().map(|p| p.weight().view()).collect();
+    let bias = parts.iter().all(|p| p.bias().is_some()).then(|| {
         let bs: Vec<_> = parts
             .iter()
-            .filter_map(|p| p.bias.as_ref())
+            .filter_map(|p| p.bias())
             .map(|b| b.view())
             .collect();
         concatenate(Axis(0), &bs).unwrap_or_else(|_| Array1::zeros(0))
     });
-    Linear {
-        // Every part has d_in rows (checked by the shapes fetched), so this cannot fail.
-        weight: concatenate(Axis(1), &weights).unwrap_or_else(|_| Array2::zeros((0, 0))),
-        bias,
-    }
+    // Every part has d_in rows (checked by the shapes fetched), so this cannot fail.
+    let weight = concatenate(Axis(1), &weights).unwrap_or_else(|_| Array2::zeros((0, 0)));
+    Linear::new(weight, bias)
 }
 
 fn layer_norm<A: Scalar>(

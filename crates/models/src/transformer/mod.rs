@@ -79,7 +79,7 @@ pub trait Scalar: NdFloat + crate::gemm::Gemm {
     /// Convert from `f64` (rounding for `f32`).
     fn of(x: f64) -> Self;
 
-    /// `e^x` as the activations compute it: [`exp_f32`] for `f32` (no call, no branch,
+    /// `e^x` as the activations compute it: `exp_f32` for `f32` (no call, no branch,
     /// so loops over activations vectorise), the standard library's for `f64`.
     fn exp_act(self) -> Self;
 }

@@ -215,6 +215,25 @@ pub fn pre_activations_with<F: Real>(
     encode(backend, p, x_in.view())
 }
 
+/// [`pre_activations`] with the product `x_in · W_enc` from `product` where it gives
+/// one (for example through a panel copy of a frozen `W_enc`,
+/// [`circuitry_models::gemm::panels`]), else on the inference backend.
+pub fn pre_activations_by<F: Real>(
+    p: &Params<'_, F>,
+    x: ArrayView2<'_, F>,
+    apply_b_dec_to_input: bool,
+    product: impl FnOnce(ArrayView2<'_, F>, ArrayView2<'_, F>) -> Option<Array2<F>>,
+) -> Array2<F> {
+    let x_in = centred_input(p, x, apply_b_dec_to_input); // (rows, d_in)
+    match product(x_in.view(), p.w_enc) {
+        Some(mut pre) => {
+            pre += &p.b_enc;
+            pre
+        }
+        None => encode(matmul::inference(), p, x_in.view()),
+    }
+}
+
 /// `x_in W_enc + b_enc` for an already centred input `x_in (rows, d_in)`.
 /// The output starts as `b_enc` in every row and the product is added to it, so the
 /// `(rows, d_sae)` array is written once before the product instead of zeroed before
@@ -305,12 +324,28 @@ pub fn activate<F: Real>(
 /// from the dense product by a few ulp. Denser features go through the dense product
 /// (faer's, or MKL's where [`use_for_transformer`] installed it).
 pub fn decode<F: Real>(p: &Params<'_, F>, f: ArrayView2<'_, F>) -> Array2<F> {
+    decode_by(p, f, |_, _| None)
+}
+
+/// [`decode`] with the dense product `f · W_dec` from `product` where it gives one
+/// (sparse features are still gathered).
+pub fn decode_by<F: Real>(
+    p: &Params<'_, F>,
+    f: ArrayView2<'_, F>,
+    product: impl FnOnce(ArrayView2<'_, F>, ArrayView2<'_, F>) -> Option<Array2<F>>,
+) -> Array2<F> {
     if is_sparse(f) {
         if let Some(x_hat) = decode_sparse(p, f) {
             return x_hat;
         }
     }
-    decode_with(matmul::inference(), p, f)
+    match product(f, p.w_dec) {
+        Some(mut x_hat) => {
+            x_hat += &p.b_dec;
+            x_hat
+        }
+        None => decode_with(matmul::inference(), p, f),
+    }
 }
 
 /// [`decode`] gathers features with at most one latent in this many active.

@@ -14,6 +14,8 @@
 //! itself is always faer.
 use std::sync::OnceLock;
 
+pub mod panels;
+
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -77,6 +79,17 @@ pub trait Gemm: Sized {
         alpha: Self,
     ) {
         Self::gemm(c, accumulate, a, b, alpha);
+    }
+
+    /// `a · b` for a weight `b` whose panel copy `cache` keeps, when [`panels::product`]
+    /// takes it (`f32` with few rows of `a` on an AVX-512 CPU); `None` otherwise.
+    fn few_rows_product(
+        a: ArrayView2<'_, Self>,
+        b: ArrayView2<'_, Self>,
+        cache: &panels::Panels,
+    ) -> Option<ndarray::Array2<Self>> {
+        let _ = (a, b, cache);
+        None
     }
 }
 
@@ -149,6 +162,13 @@ macro_rules! impl_gemm {
 impl_gemm!(f64);
 impl_gemm!(
     f32,
+    fn few_rows_product(
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
+        cache: &panels::Panels,
+    ) -> Option<ndarray::Array2<f32>> {
+        panels::product(a, b, cache)
+    },
     fn product(
         mut c: ArrayViewMut2<'_, f32>,
         accumulate: bool,
@@ -179,6 +199,20 @@ pub fn matmul<T: Gemm + ndarray::LinalgScalar>(
     let mut c = ndarray::Array2::zeros((a.nrows(), b.ncols()));
     T::product(c.view_mut(), false, a, b, num_traits::One::one());
     c
+}
+
+/// [`matmul`] for a weight `b` that stays fixed while `cache` lives: with few rows of
+/// `a` ([`panels::MAX_ROWS`]) on an AVX-512 CPU, through `b`'s panel copy in `cache`
+/// (built on first use), else [`matmul`]. One cache per weight and orientation.
+///
+/// # Panics
+/// When the shapes do not agree, or `cache` holds another shape's panels.
+pub fn matmul_weight<T: Gemm + ndarray::LinalgScalar>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    cache: &panels::Panels,
+) -> ndarray::Array2<T> {
+    T::few_rows_product(a, b, cache).unwrap_or_else(|| matmul(a, b))
 }
 
 #[cfg(test)]

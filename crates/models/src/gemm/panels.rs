@@ -1,0 +1,403 @@
+//! Products with few rows, `x · w` for a weight `w (k, n)` that stays fixed and `x` of
+//! at most [`MAX_ROWS`] rows, through a copy of `w` in panels of 32 columns.
+//!
+//! A circuit's attribution pass multiplies a few token rows (a GPT-2-shaped batch of
+//! 2 × 10 is 20 rows) by every weight of the model and of the SAEs' encoders. At that
+//! size a product does 20 multiply–adds per weight it streams from memory, and MKL's
+//! kernels, built for many rows, ran it at about half the CPU's multiply–add rate (170
+//! GFLOP/s on two cores of the Intel Xeon of `docs/benchmarks/circuit.md`, 350 at 128
+//! rows), reading the weight in strided pieces. Here each weight is copied once, on
+//! first use, into panels of 32 columns (all `k` rows of a panel contiguous, aligned to
+//! 64 bytes), and one kernel keeps a tile of up to 10 rows × 32 columns in 20 AVX-512
+//! registers while it streams a panel, prefetching ahead: a 20 × 768 · 768 × 3072
+//! product from memory 0.45 ms against MKL's 0.81 ms there (`examples/bench_panels`
+//! in the SAE crate prints the ratio for every row count).
+//!
+//! Each output element is one sum over `k` in order, with fused multiply–adds, by one
+//! thread, so results do not depend on the thread count; they may differ from
+//! [`super::matmul`]'s in the last bits (another summation order). CPUs without
+//! AVX-512, one row or more than [`MAX_ROWS`], or an empty operand: [`product`] declines and
+//! the caller takes the general product.
+use std::sync::OnceLock;
+
+use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+/// The most rows of `x` a panel product takes. Up to about 30 rows it beat MKL on every
+/// weight shape of GPT-2 small measured (`examples/bench_panels` in the SAE crate:
+/// 1.1–1.8× at 5–20 rows, 1.0–1.6× at 30); with more, MKL (which reaches the CPU's
+/// multiply–add rate from about 64 rows) catches up, first on narrow outputs.
+pub const MAX_ROWS: usize = 30;
+/// The fewest rows it takes: one row is a matrix–vector product, bound by memory on
+/// either side (0.94× MKL there), so the general product keeps it.
+pub const MIN_ROWS: usize = 2;
+/// Columns per panel: two AVX-512 vectors.
+const WIDTH: usize = 32;
+/// Rows per register tile: 10 × 2 accumulators, two weight vectors, and broadcasts.
+const GROUP: usize = 10;
+/// Rows of a panel per pass of the tiles: `K_BLOCK × WIDTH` floats (16 KB) and the
+/// matching `K_BLOCK × MAX_ROWS` of `xᵀ` stay in the first-level cache while every
+/// group of 10 rows passes over them.
+const K_BLOCK: usize = 128;
+/// How many panel rows ahead the first tile prefetches.
+const PREFETCH: usize = 32;
+
+/// A weight's panel copy, built on the first product that uses it: one per weight
+/// *and orientation* (`x · w` and `dy · wᵀ` need two). Cloning gives an empty cache.
+#[derive(Default)]
+pub struct Panels(OnceLock<Packed>);
+
+impl Panels {
+    /// Whether the copy has been built.
+    pub fn is_built(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
+impl Clone for Panels {
+    fn clone(&self) -> Panels {
+        Panels::default()
+    }
+}
+
+impl std::fmt::Debug for Panels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(p) => write!(f, "Panels({} × {})", p.k, p.n),
+            None => write!(f, "Panels(not built)"),
+        }
+    }
+}
+
+/// `w (k, n)` in panels of [`WIDTH`] columns: panel `p` holds `w[r, WIDTH p + j]` at
+/// `WIDTH r + j`, the last panel's missing columns zero.
+struct Packed {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+    /// Where the 64-byte-aligned panels start in `data`.
+    start: usize,
+}
+
+impl Packed {
+    fn new(w: ArrayView2<'_, f32>) -> Packed {
+        let (k, n) = w.dim();
+        let len = n.div_ceil(WIDTH) * k * WIDTH;
+        let mut data = vec![0.0f32; len + 16];
+        let start = data.as_ptr().align_offset(64).min(16);
+        data[start..start + len]
+            .par_chunks_mut(k * WIDTH)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let cols = w.slice(ndarray::s![.., p * WIDTH..(p * WIDTH + WIDTH).min(n)]);
+                for (r, row) in cols.outer_iter().enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        panel[r * WIDTH + j] = v;
+                    }
+                }
+            });
+        Packed { k, n, data, start }
+    }
+
+    /// Panels `first .. first + count`, back to back.
+    fn panels(&self, first: usize, count: usize) -> &[f32] {
+        let size = self.k * WIDTH;
+        &self.data[self.start + first * size..self.start + (first + count) * size]
+    }
+}
+
+/// `x · w` through `w`'s panels in `cache` (copied there on first use), or `None` when
+/// this path does not apply: no AVX-512 here, `x` has fewer than [`MIN_ROWS`] or more
+/// than [`MAX_ROWS`] rows, or an operand is empty.
+///
+/// # Panics
+/// When the shapes do not agree, or `cache` holds the panels of a weight of another
+/// shape (a cache belongs to one weight).
+pub fn product(
+    x: ArrayView2<'_, f32>,
+    w: ArrayView2<'_, f32>,
+    cache: &Panels,
+) -> Option<Array2<f32>> {
+    let (m, k) = x.dim();
+    let n = w.ncols();
+    assert_eq!(
+        w.nrows(),
+        k,
+        "panel product: shapes {:?} · {:?} do not agree",
+        x.dim(),
+        w.dim()
+    );
+    if !(MIN_ROWS..=MAX_ROWS).contains(&m) || k == 0 || n == 0 || !has_avx512() {
+        return None;
+    }
+    let packed = cache.0.get_or_init(|| Packed::new(w));
+    assert!(
+        (packed.k, packed.n) == (k, n),
+        "panel product: the cache holds panels of a {} × {} weight, not {k} × {n}",
+        packed.k,
+        packed.n
+    );
+    let mut xt = vec![0.0f32; k * m]; // xᵀ (k, m)
+    for (i, row) in x.outer_iter().enumerate() {
+        for (r, &v) in row.iter().enumerate() {
+            xt[r * m + i] = v;
+        }
+    }
+    // Each task multiplies a run of adjacent panels, which lie back to back in memory:
+    // it streams them as one and prefetches across their edges. (Any split gives the
+    // same values: an output element is one panel's sum either way.)
+    let panels = n.div_ceil(WIDTH);
+    let per_task = panels.div_ceil(2 * rayon::current_num_threads()).max(1);
+    let mut c = Array2::<f32>::zeros((m, n));
+    c.axis_chunks_iter_mut(Axis(1), per_task * WIDTH)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(t, mut block)| {
+            let count = block.ncols().div_ceil(WIDTH);
+            let run = packed.panels(t * per_task, count);
+            let mut acc = [0.0f32; MAX_ROWS * WIDTH];
+            for q in 0..count {
+                // SAFETY: AVX-512F is present (checked above); `xt` holds `k × m`
+                // values, `run` `count` panels of `k × WIDTH`, `acc` `MAX_ROWS × WIDTH`.
+                unsafe { x86::panel_product(k, &xt, m, run, q, &mut acc) };
+                let cols = (block.ncols() - q * WIDTH).min(WIDTH);
+                for (i, mut row) in block.outer_iter_mut().enumerate() {
+                    for (j, out) in row.iter_mut().skip(q * WIDTH).take(cols).enumerate() {
+                        *out = acc[i * WIDTH + j];
+                    }
+                }
+            }
+        });
+    Some(c)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{GROUP, K_BLOCK, PREFETCH, WIDTH};
+    use std::arch::x86_64::*;
+
+    /// `acc[i, j] = Σ_r xt[r, i] · panel[r, j]` for `i < m`, `j < WIDTH` (`acc` row-major
+    /// with rows of `WIDTH`), panel `q` of `run`, over its `k` rows: blocks of
+    /// [`K_BLOCK`] rows, each passed by every group of up to [`GROUP`] rows of `x` in
+    /// turn; each block's sums start from zero and are added to the running total, so
+    /// the rounding error grows with the block length plus the number of blocks, not
+    /// with `k` (as blocked library kernels do).
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `xt.len() ≥ k · m`, `run.len() ≥ (q + 1) · k · WIDTH`,
+    /// `acc.len() ≥ m · WIDTH`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn panel_product(
+        k: usize,
+        xt: &[f32],
+        m: usize,
+        run: &[f32],
+        q: usize,
+        acc: &mut [f32],
+    ) {
+        debug_assert!(
+            xt.len() >= k * m && run.len() >= (q + 1) * k * WIDTH && acc.len() >= m * WIDTH
+        );
+        // Rows of `run` from this panel's start to the run's end: the prefetch limit.
+        let end = run.len() / WIDTH - q * k;
+        let mut k0 = 0;
+        while k0 < k {
+            let rows = K_BLOCK.min(k - k0);
+            let w = run[(q * k + k0) * WIDTH..].as_ptr();
+            for g in 0..m.div_ceil(GROUP) {
+                let size = GROUP.min(m - g * GROUP);
+                let x = xt[k0 * m + g * GROUP..].as_ptr();
+                let out = acc[g * GROUP * WIDTH..].as_mut_ptr();
+                let at = (k0 == 0, g, end - k0);
+                // SAFETY: in bounds by the caller's lengths; `end - k0` limits the
+                // prefetches to `run`.
+                unsafe {
+                    match size {
+                        10 => tile::<10>(rows, x, m, w, out, at),
+                        9 => tile::<9>(rows, x, m, w, out, at),
+                        8 => tile::<8>(rows, x, m, w, out, at),
+                        7 => tile::<7>(rows, x, m, w, out, at),
+                        6 => tile::<6>(rows, x, m, w, out, at),
+                        5 => tile::<5>(rows, x, m, w, out, at),
+                        4 => tile::<4>(rows, x, m, w, out, at),
+                        3 => tile::<3>(rows, x, m, w, out, at),
+                        2 => tile::<2>(rows, x, m, w, out, at),
+                        _ => tile::<1>(rows, x, m, w, out, at),
+                    }
+                }
+            }
+            k0 += rows;
+        }
+    }
+
+    /// `R` rows of `x` (stride `m` in `xᵀ`) over `rows` panel rows from `w`, into `acc`.
+    /// `(first, g, left)`: whether this is the panel's first block (store, not add), the
+    /// group's index (group 0 prefetches [`PREFETCH`] rows ahead into the first-level
+    /// cache, group 1 the next block into the second), and the panel rows from `w` to
+    /// the end of the run (no prefetch beyond).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const R: usize>(
+        rows: usize,
+        x: *const f32,
+        m: usize,
+        w: *const f32,
+        acc: *mut f32,
+        (first, g, left): (bool, usize, usize),
+    ) {
+        let mut a = [[_mm512_setzero_ps(); 2]; R];
+        // SAFETY (whole body): the caller's bounds; prefetches only inside the run.
+        unsafe {
+            for r in 0..rows {
+                let wr = w.add(r * WIDTH);
+                if g == 0 && r + PREFETCH < left {
+                    _mm_prefetch::<_MM_HINT_T0>(wr.add(PREFETCH * WIDTH) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(wr.add(PREFETCH * WIDTH + 16) as *const i8);
+                } else if g == 1 && r + K_BLOCK < left {
+                    _mm_prefetch::<_MM_HINT_T1>(wr.add(K_BLOCK * WIDTH) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(wr.add(K_BLOCK * WIDTH + 16) as *const i8);
+                }
+                let v0 = _mm512_loadu_ps(wr);
+                let v1 = _mm512_loadu_ps(wr.add(16));
+                let xr = x.add(r * m);
+                for (i, ai) in a.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(*xr.add(i));
+                    ai[0] = _mm512_fmadd_ps(v0, b, ai[0]);
+                    ai[1] = _mm512_fmadd_ps(v1, b, ai[1]);
+                }
+            }
+            for (i, ai) in a.iter().enumerate() {
+                let (p0, p1) = (acc.add(i * WIDTH), acc.add(i * WIDTH + 16));
+                if first {
+                    _mm512_storeu_ps(p0, ai[0]);
+                    _mm512_storeu_ps(p1, ai[1]);
+                } else {
+                    _mm512_storeu_ps(p0, _mm512_add_ps(_mm512_loadu_ps(p0), ai[0]));
+                    _mm512_storeu_ps(p1, _mm512_add_ps(_mm512_loadu_ps(p1), ai[1]));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub(super) unsafe fn panel_product(
+        _: usize,
+        _: &[f32],
+        _: usize,
+        _: &[f32],
+        _: usize,
+        _: &mut [f32],
+    ) {
+        unreachable!("panel products need AVX-512")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(m: usize, n: usize, seed: u64) -> Array2<f32> {
+        Array2::from_shape_fn((m, n), |(i, j)| {
+            let x = (i as u64 * 7919 + j as u64 * 104_729 + seed * 31) % 1000;
+            x as f32 / 500.0 - 1.0
+        })
+    }
+
+    /// Max |ours − f64 product| relative to `Σ_r |x_ir w_rj|` over every element.
+    fn rel_err(c: &Array2<f32>, x: &Array2<f32>, w: ArrayView2<'_, f32>) -> f64 {
+        let (xd, wd) = (x.mapv(f64::from), w.mapv(f64::from));
+        let want = xd.dot(&wd);
+        let scale = xd.mapv(f64::abs).dot(&wd.mapv(f64::abs));
+        let mut worst = 0.0f64;
+        for ((&o, &t), &s) in c.iter().zip(want.iter()).zip(scale.iter()) {
+            worst = worst.max((f64::from(o) - t).abs() / s.max(1e-30));
+        }
+        worst
+    }
+
+    #[test]
+    fn panel_products_equal_the_f64_product_at_every_shape() {
+        if !has_avx512() {
+            eprintln!("no AVX-512 here: the panel product declines (tested below)");
+            let cache = Panels::default();
+            assert!(product(filled(3, 5, 1).view(), filled(5, 7, 2).view(), &cache).is_none());
+            return;
+        }
+        // Rows MIN_ROWS..=MAX_ROWS (partial groups), k across a block edge, n with a partial
+        // panel; the weight row-major and transposed (the backward's wᵀ).
+        for &(m, k, n) in &[
+            (2, 1, 1),
+            (7, 300, 45),
+            (20, 768, 96),
+            (11, 257, 33),
+            (30, 513, 64),
+            (23, 64, 31),
+        ] {
+            let x = filled(m, k, 1);
+            let w = filled(k, n, 2);
+            let wt = filled(n, k, 3);
+            for (name, view) in [("w", w.view()), ("wᵀ", wt.t())] {
+                let cache = Panels::default();
+                let c = product(x.view(), view, &cache).expect("AVX-512, few rows");
+                assert!(cache.is_built());
+                let err = rel_err(&c, &x, view);
+                println!("{m} × {k} × {n} ({name}): max relative error {err:.2e}");
+                // γ_k = k u / (1 − k u), u = 2⁻²⁴: the bound of any order of k f32 sums.
+                let bound = k as f64 * 2f64.powi(-24) / (1.0 - k as f64 * 2f64.powi(-24));
+                assert!(
+                    err <= bound,
+                    "{m} × {k} × {n} ({name}): {err:.2e} > {bound:.2e}"
+                );
+                // The cached panels give the same bits again.
+                assert_eq!(product(x.view(), view, &cache).unwrap(), c);
+            }
+        }
+    }
+
+    #[test]
+    fn panel_products_decline_one_or_many_rows_and_do_not_depend_on_threads() {
+        let w = filled(300, 100, 4);
+        let cache = Panels::default();
+        assert!(product(filled(MAX_ROWS + 1, 300, 5).view(), w.view(), &cache).is_none());
+        assert!(product(filled(MIN_ROWS - 1, 300, 5).view(), w.view(), &cache).is_none());
+        assert!(!cache.is_built(), "declined without copying the weight");
+        if !has_avx512() {
+            return;
+        }
+        let x = filled(20, 300, 6);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| product(x.view(), w.view(), &Panels::default()).unwrap())
+        };
+        let one = run(1);
+        for t in [2, 3, 8] {
+            assert_eq!(run(t), one, "{t} threads");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "the cache holds panels of a 300 × 100 weight")]
+    fn a_cache_belongs_to_one_weight() {
+        if !has_avx512() {
+            panic!("the cache holds panels of a 300 × 100 weight (no AVX-512 here)");
+        }
+        let cache = Panels::default();
+        product(filled(2, 300, 1).view(), filled(300, 100, 2).view(), &cache).unwrap();
+        product(filled(2, 300, 1).view(), filled(300, 99, 2).view(), &cache);
+    }
+}
