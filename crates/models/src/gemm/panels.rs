@@ -23,11 +23,12 @@ use std::sync::OnceLock;
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
-/// The most rows of `x` a panel product takes. Up to about 30 rows it beat MKL on every
-/// weight shape of GPT-2 small measured (`examples/bench_panels` in the SAE crate:
-/// 1.1–1.8× at 5–20 rows, 1.0–1.6× at 30); with more, MKL (which reaches the CPU's
-/// multiply–add rate from about 64 rows) catches up, first on narrow outputs.
-pub const MAX_ROWS: usize = 30;
+/// The most rows of `x` a panel product takes. Up to 24 rows it ran at 0.97–1.79× MKL's
+/// speed on GPT-2 small's four weight shapes (`examples/bench_panels` in the SAE crate:
+/// 1.4–1.8× at 10–20 rows on the wide ones, about even on the narrow ones at 24); by 30
+/// rows MKL (which reaches the CPU's multiply–add rate from about 64 rows) was ahead on
+/// the narrow ones (0.94× for 30 × 3072 · 3072 × 768).
+pub const MAX_ROWS: usize = 24;
 /// The fewest rows it takes: one row is a matrix–vector product, bound by memory on
 /// either side (0.94× MKL there), so the general product keeps it.
 pub const MIN_ROWS: usize = 2;
@@ -342,7 +343,7 @@ mod tests {
             (7, 300, 45),
             (20, 768, 96),
             (11, 257, 33),
-            (30, 513, 64),
+            (24, 513, 64),
             (23, 64, 31),
         ] {
             let x = filled(m, k, 1);
