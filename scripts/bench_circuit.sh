@@ -4,7 +4,7 @@
 # the SAEs spliced into transformers' model (scripts/bench_circuit_peer.py), in one run,
 # alternating sides, medians; prints the CPU, the load and the ratio.
 #
-#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2] [pass|ig] [K] [SEQ] [DIFF_AT=1]
+#   scripts/bench_circuit.sh [llama|gpt2] [REPS=5] [THREADS=2] [pass|ig] [K] [SEQ] [DIFF_AT=1] [L0=0]
 #
 # ig: integrated-gradient node effects of one batch instead (prepare, then one spliced
 # forward + backward per submodule over the 10 steps at once), both sides; llama only.
@@ -19,22 +19,25 @@
 # the patch prompt differs (default 1). The SmolLM2 agreement families (with <|endoftext|>
 # first): simple 3 tokens, differing at 2; across a PP 6 at 2; within an RC 6 at 5;
 # across an RC 7 at 2. Ours runs IG from DIFF_AT on; the peer runs every position.
+# L0: with ReLU SAEs (K=0), both sides shift each SAE's encoder bias so that about L0
+# latents fire per token, as in trained SAEs (default 0: no shift, about half fire).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAMILY=${1:-llama}; REPS=${2:-5}; THREADS=${3:-2}; WHAT=${4:-pass}
 case $FAMILY in llama) K=${5:-32}; SEQ=${6:-16} ;; *) K=${5:-0}; SEQ=${6:-10} ;; esac
-DIFF_AT=${7:-1}
+DIFF_AT=${7:-1}; L0=${8:-0}
 case $FAMILY in
     llama) SHAPE=(--family llama --layers 30 --d-model 576 --heads 9 --kv-heads 3 --d-mlp 1536
                   --vocab 49152 --d-sae 4608 --subs resid --batch 8 --seq "$SEQ" --k "$K"
-                  --diff-at "$DIFF_AT") ;;
+                  --diff-at "$DIFF_AT" --l0 "$L0") ;;
     gpt2)  SHAPE=(--family gpt2 --layers 12 --d-model 768 --heads 12 --vocab 50257
-                  --d-sae 3072 --subs all --batch 2 --seq "$SEQ" --k "$K" --diff-at "$DIFF_AT") ;;
+                  --d-sae 3072 --subs all --batch 2 --seq "$SEQ" --k "$K" --diff-at "$DIFF_AT"
+                  --l0 "$L0") ;;
     *) echo "bench_circuit.sh: unknown family '$FAMILY' (llama or gpt2)" >&2; exit 2 ;;
 esac
 cargo build --release -q -p circuitry-circuit --example bench_circuit
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_circuit"
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1); threads $THREADS; SAEs: $([ "$K" = 0 ] && echo ReLU || echo "TopK k=$K")"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1); threads $THREADS; SAEs: $([ "$K" = 0 ] && echo "ReLU$([ "$L0" = 0 ] || echo " with L0 about $L0")" || echo "TopK k=$K")"
 echo "load before: $(uptime)"
 case $WHAT in
     pass) OURS=(--only-pass 1); PEER=(); KEY=pass_s; LINE='spliced pass' ;;

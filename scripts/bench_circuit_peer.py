@@ -66,9 +66,13 @@ def build(a):
 
 
 class Sae(torch.nn.Module):
-    def __init__(self, d, d_sae, k=0):
+    def __init__(self, d, d_sae, k=0, l0=0):
         super().__init__()
         self.k = k
+        # With ReLU and l0 > 0: the first splice sets b_enc to minus the (1 - l0/d_sae)
+        # quantile of its pre-activations, so about l0 latents fire per token (as
+        # bench_circuit's --l0 does; the warm-up pass calibrates).
+        self.l0 = l0
         self.W_enc = torch.nn.Parameter(torch.randn(d, d_sae) * 4.0 / d**0.5)
         self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
         self.W_dec = torch.nn.Parameter(torch.randn(d_sae, d) / d_sae**0.5)
@@ -81,6 +85,11 @@ class Sae(torch.nn.Module):
         # spend an extra encoder backward on it. The gradient also flows on to x, so
         # upstream splices see every path.
         with torch.no_grad():
+            if self.l0:
+                pre = ((x - self.b_dec) @ self.W_enc).flatten()
+                at = pre.numel() - pre.numel() * self.l0 // self.W_enc.shape[1]
+                self.b_enc -= pre.kthvalue(at + 1).values
+                self.l0 = 0
             f = self.act((x - self.b_dec) @ self.W_enc + self.b_enc)  # (batch, seq, d_sae)
         f.requires_grad_(True)
         x_hat = f @ self.W_dec + self.b_dec  # (batch, seq, d)
@@ -164,7 +173,7 @@ def main():
     for name, default in [("layers", 12), ("d-model", 768), ("heads", 12), ("kv-heads", 0),
                           ("d-mlp", 0), ("vocab", 50257), ("d-sae", 3072), ("batch", 2),
                           ("seq", 10), ("reps", 5), ("threads", 2), ("ig-steps", 0),
-                          ("k", 0), ("diff-at", 1)]:
+                          ("k", 0), ("diff-at", 1), ("l0", 0)]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--subs", choices=["all", "resid"], default="all")
     a = p.parse_args()
@@ -175,6 +184,8 @@ def main():
     if a.ig_steps:
         if a.subs != "resid":
             raise SystemExit("bench_circuit_peer.py: --ig-steps needs --subs resid")
+        if a.l0:
+            raise SystemExit("bench_circuit_peer.py: --l0 is for the spliced pass, not --ig-steps")
         saes = []
         for _ in blocks:
             sae = Sae(a.d_model, a.d_sae, a.k)
@@ -203,7 +214,7 @@ def main():
     store: list = []
     handles = []
     for block in blocks:
-        sae = Sae(a.d_model, a.d_sae, a.k)
+        sae = Sae(a.d_model, a.d_sae, a.k, a.l0)
         for prm in sae.parameters():
             prm.requires_grad_(False)
 
@@ -219,7 +230,7 @@ def main():
             attn = block.self_attn if a.family == "llama" else block.attn
             mlp = block.mlp
             for mod in (attn, mlp):
-                sae_out = Sae(a.d_model, a.d_sae, a.k)
+                sae_out = Sae(a.d_model, a.d_sae, a.k, a.l0)
                 for prm in sae_out.parameters():
                     prm.requires_grad_(False)
 
@@ -246,7 +257,9 @@ def main():
         assert all(f.grad is not None and e.grad is not None for f, e in store)
         return len(store)
 
-    n = one_pass()  # warm-up
+    n = one_pass()  # warm-up (and --l0's calibration)
+    one_pass()
+    active = sum(int((f != 0).sum()) for f, _ in store) / (n * a.batch * a.seq)
     times = []
     for _ in range(a.reps):
         t = time.perf_counter()
@@ -256,6 +269,7 @@ def main():
         "side": "torch", "family": a.family, "saes": n, "d_sae": a.d_sae,
         "batch": a.batch, "seq": a.seq, "threads": a.threads,
         "pass_s": statistics.median(times), "torch": torch.__version__,
+        "active_per_token": active,
     }))
 
 

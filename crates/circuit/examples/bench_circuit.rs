@@ -13,14 +13,17 @@
 //!     [--family gpt2|llama] [--layers 12] [--d-model 768] [--heads 12] [--kv-heads H] \
 //!     [--d-mlp 4·d] [--vocab 50257] [--d-sae 3072] [--k 0] [--subs all|resid] \
 //!     [--batch 2] [--seq 10] [--ig-steps 10] [--edge-nodes 16] [--reps 3] [--only-pass 1]
-//!     [--only-ig 1] [--gemm auto|faer|mkl] [--diff-at 1]
+//!     [--only-ig 1] [--gemm auto|faer|mkl] [--diff-at 1] [--l0 0]
 //! ```
 //!
 //! The patch prompts differ from the clean ones at position `--diff-at` (default 1): IG's
 //! runs start after the positions before it, which the clean run's keys and values
 //! stand in for (`Prepared::prefix`).
 //!
-//! `--k K` makes the SAEs TopK with `K` active latents (0, the default: ReLU). `--gemm`:
+//! `--k K` makes the SAEs TopK with `K` active latents (0, the default: ReLU). With ReLU
+//! SAEs `--l0 N` shifts each SAE's encoder bias by the quantile of its pre-activations on
+//! the benchmark's prompts so that about `N` latents are active per token, as in trained
+//! SAEs (0, the default: no shift, about half the latents active). `--gemm`:
 //! the library of the transformer's products, as the circuit stage's option (auto:
 //! MKL when installed, from `$CIRCUITRY_MKL` or `.mkl/`, else faer).
 //!
@@ -59,6 +62,7 @@ struct Args {
     vocab: usize,
     d_sae: usize,
     k: usize,
+    l0: usize,
     batch: usize,
     seq: usize,
     ig_steps: usize,
@@ -82,6 +86,7 @@ fn parse() -> anyhow::Result<Args> {
         vocab: 50257,
         d_sae: 3072,
         k: 0,
+        l0: 0,
         batch: 2,
         seq: 10,
         ig_steps: 10,
@@ -125,6 +130,7 @@ fn parse() -> anyhow::Result<Args> {
             "--vocab" => a.vocab = v,
             "--d-sae" => a.d_sae = v,
             "--k" => a.k = v,
+            "--l0" => a.l0 = v,
             "--batch" => a.batch = v,
             "--seq" => a.seq = v,
             "--ig-steps" => a.ig_steps = v,
@@ -182,17 +188,50 @@ fn main() -> anyhow::Result<()> {
             }
             let mut sae = Sae::new_init(cfg, &mut rng);
             sae.w_enc.mapv_inplace(|v| v * 4.0);
-            list.push(Submodule::new(sae)?);
+            list.push(sae);
         }
     }
-    let subs = Submodules::new(list, a.d_model, a.layers)?;
     anyhow::ensure!(
         a.diff_at < a.seq,
         "--diff-at {} must be below --seq {}",
         a.diff_at,
         a.seq
     );
+    anyhow::ensure!(
+        a.l0 == 0 || (a.k == 0 && a.l0 < a.d_sae),
+        "--l0 {} needs ReLU SAEs (--k 0) and fewer than --d-sae {} latents",
+        a.l0,
+        a.d_sae
+    );
     let clean = Array2::from_shape_fn((a.batch, a.seq), |_| rng.random_range(0..a.vocab as u32));
+    if a.l0 > 0 {
+        // The encoder bias at minus the (1 − l0/d_sae) quantile of each SAE's
+        // pre-activations on these prompts (the forward's activations at its hook: the
+        // spliced model computes the same ones), so about l0 latents fire per token.
+        let hooks: Vec<HookPoint> = list.iter().map(|s| s.cfg.hook_name).collect();
+        let out = model.run(&Forward::tokens(clean.view()).capture(&hooks))?;
+        let mut active = 0;
+        for sae in &mut list {
+            let x = &out.hooks[&sae.cfg.hook_name];
+            let rows = x.to_shape((a.batch * a.seq, a.d_model))?;
+            let mut pre: Vec<f32> = sae.encode_pre(rows.view()).into_iter().collect();
+            let at = pre.len() - pre.len() * a.l0 / a.d_sae;
+            let (_, &mut t, _) = pre.select_nth_unstable_by(at, f32::total_cmp);
+            sae.b_enc -= t;
+            let f = sae.encode(rows.view());
+            active += f.iter().filter(|&&v| v != 0.0).count();
+        }
+        println!(
+            "ReLU SAEs with about {} active latents per token (measured: {:.1} on average)",
+            a.l0,
+            active as f64 / (list.len() * a.batch * a.seq) as f64
+        );
+    }
+    let list = list
+        .into_iter()
+        .map(Submodule::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let subs = Submodules::new(list, a.d_model, a.layers)?;
     let mut patch = clean.clone();
     for b in 0..a.batch {
         patch[[b, a.diff_at]] = rng.random_range(0..a.vocab as u32);
