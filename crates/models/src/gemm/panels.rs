@@ -240,16 +240,121 @@ mod x86 {
     use super::{GROUP, K_BLOCK, PREFETCH, WIDTH};
     use std::arch::x86_64::*;
 
+    /// Rows of `x` per AVX2 tile: 6 × 2 accumulators of 8 lanes, two weight vectors and a
+    /// broadcast in 15 of 16 registers.
+    const GROUP_AVX2: usize = 6;
+
+    /// What a tile prefetches while it streams its panel rows.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Prefetch {
+        /// [`PREFETCH`] rows ahead into the first-level cache (the block's first tile,
+        /// which reads the rows from memory).
+        Near,
+        /// The next block into the second-level cache (the block's second tile).
+        Next,
+        /// Nothing (the block is in the first-level cache by then).
+        None,
+    }
+
+    /// One tile's work: `size` rows of `x` (from `x`, stride `m` in `xᵀ`) over `rows`
+    /// panel rows from `w` (rows `WIDTH` apart), into `out` (rows `WIDTH` apart): stored
+    /// when `first` (the panel's first block), else added; `left`: panel rows from `w` to
+    /// the run's end (no prefetch beyond).
+    #[derive(Clone, Copy)]
+    struct Tile {
+        rows: usize,
+        size: usize,
+        x: *const f32,
+        m: usize,
+        w: *const f32,
+        out: *mut f32,
+        first: bool,
+        prefetch: Prefetch,
+        left: usize,
+    }
+
     /// `acc[i, j] = Σ_r xt[r, i] · panel[r, j]` for `i < m`, `j < WIDTH` (`acc` row-major
     /// with rows of `WIDTH`), panel `q` of `run`, over its `k` rows: blocks of
-    /// [`K_BLOCK`] rows, each passed by every group of up to [`GROUP`] rows of `x` in
-    /// turn; each block's sums start from zero and are added to the running total, so
-    /// the rounding error grows with the block length plus the number of blocks, not
-    /// with `k` (as blocked library kernels do).
+    /// [`K_BLOCK`] rows, each passed by every group of up to `group` rows of `x` in turn,
+    /// in `parts` column parts of `WIDTH / parts`; each block's sums start from zero and
+    /// are added to the running total, so the rounding error grows with the block length
+    /// plus the number of blocks, not with `k` (as blocked library kernels do). `tile`
+    /// does each tile; the kernels below differ only in it.
     ///
     /// # Safety
-    /// AVX-512F must be available; `xt.len() ≥ k · m`, `run.len() ≥ (q + 1) · k · WIDTH`,
-    /// `acc.len() ≥ m · WIDTH`.
+    /// `tile` must be safe to call on tiles inside these bounds: `xt.len() ≥ k · m`,
+    /// `run.len() ≥ (q + 1) · k · WIDTH`, `acc.len() ≥ m · WIDTH`.
+    #[inline(always)]
+    unsafe fn blocks(
+        (k, xt, m): (usize, &[f32], usize),
+        (run, q): (&[f32], usize),
+        acc: &mut [f32],
+        (group, parts): (usize, usize),
+        mut tile: impl FnMut(Tile),
+    ) {
+        debug_assert!(
+            xt.len() >= k * m && run.len() >= (q + 1) * k * WIDTH && acc.len() >= m * WIDTH
+        );
+        // Rows of `run` from this panel's start to the run's end: the prefetch limit.
+        let end = run.len() / WIDTH - q * k;
+        let part = WIDTH / parts;
+        let mut k0 = 0;
+        while k0 < k {
+            let rows = K_BLOCK.min(k - k0);
+            let w = run[(q * k + k0) * WIDTH..].as_ptr();
+            for g in 0..m.div_ceil(group) {
+                for p in 0..parts {
+                    tile(Tile {
+                        rows,
+                        size: group.min(m - g * group),
+                        x: xt[k0 * m + g * group..].as_ptr(),
+                        m,
+                        // SAFETY: a part's first column lies inside the panel row.
+                        w: unsafe { w.add(p * part) },
+                        out: acc[g * group * WIDTH + p * part..].as_mut_ptr(),
+                        first: k0 == 0,
+                        prefetch: match (g, p) {
+                            (0, 0) => Prefetch::Near,
+                            (1, 0) => Prefetch::Next,
+                            _ => Prefetch::None,
+                        },
+                        left: end - k0,
+                    });
+                }
+            }
+            k0 += rows;
+        }
+    }
+
+    /// Prefetch `t`'s panel row `r` as its `prefetch` says (both cache lines of the row).
+    ///
+    /// # Safety
+    /// `t.w` must start a panel row (the first part's tiles prefetch).
+    #[inline(always)]
+    unsafe fn prefetch(t: &Tile, r: usize) {
+        let ahead = match t.prefetch {
+            Prefetch::Near if r + PREFETCH < t.left => PREFETCH,
+            Prefetch::Next if r + K_BLOCK < t.left => K_BLOCK,
+            _ => return,
+        };
+        // SAFETY: the row `r + ahead` is inside the run (`left`); 16 floats on is its
+        // second cache line.
+        unsafe {
+            let p = t.w.add((r + ahead) * WIDTH);
+            if ahead == PREFETCH {
+                _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.add(16) as *const i8);
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(p.add(16) as *const i8);
+            }
+        }
+    }
+
+    /// [`blocks`] with AVX-512F tiles of up to [`GROUP`] rows × 32 columns.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; the lengths of [`blocks`].
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn panel_product(
         k: usize,
@@ -259,71 +364,37 @@ mod x86 {
         q: usize,
         acc: &mut [f32],
     ) {
-        debug_assert!(
-            xt.len() >= k * m && run.len() >= (q + 1) * k * WIDTH && acc.len() >= m * WIDTH
-        );
-        // Rows of `run` from this panel's start to the run's end: the prefetch limit.
-        let end = run.len() / WIDTH - q * k;
-        let mut k0 = 0;
-        while k0 < k {
-            let rows = K_BLOCK.min(k - k0);
-            let w = run[(q * k + k0) * WIDTH..].as_ptr();
-            for g in 0..m.div_ceil(GROUP) {
-                let size = GROUP.min(m - g * GROUP);
-                let x = xt[k0 * m + g * GROUP..].as_ptr();
-                let out = acc[g * GROUP * WIDTH..].as_mut_ptr();
-                let at = (k0 == 0, g, end - k0);
-                // SAFETY: in bounds by the caller's lengths; `end - k0` limits the
-                // prefetches to `run`.
-                unsafe {
-                    match size {
-                        10 => tile::<10>(rows, x, m, w, out, at),
-                        9 => tile::<9>(rows, x, m, w, out, at),
-                        8 => tile::<8>(rows, x, m, w, out, at),
-                        7 => tile::<7>(rows, x, m, w, out, at),
-                        6 => tile::<6>(rows, x, m, w, out, at),
-                        5 => tile::<5>(rows, x, m, w, out, at),
-                        4 => tile::<4>(rows, x, m, w, out, at),
-                        3 => tile::<3>(rows, x, m, w, out, at),
-                        2 => tile::<2>(rows, x, m, w, out, at),
-                        _ => tile::<1>(rows, x, m, w, out, at),
-                    }
-                }
-            }
-            k0 += rows;
+        // SAFETY: the caller's lengths and CPU; the tiles stay inside them.
+        unsafe {
+            blocks((k, xt, m), (run, q), acc, (GROUP, 1), |t| match t.size {
+                10 => tile::<10>(t),
+                9 => tile::<9>(t),
+                8 => tile::<8>(t),
+                7 => tile::<7>(t),
+                6 => tile::<6>(t),
+                5 => tile::<5>(t),
+                4 => tile::<4>(t),
+                3 => tile::<3>(t),
+                2 => tile::<2>(t),
+                _ => tile::<1>(t),
+            })
         }
     }
 
-    /// `R` rows of `x` (stride `m` in `xᵀ`) over `rows` panel rows from `w`, into `acc`.
-    /// `(first, g, left)`: whether this is the panel's first block (store, not add), the
-    /// group's index (group 0 prefetches [`PREFETCH`] rows ahead into the first-level
-    /// cache, group 1 the next block into the second), and the panel rows from `w` to
-    /// the end of the run (no prefetch beyond).
+    /// `R` rows × 32 columns with AVX-512F: two weight vectors per panel row, a broadcast
+    /// and two fused multiply–adds per row of `x`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const R: usize>(
-        rows: usize,
-        x: *const f32,
-        m: usize,
-        w: *const f32,
-        acc: *mut f32,
-        (first, g, left): (bool, usize, usize),
-    ) {
+    unsafe fn tile<const R: usize>(t: Tile) {
         let mut a = [[_mm512_setzero_ps(); 2]; R];
-        // SAFETY (whole body): the caller's bounds; prefetches only inside the run.
+        // SAFETY (whole body): the bounds `blocks` was given.
         unsafe {
-            for r in 0..rows {
-                let wr = w.add(r * WIDTH);
-                if g == 0 && r + PREFETCH < left {
-                    _mm_prefetch::<_MM_HINT_T0>(wr.add(PREFETCH * WIDTH) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(wr.add(PREFETCH * WIDTH + 16) as *const i8);
-                } else if g == 1 && r + K_BLOCK < left {
-                    _mm_prefetch::<_MM_HINT_T1>(wr.add(K_BLOCK * WIDTH) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T1>(wr.add(K_BLOCK * WIDTH + 16) as *const i8);
-                }
+            for r in 0..t.rows {
+                prefetch(&t, r);
+                let wr = t.w.add(r * WIDTH);
                 let v0 = _mm512_loadu_ps(wr);
                 let v1 = _mm512_loadu_ps(wr.add(16));
-                let xr = x.add(r * m);
+                let xr = t.x.add(r * t.m);
                 for (i, ai) in a.iter_mut().enumerate() {
                     let b = _mm512_set1_ps(*xr.add(i));
                     ai[0] = _mm512_fmadd_ps(v0, b, ai[0]);
@@ -331,8 +402,8 @@ mod x86 {
                 }
             }
             for (i, ai) in a.iter().enumerate() {
-                let (p0, p1) = (acc.add(i * WIDTH), acc.add(i * WIDTH + 16));
-                if first {
+                let (p0, p1) = (t.out.add(i * WIDTH), t.out.add(i * WIDTH + 16));
+                if t.first {
                     _mm512_storeu_ps(p0, ai[0]);
                     _mm512_storeu_ps(p1, ai[1]);
                 } else {
@@ -343,15 +414,11 @@ mod x86 {
         }
     }
 
-    /// Rows of `x` per AVX2 tile: 6 × 2 accumulators of 8 lanes, two weight vectors and a
-    /// broadcast in 15 of 16 registers.
-    const GROUP_AVX2: usize = 6;
-
-    /// [`panel_product`] with AVX2 + FMA: each panel as two halves of 16 columns, each
-    /// passed by groups of up to [`GROUP_AVX2`] rows.
+    /// [`blocks`] with AVX2 + FMA tiles of up to [`GROUP_AVX2`] rows × 16 columns, two per
+    /// panel (the same sums per lane as [`panel_product`], so the same bits).
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; lengths as [`panel_product`]'s.
+    /// AVX2 and FMA must be available; the lengths of [`blocks`].
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn panel_product_avx2(
         k: usize,
@@ -361,68 +428,34 @@ mod x86 {
         q: usize,
         acc: &mut [f32],
     ) {
-        debug_assert!(
-            xt.len() >= k * m && run.len() >= (q + 1) * k * WIDTH && acc.len() >= m * WIDTH
-        );
-        let end = run.len() / WIDTH - q * k;
-        let mut k0 = 0;
-        while k0 < k {
-            let rows = K_BLOCK.min(k - k0);
-            let w = run[(q * k + k0) * WIDTH..].as_ptr();
-            for g in 0..m.div_ceil(GROUP_AVX2) {
-                let size = GROUP_AVX2.min(m - g * GROUP_AVX2);
-                let x = xt[k0 * m + g * GROUP_AVX2..].as_ptr();
-                for half in 0..2 {
-                    let out = acc[g * GROUP_AVX2 * WIDTH + 16 * half..].as_mut_ptr();
-                    let at = (k0 == 0, g * 2 + half, end - k0);
-                    // SAFETY: as in `panel_product`; the half's 16 columns lie inside
-                    // each panel row of `WIDTH`.
-                    unsafe {
-                        let w = w.add(16 * half);
-                        match size {
-                            6 => tile_avx2::<6>(rows, x, m, w, out, at),
-                            5 => tile_avx2::<5>(rows, x, m, w, out, at),
-                            4 => tile_avx2::<4>(rows, x, m, w, out, at),
-                            3 => tile_avx2::<3>(rows, x, m, w, out, at),
-                            2 => tile_avx2::<2>(rows, x, m, w, out, at),
-                            _ => tile_avx2::<1>(rows, x, m, w, out, at),
-                        }
-                    }
+        // SAFETY: the caller's lengths and CPU; the tiles stay inside them.
+        unsafe {
+            blocks((k, xt, m), (run, q), acc, (GROUP_AVX2, 2), |t| {
+                match t.size {
+                    6 => tile_avx2::<6>(t),
+                    5 => tile_avx2::<5>(t),
+                    4 => tile_avx2::<4>(t),
+                    3 => tile_avx2::<3>(t),
+                    2 => tile_avx2::<2>(t),
+                    _ => tile_avx2::<1>(t),
                 }
-            }
-            k0 += rows;
+            })
         }
     }
 
-    /// [`tile`] with AVX2: `R` rows × 16 columns (`w` at the half's first column, panel
-    /// rows `WIDTH` apart). Pass 0 prefetches the whole panel row [`PREFETCH`] rows ahead,
-    /// pass 1 the next block's.
+    /// `R` rows × 16 columns with AVX2 + FMA.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn tile_avx2<const R: usize>(
-        rows: usize,
-        x: *const f32,
-        m: usize,
-        w: *const f32,
-        acc: *mut f32,
-        (first, pass, left): (bool, usize, usize),
-    ) {
+    unsafe fn tile_avx2<const R: usize>(t: Tile) {
         let mut a = [[_mm256_setzero_ps(); 2]; R];
-        // SAFETY (whole body): the caller's bounds; only passes 0 and 2 (first half)
-        // prefetch, and only inside the run.
+        // SAFETY (whole body): the bounds `blocks` was given.
         unsafe {
-            for r in 0..rows {
-                let wr = w.add(r * WIDTH);
-                if pass == 0 && r + PREFETCH < left {
-                    _mm_prefetch::<_MM_HINT_T0>(wr.add(PREFETCH * WIDTH) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T0>(wr.add(PREFETCH * WIDTH + 16) as *const i8);
-                } else if pass == 2 && r + K_BLOCK < left {
-                    _mm_prefetch::<_MM_HINT_T1>(wr.add(K_BLOCK * WIDTH) as *const i8);
-                    _mm_prefetch::<_MM_HINT_T1>(wr.add(K_BLOCK * WIDTH + 16) as *const i8);
-                }
+            for r in 0..t.rows {
+                prefetch(&t, r);
+                let wr = t.w.add(r * WIDTH);
                 let v0 = _mm256_loadu_ps(wr);
                 let v1 = _mm256_loadu_ps(wr.add(8));
-                let xr = x.add(r * m);
+                let xr = t.x.add(r * t.m);
                 for (i, ai) in a.iter_mut().enumerate() {
                     let b = _mm256_broadcast_ss(&*xr.add(i));
                     ai[0] = _mm256_fmadd_ps(v0, b, ai[0]);
@@ -430,8 +463,8 @@ mod x86 {
                 }
             }
             for (i, ai) in a.iter().enumerate() {
-                let (p0, p1) = (acc.add(i * WIDTH), acc.add(i * WIDTH + 8));
-                if first {
+                let (p0, p1) = (t.out.add(i * WIDTH), t.out.add(i * WIDTH + 8));
+                if t.first {
                     _mm256_storeu_ps(p0, ai[0]);
                     _mm256_storeu_ps(p1, ai[1]);
                 } else {
