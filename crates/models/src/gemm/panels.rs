@@ -381,39 +381,6 @@ mod x86 {
         }
     }
 
-    /// `R` rows × 32 columns with AVX-512F: two weight vectors per panel row, a broadcast
-    /// and two fused multiply–adds per row of `x`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn tile<const R: usize>(t: Tile) {
-        let mut a = [[_mm512_setzero_ps(); 2]; R];
-        // SAFETY (whole body): the bounds `blocks` was given.
-        unsafe {
-            for r in 0..t.rows {
-                prefetch(&t, r);
-                let wr = t.w.add(r * WIDTH);
-                let v0 = _mm512_loadu_ps(wr);
-                let v1 = _mm512_loadu_ps(wr.add(16));
-                let xr = t.x.add(r * t.m);
-                for (i, ai) in a.iter_mut().enumerate() {
-                    let b = _mm512_set1_ps(*xr.add(i));
-                    ai[0] = _mm512_fmadd_ps(v0, b, ai[0]);
-                    ai[1] = _mm512_fmadd_ps(v1, b, ai[1]);
-                }
-            }
-            for (i, ai) in a.iter().enumerate() {
-                let (p0, p1) = (t.out.add(i * WIDTH), t.out.add(i * WIDTH + 16));
-                if t.first {
-                    _mm512_storeu_ps(p0, ai[0]);
-                    _mm512_storeu_ps(p1, ai[1]);
-                } else {
-                    _mm512_storeu_ps(p0, _mm512_add_ps(_mm512_loadu_ps(p0), ai[0]));
-                    _mm512_storeu_ps(p1, _mm512_add_ps(_mm512_loadu_ps(p1), ai[1]));
-                }
-            }
-        }
-    }
-
     /// [`blocks`] with AVX2 + FMA tiles of up to [`GROUP_AVX2`] rows × 16 columns, two per
     /// panel (the same sums per lane as [`panel_product`], so the same bits).
     ///
@@ -443,37 +410,57 @@ mod x86 {
         }
     }
 
-    /// `R` rows × 16 columns with AVX2 + FMA.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn tile_avx2<const R: usize>(t: Tile) {
-        let mut a = [[_mm256_setzero_ps(); 2]; R];
-        // SAFETY (whole body): the bounds `blocks` was given.
-        unsafe {
-            for r in 0..t.rows {
-                prefetch(&t, r);
-                let wr = t.w.add(r * WIDTH);
-                let v0 = _mm256_loadu_ps(wr);
-                let v1 = _mm256_loadu_ps(wr.add(8));
-                let xr = t.x.add(r * t.m);
-                for (i, ai) in a.iter_mut().enumerate() {
-                    let b = _mm256_broadcast_ss(&*xr.add(i));
-                    ai[0] = _mm256_fmadd_ps(v0, b, ai[0]);
-                    ai[1] = _mm256_fmadd_ps(v1, b, ai[1]);
+    /// A tile function for one instruction set: `R` rows of `x` × two vectors of
+    /// `$lanes` columns, a broadcast and two fused multiply–adds per row of `x` and
+    /// panel row (the same operations per lane for every set, hence the same bits).
+    macro_rules! tile_fn {
+        ($(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal, $zero:ident,
+         $load:ident, $broadcast:expr, $fma:ident, $add:ident, $store:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $feature)]
+            #[inline]
+            unsafe fn $name<const R: usize>(t: Tile) {
+                let mut a = [[$zero(); 2]; R];
+                // SAFETY (whole body): the bounds `blocks` was given.
+                unsafe {
+                    for r in 0..t.rows {
+                        prefetch(&t, r);
+                        let wr = t.w.add(r * WIDTH);
+                        let v0 = $load(wr);
+                        let v1 = $load(wr.add($lanes));
+                        let xr = t.x.add(r * t.m);
+                        for (i, ai) in a.iter_mut().enumerate() {
+                            let b = $broadcast(xr.add(i));
+                            ai[0] = $fma(v0, b, ai[0]);
+                            ai[1] = $fma(v1, b, ai[1]);
+                        }
+                    }
+                    for (i, ai) in a.iter().enumerate() {
+                        let (p0, p1) = (t.out.add(i * WIDTH), t.out.add(i * WIDTH + $lanes));
+                        if t.first {
+                            $store(p0, ai[0]);
+                            $store(p1, ai[1]);
+                        } else {
+                            $store(p0, $add($load(p0), ai[0]));
+                            $store(p1, $add($load(p1), ai[1]));
+                        }
+                    }
                 }
             }
-            for (i, ai) in a.iter().enumerate() {
-                let (p0, p1) = (t.out.add(i * WIDTH), t.out.add(i * WIDTH + 8));
-                if t.first {
-                    _mm256_storeu_ps(p0, ai[0]);
-                    _mm256_storeu_ps(p1, ai[1]);
-                } else {
-                    _mm256_storeu_ps(p0, _mm256_add_ps(_mm256_loadu_ps(p0), ai[0]));
-                    _mm256_storeu_ps(p1, _mm256_add_ps(_mm256_loadu_ps(p1), ai[1]));
-                }
-            }
-        }
+        };
     }
+
+    tile_fn!(
+        /// `R` rows × 32 columns with AVX-512F.
+        tile, "avx512f", 16, _mm512_setzero_ps, _mm512_loadu_ps,
+        |p: *const f32| _mm512_set1_ps(*p), _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps
+    );
+    tile_fn!(
+        /// `R` rows × 16 columns with AVX2 + FMA.
+        tile_avx2, "avx2,fma", 8, _mm256_setzero_ps, _mm256_loadu_ps,
+        |p: *const f32| _mm256_broadcast_ss(&*p), _mm256_fmadd_ps, _mm256_add_ps,
+        _mm256_storeu_ps
+    );
 }
 
 #[cfg(not(target_arch = "x86_64"))]
