@@ -36,6 +36,12 @@ pub const MAX_ROWS: usize = 24;
 /// The fewest rows it takes: one row is a matrix–vector product, bound by memory on
 /// either side (0.94× MKL there), so the general product keeps it.
 pub const MIN_ROWS: usize = 2;
+/// The environment variable that chooses the panel products: `auto` (the default: the
+/// best kernel this CPU has), `avx2` (the AVX2 kernel on a CPU that also has AVX-512:
+/// with `MKL_ENABLE_INSTRUCTIONS=AVX2` a stand-in for an AMD EPYC) or `off` (no panel
+/// copies: each weight's copies cost its size again per direction used, 1 GB in a
+/// SmolLM2 circuit stage).
+pub const PANELS_ENV: &str = "CIRCUITRY_PANELS";
 /// Columns per panel: two AVX-512 vectors.
 const WIDTH: usize = 32;
 /// Rows per register tile: 10 × 2 accumulators, two weight vectors, and broadcasts.
@@ -137,9 +143,32 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best this CPU has, or `None`.
+    /// What [`product`] uses: the best this CPU has, unless [`PANELS_ENV`] says
+    /// otherwise; `None`: no panel products.
     pub fn detect() -> Option<Isa> {
-        Isa::all().into_iter().next()
+        static CHOICE: OnceLock<Option<Isa>> = OnceLock::new();
+        *CHOICE.get_or_init(|| {
+            let all = Isa::all();
+            let value = std::env::var(PANELS_ENV).ok();
+            Isa::choose(value.as_deref(), &all).unwrap_or_else(|e| {
+                eprintln!("circuitry: {e}; using auto");
+                all.first().copied()
+            })
+        })
+    }
+
+    /// The kernel [`PANELS_ENV`]'s `value` (unset: `None`) picks among `all` (this CPU's,
+    /// best first), or why the value is refused.
+    fn choose(value: Option<&str>, all: &[Isa]) -> Result<Option<Isa>, String> {
+        match value {
+            None | Some("auto") => Ok(all.first().copied()),
+            Some("off") => Ok(None),
+            Some("avx2") if all.contains(&Isa::Avx2) => Ok(Some(Isa::Avx2)),
+            Some(other) => Err(format!(
+                "{PANELS_ENV}={other:?} is not one of auto, off, or avx2 on a CPU with AVX2 \
+                 (this one has {all:?})"
+            )),
+        }
     }
 
     /// Every one this CPU has, best first (tests and benchmarks try each).
@@ -580,6 +609,23 @@ mod tests {
                 assert_eq!(run(t), one, "{isa:?}, {t} threads");
             }
         }
+    }
+
+    #[test]
+    fn the_environment_picks_a_kernel_or_none() {
+        let both = [Isa::Avx512, Isa::Avx2];
+        assert_eq!(Isa::choose(None, &both), Ok(Some(Isa::Avx512)));
+        assert_eq!(Isa::choose(Some("auto"), &both), Ok(Some(Isa::Avx512)));
+        assert_eq!(Isa::choose(Some("avx2"), &both), Ok(Some(Isa::Avx2)));
+        assert_eq!(Isa::choose(Some("off"), &both), Ok(None));
+        assert_eq!(Isa::choose(None, &[]), Ok(None));
+        let err = Isa::choose(Some("avx2"), &[]).unwrap_err();
+        assert!(
+            err.contains("CIRCUITRY_PANELS=\"avx2\"") && err.contains("[]"),
+            "{err}"
+        );
+        let err = Isa::choose(Some("fast"), &both).unwrap_err();
+        assert!(err.contains("auto, off, or avx2"), "{err}");
     }
 
     #[test]
