@@ -218,7 +218,17 @@ pub fn product_with(
     if !(MIN_ROWS..=MAX_ROWS).contains(&m) || k == 0 || n == 0 {
         return None;
     }
-    let packed = cache.0.get_or_init(|| Packed::new(w));
+    // Built outside the cell and then offered to it, not in `get_or_init`: the copy runs
+    // on rayon's threads, and a thread waiting for it may run (steal) another product
+    // with this weight, which must not wait on the cell it is filling. Two threads may
+    // both build it once; the first kept wins.
+    let packed = match cache.0.get() {
+        Some(p) => p,
+        None => {
+            let _ = cache.0.set(Packed::new(w));
+            cache.0.get()?
+        }
+    };
     assert!(
         (packed.k, packed.n) == (k, n),
         "panel product: the cache holds panels of a {} × {} weight, not {k} × {n}",
@@ -609,6 +619,29 @@ mod tests {
                 assert_eq!(run(t), one, "{isa:?}, {t} threads");
             }
         }
+    }
+
+    #[test]
+    fn many_tasks_can_meet_one_empty_cache() {
+        // Every task finds the cache empty or being filled; none waits on another (the
+        // copy runs on the same threads), and all get the same bits.
+        if Isa::detect().is_none() {
+            return;
+        }
+        let (x, w) = (filled(20, 700, 7), filled(700, 300, 8));
+        let cache = Panels::default();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let out: Vec<Array2<f32>> = pool.install(|| {
+            (0..64)
+                .into_par_iter()
+                .map(|_| product(x.view(), w.view(), &cache).unwrap())
+                .collect()
+        });
+        assert!(cache.is_built());
+        assert!(out.iter().all(|c| *c == out[0]));
     }
 
     #[test]
