@@ -123,3 +123,55 @@ fn every_binary_prints_one_error_line_with_each_cause_once() {
         assert!(!out.exists(), "{program} wrote {}", out.display());
     }
 }
+
+/// `CIRCUITRY_PANELS` (the panel products' kernel) is read in the stage binaries' `main`:
+/// a value that is not `auto`, `off` or `avx2` stops them before anything runs, with one
+/// error line naming the variable and the choices, exit code 2, nothing written.
+#[test]
+fn a_bad_circuitry_panels_value_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "circuitry-circuit",
+            vec![
+                "toy", "--model", "m", "--sae", "s", "--store", "t", "--out", o,
+            ],
+        ),
+        (
+            "circuitry-train-sae",
+            vec![
+                "--store",
+                "t",
+                "--hooks",
+                "blocks.0.hook_resid_pre",
+                "--out",
+                o,
+                "--d-sae",
+                "8",
+            ],
+        ),
+    ];
+    for (program, args) in cases {
+        let run = Command::new(bin(program))
+            .args(&args)
+            .env("CIRCUITRY_PANELS", "fastest")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        println!("{program}: {stderr}");
+        assert_eq!(run.status.code(), Some(2), "{program}: {stderr}");
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{program}: one error line: {stderr}");
+        assert!(
+            errors[0].contains("CIRCUITRY_PANELS=\"fastest\"") && errors[0].contains("auto, off"),
+            "{program}: {stderr}"
+        );
+        assert!(!out.exists(), "{program} wrote {}", out.display());
+    }
+}

@@ -152,6 +152,10 @@ fn main() -> anyhow::Result<()> {
     // As the circuit stage does (crates/circuit/src/main.rs).
     circuitry_sae::keep_freed_memory();
     let a = parse()?;
+    // CIRCUITRY_PANELS as the stage binaries read it (auto, avx2 or off).
+    let panels_env = std::env::var(circuitry_models::gemm::panels::PANELS_ENV).ok();
+    circuitry_models::gemm::panels::set_choice(panels_env.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let config = ModelConfig {
         family: a.family,
         n_layer: a.layers,

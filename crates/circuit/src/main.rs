@@ -18,6 +18,7 @@ use circuitry_core::binary;
 use circuitry_core::params::{CircuitToyOptions, StageOptions};
 use circuitry_core::preflight::{check_writable, MemoryEstimate, MemoryLimit};
 use circuitry_core::StageTimer;
+use circuitry_models::gemm::panels::{self, PANELS_ENV};
 use circuitry_sae::kernel::{use_for_transformer, Backend, MklSettings, MKL_ENV};
 use circuitry_store::ActivationStore;
 use clap::{Parser, Subcommand};
@@ -79,6 +80,10 @@ fn main() -> ExitCode {
         "warn,circuitry_core::progress=info",
     );
     let cli = Cli::parse();
+    let panels = std::env::var(PANELS_ENV).ok();
+    if let Err(e) = panels::set_choice(panels.as_deref()) {
+        return binary::exit(Err(anyhow::anyhow!(e)));
+    }
     binary::exit(match cli.command {
         Command::Toy(args) => toy(args),
         Command::Gpt2(args) => gpt2(*args),

@@ -42,6 +42,10 @@ fn main() -> anyhow::Result<()> {
     );
     // As the circuit stage does: freed arrays stay in the heap, not unmapped.
     circuitry_sae::keep_freed_memory();
+    // CIRCUITRY_PANELS as the stage binaries read it (auto, avx2 or off).
+    let panels_env = std::env::var(circuitry_models::gemm::panels::PANELS_ENV).ok();
+    circuitry_models::gemm::panels::set_choice(panels_env.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let mkl = MklSettings::new(std::env::var_os(MKL_ENV), Default::default());
     let general = use_for_transformer(Backend::resolve(GemmChoice::Auto, &mkl)?);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

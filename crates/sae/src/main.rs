@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use circuitry_core::preflight::MemoryLimit;
 use circuitry_core::{binary, StageTimer};
+use circuitry_models::gemm::panels::{self, PANELS_ENV};
 use circuitry_sae::kernel::{use_for_transformer, Backend, MKL_ENV};
 use circuitry_sae::stage;
 use clap::Parser;
@@ -20,6 +21,11 @@ fn main() -> ExitCode {
     }
     binary::init_logging(std::env::var("RUST_LOG").ok().as_deref(), "info");
     let mkl_library = std::env::var_os(MKL_ENV);
+    // The panel products of ce_loss_score's model runs with few rows.
+    let panels = std::env::var(PANELS_ENV).ok();
+    if let Err(e) = panels::set_choice(panels.as_deref()) {
+        return binary::exit(Err(anyhow::anyhow!(e)));
+    }
     let limit = MemoryLimit::from_flag(args.memory_limit);
     if args.check_only {
         return binary::exit(

@@ -36,12 +36,26 @@ pub const MAX_ROWS: usize = 24;
 /// The fewest rows it takes: one row is a matrix–vector product, bound by memory on
 /// either side (0.94× MKL there), so the general product keeps it.
 pub const MIN_ROWS: usize = 2;
-/// The environment variable that chooses the panel products: `auto` (the default: the
+/// The environment variable that chooses the panel products (read by the binaries that
+/// run the transformer, passed to [`set_choice`]): `auto` (the default: the
 /// best kernel this CPU has), `avx2` (the AVX2 kernel on a CPU that also has AVX-512:
 /// with `MKL_ENABLE_INSTRUCTIONS=AVX2` a stand-in for an AMD EPYC) or `off` (no panel
 /// copies: each weight's copies cost its size again per direction used, 1 GB in a
 /// SmolLM2 circuit stage).
 pub const PANELS_ENV: &str = "CIRCUITRY_PANELS";
+/// This process's kernel ([`Isa::detect`]).
+static CHOICE: OnceLock<Option<Isa>> = OnceLock::new();
+
+/// Pick this process's panel kernel from the value of [`PANELS_ENV`], which a binary's
+/// `main` reads (unset: `None`, the same as `auto`). Once per process, before its first
+/// product; later calls change nothing. Refuses a value that is not `auto`, `off`, or
+/// `avx2` on a CPU with AVX2, saying so.
+pub fn set_choice(value: Option<&str>) -> Result<(), String> {
+    let isa = Isa::choose(value, &Isa::all())?;
+    let _ = CHOICE.set(isa);
+    Ok(())
+}
+
 /// Columns per panel: two AVX-512 vectors.
 const WIDTH: usize = 32;
 /// Rows per register tile: 10 × 2 accumulators, two weight vectors, and broadcasts.
@@ -143,18 +157,10 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// What [`product`] uses: the best this CPU has, unless [`PANELS_ENV`] says
-    /// otherwise; `None`: no panel products.
+    /// What [`product`] uses: the one [`set_choice`] picked, else the best this CPU has;
+    /// `None`: no panel products.
     pub fn detect() -> Option<Isa> {
-        static CHOICE: OnceLock<Option<Isa>> = OnceLock::new();
-        *CHOICE.get_or_init(|| {
-            let all = Isa::all();
-            let value = std::env::var(PANELS_ENV).ok();
-            Isa::choose(value.as_deref(), &all).unwrap_or_else(|e| {
-                eprintln!("circuitry: {e}; using auto");
-                all.first().copied()
-            })
-        })
+        *CHOICE.get_or_init(|| Isa::all().first().copied())
     }
 
     /// The kernel [`PANELS_ENV`]'s `value` (unset: `None`) picks among `all` (this CPU's,
