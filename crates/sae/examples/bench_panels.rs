@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         panels::Isa::detect().ok_or_else(|| anyhow::anyhow!("no AVX-512 or AVX2 on this CPU"))?
     };
-    anyhow::ensure!(panels::Isa::all().contains(&isa), "this CPU lacks {isa:?}");
+    anyhow::ensure!(isa.available(), "this CPU lacks {isa:?}");
     let args: Vec<usize> = args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let (k, n, reps) = (
         args.first().copied().unwrap_or(768),

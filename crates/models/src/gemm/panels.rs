@@ -179,25 +179,28 @@ impl Isa {
 
     /// Every one this CPU has, best first (tests and benchmarks try each).
     pub fn all() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .filter(|isa| isa.available())
+            .collect()
+    }
+
+    /// Whether this CPU has it (the standard library caches the answer).
+    pub fn available(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        {
-            let mut out = Vec::new();
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                out.push(Isa::Avx512);
+        match self {
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
             }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                out.push(Isa::Avx2);
-            }
-            out
         }
         #[cfg(not(target_arch = "x86_64"))]
-        Vec::new()
+        false
     }
 }
 
-/// [`product`] with a chosen instruction set, which this CPU must have ([`Isa::all`]):
+/// [`product`] with a chosen instruction set, which this CPU must have ([`Isa::available`]):
 /// for tests and benchmarks.
 ///
 /// # Panics
@@ -208,10 +211,7 @@ pub fn product_with(
     w: ArrayView2<'_, f32>,
     cache: &Panels,
 ) -> Option<Array2<f32>> {
-    assert!(
-        Isa::all().contains(&isa),
-        "panel product: this CPU lacks {isa:?}"
-    );
+    assert!(isa.available(), "panel product: this CPU lacks {isa:?}");
     let (m, k) = x.dim();
     let n = w.ncols();
     assert_eq!(

@@ -156,8 +156,10 @@ impl<A: Scalar> Norm<A> {
 pub struct Linear<A: Scalar> {
     weight: Array2<A>,       // (d_in, d_out)
     bias: Option<Array1<A>>, // (d_out)
-    /// Panels of `weight` for `x · weight`, and of `weightᵀ` for `dy · weightᵀ`.
-    panels: [Panels; 2],
+    /// Panels of `weight` for `x · weight`...
+    forward_panels: Panels,
+    /// ...and of `weightᵀ` for `dy · weightᵀ`.
+    backward_panels: Panels,
 }
 
 impl<A: Scalar> Linear<A> {
@@ -166,7 +168,8 @@ impl<A: Scalar> Linear<A> {
         Linear {
             weight,
             bias,
-            panels: Default::default(),
+            forward_panels: Panels::default(),
+            backward_panels: Panels::default(),
         }
     }
 
@@ -182,7 +185,7 @@ impl<A: Scalar> Linear<A> {
 
     /// `x · weight + bias` for `x` (rows, d_in).
     pub fn forward(&self, x: ArrayView2<'_, A>) -> Array2<A> /* (rows, d_out) */ {
-        let y = matmul_weight(x, self.weight.view(), &self.panels[0]);
+        let y = matmul_weight(x, self.weight.view(), &self.forward_panels);
         match &self.bias {
             Some(b) => y + b,
             None => y,
@@ -191,7 +194,7 @@ impl<A: Scalar> Linear<A> {
 
     /// `dx = dy · weightᵀ` for `dy` (rows, d_out).
     pub(crate) fn backward(&self, dy: ArrayView2<'_, A>) -> Array2<A> /* (rows, d_in) */ {
-        matmul_weight(dy, self.weight.t(), &self.panels[1])
+        matmul_weight(dy, self.weight.t(), &self.backward_panels)
     }
 
     fn cast<B: Scalar>(&self) -> Linear<B> {
